@@ -1,0 +1,88 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "loads/common/histogram.h"
+
+namespace loads::common {
+
+// The outcome of one execution (setUp, test method, tearDown) of a test by one virtual user.
+enum class Outcome { kSuccess, kFailure, kError };
+
+// Why a hit (one HTTP request) got no usable response. kNone means a response was received,
+// whatever its status code: a 500 is a response, not a hit error.
+enum class HitError {
+  kNone,
+  kConnectionRefused,
+  kConnectionReset,  // the peer closed or reset the connection before a complete response
+  kTimeout,
+  kDns,
+  kTls,
+  kMalformedResponse,
+  kCancelled,  // the run was interrupted while the request was in flight
+  kNetwork,    // any other socket error
+};
+inline constexpr int kHitErrorCount = 9;
+
+// Stable lower_snake_case name of a hit error kind, used in reports and messages.
+std::string_view HitErrorName(HitError error);
+
+// Counters and histograms of one hit name (request name, by default "METHOD url").
+struct UrlStats {
+  uint64_t hits = 0;
+  uint64_t errors = 0;  // hits with a HitError, or a response status >= 400
+  Histogram latency;    // nanoseconds, hits that got a response only
+
+  void Merge(const UrlStats& other);
+};
+
+// Everything a run measures. One instance per engine thread is written without locks; instances
+// are merged for progress snapshots and the final report. Memory is bounded: hit names and error
+// messages beyond a cap are folded into one overflow entry.
+//
+// Thread safety: none; the owner serializes access.
+struct RunStats {
+  static constexpr size_t kMaxUrlNames = 1000;
+  static constexpr size_t kMaxErrorMessages = 1000;
+  static constexpr size_t kMaxCounters = 1000;
+  static constexpr std::string_view kOtherUrls = "(other URLs)";
+  static constexpr std::string_view kOtherErrors = "(other errors)";
+  static constexpr std::string_view kOtherCounters = "(other counters)";
+
+  uint64_t hits = 0;
+  Histogram latency;  // nanoseconds, hits that got a response
+  std::array<uint64_t, 600> status_codes{};
+  std::array<uint64_t, kHitErrorCount> hit_errors{};
+  std::map<std::string, UrlStats, std::less<>> urls;
+
+  uint64_t successes = 0;
+  uint64_t failures = 0;
+  uint64_t errors = 0;
+  // Failure and error messages of executions, with their counts.
+  std::map<std::string, uint64_t, std::less<>> error_messages;
+
+  uint64_t ws_opened = 0;
+  uint64_t ws_closed = 0;
+  uint64_t ws_messages_received = 0;
+  uint64_t ws_bytes_received = 0;
+  uint64_t ws_messages_sent = 0;
+  uint64_t ws_bytes_sent = 0;
+
+  std::map<std::string, int64_t, std::less<>> counters;
+
+  uint64_t Executions() const { return successes + failures + errors; }
+
+  // Records one hit. status is the HTTP status (0 when error != kNone); latency in nanoseconds.
+  void RecordHit(std::string_view name, int status, HitError error, uint64_t latency_ns);
+  // Records one finished execution; message is ignored for kSuccess.
+  void RecordExecution(Outcome outcome, std::string_view message);
+  void IncrCounter(std::string_view name, int64_t by);
+
+  void Merge(const RunStats& other);
+};
+
+}  // namespace loads::common

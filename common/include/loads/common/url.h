@@ -1,0 +1,37 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace loads::common {
+
+// An absolute http, https, ws or wss URL split into what a client needs.
+struct Url {
+  std::string scheme;  // lower case: "http", "https", "ws" or "wss"
+  std::string host;    // lower case; IPv6 literals without brackets
+  uint16_t port = 0;   // explicit or the scheme's default
+  std::string target;  // path and query, at least "/"; no fragment
+
+  bool Tls() const { return scheme == "https" || scheme == "wss"; }
+  // "scheme://host:port", the key of a keep-alive connection.
+  std::string Origin() const;
+  // "host" or "host:port" when the port is not the scheme's default (the Host header).
+  std::string HostHeader() const;
+  // "scheme://host:port/path" without the query: the default hit name.
+  std::string WithoutQuery() const;
+  std::string ToString() const;
+};
+
+// Parses an absolute URL. On failure returns nullopt and, if error is set, why.
+std::optional<Url> ParseUrl(std::string_view text, std::string* error = nullptr);
+
+// Resolves a Location header value against the URL it came from (absolute, scheme-relative,
+// absolute-path or relative-path references).
+std::optional<Url> ResolveUrl(const Url& base, std::string_view reference);
+
+// Percent-encodes a query component (RFC 3986 unreserved characters are kept).
+std::string UrlEncode(std::string_view text);
+
+}  // namespace loads::common

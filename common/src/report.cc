@@ -1,0 +1,246 @@
+#include "loads/common/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+
+namespace loads::common {
+namespace {
+
+constexpr double kNanosPerSecond = 1e9;
+constexpr size_t kMaxUrlsShown = 10;
+constexpr size_t kMaxErrorsShown = 5;
+
+struct PercentileSpec {
+  const char* label;  // in the text report
+  const char* key;    // in the JSON report
+  double p;
+};
+constexpr PercentileSpec kPercentiles[] = {
+    {"p50", "p50", 50}, {"p90", "p90", 90},       {"p95", "p95", 95},
+    {"p99", "p99", 99}, {"p99.9", "p99_9", 99.9},
+};
+
+std::string FormatStarted(std::chrono::system_clock::time_point t, bool iso) {
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(micros / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char date[32];
+  std::strftime(date, sizeof date, iso ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+  char out[64];
+  std::snprintf(out, sizeof out, "%s.%06lld%s", date, static_cast<long long>(micros % 1000000),
+                iso ? "Z" : "");
+  return out;
+}
+
+std::string Millis(uint64_t nanos) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3fms", static_cast<double>(nanos) / 1e6);
+  return buf;
+}
+
+std::string MillisD(double nanos) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3fms", nanos / 1e6);
+  return buf;
+}
+
+double Seconds(uint64_t nanos) { return static_cast<double>(nanos) / kNanosPerSecond; }
+
+double Rps(const RunInfo& info, const RunStats& stats) {
+  return info.duration_seconds > 0 ? static_cast<double>(stats.hits) / info.duration_seconds : 0;
+}
+
+// URL names sorted slowest first (by mean latency), ties by name.
+std::vector<const std::pair<const std::string, UrlStats>*> SlowestUrls(const RunStats& stats) {
+  std::vector<const std::pair<const std::string, UrlStats>*> urls;
+  for (const auto& entry : stats.urls) urls.push_back(&entry);
+  std::stable_sort(urls.begin(), urls.end(), [](auto* a, auto* b) {
+    return a->second.latency.Mean() > b->second.latency.Mean();
+  });
+  return urls;
+}
+
+// Error messages sorted by count, most common first, ties by message.
+std::vector<std::pair<std::string, uint64_t>> CommonErrors(const RunStats& stats) {
+  std::vector<std::pair<std::string, uint64_t>> errors(stats.error_messages.begin(),
+                                                       stats.error_messages.end());
+  std::stable_sort(errors.begin(), errors.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  return errors;
+}
+
+std::string Join(const std::vector<int64_t>& values) {
+  std::string out;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ':';
+    out += std::to_string(values[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits) {
+  if (hits.empty()) return 0;
+  const int64_t u = std::accumulate(users.begin(), users.end(), int64_t{0});
+  const int64_t h = std::accumulate(hits.begin(), hits.end(), int64_t{0});
+  return static_cast<uint64_t>(u) * static_cast<uint64_t>(h);
+}
+
+std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
+  std::ostringstream out;
+  char line[256];
+  out << "Hits: " << stats.hits << '\n';
+  out << "Started: " << FormatStarted(info.started, false) << '\n';
+  std::snprintf(line, sizeof line, "Duration: %.2f seconds\n", info.duration_seconds);
+  out << line;
+  out << "Approximate Average RPS: " << static_cast<uint64_t>(Rps(info, stats) + 0.5) << '\n';
+  std::snprintf(line, sizeof line, "Average request time: %.6fs\n",
+                stats.latency.Mean() / kNanosPerSecond);
+  out << line;
+  out << "Opened web sockets: " << stats.ws_opened << '\n';
+  out << "Bytes received via web sockets: " << stats.ws_bytes_received << '\n';
+  out << '\n';
+  out << "Success: " << stats.successes << '\n';
+  out << "Errors: " << stats.errors << '\n';
+  out << "Failures: " << stats.failures << '\n';
+  out << '\n';
+  out << "Tests: " << stats.Executions() << " executions of " << info.test << " (users "
+      << Join(info.users);
+  if (info.duration) {
+    std::snprintf(line, sizeof line, ", %g seconds per user cycle)", *info.duration);
+    out << line;
+  } else {
+    out << ", hits " << Join(info.hits) << ')';
+  }
+  out << '\n';
+  if (info.interrupted) out << "Interrupted: the run was stopped before its planned end\n";
+
+  if (stats.latency.Count() > 0) {
+    out << "Request time: min " << Millis(stats.latency.Min());
+    for (const auto& spec : kPercentiles) {
+      out << "  " << spec.label << ' ' << Millis(stats.latency.Percentile(spec.p));
+    }
+    out << "  max " << Millis(stats.latency.Max()) << '\n';
+  }
+
+  std::string codes;
+  for (size_t code = 0; code < stats.status_codes.size(); ++code) {
+    if (stats.status_codes[code] == 0) continue;
+    if (!codes.empty()) codes += ", ";
+    codes += std::to_string(code) + ": " + std::to_string(stats.status_codes[code]);
+  }
+  if (!codes.empty()) out << "Status codes: " << codes << '\n';
+
+  std::string hit_errors;
+  for (int kind = 1; kind < kHitErrorCount; ++kind) {
+    if (stats.hit_errors[kind] == 0) continue;
+    if (!hit_errors.empty()) hit_errors += ", ";
+    hit_errors += std::string(HitErrorName(static_cast<HitError>(kind))) + ": " +
+                  std::to_string(stats.hit_errors[kind]);
+  }
+  if (!hit_errors.empty()) out << "Hit errors: " << hit_errors << '\n';
+
+  if (!stats.urls.empty()) {
+    const auto urls = SlowestUrls(stats);
+    out << "\nSlowest URLs (" << std::min(urls.size(), kMaxUrlsShown) << " of " << urls.size()
+        << "):\n";
+    for (size_t i = 0; i < urls.size() && i < kMaxUrlsShown; ++i) {
+      const auto& [name, url] = *urls[i];
+      out << "  " << name << "  hits " << url.hits << "  errors " << url.errors << "  mean "
+          << MillisD(url.latency.Mean()) << "  p99 " << Millis(url.latency.Percentile(99)) << '\n';
+    }
+  }
+
+  if (!stats.counters.empty()) {
+    out << "\nCustom metrics:\n";
+    for (const auto& [name, value] : stats.counters) out << "  " << name << ": " << value << '\n';
+  }
+
+  if (!stats.error_messages.empty()) {
+    const auto errors = CommonErrors(stats);
+    out << "\nMost common errors (" << std::min(errors.size(), kMaxErrorsShown) << " of "
+        << errors.size() << "):\n";
+    for (size_t i = 0; i < errors.size() && i < kMaxErrorsShown; ++i) {
+      out << "  " << errors[i].second << " x " << errors[i].first << '\n';
+    }
+  }
+  return out.str();
+}
+
+std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
+  using nlohmann::json;
+  json doc;
+  doc["format"] = "loads.report";
+  doc["version"] = kJsonReportVersion;
+  doc["test"] = info.test;
+  doc["started"] = FormatStarted(info.started, true);
+  doc["duration_seconds"] = info.duration_seconds;
+  doc["interrupted"] = info.interrupted;
+  doc["plan"] = {{"users", info.users},
+                 {"hits", info.hits},
+                 {"duration_seconds", info.duration ? json(*info.duration) : json(nullptr)},
+                 {"threads", info.threads}};
+  doc["hits"] = stats.hits;
+  doc["rps"] = Rps(info, stats);
+  json latency = {{"count", stats.latency.Count()},
+                  {"mean", stats.latency.Mean() / kNanosPerSecond},
+                  {"min", Seconds(stats.latency.Min())}};
+  for (const auto& spec : kPercentiles) {
+    latency[spec.key] = Seconds(stats.latency.Percentile(spec.p));
+  }
+  latency["max"] = Seconds(stats.latency.Max());
+  doc["latency_seconds"] = latency;
+  doc["tests"] = {{"total", stats.Executions()},
+                  {"success", stats.successes},
+                  {"failures", stats.failures},
+                  {"errors", stats.errors}};
+  doc["websockets"] = {{"opened", stats.ws_opened},
+                       {"closed", stats.ws_closed},
+                       {"messages_received", stats.ws_messages_received},
+                       {"bytes_received", stats.ws_bytes_received},
+                       {"messages_sent", stats.ws_messages_sent},
+                       {"bytes_sent", stats.ws_bytes_sent}};
+  json codes = json::object();
+  for (size_t code = 0; code < stats.status_codes.size(); ++code) {
+    if (stats.status_codes[code]) codes[std::to_string(code)] = stats.status_codes[code];
+  }
+  doc["status_codes"] = codes;
+  json hit_errors = json::object();
+  for (int kind = 1; kind < kHitErrorCount; ++kind) {
+    if (stats.hit_errors[kind]) {
+      hit_errors[std::string(HitErrorName(static_cast<HitError>(kind)))] = stats.hit_errors[kind];
+    }
+  }
+  doc["hit_errors"] = hit_errors;
+  json urls = json::array();
+  for (const auto* entry : SlowestUrls(stats)) {
+    const auto& [name, url] = *entry;
+    urls.push_back({{"name", name},
+                    {"hits", url.hits},
+                    {"errors", url.errors},
+                    {"mean_seconds", url.latency.Mean() / kNanosPerSecond},
+                    {"p50_seconds", Seconds(url.latency.Percentile(50))},
+                    {"p99_seconds", Seconds(url.latency.Percentile(99))},
+                    {"max_seconds", Seconds(url.latency.Max())}});
+  }
+  doc["urls"] = urls;
+  json counters = json::object();
+  for (const auto& [name, value] : stats.counters) counters[name] = value;
+  doc["counters"] = counters;
+  json errors = json::array();
+  for (const auto& [message, count] : CommonErrors(stats)) {
+    errors.push_back({{"message", message}, {"count", count}});
+  }
+  doc["errors"] = errors;
+  // Replace invalid UTF-8 (e.g. bytes from a server in an error message) rather than throw.
+  return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace loads::common

@@ -1,0 +1,107 @@
+#include "loads/common/stats.h"
+
+namespace loads::common {
+namespace {
+
+template <typename Map, typename Value>
+Value& BoundedSlot(Map& map, std::string_view key, size_t cap, std::string_view overflow) {
+  auto it = map.find(key);
+  if (it != map.end()) return it->second;
+  if (map.size() >= cap) key = overflow;
+  return map.try_emplace(std::string(key)).first->second;
+}
+
+}  // namespace
+
+std::string_view HitErrorName(HitError error) {
+  switch (error) {
+    case HitError::kNone:
+      return "none";
+    case HitError::kConnectionRefused:
+      return "connection_refused";
+    case HitError::kConnectionReset:
+      return "connection_reset";
+    case HitError::kTimeout:
+      return "timeout";
+    case HitError::kDns:
+      return "dns";
+    case HitError::kTls:
+      return "tls";
+    case HitError::kMalformedResponse:
+      return "malformed_response";
+    case HitError::kCancelled:
+      return "cancelled";
+    case HitError::kNetwork:
+      return "network";
+  }
+  return "network";
+}
+
+void UrlStats::Merge(const UrlStats& other) {
+  hits += other.hits;
+  errors += other.errors;
+  latency.Merge(other.latency);
+}
+
+void RunStats::RecordHit(std::string_view name, int status, HitError error, uint64_t latency_ns) {
+  ++hits;
+  UrlStats& url = BoundedSlot<decltype(urls), UrlStats>(urls, name, kMaxUrlNames, kOtherUrls);
+  ++url.hits;
+  if (error != HitError::kNone) {
+    ++hit_errors[static_cast<size_t>(error)];
+    ++url.errors;
+    return;
+  }
+  if (status >= 0 && status < static_cast<int>(status_codes.size())) ++status_codes[status];
+  if (status >= 400) ++url.errors;
+  latency.Record(latency_ns);
+  url.latency.Record(latency_ns);
+}
+
+void RunStats::RecordExecution(Outcome outcome, std::string_view message) {
+  switch (outcome) {
+    case Outcome::kSuccess:
+      ++successes;
+      return;
+    case Outcome::kFailure:
+      ++failures;
+      break;
+    case Outcome::kError:
+      ++errors;
+      break;
+  }
+  ++BoundedSlot<decltype(error_messages), uint64_t>(error_messages, message, kMaxErrorMessages,
+                                                    kOtherErrors);
+}
+
+void RunStats::IncrCounter(std::string_view name, int64_t by) {
+  BoundedSlot<decltype(counters), int64_t>(counters, name, kMaxCounters, kOtherCounters) += by;
+}
+
+void RunStats::Merge(const RunStats& other) {
+  hits += other.hits;
+  latency.Merge(other.latency);
+  for (size_t i = 0; i < status_codes.size(); ++i) status_codes[i] += other.status_codes[i];
+  for (size_t i = 0; i < hit_errors.size(); ++i) hit_errors[i] += other.hit_errors[i];
+  for (const auto& [name, url] : other.urls) {
+    BoundedSlot<decltype(urls), UrlStats>(urls, name, kMaxUrlNames, kOtherUrls).Merge(url);
+  }
+  successes += other.successes;
+  failures += other.failures;
+  errors += other.errors;
+  for (const auto& [message, count] : other.error_messages) {
+    BoundedSlot<decltype(error_messages), uint64_t>(error_messages, message, kMaxErrorMessages,
+                                                    kOtherErrors) += count;
+  }
+  ws_opened += other.ws_opened;
+  ws_closed += other.ws_closed;
+  ws_messages_received += other.ws_messages_received;
+  ws_bytes_received += other.ws_bytes_received;
+  ws_messages_sent += other.ws_messages_sent;
+  ws_bytes_sent += other.ws_bytes_sent;
+  for (const auto& [name, value] : other.counters) {
+    BoundedSlot<decltype(counters), int64_t>(counters, name, kMaxCounters, kOtherCounters) += value;
+  }
+}
+
+}  // namespace loads::common
