@@ -1,0 +1,174 @@
+// loads-runner: runs a load test on this machine and prints the report.
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loads/common/report.h"
+#include "loads/worker/engine.h"
+#include "loads/worker/test_loader.h"
+#include "runner/options.h"
+#include "runner/progress.h"
+
+namespace {
+
+// Exit codes, documented in --help and docs/cli.md.
+constexpr int kExitOk = 0;
+constexpr int kExitTestProblems = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitNotFound = 3;
+constexpr int kExitLoadFailed = 4;
+constexpr int kExitNoSuchTest = 5;
+constexpr int kExitInterrupted = 130;
+
+std::atomic<bool> g_stop{false};
+
+// First Ctrl-C: stop the run and still print the report. Second: leave at once.
+void OnSignal(int) {
+  if (g_stop.exchange(true)) _exit(kExitInterrupted);
+}
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "loads-runner: %s\n", message.c_str());
+  return code;
+}
+
+// Many virtual users need many sockets: raise the soft limit on open files to the hard one.
+void RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+std::vector<std::string> SearchPath(const std::vector<std::string>& from_cli) {
+  std::vector<std::string> path = from_cli;
+  if (const char* env = std::getenv("LOADS_TEST_PATH")) {
+    std::string value = env;
+    size_t start = 0;
+    while (start <= value.size()) {
+      const size_t colon = value.find(':', start);
+      const std::string dir = value.substr(start, colon - start);
+      if (!dir.empty()) path.push_back(dir);
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+  }
+  path.push_back(".");
+  return path;
+}
+
+int Main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const auto parsed = loads::runner::ParseOptions(args);
+  if (!parsed.ok) {
+    std::fprintf(stderr, "loads-runner: %s (see loads-runner --help)\n", parsed.error.c_str());
+    return kExitUsage;
+  }
+  const auto& options = parsed.options;
+  if (options.help) {
+    std::fputs(loads::runner::Usage().c_str(), stdout);
+    return kExitOk;
+  }
+  if (options.version) {
+    std::printf("loads-runner %s (test ABI %d)\n", LOADS_SDK_VERSION, LOADS_ABI_VERSION);
+    return kExitOk;
+  }
+
+  loads::worker::TestSpec test;
+  if (!options.url.empty()) {
+    test = loads::worker::MakeUrlTest(options.url);
+  } else {
+    auto loaded = loads::worker::LoadTest(options.test, SearchPath(options.test_paths));
+    switch (loaded.error) {
+      case loads::worker::LoadError::kNone:
+        break;
+      case loads::worker::LoadError::kInvalidName:
+        return Fail(kExitUsage, loaded.message);
+      case loads::worker::LoadError::kNotFound:
+        return Fail(kExitNotFound, loaded.message);
+      case loads::worker::LoadError::kLoadFailed:
+      case loads::worker::LoadError::kIncompatible:
+        return Fail(kExitLoadFailed, loaded.message);
+      case loads::worker::LoadError::kNoSuchTest:
+        return Fail(kExitNoSuchTest, loaded.message);
+    }
+    test = loaded.test;
+  }
+
+  // Open the JSON outputs first: a run whose report cannot be written should not start.
+  std::vector<std::ofstream> json_files;
+  for (const auto& path : options.json_outputs) {
+    json_files.emplace_back(path, std::ios::trunc);
+    if (!json_files.back()) return Fail(kExitUsage, "cannot write the report to " + path);
+  }
+
+  loads::worker::EngineOptions engine_options;
+  engine_options.users = options.users;
+  engine_options.hits = options.hits;
+  engine_options.duration = options.duration;
+  const int64_t max_users = *std::max_element(options.users.begin(), options.users.end());
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  engine_options.threads =
+      options.threads.value_or(static_cast<int>(std::min<int64_t>(cpus, max_users)));
+  engine_options.server_url = options.server_url;
+  engine_options.connect_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout * 1000));
+  engine_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout * 1000));
+  engine_options.verify_tls = !options.insecure;
+
+  RaiseFileLimit();
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const bool terminal = isatty(STDOUT_FILENO);
+  loads::runner::ProgressDisplay display(stdout, terminal);
+  loads::worker::Engine engine(engine_options);
+  const auto interval = std::chrono::milliseconds(terminal ? 100 : 1000);
+  auto result = engine.Run(
+      test, g_stop,
+      [&](const loads::worker::Progress& p) {
+        if (!options.quiet) display.Update(p);
+      },
+      interval);
+
+  if (!options.quiet) {
+    display.Finish();
+    std::fputs(loads::common::FormatTextReport(result.info, result.stats).c_str(), stdout);
+    std::fflush(stdout);
+  }
+  const std::string json = loads::common::FormatJsonReport(result.info, result.stats);
+  for (size_t i = 0; i < json_files.size(); ++i) {
+    json_files[i] << json;
+    json_files[i].close();
+    if (!json_files[i]) {
+      Fail(kExitUsage, "could not write the report to " + options.json_outputs[i]);
+    }
+  }
+  if (result.info.interrupted) return kExitInterrupted;
+  return (result.stats.failures + result.stats.errors) > 0 ? kExitTestProblems : kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    return Fail(70, std::string("internal error: ") + e.what());
+  }
+}

@@ -1,0 +1,289 @@
+#include "runner/options.h"
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <map>
+
+#include "loads/common/url.h"
+
+namespace loads::runner {
+namespace {
+
+constexpr int64_t kMaxUsers = 10'000'000;
+constexpr int64_t kMaxHits = 1'000'000'000'000;
+constexpr double kMaxSeconds = 366.0 * 24 * 3600;
+
+std::optional<int64_t> ParseInt(const std::string& text) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<double> ParseSeconds(const std::string& text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
+      value <= 0 || value > kMaxSeconds) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace
+
+std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max) {
+  std::vector<int64_t> values;
+  size_t start = 0;
+  while (true) {
+    const size_t colon = text.find(':', start);
+    auto value = ParseInt(text.substr(start, colon - start));
+    if (!value || *value < 1 || *value > max) return std::nullopt;
+    values.push_back(*value);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return values;
+}
+
+std::string Usage() {
+  return R"(usage: loads-runner [options] MODULE.Class.method
+       loads-runner [options] --url URL
+
+Runs a load test: every virtual user runs the test method (setUp, method, tearDown)
+again and again, then a report is printed.
+
+Load:
+  -u, --users N[:N...]      virtual users; a colon list runs user cycles one after
+                            the other (default 1)
+      --hits N[:N...]       executions of the test per user, summed over the list
+                            (default 1; not with --duration)
+  -d, --duration SECONDS    each user cycle lasts this long, users looping the test
+      --threads N           engine threads (default: the number of CPUs, at most
+                            the number of users)
+Test:
+      --url URL             no test library: each execution GETs URL
+      --test-path DIR       where test libraries (MODULE.so) are found; repeatable;
+                            then $LOADS_TEST_PATH (colon list), then the current folder
+      --server-url URL      the target, as server_url() in tests
+Network:
+      --connect-timeout S   connect (and TLS handshake) timeout, seconds (default 10)
+      --timeout S           read timeout of a request, seconds (default 30)
+      --insecure            do not verify TLS certificates
+Output:
+      --output json:FILE    also write the report as JSON to FILE
+      --quiet               no progress bar and no report on stdout
+      --version             print the version
+  -h, --help                print this help
+
+Exit status: 0 all executions succeeded, 1 some failed or errored, 2 bad command
+line, 3 test library not found, 4 test library failed to load or is built for
+another SDK, 5 no such test in the library, 130 interrupted (report printed).
+)";
+}
+
+ParseResult ParseOptions(const std::vector<std::string>& args) {
+  ParseResult result;
+  RunnerOptions& o = result.options;
+  bool hits_given = false;
+  std::vector<std::string> positional;
+
+  auto fail = [&](std::string message) {
+    result.ok = false;
+    result.error = std::move(message);
+    return result;
+  };
+
+  using Handler = std::function<std::optional<std::string>(const std::string&)>;
+  struct Spec {
+    bool takes_value;
+    Handler handler;
+  };
+  const std::map<std::string, Spec> specs = {
+      {"--users",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto cycles = ParseCycles(v, kMaxUsers);
+          if (!cycles) {
+            return "invalid value for --users: " + Quote(v) +
+                   " (expected a positive integer or a colon list such as 10:20:30)";
+          }
+          o.users = *cycles;
+          return std::nullopt;
+        }}},
+      {"--hits",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto cycles = ParseCycles(v, kMaxHits);
+          if (!cycles) {
+            return "invalid value for --hits: " + Quote(v) +
+                   " (expected a positive integer or a colon list such as 10:20)";
+          }
+          o.hits = *cycles;
+          hits_given = true;
+          return std::nullopt;
+        }}},
+      {"--duration",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto seconds = ParseSeconds(v);
+          if (!seconds) {
+            return "invalid value for --duration: " + Quote(v) + " (expected seconds > 0)";
+          }
+          o.duration = seconds;
+          return std::nullopt;
+        }}},
+      {"--threads",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto n = ParseInt(v);
+          if (!n || *n < 1 || *n > 1024) {
+            return "invalid value for --threads: " + Quote(v) + " (expected 1..1024)";
+          }
+          o.threads = static_cast<int>(*n);
+          return std::nullopt;
+        }}},
+      {"--url",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          std::string why;
+          auto url = common::ParseUrl(v, &why);
+          if (!url) return "invalid URL for --url: " + Quote(v) + " (" + why + ")";
+          if (url->scheme != "http" && url->scheme != "https") {
+            return "invalid URL for --url: " + Quote(v) + " (expected http:// or https://)";
+          }
+          o.url = v;
+          return std::nullopt;
+        }}},
+      {"--test-path",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          o.test_paths.push_back(v);
+          return std::nullopt;
+        }}},
+      {"--server-url",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          std::string why;
+          if (!common::ParseUrl(v, &why)) {
+            return "invalid URL for --server-url: " + Quote(v) + " (" + why + ")";
+          }
+          o.server_url = v;
+          return std::nullopt;
+        }}},
+      {"--connect-timeout",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto seconds = ParseSeconds(v);
+          if (!seconds) {
+            return "invalid value for --connect-timeout: " + Quote(v) + " (expected seconds > 0)";
+          }
+          o.connect_timeout = *seconds;
+          return std::nullopt;
+        }}},
+      {"--timeout",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto seconds = ParseSeconds(v);
+          if (!seconds) {
+            return "invalid value for --timeout: " + Quote(v) + " (expected seconds > 0)";
+          }
+          o.timeout = *seconds;
+          return std::nullopt;
+        }}},
+      {"--output",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (!v.starts_with("json:") || v.size() == 5) {
+            return "invalid value for --output: " + Quote(v) + " (expected json:FILE)";
+          }
+          o.json_outputs.push_back(v.substr(5));
+          return std::nullopt;
+        }}},
+      {"--insecure",
+       {false,
+        [&](const std::string&) -> std::optional<std::string> {
+          o.insecure = true;
+          return std::nullopt;
+        }}},
+      {"--quiet",
+       {false,
+        [&](const std::string&) -> std::optional<std::string> {
+          o.quiet = true;
+          return std::nullopt;
+        }}},
+      {"--help",
+       {false,
+        [&](const std::string&) -> std::optional<std::string> {
+          o.help = true;
+          return std::nullopt;
+        }}},
+      {"--version",
+       {false,
+        [&](const std::string&) -> std::optional<std::string> {
+          o.version = true;
+          return std::nullopt;
+        }}},
+  };
+  const std::map<std::string, std::string> short_names = {
+      {"-u", "--users"}, {"-d", "--duration"}, {"-h", "--help"}};
+
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i];
+    if (arg == "--") {
+      positional.insert(positional.end(), args.begin() + i + 1, args.end());
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-' || (arg[1] >= '0' && arg[1] <= '9')) {
+      positional.push_back(arg);
+      continue;
+    }
+    std::string name = arg;
+    std::optional<std::string> value;
+    if (arg.starts_with("--")) {
+      const size_t eq = arg.find('=');
+      if (eq != std::string::npos) {
+        name = arg.substr(0, eq);
+        value = arg.substr(eq + 1);
+      }
+    } else {
+      name = arg.substr(0, 2);
+      if (arg.size() > 2) value = arg.substr(2);
+      auto it = short_names.find(name);
+      if (it == short_names.end()) return fail("unknown option " + Quote(arg));
+      name = it->second;
+    }
+    auto spec = specs.find(name);
+    if (spec == specs.end()) return fail("unknown option " + Quote(name));
+    if (spec->second.takes_value) {
+      if (!value) {
+        if (i + 1 >= args.size()) return fail("option " + name + " needs a value");
+        value = args[++i];
+      }
+    } else if (value) {
+      return fail("option " + name + " takes no value");
+    }
+    if (auto error = spec->second.handler(value.value_or(""))) return fail(*error);
+  }
+  if (o.help || o.version) {
+    result.ok = true;
+    return result;
+  }
+  if (positional.size() > 1) return fail("too many arguments: " + Quote(positional[1]));
+  if (!positional.empty()) o.test = positional[0];
+  if (o.test.empty() && o.url.empty()) {
+    return fail("no test given (expected MODULE.Class.method or --url URL)");
+  }
+  if (!o.test.empty() && !o.url.empty()) {
+    return fail("give either a test (" + o.test + ") or --url, not both");
+  }
+  if (hits_given && o.duration) return fail("--hits and --duration cannot be used together");
+  if (o.duration) o.hits.clear();
+  result.ok = true;
+  return result;
+}
+
+}  // namespace loads::runner

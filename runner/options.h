@@ -1,0 +1,44 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace loads::runner {
+
+// The command line of loads-runner, parsed and validated (but not yet acted upon).
+struct RunnerOptions {
+  std::string test;  // "module.Class.method", or empty with --url
+  std::string url;   // --url
+  std::vector<int64_t> users{1};
+  std::vector<int64_t> hits{1};
+  std::optional<double> duration;
+  std::optional<int> threads;
+  std::vector<std::string> test_paths;
+  std::string server_url;
+  std::vector<std::string> json_outputs;
+  bool quiet = false;
+  double connect_timeout = 10;
+  double timeout = 30;
+  bool insecure = false;
+  bool help = false;
+  bool version = false;
+};
+
+struct ParseResult {
+  bool ok = false;
+  std::string error;  // one line, without the program name
+  RunnerOptions options;
+};
+
+// Parses argv[1..]. Every problem is reported in `error` (the first one found).
+ParseResult ParseOptions(const std::vector<std::string>& args);
+
+// Parses a cycle list "10:20:30" of integers in [1, max].
+std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max);
+
+// The --help text.
+std::string Usage();
+
+}  // namespace loads::runner

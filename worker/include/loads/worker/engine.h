@@ -1,0 +1,81 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "loads/common/report.h"
+#include "loads/common/stats.h"
+#include "loads/loads.h"
+
+namespace loads::worker {
+
+// What to run and how hard: the seed's load model (user cycles run one after the other; in each,
+// every user runs sum(hits) executions, or loops until the cycle's duration is over).
+struct EngineOptions {
+  std::vector<int64_t> users{1};
+  std::vector<int64_t> hits{1};    // empty in duration mode
+  std::optional<double> duration;  // seconds per user cycle
+  int threads = 1;                 // engine threads; users are spread round-robin over them
+  std::string server_url;          // TestCase::server_url()
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds timeout{30'000};  // read timeout of a request or WebSocket read
+  bool verify_tls = true;
+  size_t stack_size = 256 * 1024;  // per virtual user (committed lazily by the OS)
+};
+
+// A test method and how to make its test case.
+struct TestSpec {
+  std::string name;  // "module.Class.method"
+  internal::TestFactory factory;
+  internal::TestMethod method;
+};
+
+// A live view of a run, for progress bars.
+struct Progress {
+  uint64_t executions = 0;          // finished executions
+  uint64_t planned_executions = 0;  // 0 in duration mode
+  uint64_t hits = 0;
+  double elapsed_seconds = 0;
+  double fraction = 0;  // 0..1 of the whole plan
+  size_t cycle = 0;     // 1-based user cycle being run
+  size_t cycles = 0;
+};
+
+struct RunResult {
+  common::RunInfo info;
+  common::RunStats stats;
+};
+
+// The load engine: runs one test with many virtual users on a few threads, each virtual user on
+// its own stackful coroutine pinned to one thread (one io_context per thread, so the hot path
+// needs no locks; statistics are per thread and merged at the end).
+//
+// Thread safety: Run() is called once, from one thread, which it blocks until the run is over.
+class Engine {
+ public:
+  explicit Engine(EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs the plan to its end, or until `stop` becomes true (then no new execution starts,
+  // requests in flight are cancelled, and the result says interrupted). Calls on_progress from
+  // the calling thread every `interval`. Never throws for anything a target or a test does.
+  RunResult Run(const TestSpec& test, const std::atomic<bool>& stop,
+                const std::function<void(const Progress&)>& on_progress,
+                std::chrono::milliseconds interval);
+
+ private:
+  EngineOptions options_;
+};
+
+// The built-in test of `loads-runner --url`: one GET of `url` per execution, no assertion.
+TestSpec MakeUrlTest(const std::string& url);
+
+}  // namespace loads::worker

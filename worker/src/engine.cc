@@ -1,0 +1,272 @@
+#include "loads/worker/engine.h"
+
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <numeric>
+#include <thread>
+
+#include "worker/src/fiber.h"
+#include "worker/src/user_context.h"
+
+namespace loads::worker {
+namespace {
+
+namespace asio = boost::asio;
+using internal::ThreadState;
+using internal::UserContext;
+using SteadyClock = std::chrono::steady_clock;
+
+struct ExecutionOutcome {
+  common::Outcome kind = common::Outcome::kSuccess;
+  std::string message;
+
+  // The first problem of an execution decides its outcome (a tearDown error does not hide the
+  // assertion that failed before it).
+  void Set(common::Outcome k, std::string m) {
+    if (kind != common::Outcome::kSuccess) return;
+    kind = k;
+    message = std::move(m);
+  }
+};
+
+std::string CurrentExceptionType() {
+  const std::type_info* type = abi::__cxa_current_exception_type();
+  if (!type) return "unknown exception";
+  int status = 0;
+  char* name = abi::__cxa_demangle(type->name(), nullptr, nullptr, &status);
+  std::string result = (status == 0 && name) ? name : type->name();
+  std::free(name);
+  return result;
+}
+
+// Runs fn and turns what it throws into the execution's outcome. Returns whether fn returned
+// normally. This is the boundary where test code's exceptions stop.
+template <typename Fn>
+bool Classify(Fn&& fn, ExecutionOutcome* outcome) {
+  try {
+    fn();
+    return true;
+  } catch (const internal::ForcedUnwind&) {
+    throw;
+  } catch (const AssertionFailure& failure) {
+    outcome->Set(common::Outcome::kFailure, failure.what());
+  } catch (const NetworkError& error) {
+    outcome->Set(common::Outcome::kError, "NetworkError(" + error.kind() + "): " + error.what());
+  } catch (const std::exception& error) {
+    outcome->Set(common::Outcome::kError, CurrentExceptionType() + ": " + error.what());
+  } catch (...) {
+    outcome->Set(common::Outcome::kError, "exception of type " + CurrentExceptionType());
+  }
+  return false;
+}
+
+// One execution: setUp, the method, tearDown (unless setUp failed), then the WebSockets the
+// execution left open are closed.
+void RunExecution(UserContext& ctx, TestCase& test, internal::TestMethod method) {
+  ExecutionOutcome outcome;
+  if (Classify([&] { test.setUp(); }, &outcome)) {
+    Classify([&] { method(test); }, &outcome);
+    Classify([&] { test.tearDown(); }, &outcome);
+  }
+  if (std::exception_ptr ws_error = ctx.CloseExecutionSockets()) {
+    Classify([&] { std::rethrow_exception(ws_error); }, &outcome);
+  }
+  ctx.stats().RecordExecution(outcome.kind, outcome.message);
+  ctx.thread().executions.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The users of one cycle; the engine's thread waits until they are all done.
+struct Cycle {
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t remaining = 0;
+  uint64_t executions_per_user = 0;  // 0 in duration mode
+  std::optional<SteadyClock::time_point> deadline;
+
+  void UserDone() {
+    std::lock_guard lock(mu);
+    if (--remaining == 0) cv.notify_all();
+  }
+};
+
+void RunUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cycle* cycle,
+             const std::atomic<bool>* stopping) {
+  UserContext ctx(thread, user_index);
+  std::unique_ptr<TestCase> instance;
+  ExecutionOutcome construction;
+  internal::ConstructingContext() = &ctx;
+  const bool made = Classify([&] { instance = test->factory(); }, &construction);
+  internal::ConstructingContext() = nullptr;
+  if (!made || !instance) {
+    // A test case that cannot be built fails this user's first execution, once.
+    if (made) construction.Set(common::Outcome::kError, "the test factory returned no test case");
+    ctx.stats().RecordExecution(construction.kind, "constructor: " + construction.message);
+    thread->executions.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  for (uint64_t i = 0;; ++i) {
+    if (stopping->load(std::memory_order_relaxed)) break;
+    if (cycle->deadline ? SteadyClock::now() >= *cycle->deadline
+                        : i >= cycle->executions_per_user) {
+      break;
+    }
+    ctx.set_execution_index(static_cast<int64_t>(i));
+    RunExecution(ctx, *instance, test->method);
+  }
+  ctx.CloseExecutionSockets();
+}
+
+void SpawnUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cycle* cycle,
+               const std::atomic<bool>* stopping) {
+  asio::spawn(
+      *thread->io,
+      [=](asio::yield_context yield) {
+        internal::CurrentYield() = &yield;
+        try {
+          RunUser(thread, test, user_index, cycle, stopping);
+        } catch (const internal::ForcedUnwind&) {
+          throw;
+        } catch (...) {
+          // RunUser classifies everything test code throws; this only guards the engine thread.
+        }
+        internal::CurrentYield() = nullptr;
+        cycle->UserDone();
+      },
+      boost::coroutines::attributes(thread->options.stack_size));
+}
+
+// The built-in test of --url.
+std::string& UrlTestTarget() {
+  static std::string url;
+  return url;
+}
+
+class UrlTest : public TestCase {
+ public:
+  void Get() { session().get(UrlTestTarget()); }
+};
+
+}  // namespace
+
+Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
+Engine::~Engine() = default;
+
+RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
+                      const std::function<void(const Progress&)>& on_progress,
+                      std::chrono::milliseconds interval) {
+  const int thread_count = std::clamp(options_.threads, 1, 1024);
+  std::vector<std::unique_ptr<ThreadState>> threads;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::vector<std::thread> workers;
+  for (int i = 0; i < thread_count; ++i) {
+    threads.push_back(std::make_unique<ThreadState>(options_));
+    guards.push_back(asio::make_work_guard(*threads.back()->io));
+  }
+  for (auto& state : threads) {
+    workers.emplace_back([io = state->io.get()] { io->run(); });
+  }
+
+  RunResult result;
+  result.info.test = test.name;
+  result.info.users = options_.users;
+  result.info.hits = options_.duration ? std::vector<int64_t>{} : options_.hits;
+  result.info.duration = options_.duration;
+  result.info.threads = thread_count;
+  result.info.started = std::chrono::system_clock::now();
+  const auto start = SteadyClock::now();
+
+  const uint64_t planned =
+      options_.duration ? 0 : common::PlannedExecutions(options_.users, options_.hits);
+  const uint64_t per_user = static_cast<uint64_t>(
+      std::accumulate(options_.hits.begin(), options_.hits.end(), int64_t{0}));
+  std::atomic<bool> stopping{false};
+
+  Progress progress;
+  progress.planned_executions = planned;
+  progress.cycles = options_.users.size();
+  SteadyClock::time_point cycle_start = start;
+  auto report_progress = [&](size_t cycle_index) {
+    progress.executions = 0;
+    progress.hits = 0;
+    for (const auto& state : threads) {
+      progress.executions += state->executions.load(std::memory_order_relaxed);
+      progress.hits += state->hits.load(std::memory_order_relaxed);
+    }
+    const auto now = SteadyClock::now();
+    progress.elapsed_seconds = std::chrono::duration<double>(now - start).count();
+    progress.cycle = cycle_index + 1;
+    if (options_.duration) {
+      const double in_cycle = std::chrono::duration<double>(now - cycle_start).count();
+      const double part = *options_.duration > 0 ? std::min(1.0, in_cycle / *options_.duration) : 1;
+      progress.fraction = (static_cast<double>(cycle_index) + part) / options_.users.size();
+    } else {
+      progress.fraction = planned ? static_cast<double>(progress.executions) / planned : 1;
+    }
+    progress.fraction = std::clamp(progress.fraction, 0.0, 1.0);
+    if (on_progress) on_progress(progress);
+  };
+  auto check_stop = [&] {
+    if (!stop.load() || stopping.load()) return;
+    stopping = true;
+    result.info.interrupted = true;
+    for (auto& state : threads) {
+      asio::post(*state->io, [s = state.get()] {
+        for (UserContext* user : s->live_users) user->Cancel();
+      });
+    }
+  };
+
+  size_t cycle_index = 0;
+  for (; cycle_index < options_.users.size(); ++cycle_index) {
+    check_stop();
+    if (stopping) break;
+    Cycle cycle;
+    cycle.remaining = options_.users[cycle_index];
+    cycle.executions_per_user = per_user;
+    cycle_start = SteadyClock::now();
+    if (options_.duration) {
+      cycle.deadline = cycle_start + std::chrono::duration_cast<SteadyClock::duration>(
+                                         std::chrono::duration<double>(*options_.duration));
+    }
+    if (cycle.remaining == 0) continue;
+    for (int64_t user = 0; user < options_.users[cycle_index]; ++user) {
+      ThreadState* state = threads[static_cast<size_t>(user % thread_count)].get();
+      asio::post(*state->io, [state, &test, user, &cycle, &stopping] {
+        SpawnUser(state, &test, user, &cycle, &stopping);
+      });
+    }
+    std::unique_lock lock(cycle.mu);
+    while (cycle.remaining > 0) {
+      cycle.cv.wait_for(lock, interval);
+      if (cycle.remaining == 0) break;
+      lock.unlock();
+      check_stop();
+      report_progress(cycle_index);
+      lock.lock();
+    }
+  }
+  report_progress(std::min(cycle_index, options_.users.size() - 1));
+
+  result.info.duration_seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  guards.clear();
+  for (auto& worker : workers) worker.join();
+  for (const auto& state : threads) result.stats.Merge(state->stats);
+  return result;
+}
+
+TestSpec MakeUrlTest(const std::string& url) {
+  UrlTestTarget() = url;
+  return TestSpec{
+      "GET " + url,
+      []() -> std::unique_ptr<TestCase> { return std::make_unique<UrlTest>(); },
+      [](TestCase& test) { static_cast<UrlTest&>(test).Get(); },
+  };
+}
+
+}  // namespace loads::worker

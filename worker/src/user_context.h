@@ -1,0 +1,90 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "loads/common/stats.h"
+#include "loads/loads.h"
+#include "loads/worker/engine.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace loads::internal {
+
+class NetShared;
+
+// What one engine thread owns: its event loop, its statistics and its live users.
+//
+// Thread safety: everything here is used only from the thread running io, except the progress
+// atomics, which the engine's calling thread reads.
+struct ThreadState {
+  explicit ThreadState(const worker::EngineOptions& options);
+  ~ThreadState();
+
+  const worker::EngineOptions& options;
+  std::unique_ptr<boost::asio::io_context> io;
+  std::unique_ptr<NetShared> net;  // TLS contexts and other per-thread network state
+  common::RunStats stats;
+  std::set<UserContext*> live_users;
+  alignas(64) std::atomic<uint64_t> executions{0};
+  std::atomic<uint64_t> hits{0};
+};
+
+// One virtual user: its session, its WebSockets, its place in the run. Lives on the user's
+// coroutine stack for the user's whole life.
+//
+// Thread safety: used only from its thread.
+class UserContext {
+ public:
+  UserContext(ThreadState* thread, int64_t user_index);
+  ~UserContext();
+  UserContext(const UserContext&) = delete;
+  UserContext& operator=(const UserContext&) = delete;
+
+  ThreadState& thread() { return *thread_; }
+  const worker::EngineOptions& options() const { return thread_->options; }
+  common::RunStats& stats() { return thread_->stats; }
+  Session& session() { return session_; }
+
+  void RecordHit(std::string_view name, int status, common::HitError error, uint64_t latency_ns);
+
+  WebSocket& CreateWebSocket(std::string_view url, WebSocket::Callback callback,
+                             const Headers& headers);
+  // Closes the WebSockets opened during the execution that ends. Returns the first exception a
+  // WebSocket callback raised during it, if any.
+  std::exception_ptr CloseExecutionSockets();
+
+  // Suspends this user for `seconds` (think time).
+  void Sleep(std::chrono::duration<double> seconds);
+
+  // Interrupts whatever this user waits for (sockets closed, timer cancelled); every later
+  // network call fails with a "cancelled" NetworkError.
+  void Cancel();
+  bool cancelled() const { return cancelled_; }
+
+  int64_t user_index() const { return user_index_; }
+  int64_t execution_index() const { return execution_index_; }
+  void set_execution_index(int64_t index) { execution_index_ = index; }
+
+ private:
+  ThreadState* thread_;
+  int64_t user_index_;
+  int64_t execution_index_ = 0;
+  bool cancelled_ = false;
+  std::unique_ptr<SessionImpl, void (*)(SessionImpl*)> session_impl_;
+  Session session_;
+  std::vector<std::unique_ptr<WebSocket>> sockets_;
+  void* sleep_timer_ = nullptr;  // the steady_timer of a sleep in progress, to cancel it
+};
+
+// The context of the user whose TestCase is being constructed on this thread.
+UserContext*& ConstructingContext();
+
+}  // namespace loads::internal
