@@ -1,0 +1,835 @@
+"""Helpers for the integration tests of Loads (no test cases here).
+
+The tests drive the real binaries (loads-runner, loads-demo-target) against
+real servers started on 127.0.0.1 only:
+
+  * Nginx      - a private nginx (own config, prefix and logs in a temp dir)
+  * DemoTarget - the project's loads-demo-target
+  * WsServer   - a small WebSocket server that counts what it sends
+
+and run the runner through run_runner() / RunnerProcess, which always ask for
+the JSON report so the tests can assert on exact numbers.
+
+Requirements: Debian's /usr/bin/python3 (3.11) with the standard library and
+Debian's python3-websockets 10.4 (asyncio API), nginx-light, openssl.
+Every subprocess started here is bounded by a timeout and stopped on exit.
+Set LOADS_KEEP_TMP=1 to keep the temp dirs (nginx config and logs, runner
+output) for a post-mortem.
+"""
+
+import asyncio
+import collections
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+LOOPBACK = "127.0.0.1"
+NGINX_BINARY = "/usr/sbin/nginx"
+
+# What a crashed or badly failing C++ process leaves on stderr; an error
+# path of the runner must never print any of these.
+CRASH_MARKERS = (
+    "Traceback",
+    "terminate called",
+    "Segmentation fault",
+    "core dumped",
+    "Aborted",
+    "AddressSanitizer",
+    "runtime error:",  # UBSan
+)
+
+
+class HarnessError(RuntimeError):
+    """The test environment is not usable (missing binary, server did not start...)."""
+
+
+# --------------------------------------------------------------------------
+# Locating the binaries under test
+
+
+def _dir_from_env(variable, what):
+    value = os.environ.get(variable)
+    if not value:
+        raise HarnessError(
+            f"{variable} is not set: point it at the build's {what} folder "
+            f"(for example {variable}=/work/main/build/{what}); "
+            "ctest sets it for you")
+    if not os.path.isdir(value):
+        raise HarnessError(f"{variable}={value} is not a directory (is the project built?)")
+    return os.path.abspath(value)
+
+
+def bin_dir():
+    return _dir_from_env("LOADS_BIN_DIR", "bin")
+
+
+def examples_dir():
+    """Folder holding the bundled test libraries (pass it as --test-path)."""
+    return _dir_from_env("LOADS_EXAMPLES_DIR", "examples")
+
+
+def binary(name):
+    path = os.path.join(bin_dir(), name)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise HarnessError(f"{path} does not exist or is not executable (is the project built?)")
+    return path
+
+
+def runner_path():
+    return binary("loads-runner")
+
+
+def demo_target_path():
+    return binary("loads-demo-target")
+
+
+# --------------------------------------------------------------------------
+# Ports
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago.
+
+    There is a small race (someone may take it before we bind it again), so
+    the servers that bind a chosen port (Nginx) retry with another one when
+    the port turns out to be taken.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+class ClosedPort:
+    """A loopback port where every connection is refused, for as long as the
+    context is open.
+
+    The socket is bound but never listens: the kernel answers connection
+    attempts with RST (ECONNREFUSED), and since we keep the port bound no
+    parallel test can start listening on it meanwhile.
+    """
+
+    def __enter__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((LOOPBACK, 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://{LOOPBACK}:{self.port}/"
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()
+
+
+def wait_for_port(port, timeout=10.0, process=None, what="server"):
+    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise HarnessError(f"{what} exited with code {process.returncode} before accepting connections")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{what} does not accept connections on port {port} after {timeout}s")
+            time.sleep(0.05)
+
+
+def stop_process(process, first_signal=signal.SIGTERM, timeout=5.0):
+    """Signal a child, wait for it, escalate to SIGKILL if it hangs; always reaps it."""
+    if process.poll() is not None:
+        return process.returncode
+    try:
+        process.send_signal(first_signal)
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=timeout)
+
+
+def http_get(url, timeout=5.0, verify=True):
+    """(status, body bytes) of a GET, without raising on 4xx/5xx."""
+    context = None
+    if url.startswith("https:") and not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+# --------------------------------------------------------------------------
+# nginx
+
+
+class Nginx:
+    """A private nginx on 127.0.0.1, configured and logged in its own temp dir.
+
+    Endpoints (on the HTTP port, and on the HTTPS port when https=True):
+      /            200 "ok\\n"
+      /redirect/N  302 to /redirect/N-1, ..., /redirect/1 302 to /  (N <= 10)
+      /fail        500
+
+    access_log=True logs one line per request ("METHOD URI STATUS") so tests
+    can compare what the runner reports with what the server really saw.
+    Without `buffer=` nginx writes each line as the request finishes.
+    """
+
+    MAX_REDIRECTS = 10
+
+    def __init__(self, https=False, access_log=True):
+        self.https = https
+        self.access_log = access_log
+        # Answer of a private readiness URL: proves that what answers on our
+        # port is this nginx and not something else that holds the port.
+        self._token = secrets.token_hex(8)
+        self.port = None
+        self.https_port = None
+        self.process = None
+        self.dir = None
+
+    # Addresses -----------------------------------------------------------
+
+    @property
+    def url(self):
+        return f"http://{LOOPBACK}:{self.port}/"
+
+    @property
+    def https_url(self):
+        if not self.https:
+            raise HarnessError("this Nginx was created without https=True")
+        return f"https://{LOOPBACK}:{self.https_port}/"
+
+    # Lifecycle -----------------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        if not os.access(NGINX_BINARY, os.X_OK):
+            raise HarnessError(f"{NGINX_BINARY} not found: install nginx-light (scripts/install-deps.sh)")
+        self.dir = tempfile.mkdtemp(prefix="loads-nginx-")
+        try:
+            if self.https:
+                self._make_certificate()
+            # A port chosen by free_port() may be taken by a parallel test
+            # before nginx binds it: then try again with other ports.
+            for attempt in range(5):
+                self.port = free_port()
+                self.https_port = free_port() if self.https else None
+                self._write_config()
+                if self._launch():
+                    return
+            raise HarnessError("nginx could not bind a free port after 5 attempts")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self):
+        """Start nginx; True once it serves, False if its port was taken."""
+        # Forget the logs of a previous attempt, so only this one's errors are read.
+        for path in (self.error_log_path, os.path.join(self.dir, "stderr.log")):
+            if os.path.exists(path):
+                os.remove(path)
+        self._stderr = open(os.path.join(self.dir, "stderr.log"), "wb")
+        self.process = subprocess.Popen(
+            [NGINX_BINARY, "-p", self.dir, "-c", self.config_path, "-e", self.error_log_path],
+            stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
+        try:
+            self._wait_ready(self.url)
+            if self.https:
+                self._wait_ready(self.https_url)
+            return True
+        except HarnessError:
+            stop_process(self.process)
+            self.process = None
+            self._stderr.close()
+            logs = self._read(self.error_log_path) + self._read(os.path.join(self.dir, "stderr.log"))
+            if "Address already in use" in logs:
+                return False
+            raise HarnessError(f"nginx did not start; its logs:\n{logs}")
+
+    def _wait_ready(self, base_url, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise HarnessError(f"nginx exited with code {self.process.returncode}")
+            try:
+                status, body = http_get(base_url + "__harness_ready", timeout=1.0, verify=False)
+                if status == 200 and body.decode(errors="replace") == self._token:
+                    return
+            except OSError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise HarnessError(f"nginx does not answer on {base_url} after {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self):
+        """Graceful stop (SIGQUIT), then SIGTERM/SIGKILL if it hangs; removes the temp dir."""
+        if self.process is not None:
+            stop_process(self.process, first_signal=signal.SIGQUIT)
+            self.process = None
+            self._stderr.close()
+        if self.dir is not None and not os.environ.get("LOADS_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    # Configuration -------------------------------------------------------
+
+    @property
+    def config_path(self):
+        return os.path.join(self.dir, "nginx.conf")
+
+    @property
+    def error_log_path(self):
+        return os.path.join(self.dir, "error.log")
+
+    @property
+    def access_log_path(self):
+        return os.path.join(self.dir, "access.log")
+
+    def _make_certificate(self):
+        # A throwaway self-signed certificate for 127.0.0.1; an EC key is quick to generate.
+        self.cert_path = os.path.join(self.dir, "cert.pem")
+        self.key_path = os.path.join(self.dir, "key.pem")
+        done = subprocess.run(
+            ["openssl", "req", "-x509", "-nodes", "-newkey", "ec",
+             "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-keyout", self.key_path, "-out", self.cert_path,
+             "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"],
+            timeout=30, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            raise HarnessError(f"openssl could not make a certificate:\n{done.stderr.decode(errors='replace')}")
+
+    def _locations(self):
+        lines = [
+            '    location = / { return 200 "ok\\n"; }',
+            "    location = /fail { return 500; }",
+            # For _wait_ready(); not logged, so the access log holds only the tests' requests.
+            f'    location = /__harness_ready {{ access_log off; return 200 "{self._token}"; }}',
+        ]
+        # The same chain as the demo target: /redirect/3 -> /redirect/2 -> /redirect/1 -> /.
+        # nginx turns the relative target into an absolute Location (absolute_redirect on).
+        for n in range(1, self.MAX_REDIRECTS + 1):
+            target = "/" if n == 1 else f"/redirect/{n - 1}"
+            lines.append(f"    location = /redirect/{n} {{ return 302 {target}; }}")
+        return "\n".join(lines)
+
+    def _write_config(self):
+        d = self.dir
+        if self.access_log:
+            access_log = (
+                "  log_format loads_simple '$request_method $request_uri $status';\n"
+                f"  access_log {d}/access.log loads_simple;")
+        else:
+            access_log = "  access_log off;"
+        https_server = ""
+        if self.https:
+            https_server = f"""
+  server {{
+    listen {LOOPBACK}:{self.https_port} ssl;
+    ssl_certificate {self.cert_path};
+    ssl_certificate_key {self.key_path};
+{self._locations()}
+  }}"""
+        config = f"""# Written by tests/integration/harness.py; everything stays in {d}.
+daemon off;
+# One process: simple to stop, and on a 2-core machine one nginx worker is
+# what leaves the other core to the load generator.
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+
+events {{
+  worker_connections 4096;
+}}
+
+http {{
+  default_type text/plain;
+{access_log}
+  # Never close a kept-alive connection because of its request count: a
+  # load generator reuses its connections for the whole run.
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  # nginx creates these at start-up; the packaged defaults are under /var.
+  client_body_temp_path {d}/client_body_temp;
+  proxy_temp_path {d}/proxy_temp;
+  fastcgi_temp_path {d}/fastcgi_temp;
+  uwsgi_temp_path {d}/uwsgi_temp;
+  scgi_temp_path {d}/scgi_temp;
+
+  server {{
+    listen {LOOPBACK}:{self.port};
+{self._locations()}
+  }}{https_server}
+}}
+"""
+        with open(self.config_path, "w") as f:
+            f.write(config)
+
+    # Access log ----------------------------------------------------------
+
+    def access_log_entries(self, settle=0.2, timeout=3.0):
+        """[(method, uri, status)] of every request logged so far.
+
+        nginx writes a line when a request is finalized, which can be a hair
+        after the client got its response; so wait until the log stops
+        growing for `settle` seconds (at most `timeout`).
+        """
+        if not self.access_log:
+            raise HarnessError("this Nginx was created with access_log=False")
+        deadline = time.monotonic() + timeout
+        size = -1
+        while True:
+            new_size = os.path.getsize(self.access_log_path) if os.path.exists(self.access_log_path) else 0
+            if new_size == size or time.monotonic() > deadline:
+                break
+            size = new_size
+            time.sleep(settle)
+        entries = []
+        for line in self._read(self.access_log_path).splitlines():
+            if not line.strip():
+                continue
+            # "METHOD URI STATUS"; split from both ends so an odd request line still counts.
+            method, _, rest = line.partition(" ")
+            uri, _, status = rest.rpartition(" ")
+            entries.append((method, uri, int(status) if status.isdigit() else 0))
+        return entries
+
+    def wait_for_requests(self, minimum=1, timeout=10.0):
+        """Wait until nginx has logged at least `minimum` requests (no settling:
+        for use while a load is still running)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._read(self.access_log_path).count("\n") >= minimum:
+                return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"nginx logged fewer than {minimum} requests in {timeout}s")
+            time.sleep(0.05)
+
+    def access_log_count(self):
+        """Number of requests nginx has logged."""
+        return len(self.access_log_entries())
+
+    def status_counts(self):
+        """{status code (int): count} from the access log."""
+        return dict(collections.Counter(status for _, _, status in self.access_log_entries()))
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+# --------------------------------------------------------------------------
+# loads-demo-target
+
+
+class DemoTarget:
+    """Runs `loads-demo-target --port 0` and learns its port from its first line."""
+
+    BANNER = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+    def __init__(self, start_timeout=10.0):
+        self.start_timeout = start_timeout
+        self.process = None
+        self.port = None
+
+    @property
+    def url(self):
+        return f"http://{LOOPBACK}:{self.port}/"
+
+    @property
+    def ws_url(self):
+        return f"ws://{LOOPBACK}:{self.port}/ws"
+
+    def __enter__(self):
+        self._stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [demo_target_path(), "--port", "0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
+        # Read stdout in a thread: the first line gives the port, and whatever
+        # comes later is drained so the target never blocks on a full pipe.
+        lines = queue.Queue()
+        self._reader = threading.Thread(target=self._drain, args=(self.process.stdout, lines), daemon=True)
+        self._reader.start()
+        try:
+            first = lines.get(timeout=self.start_timeout)
+        except queue.Empty:
+            self._fail("printed no banner line")
+        match = self.BANNER.search(first or "")
+        if not match:
+            self._fail(f"printed an unexpected first line {first!r}")
+        self.port = int(match.group(1))
+        wait_for_port(self.port, process=self.process, what="loads-demo-target")
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None:
+            self._stop()
+        self._stderr.close()
+
+    def _stop(self):
+        stop_process(self.process)
+        self._reader.join(timeout=5)  # it ends at the end of the output
+        self.process.stdout.close()
+        self.process = None
+
+    @staticmethod
+    def _drain(stream, lines):
+        for raw in stream:
+            lines.put(raw.decode(errors="replace"))
+        lines.put(None)  # end of output
+
+    def _fail(self, what):
+        self._stop()
+        self._stderr.seek(0)
+        stderr = self._stderr.read().decode(errors="replace")
+        self._stderr.close()
+        raise HarnessError(f"loads-demo-target {what}; stderr:\n{stderr}")
+
+    def stats(self):
+        """The target's /stats counters."""
+        status, body = http_get(self.url + "stats")
+        if status != 200:
+            raise HarnessError(f"/stats answered {status}")
+        return json.loads(body)
+
+
+class StatsDelta:
+    """What the demo target counted between the creation of this object and
+    a call to delta(), not counting our own /stats requests.
+
+    Whether the target counts a /stats request, and whether in its own
+    answer or only from the next one on, is its business: two reads in a row
+    tell us how much one /stats request adds, and that is subtracted. The
+    short pauses let a counter that is bumped after the response catch up.
+    """
+
+    SETTLE_SECONDS = 0.05
+
+    def __init__(self, target):
+        self.target = target
+        first = self._read()
+        self.start = self._read()
+        self.per_stats_request = self.start["requests"] - first["requests"]
+
+    def _read(self):
+        time.sleep(self.SETTLE_SECONDS)
+        return self.target.stats()
+
+    def delta(self):
+        now = self._read()
+        result = {key: now[key] - self.start[key] for key in now}
+        result["requests"] -= self.per_stats_request
+        return result
+
+
+# --------------------------------------------------------------------------
+# WebSocket server
+
+
+class WsServer:
+    """A WebSocket server on 127.0.0.1 that, on every connection, sends
+    `messages` messages of `size` bytes, then closes normally (code 1000).
+
+    It counts what it really sent so a test can compare it with what the
+    runner says it received. It runs in its own thread with its own asyncio
+    loop (websockets 10.4 has no synchronous server).
+    """
+
+    def __init__(self, messages=5, size=1000, binary=False):
+        self.messages = messages
+        self.size = size
+        self.binary = binary
+        self.port = None
+        self._lock = threading.Lock()
+        self._connections = 0
+        self._active = 0
+        self._completed = 0
+        self._messages_sent = 0
+        self._bytes_sent = 0
+        self._ready = threading.Event()
+        self._error = None
+        self._loop = None
+
+    @property
+    def url(self):
+        return f"ws://{LOOPBACK}:{self.port}/"
+
+    @property
+    def connections(self):
+        with self._lock:
+            return self._connections
+
+    @property
+    def completed(self):
+        """Connections that got all their messages and answered our close frame."""
+        with self._lock:
+            return self._completed
+
+    @property
+    def messages_sent(self):
+        with self._lock:
+            return self._messages_sent
+
+    @property
+    def bytes_sent(self):
+        with self._lock:
+            return self._bytes_sent
+
+    def wait_idle(self, timeout=10.0):
+        """Wait until no connection is being handled any more: after the
+        client has gone, the server thread may still be finishing the last
+        handlers, and their counts are not final before that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._active == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise HarnessError(f"WsServer still has open connections after {timeout}s")
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, name="WsServer", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=10):
+            raise HarnessError("WsServer did not start within 10s")
+        if self._error is not None:
+            raise HarnessError(f"WsServer failed to start: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc):
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+
+    def _run(self):
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:  # reported to __enter__ if it happens at start-up
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self):
+        import websockets  # Debian's python3-websockets 10.4
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        # compression=None: with permessage-deflate the bytes on the wire
+        # would differ from the payload bytes that are being compared.
+        async with websockets.serve(self._handle, LOOPBACK, 0, compression=None) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+
+    def _payload(self, index):
+        # Exactly `size` bytes of ASCII, different for every message.
+        text = (f"{index}:" + "abcdefghijklmnopqrstuvwxyz" * (self.size // 26 + 1))[: self.size]
+        return text.encode() if self.binary else text
+
+    async def _handle(self, websocket):
+        import websockets
+
+        with self._lock:
+            self._connections += 1
+            self._active += 1
+        try:
+            for index in range(self.messages):
+                await websocket.send(self._payload(index))
+                with self._lock:
+                    self._messages_sent += 1
+                    self._bytes_sent += self.size
+            await websocket.close(code=1000, reason="done")
+            # close() also returns when the peer just drops the TCP
+            # connection; then the close code is 1006 instead of the
+            # peer's answer to our close frame.
+            if websocket.close_code != 1006:
+                with self._lock:
+                    self._completed += 1
+        except websockets.ConnectionClosed:
+            pass  # the client left early; what was sent is already counted
+        finally:
+            with self._lock:
+                self._active -= 1
+
+
+# --------------------------------------------------------------------------
+# Running loads-runner
+
+
+RunResult = collections.namedtuple("RunResult", "code stdout stderr report")
+RunResult.__doc__ = """Outcome of one loads-runner run: exit code, stdout, stderr,
+and the parsed JSON report (None if the runner wrote none)."""
+
+
+def _runner_env(extra_env):
+    env = dict(os.environ)
+    # A developer's own LOADS_TEST_PATH must not change what the tests find.
+    env.pop("LOADS_TEST_PATH", None)
+    if extra_env:
+        env.update(extra_env)
+    return env
+
+
+class RunnerProcess:
+    """A loads-runner started in the background (for tests that signal it).
+
+    Always passes `--output json:<tmpfile>` first, so the report can be read
+    back; runs in a fresh temp dir so the "current folder" part of the test
+    path holds nothing unexpected (unless cwd is given).
+    """
+
+    def __init__(self, args, env=None, cwd=None):
+        runner = runner_path()
+        self.tmp = tempfile.mkdtemp(prefix="loads-run-")
+        self.report_path = os.path.join(self.tmp, "report.json")
+        self.args = [runner, "--output", f"json:{self.report_path}"] + [str(a) for a in args]
+        self._stdout = open(os.path.join(self.tmp, "stdout"), "w+b")
+        self._stderr = open(os.path.join(self.tmp, "stderr"), "w+b")
+        self.process = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
+            cwd=cwd or self.tmp, env=_runner_env(env))
+
+    def interrupt(self):
+        self.process.send_signal(signal.SIGINT)
+
+    def close(self):
+        """Kill the runner if it still runs and remove its temp dir (safe to call twice)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._stdout.close()
+        self._stderr.close()
+        if not os.environ.get("LOADS_KEEP_TMP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def wait(self, timeout=60.0):
+        """Wait for the exit (killing it past `timeout`) and collect a RunResult."""
+        try:
+            try:
+                code = self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                raise HarnessError(
+                    f"loads-runner did not finish within {timeout}s and was killed: "
+                    f"{' '.join(self.args)}\nstdout:\n{self._text(self._stdout)[-3000:]}"
+                    f"\nstderr:\n{self._text(self._stderr)[-3000:]}")
+            return RunResult(code, self._text(self._stdout), self._text(self._stderr), self._report())
+        finally:
+            self.close()
+
+    @staticmethod
+    def _text(f):
+        f.seek(0)
+        return f.read().decode(errors="replace")
+
+    def _report(self):
+        try:
+            with open(self.report_path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as error:
+            # A report that is not JSON is a bug of the runner, not "no report".
+            raise AssertionError(f"the JSON report is not valid JSON ({error}):\n{text[:3000]}")
+
+
+def run_runner(args, timeout=60.0, env=None, cwd=None):
+    """Run loads-runner to completion. Returns RunResult(code, stdout, stderr, report)."""
+    return RunnerProcess(args, env=env, cwd=cwd).wait(timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# Reading results
+
+
+def stdout_value(stdout, label):
+    """The text after `label:` on the first stdout line that starts with it
+    (leading spaces allowed), or None."""
+    match = re.search(rf"^\s*{re.escape(label)}:\s*(.*?)\s*$", stdout, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def stdout_int(stdout, label):
+    """The integer that starts the `label:` line's value (e.g. `Hits: 200` -> 200)."""
+    value = stdout_value(stdout, label)
+    match = re.match(r"\d+", value or "")
+    if not match:
+        raise AssertionError(f"no '{label}: <integer>' line in the runner's stdout:\n{stdout}")
+    return int(match.group(0))
+
+
+def describe(result):
+    """A readable dump of a run, for assertion messages."""
+    report = json.dumps(result.report)[:4000] if result.report is not None else "None"
+    return (f"\nexit code: {result.code}\nstdout:\n{result.stdout[-3000:]}"
+            f"\nstderr:\n{result.stderr[-3000:]}\nreport: {report}")
+
+
+def assert_no_crash(testcase, result):
+    """The runner ended by itself (not killed by a signal) and printed no crash trace."""
+    testcase.assertGreaterEqual(result.code, 0, "loads-runner was killed by a signal" + describe(result))
+    for marker in CRASH_MARKERS:
+        testcase.assertNotIn(marker, result.stderr, describe(result))
+
+
+def nonzero(counts):
+    """A {name: count} map without its zero entries (a report may list every
+    kind with 0 or only the kinds that happened; both mean the same)."""
+    return {key: value for key, value in (counts or {}).items() if value}
+
+
+LATENCY_ORDER = ("min", "p50", "p90", "p95", "p99", "p99_9", "max")
+
+
+def assert_report_consistent(testcase, result, hits_add_up=True):
+    """Checks every report must pass, whatever the test:
+    the format tag, tests.total = success + failures + errors, ordered
+    latency percentiles, and (hits_add_up) every hit ended either with a
+    status code or with a network error, so the two maps sum to `hits`."""
+    report = result.report
+    testcase.assertIsNotNone(report, "no JSON report was written" + describe(result))
+    testcase.assertEqual(report.get("format"), "loads.report", describe(result))
+    testcase.assertEqual(report.get("version"), 1, describe(result))
+    tests = report["tests"]
+    testcase.assertEqual(tests["total"], tests["success"] + tests["failures"] + tests["errors"],
+                         "tests.total is not success + failures + errors" + describe(result))
+    latency = report.get("latency_seconds") or {}
+    values = [latency.get(key) for key in LATENCY_ORDER]
+    if report["hits"] > 0 and all(isinstance(v, (int, float)) for v in values):
+        testcase.assertEqual(values, sorted(values), "latency percentiles are not ordered" + describe(result))
+        testcase.assertGreaterEqual(values[0], 0)
+    if hits_add_up:
+        answered = sum(report.get("status_codes", {}).values())
+        failed = sum(report.get("hit_errors", {}).values())
+        testcase.assertEqual(answered + failed, report["hits"],
+                             "status_codes + hit_errors do not add up to hits" + describe(result))
