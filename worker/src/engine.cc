@@ -124,21 +124,18 @@ void RunUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cycl
 
 void SpawnUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cycle* cycle,
                const std::atomic<bool>* stopping) {
-  asio::spawn(
-      *thread->io,
-      [=](asio::yield_context yield) {
-        internal::CurrentYield() = &yield;
-        try {
-          RunUser(thread, test, user_index, cycle, stopping);
-        } catch (const internal::ForcedUnwind&) {
-          throw;
-        } catch (...) {
-          // RunUser classifies everything test code throws; this only guards the engine thread.
-        }
-        internal::CurrentYield() = nullptr;
-        cycle->UserDone();
-      },
-      boost::coroutines::attributes(thread->options.stack_size));
+  internal::SpawnCoroutine(*thread->io, thread->options.stack_size, [=](internal::Yield yield) {
+    internal::CurrentYield() = &yield;
+    try {
+      RunUser(thread, test, user_index, cycle, stopping);
+    } catch (const internal::ForcedUnwind&) {
+      throw;
+    } catch (...) {
+      // RunUser classifies everything test code throws; this only guards the engine thread.
+    }
+    internal::CurrentYield() = nullptr;
+    cycle->UserDone();
+  });
 }
 
 // The built-in test of --url.
@@ -254,6 +251,7 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
   report_progress(std::min(cycle_index, options_.users.size() - 1));
 
   result.info.duration_seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  for (auto& state : threads) internal::StopWatchdog(*state);
   guards.clear();
   for (auto& worker : workers) worker.join();
   for (const auto& state : threads) result.stats.Merge(state->stats);

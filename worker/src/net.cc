@@ -10,9 +10,12 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -37,26 +40,52 @@ using common::HitError;
 using common::Url;
 using SteadyClock = std::chrono::steady_clock;
 
-asio::yield_context*& CurrentYield() {
-  thread_local asio::yield_context* current = nullptr;
+Yield*& CurrentYield() {
+  thread_local Yield* current = nullptr;
   return current;
 }
 
 // Per-thread network state shared by the users of one engine thread.
 class NetShared {
  public:
-  NetShared() : tls(ssl::context::tls_client) {
+  explicit NetShared(asio::io_context& io) : tls(ssl::context::tls_client), watchdog(io) {
     tls.set_default_verify_paths();
     tls.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                     ssl::context::no_sslv3);
   }
   ssl::context tls;
+  asio::steady_timer watchdog;  // enforces the users' deadlines (UserContext::ArmDeadline)
+  bool watchdog_stopped = false;
 };
+
+namespace {
+// The watchdog's period bounds how late a timeout fires.
+constexpr auto kWatchdogPeriod = std::chrono::milliseconds(10);
+
+void StartWatchdog(ThreadState* thread) {
+  thread->net->watchdog.expires_after(kWatchdogPeriod);
+  thread->net->watchdog.async_wait([thread](const boost::system::error_code& ec) {
+    if (ec || thread->net->watchdog_stopped) return;
+    const auto now = std::chrono::steady_clock::now();
+    for (UserContext* user : thread->live_users) user->CheckDeadline(now);
+    StartWatchdog(thread);
+  });
+}
+}  // namespace
+
+void StopWatchdog(ThreadState& thread) {
+  asio::post(*thread.io, [net = thread.net.get()] {
+    net->watchdog_stopped = true;
+    net->watchdog.cancel();
+  });
+}
 
 ThreadState::ThreadState(const worker::EngineOptions& opts)
     : options(opts),
       io(std::make_unique<asio::io_context>(1)),
-      net(std::make_unique<NetShared>()) {}
+      net(std::make_unique<NetShared>(*io)) {
+  StartWatchdog(this);
+}
 
 ThreadState::~ThreadState() = default;
 
@@ -127,15 +156,14 @@ void ConnectTcp(UserContext& ctx, beast::tcp_stream& stream, const Url& url,
                 std::chrono::milliseconds timeout, Failure* failure) {
   beast::error_code ec;
   tcp::resolver resolver(stream.get_executor());
-  auto results = Await([&](asio::yield_context& y) {
-    return resolver.async_resolve(url.host, std::to_string(url.port), y[ec]);
-  });
+  auto results = Await(
+      [&](Yield& y) { return resolver.async_resolve(url.host, std::to_string(url.port), y[ec]); });
   if (ec) {
     *failure = MakeFailure(ec, ctx.cancelled(), "resolve " + url.host);
     return;
   }
   stream.expires_after(timeout);
-  Await([&](asio::yield_context& y) { stream.async_connect(results, y[ec]); });
+  Await([&](Yield& y) { stream.async_connect(results, y[ec]); });
   if (ec) {
     *failure =
         MakeFailure(ec, ctx.cancelled(), "connect to " + url.host + ":" + std::to_string(url.port));
@@ -160,18 +188,53 @@ void PrepareTls(TlsStream& tls, const Url& url, bool verify) {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP session
+//
+// The hot path: a request is serialized by hand into one reused string and written with a single
+// send on a socket typed on the io_context's own executor (no type-erased executors, no per-op
+// timers); the response is parsed by Beast's parser fed from the connection's buffer. Timeouts are
+// enforced by the thread's watchdog (UserContext::ArmDeadline).
+
+using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
+using TlsSocket = ssl::stream<Socket>;
+
+namespace {
+void AbortSocket(void* socket) {
+  beast::error_code ec;
+  static_cast<Socket*>(socket)->close(ec);
+}
+void CancelResolver(void* resolver) { static_cast<tcp::resolver*>(resolver)->cancel(); }
+
+bool IEqualsAscii(std::string_view a, std::string_view b) {
+  return beast::iequals(beast::string_view(a.data(), a.size()),
+                        beast::string_view(b.data(), b.size()));
+}
+
+bool HasHeader(const Headers& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (IEqualsAscii(key, name)) return true;
+  }
+  return false;
+}
+
+void AppendHeader(std::string& out, std::string_view name, std::string_view value) {
+  out += name;
+  out += ": ";
+  out += value;
+  out += "\r\n";
+}
+}  // namespace
 
 // One kept-alive connection to an origin.
 struct Connection {
-  std::unique_ptr<beast::tcp_stream> plain;
-  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
-  beast::flat_buffer buffer;
+  std::unique_ptr<Socket> plain;
+  std::unique_ptr<TlsSocket> tls;
+  beast::flat_buffer buffer;  // bytes received and not parsed yet
 
-  beast::tcp_stream& Lowest() { return plain ? *plain : tls->next_layer(); }
+  Socket& Lowest() { return plain ? *plain : tls->next_layer(); }
   void Abort() {
     beast::error_code ec;
-    Lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
-    Lowest().socket().close(ec);
+    Lowest().shutdown(tcp::socket::shutdown_both, ec);
+    Lowest().close(ec);
   }
 };
 
@@ -207,39 +270,107 @@ class SessionImpl {
     std::chrono::nanoseconds elapsed{};
   };
 
-  Failure SendOne(const Url& url, const http::request<http::string_body>& request, bool head,
+  Failure SendOne(const Url& url, std::string_view method, std::string_view wire,
                   std::chrono::milliseconds timeout, Hop* hop);
   Connection* Connect(const Url& url, Failure* failure);
   template <typename Stream>
-  beast::error_code Exchange(Stream& stream, Connection& conn,
-                             const http::request<http::string_body>& request, bool head,
-                             std::chrono::milliseconds timeout, Hop* hop, bool* got_some,
-                             bool* keep_alive);
+  beast::error_code Exchange(Stream& stream, Connection& conn, std::string_view wire, bool head,
+                             Hop* hop, bool* got_some, bool* keep_alive);
+  void Serialize(std::string_view method, const Url& url, const std::string& body,
+                 const RequestOptions& options);
+  const Url& ParseCached(std::string_view url_text);
+  bool SameOriginAsCached(const Url& url) const {
+    return url.port == cached_url_.port && url.host == cached_url_.host &&
+           url.scheme == cached_url_.scheme;
+  }
 
   UserContext* ctx_;
-  std::map<std::string, std::unique_ptr<Connection>> connections_;
+  std::map<std::string, std::unique_ptr<Connection>, std::less<>> connections_;
+  std::string wire_;  // the request being sent, reused to avoid an allocation per request
+  // The last URL parsed and the last default hit name: a test usually repeats its requests.
+  std::string cached_url_text_;
+  Url cached_url_;
+  std::string cached_origin_;
+  std::string cached_host_header_;
+  std::string cached_name_method_;
+  std::string cached_name_url_;
+  std::string cached_name_;
 };
+
+const Url& SessionImpl::ParseCached(std::string_view url_text) {
+  if (url_text != cached_url_text_ || cached_url_text_.empty()) {
+    std::string error;
+    auto parsed = common::ParseUrl(url_text, &error);
+    if (!parsed) {
+      throw std::invalid_argument("invalid URL '" + std::string(url_text) + "': " + error);
+    }
+    if (parsed->scheme != "http" && parsed->scheme != "https") {
+      throw std::invalid_argument("the session sends HTTP requests; use create_ws() for " +
+                                  std::string(url_text));
+    }
+    cached_url_ = std::move(*parsed);
+    cached_url_text_ = std::string(url_text);
+    cached_origin_ = cached_url_.Origin();
+    cached_host_header_ = cached_url_.HostHeader();
+  }
+  return cached_url_;
+}
 
 Connection* SessionImpl::Connect(const Url& url, Failure* failure) {
   auto conn = std::make_unique<Connection>();
   asio::io_context& io = *ctx_->thread().io;
   if (url.Tls()) {
-    conn->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io, ctx_->thread().net->tls);
+    conn->tls = std::make_unique<TlsSocket>(io.get_executor(), ctx_->thread().net->tls);
   } else {
-    conn->plain = std::make_unique<beast::tcp_stream>(io);
+    conn->plain = std::make_unique<Socket>(io.get_executor());
   }
-  ConnectTcp(*ctx_, conn->Lowest(), url, connect_timeout_, failure);
-  if (failure->kind != HitError::kNone) return nullptr;
+  Socket& socket = conn->Lowest();
+  const auto deadline = SteadyClock::now() + connect_timeout_;
+  const std::string where = url.host + ":" + std::to_string(url.port);
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(url.host, ec);
+  if (!ec) {
+    // An IP literal needs no resolver (whose asynchronous form runs on a helper thread).
+    ctx_->ArmDeadline(deadline, &AbortSocket, &socket);
+    Await([&](Yield& y) { socket.async_connect(tcp::endpoint(address, url.port), y[ec]); });
+  } else {
+    tcp::resolver resolver(io);
+    ctx_->ArmDeadline(deadline, &CancelResolver, &resolver);
+    auto results = Await([&](Yield& y) {
+      return resolver.async_resolve(url.host, std::to_string(url.port), y[ec]);
+    });
+    if (!ec) {
+      ctx_->ArmDeadline(deadline, &AbortSocket, &socket);
+      Await([&](Yield& y) { asio::async_connect(socket, results, y[ec]); });
+    } else if (!ctx_->TimedOut()) {
+      ctx_->DisarmDeadline();
+      *failure = MakeFailure(ec, ctx_->cancelled(), "resolve " + url.host);
+      if (!ctx_->cancelled()) failure->kind = HitError::kDns;
+      return nullptr;
+    }
+  }
+  ctx_->DisarmDeadline();
+  if (ec) {
+    *failure = MakeFailure(ec, ctx_->cancelled(), "connect to " + where);
+    if (ctx_->TimedOut() && !ctx_->cancelled()) {
+      failure->kind = HitError::kTimeout;
+      failure->message = "connect to " + where + ": no connection within the connect timeout";
+    }
+    return nullptr;
+  }
+  socket.set_option(tcp::no_delay(true), ec);
   if (conn->tls) {
     PrepareTls(*conn->tls, url, verify_tls_);
-    beast::error_code ec;
-    conn->Lowest().expires_after(connect_timeout_);
-    Await([&](asio::yield_context& y) {
-      conn->tls->async_handshake(ssl::stream_base::client, y[ec]);
-    });
+    ctx_->ArmDeadline(deadline, &AbortSocket, &socket);
+    Await([&](Yield& y) { conn->tls->async_handshake(ssl::stream_base::client, y[ec]); });
+    ctx_->DisarmDeadline();
     if (ec) {
-      *failure = MakeFailure(ec, ctx_->cancelled(), "TLS handshake with " + url.host);
-      if (!ctx_->cancelled() && Classify(ec, false) != HitError::kTimeout) {
+      *failure = MakeFailure(ec, ctx_->cancelled(), "TLS handshake with " + where);
+      if (ctx_->cancelled()) {
+        failure->kind = HitError::kCancelled;
+      } else if (ctx_->TimedOut()) {
+        failure->kind = HitError::kTimeout;
+      } else {
         failure->kind = HitError::kTls;
       }
       return nullptr;
@@ -251,21 +382,49 @@ Connection* SessionImpl::Connect(const Url& url, Failure* failure) {
 }
 
 template <typename Stream>
-beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn,
-                                        const http::request<http::string_body>& request, bool head,
-                                        std::chrono::milliseconds timeout, Hop* hop, bool* got_some,
-                                        bool* keep_alive) {
+beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::string_view wire,
+                                        bool head, Hop* hop, bool* got_some, bool* keep_alive) {
   beast::error_code ec;
-  conn.Lowest().expires_after(timeout);
-  Await([&](asio::yield_context& y) { http::async_write(stream, request, y[ec]); });
+  Await(
+      [&](Yield& y) { asio::async_write(stream, asio::buffer(wire.data(), wire.size()), y[ec]); });
   if (ec) return ec;
   http::response_parser<http::string_body> parser;
   parser.body_limit(kBodyLimit);
+  parser.header_limit(64 * 1024);
+  parser.eager(true);
   if (head) parser.skip(true);
-  Await([&](asio::yield_context& y) { http::async_read(stream, conn.buffer, parser, y[ec]); });
-  *got_some = parser.got_some();
-  if (ec) return ec;
-  auto message = parser.release();
+  beast::flat_buffer& buffer = conn.buffer;
+  bool need_read = buffer.size() == 0;
+  while (true) {
+    if (need_read) {
+      const size_t n =
+          Await([&](Yield& y) { return stream.async_read_some(buffer.prepare(16 * 1024), y[ec]); });
+      buffer.commit(n);
+      if (ec) {
+        *got_some = *got_some || parser.got_some() || buffer.size() > 0;
+        if (ec == asio::error::eof && parser.got_some()) {
+          // A body delimited by the end of the connection is complete now.
+          parser.put_eof(ec);
+          if (!ec && parser.is_done()) break;
+        }
+        if (ec == asio::error::eof)
+          ec = parser.got_some() ? http::error::partial_message : http::error::end_of_stream;
+        return ec;
+      }
+    }
+    const size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    *got_some = *got_some || parser.got_some();
+    if (ec == http::error::need_more) {
+      ec = {};
+      need_read = true;
+      continue;
+    }
+    if (ec) return ec;
+    if (parser.is_done()) break;
+    need_read = buffer.size() == 0;
+  }
+  auto& message = parser.get();
   hop->status = static_cast<int>(message.result_int());
   hop->reason = std::string(message.reason());
   hop->headers.clear();
@@ -273,21 +432,27 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn,
     hop->headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
   }
   hop->body = std::move(message.body());
-  *keep_alive = message.keep_alive() && !message.need_eof();
+  *keep_alive = message.keep_alive() && !parser.need_eof();
   return ec;
 }
 
-Failure SessionImpl::SendOne(const Url& url, const http::request<http::string_body>& request,
-                             bool head, std::chrono::milliseconds timeout, Hop* hop) {
+Failure SessionImpl::SendOne(const Url& url, std::string_view method, std::string_view wire,
+                             std::chrono::milliseconds timeout, Hop* hop) {
   Failure failure;
-  const std::string origin = url.Origin();
+  // Redirect hops may go elsewhere; the first hop's origin is usually the cached one.
+  const bool cached = SameOriginAsCached(url);
+  const std::string origin_storage = cached ? std::string() : url.Origin();
+  const std::string& origin = cached ? cached_origin_ : origin_storage;
+  const bool head = method == "HEAD";
   // A kept-alive connection may have been closed by the server since its last use; such a
   // connection fails before any byte of the answer, and the request is sent once more on a new
   // connection, as browsers and other HTTP clients do.
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (ctx_->cancelled()) {
-      return Failure{HitError::kCancelled, "request to " + url.host + ": the run was interrupted",
-                     false};
+      failure =
+          Failure{HitError::kCancelled, "request to " + url.host + ": the run was interrupted"};
+      failure.sent = false;
+      return failure;
     }
     const auto start = SteadyClock::now();
     Connection* conn = nullptr;
@@ -301,10 +466,11 @@ Failure SessionImpl::SendOne(const Url& url, const http::request<http::string_bo
     }
     bool got_some = false;
     bool keep_alive = false;
+    ctx_->ArmDeadline(SteadyClock::now() + timeout, &AbortSocket, &conn->Lowest());
     beast::error_code ec =
-        conn->plain
-            ? Exchange(*conn->plain, *conn, request, head, timeout, hop, &got_some, &keep_alive)
-            : Exchange(*conn->tls, *conn, request, head, timeout, hop, &got_some, &keep_alive);
+        conn->plain ? Exchange(*conn->plain, *conn, wire, head, hop, &got_some, &keep_alive)
+                    : Exchange(*conn->tls, *conn, wire, head, hop, &got_some, &keep_alive);
+    ctx_->DisarmDeadline();
     if (!ec) {
       hop->elapsed = SteadyClock::now() - start;
       if (!keep_alive) connections_.erase(origin);
@@ -312,92 +478,111 @@ Failure SessionImpl::SendOne(const Url& url, const http::request<http::string_bo
     }
     conn->Abort();
     connections_.erase(origin);
+    const std::string what = std::string(method) + " " + url.WithoutQuery();
+    if (ctx_->TimedOut() && !ctx_->cancelled()) {
+      return Failure{HitError::kTimeout, what + ": no complete response within " +
+                                             std::to_string(timeout.count()) + " ms"};
+    }
     const HitError kind = Classify(ec, ctx_->cancelled());
     if (reused && !got_some && kind == HitError::kConnectionReset) continue;
-    return MakeFailure(ec, ctx_->cancelled(),
-                       std::string(request.method_string()) + " " + url.WithoutQuery());
+    return MakeFailure(ec, ctx_->cancelled(), what);
   }
   return Failure{HitError::kConnectionReset,
-                 std::string(request.method_string()) + " " + url.WithoutQuery() +
+                 std::string(method) + " " + url.WithoutQuery() +
                      ": the connection was closed before a response, twice"};
+}
+
+void SessionImpl::Serialize(std::string_view method, const Url& url, const std::string& body,
+                            const RequestOptions& options) {
+  auto user_has = [&](std::string_view name) {
+    return HasHeader(options.headers, name) || HasHeader(headers, name);
+  };
+  std::string& wire = wire_;
+  wire.clear();
+  wire += method;
+  wire += ' ';
+  wire += url.target;
+  wire += " HTTP/1.1\r\n";
+  if (!user_has("host")) {
+    AppendHeader(wire, "Host", SameOriginAsCached(url) ? cached_host_header_ : url.HostHeader());
+  }
+  if (!user_has("user-agent")) AppendHeader(wire, "User-Agent", kUserAgent);
+  if (!user_has("accept")) AppendHeader(wire, "Accept", "*/*");
+  for (const auto& [name, value] : headers) {
+    if (!HasHeader(options.headers, name)) AppendHeader(wire, name, value);
+  }
+  for (const auto& [name, value] : options.headers) AppendHeader(wire, name, value);
+  if (!user_has("cookie") && cookies.size() > 0) {
+    const std::string cookie = cookies.HeaderFor(url, std::chrono::system_clock::now());
+    if (!cookie.empty()) AppendHeader(wire, "Cookie", cookie);
+  }
+  if (options.json && !user_has("content-type")) {
+    AppendHeader(wire, "Content-Type", "application/json");
+  }
+  const bool has_body_method = method == "POST" || method == "PUT" || method == "PATCH";
+  if ((!body.empty() || has_body_method) && !user_has("content-length") &&
+      !user_has("transfer-encoding")) {
+    AppendHeader(wire, "Content-Length", std::to_string(body.size()));
+  }
+  wire += "\r\n";
+  wire += body;
 }
 
 Response SessionImpl::Request(std::string_view method_in, std::string_view url_text,
                               const RequestOptions& options) {
-  std::string error;
-  std::string full(url_text);
+  std::string full;
   if (!options.params.empty()) {
+    full = std::string(url_text);
     full += full.find('?') == std::string::npos ? '?' : '&';
     for (size_t i = 0; i < options.params.size(); ++i) {
       if (i) full += '&';
       full += common::UrlEncode(options.params[i].first) + "=" +
               common::UrlEncode(options.params[i].second);
     }
+    url_text = full;
   }
-  auto parsed = common::ParseUrl(full, &error);
-  if (!parsed) throw std::invalid_argument("invalid URL '" + full + "': " + error);
-  if (parsed->scheme != "http" && parsed->scheme != "https") {
-    throw std::invalid_argument("the session sends HTTP requests; use create_ws() for " + full);
-  }
+  Url url = ParseCached(url_text);
   std::string method(method_in);
   if (method.empty() || method.find_first_of(" \t\r\n()<>@,;:\\\"/[]?={}") != std::string::npos) {
     throw std::invalid_argument("invalid HTTP method '" + method + "'");
   }
   std::string body = options.json ? options.json->dump() : options.body;
-  for (const auto& [name, value] : headers) {
-    CheckHeaderText(name, "header name");
-    CheckHeaderText(value, "header value");
-  }
-  for (const auto& [name, value] : options.headers) {
-    CheckHeaderText(name, "header name");
-    CheckHeaderText(value, "header value");
+  for (const Headers* list : std::initializer_list<const Headers*>{&headers, &options.headers}) {
+    for (const auto& [name, value] : *list) {
+      CheckHeaderText(name, "header name");
+      CheckHeaderText(value, "header value");
+      if (name.empty() || name.find_first_of(" \t:") != std::string::npos) {
+        throw std::invalid_argument("invalid header name '" + name + "'");
+      }
+    }
   }
   const auto timeout = options.timeout.value_or(timeout_);
-  Url url = *parsed;
   Response response;
   for (int redirects = 0;; ++redirects) {
-    http::request<http::string_body> req;
-    const http::verb verb = http::string_to_verb(method);
-    if (verb == http::verb::unknown) {
-      req.method_string(method);
-    } else {
-      req.method(verb);
-    }
-    req.target(url.target);
-    req.version(11);
-    req.set(http::field::host, url.HostHeader());
-    req.set(http::field::user_agent, kUserAgent);
-    req.set(http::field::accept, "*/*");
-    for (const auto& [name, value] : headers) req.set(name, value);
-    for (const auto& [name, value] : options.headers) req.set(name, value);
-    if (req.find(http::field::cookie) == req.end()) {
-      const std::string cookie = cookies.HeaderFor(url, std::chrono::system_clock::now());
-      if (!cookie.empty()) req.set(http::field::cookie, cookie);
-    }
-    if (!body.empty()) {
-      if (options.json && req.find(http::field::content_type) == req.end()) {
-        req.set(http::field::content_type, "application/json");
+    Serialize(method, url, body, options);
+    const std::string* name = &options.name;
+    if (options.name.empty()) {
+      if (redirects > 0 || method != cached_name_method_ || url_text != cached_name_url_) {
+        cached_name_ = method + " " + url.WithoutQuery();
+        cached_name_method_ = redirects > 0 ? std::string() : method;
+        cached_name_url_ = redirects > 0 ? std::string() : std::string(url_text);
       }
-      req.body() = body;
+      name = &cached_name_;
     }
-    req.prepare_payload();
-
-    const std::string name =
-        options.name.empty() ? method + " " + url.WithoutQuery() : options.name;
     Hop hop;
-    const Failure failure = SendOne(url, req, method == "HEAD", timeout, &hop);
+    const Failure failure = SendOne(url, method, wire_, timeout, &hop);
     if (failure.kind != HitError::kNone) {
       // A request that never left (the run was interrupted first) is not a hit.
-      if (failure.sent) ctx_->RecordHit(name, 0, failure.kind, 0);
+      if (failure.sent) ctx_->RecordHit(*name, 0, failure.kind, 0);
       ThrowFailure(failure);
     }
-    ctx_->RecordHit(name, hop.status, HitError::kNone, static_cast<uint64_t>(hop.elapsed.count()));
+    ctx_->RecordHit(*name, hop.status, HitError::kNone, static_cast<uint64_t>(hop.elapsed.count()));
 
     std::string_view location;
     for (const auto& [hname, value] : hop.headers) {
-      if (beast::iequals(hname, "set-cookie")) {
+      if (IEqualsAscii(hname, "set-cookie")) {
         cookies.Store(url, value, std::chrono::system_clock::now());
-      } else if (beast::iequals(hname, "location")) {
+      } else if (IEqualsAscii(hname, "location")) {
         location = value;
       }
     }
@@ -406,7 +591,7 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
     if (is_redirect && options.allow_redirects && !location.empty()) {
       if (redirects >= max_redirects_) {
         throw NetworkError("too_many_redirects", "more than " + std::to_string(max_redirects_) +
-                                                     " redirects from " + parsed->ToString());
+                                                     " redirects from " + std::string(url_text));
       }
       auto next = common::ResolveUrl(url, location);
       if (!next || (next->scheme != "http" && next->scheme != "https")) {
@@ -524,9 +709,7 @@ void WebSocketImpl::Open(const Headers& headers) {
   if (tls_) {
     PrepareTls(tls_->next_layer(), url, options.verify_tls);
     Lowest().expires_after(options.connect_timeout);
-    Await([&](asio::yield_context& y) {
-      tls_->next_layer().async_handshake(ssl::stream_base::client, y[ec]);
-    });
+    Await([&](Yield& y) { tls_->next_layer().async_handshake(ssl::stream_base::client, y[ec]); });
     if (ec) Throw(ec, "TLS handshake with");
   }
   // The WebSocket stream keeps its own timeouts; the TCP stream's must be off.
@@ -542,7 +725,7 @@ void WebSocketImpl::Open(const Headers& headers) {
       for (const auto& [name, value] : headers) req.set(name, value);
     }));
     ws.read_message_max(kBodyLimit);
-    Await([&](asio::yield_context& y) { ws.async_handshake(url.HostHeader(), url.target, y[ec]); });
+    Await([&](Yield& y) { ws.async_handshake(url.HostHeader(), url.target, y[ec]); });
   });
   if (ec) Throw(ec, "WebSocket handshake with");
   open_ = true;
@@ -557,9 +740,7 @@ void WebSocketImpl::Send(std::string_view data, bool binary) {
   beast::error_code ec;
   Visit([&](auto& ws) {
     ws.binary(binary);
-    Await([&](asio::yield_context& y) {
-      ws.async_write(asio::buffer(data.data(), data.size()), y[ec]);
-    });
+    Await([&](Yield& y) { ws.async_write(asio::buffer(data.data(), data.size()), y[ec]); });
   });
   writing_ = false;
   if (ec) {
@@ -577,7 +758,7 @@ std::optional<std::string> WebSocketImpl::Receive() {
     throw NetworkError("cancelled", "receive from " + url_ + ": the run was interrupted");
   buffer_.clear();
   beast::error_code ec;
-  Visit([&](auto& ws) { Await([&](asio::yield_context& y) { ws.async_read(buffer_, y[ec]); }); });
+  Visit([&](auto& ws) { Await([&](Yield& y) { ws.async_read(buffer_, y[ec]); }); });
   if (ec == websocket::error::closed) {
     MarkClosed();
     return std::nullopt;
@@ -597,7 +778,7 @@ void WebSocketImpl::Close() {
   beast::error_code ec;
   if (!Cancelled()) {
     Visit([&](auto& ws) {
-      Await([&](asio::yield_context& y) { ws.async_close(websocket::close_code::normal, y[ec]); });
+      Await([&](Yield& y) { ws.async_close(websocket::close_code::normal, y[ec]); });
     });
   }
   if (ec || Cancelled()) Abort();
@@ -615,27 +796,24 @@ void WebSocketImpl::StartReader(WebSocket* owner, WebSocket::Callback callback) 
   callback_ = std::move(callback);
   reader_ = true;
   auto self = shared_from_this();
-  asio::spawn(
-      *thread_->io,
-      [self](asio::yield_context yield) {
-        CurrentYield() = &yield;
-        try {
-          self->ReadLoop();
-        } catch (const ForcedUnwind&) {
-          throw;
-        } catch (...) {
-          if (!self->callback_error_) self->callback_error_ = std::current_exception();
-        }
-        CurrentYield() = nullptr;
-      },
-      boost::coroutines::attributes(thread_->options.stack_size));
+  SpawnCoroutine(*thread_->io, thread_->options.stack_size, [self](Yield yield) {
+    CurrentYield() = &yield;
+    try {
+      self->ReadLoop();
+    } catch (const ForcedUnwind&) {
+      throw;
+    } catch (...) {
+      if (!self->callback_error_) self->callback_error_ = std::current_exception();
+    }
+    CurrentYield() = nullptr;
+  });
 }
 
 void WebSocketImpl::ReadLoop() {
   while (open_ && !closing_) {
     beast::error_code ec;
     buffer_.clear();
-    Visit([&](auto& ws) { Await([&](asio::yield_context& y) { ws.async_read(buffer_, y[ec]); }); });
+    Visit([&](auto& ws) { Await([&](Yield& y) { ws.async_read(buffer_, y[ec]); }); });
     if (ec) {
       const bool expected = closing_ || ec == websocket::error::closed;
       MarkClosed();
@@ -721,7 +899,7 @@ void UserContext::Sleep(std::chrono::duration<double> seconds) {
   timer.expires_after(std::chrono::duration_cast<SteadyClock::duration>(seconds));
   sleep_timer_ = &timer;
   beast::error_code ec;
-  Await([&](asio::yield_context& y) { timer.async_wait(y[ec]); });
+  Await([&](Yield& y) { timer.async_wait(y[ec]); });
   sleep_timer_ = nullptr;
   if (cancelled_) throw NetworkError("cancelled", "sleep: the run was interrupted");
 }

@@ -69,6 +69,28 @@ class UserContext {
   void Cancel();
   bool cancelled() const { return cancelled_; }
 
+  // The deadline of the network wait in progress. When it passes, the thread's watchdog calls
+  // abort(target) (which closes a socket or cancels a resolver, so the wait ends at once) and
+  // TimedOut() becomes true. One timer per thread instead of one per operation keeps timeouts off
+  // the hot path; their resolution is the watchdog's period.
+  void ArmDeadline(std::chrono::steady_clock::time_point deadline, void (*abort)(void*),
+                   void* target) {
+    deadline_ = deadline;
+    abort_ = abort;
+    abort_target_ = target;
+    timed_out_ = false;
+  }
+  void DisarmDeadline() { abort_ = nullptr; }
+  bool TimedOut() const { return timed_out_; }
+  void CheckDeadline(std::chrono::steady_clock::time_point now) {
+    if (abort_ && now >= deadline_) {
+      timed_out_ = true;
+      auto abort = abort_;
+      abort_ = nullptr;
+      abort(abort_target_);
+    }
+  }
+
   int64_t user_index() const { return user_index_; }
   int64_t execution_index() const { return execution_index_; }
   void set_execution_index(int64_t index) { execution_index_ = index; }
@@ -82,7 +104,14 @@ class UserContext {
   Session session_;
   std::vector<std::unique_ptr<WebSocket>> sockets_;
   void* sleep_timer_ = nullptr;  // the steady_timer of a sleep in progress, to cancel it
+  std::chrono::steady_clock::time_point deadline_{};
+  void (*abort_)(void*) = nullptr;
+  void* abort_target_ = nullptr;
+  bool timed_out_ = false;
 };
+
+// Stops the thread's watchdog timer so that its io_context can run out of work. Thread-safe.
+void StopWatchdog(ThreadState& thread);
 
 // The context of the user whose TestCase is being constructed on this thread.
 UserContext*& ConstructingContext();
