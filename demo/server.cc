@@ -173,7 +173,8 @@ struct Route {
   std::chrono::milliseconds delay{0};
   std::uint64_t ws_send = 0;
   std::uint64_t ws_size = kDefaultWsSize;
-  bool counted = true;  // False for /stats, so polling it does not skew it.
+  bool ws_close = false;  // close the socket after the pushed messages instead of echoing
+  bool counted = true;    // False for /stats, so polling it does not skew it.
 };
 
 Route Respond(StringResponse res) {
@@ -246,6 +247,10 @@ Route WebSocketRoute(const Request& req, std::string_view query) {
         return Respond(Text(400, "invalid size: expected 0.." + std::to_string(kMaxWsSize) + "\n"));
       }
       route.ws_size = *n;
+    } else if (name == "close") {
+      if (value != "0" && value != "1")
+        return Respond(Text(400, "invalid close: expected 0 or 1\n"));
+      route.ws_close = value == "1";
     }
   }
   return route;
@@ -422,7 +427,7 @@ class Connection {
           co_return;
         }
         case Route::Action::kWebSocket:
-          co_await ServeWebSocket(std::move(req), route.ws_send, route.ws_size);
+          co_await ServeWebSocket(std::move(req), route.ws_send, route.ws_size, route.ws_close);
           co_return;
         case Route::Action::kBytes: {
           SpanResponse res;
@@ -500,7 +505,7 @@ class Connection {
     stream_.socket().close(ec);
   }
 
-  awaitable<void> ServeWebSocket(Request req, std::uint64_t send, std::uint64_t size) {
+  awaitable<void> ServeWebSocket(Request req, std::uint64_t send, std::uint64_t size, bool close) {
     // The websocket stream has its own timeouts; the HTTP one must not fire.
     stream_.expires_never();
     websocket::stream<beast::tcp_stream> ws(std::move(stream_));
@@ -530,6 +535,10 @@ class Connection {
         CountSent(payload.size());
       }
       beast::get_lowest_layer(ws).expires_never();
+    }
+    if (close) {
+      co_await ws.async_close(websocket::close_code::normal, redirect_error(use_awaitable, ec));
+      co_return;
     }
 
     beast::flat_buffer message;

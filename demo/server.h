@@ -22,8 +22,10 @@
 //   GET /close             closes the connection without a response
 //   GET /garbage           writes a non-HTTP response and closes
 //   GET /stats             JSON counters since start
-//   GET /ws[?send=N&size=S]  WebSocket echo, optionally sending N messages of
-//                          S 'x' bytes first (defaults: send=0, size=16)
+//   GET /ws[?send=N&size=S&close=1]  WebSocket echo, optionally sending N
+//                          messages of S 'x' bytes first (defaults: send=0,
+//                          size=16); with close=1 the server then closes the
+//                          socket instead of echoing
 // HEAD is accepted wherever GET is; other methods there get 405. Unknown
 // paths get 404, /ws without an Upgrade 426, bodies over 16 MiB 413, and
 // malformed requests 400 (then the connection is closed). 204 and 304 carry

@@ -1,7 +1,10 @@
 // WebSocket tests: an echo round trip, and a reader that takes everything a server sends.
+// Against loads-demo-target (started with --port 8080):
 //
 //   loads-runner websocket_example.TestWebSocket.test_echo \
 //       --server-url ws://127.0.0.1:8080/ws -u 10 --hits 5
+//   loads-runner websocket_example.TestWebSocket.test_receive \
+//       --server-url 'ws://127.0.0.1:8080/ws?send=100&size=512&close=1' -u 10 --hits 5
 
 #include <loads/loads.h>
 
@@ -20,7 +23,7 @@ class TestWebSocket : public loads::TestCase {
     ws.close();
   }
 
-  // Receives until the server closes the socket.
+  // Receives until the server closes the socket (the demo target does so with close=1).
   void test_receive() {
     auto& ws = create_ws(server_url());
     while (ws.receive()) {

@@ -28,6 +28,7 @@ constexpr int kExitUsage = 2;
 constexpr int kExitNotFound = 3;
 constexpr int kExitLoadFailed = 4;
 constexpr int kExitNoSuchTest = 5;
+constexpr int kExitReportNotWritten = 6;
 constexpr int kExitInterrupted = 130;
 
 std::atomic<bool> g_stop{false};
@@ -106,11 +107,11 @@ int Main(int argc, char** argv) {
     test = loaded.test;
   }
 
-  // Open the JSON outputs first: a run whose report cannot be written should not start.
-  std::vector<std::ofstream> json_files;
+  // A run whose report cannot be written should not start. The check appends nothing and
+  // truncates nothing: an interrupted run leaves a previous report as it was.
   for (const auto& path : options.json_outputs) {
-    json_files.emplace_back(path, std::ios::trunc);
-    if (!json_files.back()) return Fail(kExitUsage, "cannot write the report to " + path);
+    std::ofstream probe(path, std::ios::app);
+    if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);
   }
 
   loads::worker::EngineOptions engine_options;
@@ -152,13 +153,17 @@ int Main(int argc, char** argv) {
     std::fflush(stdout);
   }
   const std::string json = loads::common::FormatJsonReport(result.info, result.stats);
-  for (size_t i = 0; i < json_files.size(); ++i) {
-    json_files[i] << json;
-    json_files[i].close();
-    if (!json_files[i]) {
-      Fail(kExitUsage, "could not write the report to " + options.json_outputs[i]);
+  bool written = true;
+  for (const auto& path : options.json_outputs) {
+    std::ofstream file(path, std::ios::trunc);
+    file << json;
+    file.close();
+    if (!file) {
+      Fail(kExitReportNotWritten, "could not write the report to " + path);
+      written = false;
     }
   }
+  if (!written) return kExitReportNotWritten;
   if (result.info.interrupted) return kExitInterrupted;
   return (result.stats.failures + result.stats.errors) > 0 ? kExitTestProblems : kExitOk;
 }

@@ -25,7 +25,7 @@ std::optional<double> ParseSeconds(const std::string& text) {
   double value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
-      value <= 0 || value > kMaxSeconds) {
+      value < 0.001 || value > kMaxSeconds) {
     return std::nullopt;
   }
   return value;
@@ -81,7 +81,8 @@ Output:
 
 Exit status: 0 all executions succeeded, 1 some failed or errored, 2 bad command
 line, 3 test library not found, 4 test library failed to load or is built for
-another SDK, 5 no such test in the library, 130 interrupted (report printed).
+another SDK, 5 no such test in the library, 6 the JSON report could not be
+written, 70 internal error, 130 interrupted (report printed).
 )";
 }
 
@@ -131,7 +132,7 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
         [&](const std::string& v) -> std::optional<std::string> {
           auto seconds = ParseSeconds(v);
           if (!seconds) {
-            return "invalid value for --duration: " + Quote(v) + " (expected seconds > 0)";
+            return "invalid value for --duration: " + Quote(v) + " (expected seconds >= 0.001)";
           }
           o.duration = seconds;
           return std::nullopt;
@@ -179,7 +180,8 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
         [&](const std::string& v) -> std::optional<std::string> {
           auto seconds = ParseSeconds(v);
           if (!seconds) {
-            return "invalid value for --connect-timeout: " + Quote(v) + " (expected seconds > 0)";
+            return "invalid value for --connect-timeout: " + Quote(v) +
+                   " (expected seconds >= 0.001)";
           }
           o.connect_timeout = *seconds;
           return std::nullopt;
@@ -189,7 +191,7 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
         [&](const std::string& v) -> std::optional<std::string> {
           auto seconds = ParseSeconds(v);
           if (!seconds) {
-            return "invalid value for --timeout: " + Quote(v) + " (expected seconds > 0)";
+            return "invalid value for --timeout: " + Quote(v) + " (expected seconds >= 0.001)";
           }
           o.timeout = *seconds;
           return std::nullopt;

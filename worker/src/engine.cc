@@ -238,13 +238,20 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
         SpawnUser(state, &test, user, &cycle, &stopping);
       });
     }
+    // Stop requests are checked more often than progress is shown, so that Ctrl-C acts at
+    // once even when progress is printed once a second.
+    const auto poll = std::min(interval, std::chrono::milliseconds(50));
+    auto last_report = SteadyClock::now();
     std::unique_lock lock(cycle.mu);
     while (cycle.remaining > 0) {
-      cycle.cv.wait_for(lock, interval);
+      cycle.cv.wait_for(lock, poll);
       if (cycle.remaining == 0) break;
       lock.unlock();
       check_stop();
-      report_progress(cycle_index);
+      if (SteadyClock::now() - last_report >= interval) {
+        last_report = SteadyClock::now();
+        report_progress(cycle_index);
+      }
       lock.lock();
     }
   }

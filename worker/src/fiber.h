@@ -28,11 +28,15 @@ Yield*& CurrentYield();
 
 inline void CoroutineDone() {}
 
-// Starts fn(Yield) as a new coroutine on io, with a stack of stack_size bytes.
+// Starts fn(Yield) as a new coroutine on io, with a stack of stack_size bytes. When called from a
+// coroutine on io's thread, the new one starts at once (spawn dispatches) and runs until its first
+// wait; the caller is made current again afterwards.
 template <typename Fn>
 void SpawnCoroutine(boost::asio::io_context& io, size_t stack_size, Fn&& fn) {
+  Yield* caller = CurrentYield();
   boost::asio::spawn(boost::asio::bind_executor(io.get_executor(), &CoroutineDone),
                      std::forward<Fn>(fn), boost::coroutines::attributes(stack_size));
+  CurrentYield() = caller;
 }
 
 // Runs one asynchronous operation, op(yield), on the calling coroutine and makes this coroutine

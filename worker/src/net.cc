@@ -277,7 +277,7 @@ class SessionImpl {
   beast::error_code Exchange(Stream& stream, Connection& conn, std::string_view wire, bool head,
                              Hop* hop, bool* got_some, bool* keep_alive);
   void Serialize(std::string_view method, const Url& url, const std::string& body,
-                 const RequestOptions& options);
+                 const RequestOptions& options, bool drop_credentials);
   const Url& ParseCached(std::string_view url_text);
   bool SameOriginAsCached(const Url& url) const {
     return url.port == cached_url_.port && url.host == cached_url_.host &&
@@ -493,7 +493,12 @@ Failure SessionImpl::SendOne(const Url& url, std::string_view method, std::strin
 }
 
 void SessionImpl::Serialize(std::string_view method, const Url& url, const std::string& body,
-                            const RequestOptions& options) {
+                            const RequestOptions& options, bool drop_credentials) {
+  // After a redirect to another origin, credentials meant for the first one are not sent.
+  auto skipped = [&](std::string_view name) {
+    return drop_credentials &&
+           (IEqualsAscii(name, "authorization") || IEqualsAscii(name, "proxy-authorization"));
+  };
   auto user_has = [&](std::string_view name) {
     return HasHeader(options.headers, name) || HasHeader(headers, name);
   };
@@ -509,14 +514,16 @@ void SessionImpl::Serialize(std::string_view method, const Url& url, const std::
   if (!user_has("user-agent")) AppendHeader(wire, "User-Agent", kUserAgent);
   if (!user_has("accept")) AppendHeader(wire, "Accept", "*/*");
   for (const auto& [name, value] : headers) {
-    if (!HasHeader(options.headers, name)) AppendHeader(wire, name, value);
+    if (!HasHeader(options.headers, name) && !skipped(name)) AppendHeader(wire, name, value);
   }
-  for (const auto& [name, value] : options.headers) AppendHeader(wire, name, value);
+  for (const auto& [name, value] : options.headers) {
+    if (!skipped(name)) AppendHeader(wire, name, value);
+  }
   if (!user_has("cookie") && cookies.size() > 0) {
     const std::string cookie = cookies.HeaderFor(url, std::chrono::system_clock::now());
     if (!cookie.empty()) AppendHeader(wire, "Cookie", cookie);
   }
-  if (options.json && !user_has("content-type")) {
+  if (!options.json.is_null() && !user_has("content-type")) {
     AppendHeader(wire, "Content-Type", "application/json");
   }
   const bool has_body_method = method == "POST" || method == "PUT" || method == "PATCH";
@@ -546,7 +553,7 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
   if (method.empty() || method.find_first_of(" \t\r\n()<>@,;:\\\"/[]?={}") != std::string::npos) {
     throw std::invalid_argument("invalid HTTP method '" + method + "'");
   }
-  std::string body = options.json ? options.json->dump() : options.body;
+  std::string body = options.json.is_null() ? options.body : options.json.dump();
   for (const Headers* list : std::initializer_list<const Headers*>{&headers, &options.headers}) {
     for (const auto& [name, value] : *list) {
       CheckHeaderText(name, "header name");
@@ -557,9 +564,10 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
     }
   }
   const auto timeout = options.timeout.value_or(timeout_);
+  std::string first_origin;  // set at the first redirect
   Response response;
   for (int redirects = 0;; ++redirects) {
-    Serialize(method, url, body, options);
+    Serialize(method, url, body, options, redirects > 0 && url.Origin() != first_origin);
     const std::string* name = &options.name;
     if (options.name.empty()) {
       if (redirects > 0 || method != cached_name_method_ || url_text != cached_name_url_) {
@@ -603,6 +611,7 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
         if (method != "HEAD") method = "GET";
         body.clear();
       }
+      if (first_origin.empty()) first_origin = url.Origin();
       url = *next;
       continue;
     }

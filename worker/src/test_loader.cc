@@ -78,6 +78,7 @@ LoadResult LoadTest(const std::string& name, const std::vector<std::string>& sea
   if (library.empty()) {
     return Error(LoadError::kNotFound,
                  "test library for module '" + module + "' not found (looked for " + module +
+                     ".so, lib" + module + ".so and " + module_path +
                      ".so in: " + Join(tried, ", ") + "; use --test-path or LOADS_TEST_PATH)");
   }
 

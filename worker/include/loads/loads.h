@@ -54,8 +54,10 @@ class WebSocketImpl;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // Thrown when a request or WebSocket operation gets no usable answer (refused, reset, timeout,
-// DNS or TLS failure, malformed response, too many redirects). It ends the execution as an error;
-// the hit is counted under its kind.
+// DNS or TLS failure, malformed response, too many redirects). It ends the execution as an error.
+// A request that got no response is counted as a hit under its kind in the report's hit errors;
+// too_many_redirects and an invalid redirect location follow a response that was counted
+// normally.
 class NetworkError : public std::runtime_error {
  public:
   NetworkError(std::string kind, const std::string& message);
@@ -81,13 +83,16 @@ class AssertionFailure {
 // Per-request settings. Use designated initializers:
 //   session().post(url, {.json = {{"name", "x"}}, .name = "create item"});
 struct RequestOptions {
-  Headers headers;                                          // added to the session's headers
+  Headers headers;  // sent after the session's; a name given here replaces the session's one
   std::vector<std::pair<std::string, std::string>> params;  // query, URL-encoded and appended
   std::string body;                                         // sent as is
-  std::optional<nlohmann::json> json;  // sent as application/json; overrides body
-  bool allow_redirects = true;         // follow 301/302/303/307/308; each hop is a hit
-  std::optional<std::chrono::milliseconds> timeout;  // read timeout of this request
-  std::string name;  // the name hits are counted under; default "METHOD scheme://host:port/path"
+  nlohmann::json json;          // unless null: sent as application/json instead of body
+  bool allow_redirects = true;  // follow 301/302/303/307/308; each hop is a hit
+  // Time allowed to send the request and receive the whole response (default: the session's).
+  std::optional<std::chrono::milliseconds> timeout;
+  // The name hits are counted under; default "METHOD scheme://host[:port]/path" (no query; the
+  // port only when it is not the scheme's default).
+  std::string name;
 };
 
 // A complete HTTP response. Any status is a response: a 500 is not an error unless the test
@@ -161,7 +166,8 @@ class WebSocket {
   void send(std::string_view text);
   void send_binary(std::string_view data);
   // The next message, or nullopt once the server has closed the socket. Not usable with a
-  // callback. Waits at most the session's read timeout (then throws a NetworkError "timeout").
+  // callback. Waits at most the run's --timeout (then throws a NetworkError "timeout"); the
+  // session's settings (timeouts, TLS verification, headers, cookies) do not apply to WebSockets.
   std::optional<std::string> receive();
   // Closes the socket (a close handshake); does nothing if it is already closed.
   void close();

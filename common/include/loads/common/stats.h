@@ -54,8 +54,8 @@ struct RunStats {
   static constexpr std::string_view kOtherCounters = "(other counters)";
 
   uint64_t hits = 0;
-  Histogram latency;  // nanoseconds, hits that got a response
-  std::array<uint64_t, 600> status_codes{};
+  Histogram latency;                          // nanoseconds, hits that got a response
+  std::array<uint64_t, 1000> status_codes{};  // every 3-digit status HTTP allows
   std::array<uint64_t, kHitErrorCount> hit_errors{};
   std::map<std::string, UrlStats, std::less<>> urls;
 
