@@ -45,6 +45,13 @@ class FaultsTest(unittest.TestCase):
             result = self.run_checked(["--url", closed.url, "-u", "2", "--hits", "3"], expected_code=1)
         self.assert_all_failed_with(result, ["connection_refused"], executions=6)
 
+    def test_dns_failure(self):
+        # RFC 6761: names under .invalid never resolve, with or without a network.
+        result = self.run_checked(["--url", "http://nonexistent.invalid/", "-u", "2", "--hits", "3"],
+                                  expected_code=1, timeout=120)
+        self.assert_all_failed_with(result, ["dns"], executions=6)
+        self.assertEqual(harness.nonzero(result.report["hit_errors"]), {"dns": 6}, harness.describe(result))
+
     def test_connection_closed_without_response(self):
         with harness.DemoTarget() as demo:
             result = self.run_checked(["--url", demo.url + "close", "-u", "1", "--hits", "3"], expected_code=1)
