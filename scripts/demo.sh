@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, starts the bundled demo target on a free
 # loopback port, runs the bundled example load test against it (progress bar, then the report)
-# and stops the target. Arguments replace the default load (-u 20 --hits 50).
+# and stops the target. Arguments replace the default load (-u 20 -d 5: 20 virtual users
+# looping the test for 5 seconds).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${LOADS_BUILD_DIR:-$root/build}"
@@ -22,7 +23,10 @@ url="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$log")"
 echo "demo: loads-demo-target is serving $url"
 
 load=("$@")
-((${#load[@]})) || load=(-u 20 --hits 50)
-set -x
-"$build/bin/loads-runner" example.TestWebSite.test_es --test-path "$build/examples" \
-  --server-url "$url/" "${load[@]}"
+((${#load[@]})) || load=(-u 20 -d 5)
+cmd=("$build/bin/loads-runner" example.TestWebSite.test_es --test-path "$build/examples"
+  --server-url "$url/" "${load[@]}")
+echo "demo: ${cmd[*]}"
+status=0
+"${cmd[@]}" || status=$?
+exit "$status"
