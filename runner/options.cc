@@ -103,47 +103,48 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
     bool takes_value;
     Handler handler;
   };
+  auto invalid = [](const std::string& flag, const std::string& value, const char* expected) {
+    return "invalid value for " + flag + ": " + Quote(value) + " (expected " + expected + ")";
+  };
+  // The option kinds: each parses and validates its value, then stores it.
+  auto cycles = [&](const char* flag, int64_t max, const char* expected,
+                    std::vector<int64_t>* target, bool* given) -> Spec {
+    return {true, [=](const std::string& v) -> std::optional<std::string> {
+              auto parsed = ParseCycles(v, max);
+              if (!parsed) return invalid(flag, v, expected);
+              *target = *parsed;
+              if (given) *given = true;
+              return std::nullopt;
+            }};
+  };
+  auto seconds = [&](const char* flag, auto store) -> Spec {
+    return {true, [=](const std::string& v) -> std::optional<std::string> {
+              auto parsed = ParseSeconds(v);
+              if (!parsed) return invalid(flag, v, "seconds >= 0.001");
+              store(*parsed);
+              return std::nullopt;
+            }};
+  };
+  auto switch_on = [](bool* target) -> Spec {
+    return {false, [=](const std::string&) -> std::optional<std::string> {
+              *target = true;
+              return std::nullopt;
+            }};
+  };
   const std::map<std::string, Spec> specs = {
-      {"--users",
-       {true,
-        [&](const std::string& v) -> std::optional<std::string> {
-          auto cycles = ParseCycles(v, kMaxUsers);
-          if (!cycles) {
-            return "invalid value for --users: " + Quote(v) +
-                   " (expected a positive integer or a colon list such as 10:20:30)";
-          }
-          o.users = *cycles;
-          return std::nullopt;
-        }}},
-      {"--hits",
-       {true,
-        [&](const std::string& v) -> std::optional<std::string> {
-          auto cycles = ParseCycles(v, kMaxHits);
-          if (!cycles) {
-            return "invalid value for --hits: " + Quote(v) +
-                   " (expected a positive integer or a colon list such as 10:20)";
-          }
-          o.hits = *cycles;
-          hits_given = true;
-          return std::nullopt;
-        }}},
-      {"--duration",
-       {true,
-        [&](const std::string& v) -> std::optional<std::string> {
-          auto seconds = ParseSeconds(v);
-          if (!seconds) {
-            return "invalid value for --duration: " + Quote(v) + " (expected seconds >= 0.001)";
-          }
-          o.duration = seconds;
-          return std::nullopt;
-        }}},
+      {"--users", cycles("--users", kMaxUsers,
+                         "a positive integer or a colon list such as 10:20:30", &o.users, nullptr)},
+      {"--hits", cycles("--hits", kMaxHits, "a positive integer or a colon list such as 10:20",
+                        &o.hits, &hits_given)},
+      {"--duration", seconds("--duration", [&o](double v) { o.duration = v; })},
+      {"--connect-timeout",
+       seconds("--connect-timeout", [&o](double v) { o.connect_timeout = v; })},
+      {"--timeout", seconds("--timeout", [&o](double v) { o.timeout = v; })},
       {"--threads",
        {true,
         [&](const std::string& v) -> std::optional<std::string> {
           auto n = ParseInt(v);
-          if (!n || *n < 1 || *n > 1024) {
-            return "invalid value for --threads: " + Quote(v) + " (expected 1..1024)";
-          }
+          if (!n || *n < 1 || *n > 1024) return invalid("--threads", v, "1..1024");
           o.threads = static_cast<int>(*n);
           return std::nullopt;
         }}},
@@ -175,60 +176,17 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
           o.server_url = v;
           return std::nullopt;
         }}},
-      {"--connect-timeout",
-       {true,
-        [&](const std::string& v) -> std::optional<std::string> {
-          auto seconds = ParseSeconds(v);
-          if (!seconds) {
-            return "invalid value for --connect-timeout: " + Quote(v) +
-                   " (expected seconds >= 0.001)";
-          }
-          o.connect_timeout = *seconds;
-          return std::nullopt;
-        }}},
-      {"--timeout",
-       {true,
-        [&](const std::string& v) -> std::optional<std::string> {
-          auto seconds = ParseSeconds(v);
-          if (!seconds) {
-            return "invalid value for --timeout: " + Quote(v) + " (expected seconds >= 0.001)";
-          }
-          o.timeout = *seconds;
-          return std::nullopt;
-        }}},
       {"--output",
        {true,
         [&](const std::string& v) -> std::optional<std::string> {
-          if (!v.starts_with("json:") || v.size() == 5) {
-            return "invalid value for --output: " + Quote(v) + " (expected json:FILE)";
-          }
+          if (!v.starts_with("json:") || v.size() == 5) return invalid("--output", v, "json:FILE");
           o.json_outputs.push_back(v.substr(5));
           return std::nullopt;
         }}},
-      {"--insecure",
-       {false,
-        [&](const std::string&) -> std::optional<std::string> {
-          o.insecure = true;
-          return std::nullopt;
-        }}},
-      {"--quiet",
-       {false,
-        [&](const std::string&) -> std::optional<std::string> {
-          o.quiet = true;
-          return std::nullopt;
-        }}},
-      {"--help",
-       {false,
-        [&](const std::string&) -> std::optional<std::string> {
-          o.help = true;
-          return std::nullopt;
-        }}},
-      {"--version",
-       {false,
-        [&](const std::string&) -> std::optional<std::string> {
-          o.version = true;
-          return std::nullopt;
-        }}},
+      {"--insecure", switch_on(&o.insecure)},
+      {"--quiet", switch_on(&o.quiet)},
+      {"--help", switch_on(&o.help)},
+      {"--version", switch_on(&o.version)},
   };
   const std::map<std::string, std::string> short_names = {
       {"-u", "--users"}, {"-d", "--duration"}, {"-h", "--help"}};
