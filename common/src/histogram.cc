@@ -8,6 +8,10 @@ namespace loads::common {
 namespace {
 // Group 0 holds the exact values 0..2047; group g >= 1 holds the octave [2^(g+10), 2^(g+11)).
 constexpr size_t kGroups = 64 - Histogram::kSubBucketBits;  // up to 2^64
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+uint64_t SaturatingMul(uint64_t a, uint64_t b) {
+  return (b != 0 && a > UINT64_MAX / b) ? UINT64_MAX : a * b;
+}
 }  // namespace
 
 Histogram::Histogram() : groups_(kGroups) {}
@@ -61,7 +65,7 @@ void Histogram::Record(uint64_t value, uint64_t count) {
   count_ += count;
   min_ = std::min(min_, value);
   max_ = std::max(max_, value);
-  sum_ += static_cast<long double>(value) * count;
+  sum_ = SaturatingAdd(sum_, SaturatingMul(value, count));
 }
 
 void Histogram::Merge(const Histogram& other) {
@@ -80,10 +84,45 @@ void Histogram::Merge(const Histogram& other) {
   count_ += other.count_;
   min_ = std::min(min_, other.min_);
   max_ = std::max(max_, other.max_);
-  sum_ += other.sum_;
+  sum_ = SaturatingAdd(sum_, other.sum_);
 }
 
-double Histogram::Mean() const { return count_ == 0 ? 0.0 : static_cast<double>(sum_ / count_); }
+double Histogram::Mean() const {
+  return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_);
+}
+
+size_t Histogram::IndexedBucketCount() { return 2048 + (kGroups - 1) * 1024; }
+
+bool Histogram::FromParts(uint64_t count, uint64_t min, uint64_t max, uint64_t sum,
+                          const std::vector<std::pair<uint64_t, uint64_t>>& buckets,
+                          Histogram* out) {
+  out->Clear();
+  uint64_t total = 0;
+  uint64_t lowest = UINT64_MAX;
+  uint64_t highest = 0;
+  for (size_t k = 0; k < buckets.size(); ++k) {
+    const auto [index, n] = buckets[k];
+    if (index >= IndexedBucketCount() || n == 0) return false;
+    if (k > 0 && index <= buckets[k - 1].first) return false;
+    const size_t g = index < 2048 ? 0 : 1 + (index - 2048) / 1024;
+    const size_t i = index < 2048 ? index : (index - 2048) % 1024;
+    auto& group = out->groups_[g];
+    if (!group) group = std::make_unique<Group>(GroupSize(g), 0);
+    (*group)[i] = n;
+    if (total > UINT64_MAX - n) return false;
+    total += n;
+    lowest = std::min(lowest, BucketLow(g, i));
+    highest = std::max(highest, BucketHigh(g, i));
+  }
+  if (total != count) return false;
+  if (count == 0) return min == 0 && max == 0 && sum == 0;
+  if (min > max || min < lowest || max > highest) return false;
+  out->count_ = count;
+  out->min_ = min;
+  out->max_ = max;
+  out->sum_ = sum;
+  return true;
+}
 
 uint64_t Histogram::Percentile(double p) const {
   if (count_ == 0) return 0;

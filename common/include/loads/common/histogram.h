@@ -39,8 +39,9 @@ class Histogram {
   uint64_t Max() const { return max_; }
   // Mean of the exact recorded values (the sum is kept exactly, not from buckets).
   double Mean() const;
-  // Sum of the recorded values, exact.
-  long double Sum() const { return sum_; }
+  // Sum of the recorded values, exact up to 2^64 - 1 (then it saturates: 584 years of
+  // nanoseconds).
+  uint64_t Sum() const { return sum_; }
 
   // Returns the value at percentile p in [0, 100] with the nearest-rank definition: the
   // smallest recorded value v such that at least p% of the values are <= v, reported as the
@@ -66,6 +67,26 @@ class Histogram {
 
   static constexpr int kSubBucketBits = 10;  // 1024 buckets per octave above 2048
 
+  // Buckets by a flat index, for serialization: 0..2047 are the exact values, then 1024 buckets
+  // per octave. Calls fn(index, count) for every non-empty bucket in increasing order.
+  template <typename Fn>
+  void ForEachIndexedBucket(Fn&& fn) const {
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      if (!groups_[g]) continue;
+      const size_t n = GroupSize(g);
+      const size_t base = g == 0 ? 0 : 2048 + (g - 1) * 1024;
+      for (size_t i = 0; i < n; ++i) {
+        if ((*groups_[g])[i] != 0) fn(base + i, (*groups_[g])[i]);
+      }
+    }
+  }
+  static size_t IndexedBucketCount();
+  // Rebuilds a histogram from its serialized parts. Returns false (leaving *out unspecified)
+  // when they are inconsistent: an index out of range or not increasing, a zero count, counts
+  // that do not add up to `count`, or min/max outside the buckets' ranges.
+  static bool FromParts(uint64_t count, uint64_t min, uint64_t max, uint64_t sum,
+                        const std::vector<std::pair<uint64_t, uint64_t>>& buckets, Histogram* out);
+
  private:
   using Group = std::vector<uint64_t>;
   static size_t GroupSize(size_t g) { return g == 0 ? 2048 : 1024; }
@@ -77,7 +98,7 @@ class Histogram {
   uint64_t count_ = 0;
   uint64_t min_ = UINT64_MAX;
   uint64_t max_ = 0;
-  long double sum_ = 0;
+  uint64_t sum_ = 0;
 };
 
 }  // namespace loads::common

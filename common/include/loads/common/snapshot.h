@@ -1,0 +1,35 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "loads/common/stats.h"
+
+namespace loads::common {
+
+// Version of the snapshot message on the wire (docs/wire-protocol.md); a decoder refuses others.
+inline constexpr uint64_t kSnapshotVersion = 1;
+
+// What a worker reports about one run at most a second apart: the statistics of one interval
+// (a delta, not a running total), so that the controller adds snapshots up and merged
+// percentiles stay exact.
+struct Snapshot {
+  std::string run_id;
+  std::string worker_id;
+  uint64_t sequence = 0;        // 1, 2, 3... per (run, worker); gaps show lost snapshots
+  uint64_t interval_start = 0;  // Unix time, nanoseconds
+  uint64_t interval_end = 0;
+  bool final = false;  // the worker's last snapshot for this run
+  RunStats stats;      // this interval only
+};
+
+// Encodes a snapshot as one msgpack map, byte for byte as docs/wire-protocol.md describes.
+std::string EncodeSnapshot(const Snapshot& snapshot);
+
+// Decodes and validates a snapshot. Never throws: on any problem (not msgpack, wrong types,
+// unknown version, inconsistent histogram, more entries than the bounds RunStats keeps, trailing
+// bytes) it returns false and says why in *error, naming the field at fault.
+bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error);
+
+}  // namespace loads::common

@@ -1,0 +1,350 @@
+#include "loads/common/snapshot.h"
+
+#include <msgpack.hpp>
+#include <vector>
+
+namespace loads::common {
+namespace {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+// Bounds a decoder enforces before allocating anything (a frame is at most a few MiB).
+constexpr size_t kMaxContainer = 1 << 20;
+constexpr size_t kMaxString = 64 * 1024;
+constexpr size_t kMaxDepth = 8;
+
+void PackString(Packer& pk, std::string_view s) {
+  pk.pack_str(static_cast<uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+void PackHistogram(Packer& pk, const Histogram& h) {
+  // [count, min, max, sum, [index, count, index delta, count, ...]]
+  std::vector<uint64_t> buckets;
+  uint64_t previous = 0;
+  h.ForEachIndexedBucket([&](uint64_t index, uint64_t count) {
+    buckets.push_back(index - previous);
+    buckets.push_back(count);
+    previous = index;
+  });
+  pk.pack_array(5);
+  pk.pack(h.Count());
+  pk.pack(h.Min());
+  pk.pack(h.Max());
+  pk.pack(h.Sum());
+  pk.pack_array(static_cast<uint32_t>(buckets.size()));
+  for (uint64_t v : buckets) pk.pack(v);
+}
+
+template <typename Map, typename PackValue>
+void PackMap(Packer& pk, const Map& map, PackValue&& pack_value) {
+  pk.pack_map(static_cast<uint32_t>(map.size()));
+  for (const auto& [key, value] : map) {
+    PackString(pk, key);
+    pack_value(value);
+  }
+}
+
+// Decoding: each helper returns false and fills *error on a mismatch.
+class Reader {
+ public:
+  explicit Reader(std::string* error) : error_(error) {}
+
+  bool Fail(std::string_view field, std::string_view what) {
+    if (error_) *error_ = "field '" + std::string(field) + "': " + std::string(what);
+    return false;
+  }
+  bool Uint(const msgpack::object& o, std::string_view field, uint64_t* out) {
+    if (o.type != msgpack::type::POSITIVE_INTEGER) {
+      return Fail(field, "expected a non-negative integer");
+    }
+    *out = o.via.u64;
+    return true;
+  }
+  bool Int(const msgpack::object& o, std::string_view field, int64_t* out) {
+    if (o.type == msgpack::type::NEGATIVE_INTEGER) {
+      *out = o.via.i64;
+      return true;
+    }
+    if (o.type == msgpack::type::POSITIVE_INTEGER && o.via.u64 <= INT64_MAX) {
+      *out = static_cast<int64_t>(o.via.u64);
+      return true;
+    }
+    return Fail(field, "expected a 64-bit integer");
+  }
+  bool String(const msgpack::object& o, std::string_view field, std::string* out) {
+    if (o.type != msgpack::type::STR) return Fail(field, "expected a string");
+    out->assign(o.via.str.ptr, o.via.str.size);
+    return true;
+  }
+  bool Array(const msgpack::object& o, std::string_view field, size_t size) {
+    if (o.type != msgpack::type::ARRAY) return Fail(field, "expected an array");
+    if (size != SIZE_MAX && o.via.array.size != size) {
+      return Fail(field, "expected " + std::to_string(size) + " elements");
+    }
+    return true;
+  }
+  bool Map(const msgpack::object& o, std::string_view field, size_t max_entries) {
+    if (o.type != msgpack::type::MAP) return Fail(field, "expected a map");
+    if (o.via.map.size > max_entries) {
+      return Fail(field, "more than " + std::to_string(max_entries) + " entries");
+    }
+    return true;
+  }
+  bool Histo(const msgpack::object& o, std::string_view field, Histogram* out) {
+    if (!Array(o, field, 5)) return false;
+    const msgpack::object* a = o.via.array.ptr;
+    uint64_t count = 0, min = 0, max = 0, sum = 0;
+    if (!Uint(a[0], field, &count) || !Uint(a[1], field, &min) || !Uint(a[2], field, &max) ||
+        !Uint(a[3], field, &sum) || !Array(a[4], field, SIZE_MAX)) {
+      return false;
+    }
+    const auto& flat = a[4].via.array;
+    if (flat.size % 2 != 0) return Fail(field, "bucket list has an odd length");
+    std::vector<std::pair<uint64_t, uint64_t>> buckets;
+    buckets.reserve(flat.size / 2);
+    uint64_t index = 0;
+    for (size_t k = 0; k < flat.size; k += 2) {
+      uint64_t delta = 0, n = 0;
+      if (!Uint(flat.ptr[k], field, &delta) || !Uint(flat.ptr[k + 1], field, &n)) return false;
+      if (delta > Histogram::IndexedBucketCount()) return Fail(field, "bucket index out of range");
+      index += delta;
+      buckets.emplace_back(index, n);
+    }
+    if (!Histogram::FromParts(count, min, max, sum, buckets, out)) {
+      return Fail(field, "inconsistent histogram (indexes, counts, min or max)");
+    }
+    return true;
+  }
+
+ private:
+  std::string* error_;
+};
+
+bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunStats* s) {
+  if (key == "hits") return r.Uint(v, key, &s->hits);
+  if (key == "latency") return r.Histo(v, key, &s->latency);
+  if (key == "status") {
+    if (!r.Map(v, key, s->status_codes.size())) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      uint64_t code = 0, n = 0;
+      if (!r.Uint(v.via.map.ptr[i].key, "status", &code) ||
+          !r.Uint(v.via.map.ptr[i].val, "status", &n)) {
+        return false;
+      }
+      if (code >= s->status_codes.size()) return r.Fail(key, "status code out of range");
+      s->status_codes[code] += n;
+    }
+    return true;
+  }
+  if (key == "hit_errors") {
+    if (!r.Map(v, key, kHitErrorCount)) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      std::string name;
+      uint64_t n = 0;
+      if (!r.String(v.via.map.ptr[i].key, key, &name) || !r.Uint(v.via.map.ptr[i].val, key, &n)) {
+        return false;
+      }
+      int kind = 1;
+      while (kind < kHitErrorCount && HitErrorName(static_cast<HitError>(kind)) != name) ++kind;
+      if (kind == kHitErrorCount) return r.Fail(key, "unknown error kind '" + name + "'");
+      s->hit_errors[kind] += n;
+    }
+    return true;
+  }
+  if (key == "outcomes") {
+    if (!r.Array(v, key, 3)) return false;
+    return r.Uint(v.via.array.ptr[0], key, &s->successes) &&
+           r.Uint(v.via.array.ptr[1], key, &s->failures) &&
+           r.Uint(v.via.array.ptr[2], key, &s->errors);
+  }
+  if (key == "ws") {
+    if (!r.Array(v, key, 6)) return false;
+    uint64_t* fields[] = {&s->ws_opened,         &s->ws_closed,        &s->ws_messages_received,
+                          &s->ws_bytes_received, &s->ws_messages_sent, &s->ws_bytes_sent};
+    for (int i = 0; i < 6; ++i) {
+      if (!r.Uint(v.via.array.ptr[i], key, fields[i])) return false;
+    }
+    return true;
+  }
+  if (key == "errors") {
+    if (!r.Map(v, key, RunStats::kMaxErrorMessages + 1)) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      std::string message;
+      uint64_t n = 0;
+      if (!r.String(v.via.map.ptr[i].key, key, &message) ||
+          !r.Uint(v.via.map.ptr[i].val, key, &n)) {
+        return false;
+      }
+      s->error_messages[message] += n;
+    }
+    return true;
+  }
+  if (key == "counters") {
+    if (!r.Map(v, key, RunStats::kMaxCounters + 1)) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      std::string name;
+      int64_t n = 0;
+      if (!r.String(v.via.map.ptr[i].key, key, &name) || !r.Int(v.via.map.ptr[i].val, key, &n)) {
+        return false;
+      }
+      s->counters[name] += n;
+    }
+    return true;
+  }
+  if (key == "urls") {
+    if (!r.Map(v, key, RunStats::kMaxUrlNames + 1)) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      std::string name;
+      const msgpack::object& entry = v.via.map.ptr[i].val;
+      if (!r.String(v.via.map.ptr[i].key, key, &name) || !r.Array(entry, key, 3)) return false;
+      UrlStats url;
+      if (!r.Uint(entry.via.array.ptr[0], key, &url.hits) ||
+          !r.Uint(entry.via.array.ptr[1], key, &url.errors) ||
+          !r.Histo(entry.via.array.ptr[2], key, &url.latency)) {
+        return false;
+      }
+      s->urls[name].Merge(url);
+    }
+    return true;
+  }
+  return r.Fail(key, "unknown field");
+}
+
+}  // namespace
+
+std::string EncodeSnapshot(const Snapshot& snapshot) {
+  const RunStats& s = snapshot.stats;
+  msgpack::sbuffer buffer;
+  Packer pk(&buffer);
+  pk.pack_map(17);
+  PackString(pk, "v");
+  pk.pack(kSnapshotVersion);
+  PackString(pk, "type");
+  PackString(pk, "snapshot");
+  PackString(pk, "run");
+  PackString(pk, snapshot.run_id);
+  PackString(pk, "worker");
+  PackString(pk, snapshot.worker_id);
+  PackString(pk, "seq");
+  pk.pack(snapshot.sequence);
+  PackString(pk, "t0");
+  pk.pack(snapshot.interval_start);
+  PackString(pk, "t1");
+  pk.pack(snapshot.interval_end);
+  PackString(pk, "final");
+  pk.pack(snapshot.final);
+  PackString(pk, "hits");
+  pk.pack(s.hits);
+  PackString(pk, "latency");
+  PackHistogram(pk, s.latency);
+  PackString(pk, "status");
+  uint32_t codes = 0;
+  for (uint64_t n : s.status_codes) codes += n != 0;
+  pk.pack_map(codes);
+  for (size_t code = 0; code < s.status_codes.size(); ++code) {
+    if (s.status_codes[code] == 0) continue;
+    pk.pack(static_cast<uint64_t>(code));
+    pk.pack(s.status_codes[code]);
+  }
+  PackString(pk, "hit_errors");
+  uint32_t kinds = 0;
+  for (int k = 1; k < kHitErrorCount; ++k) kinds += s.hit_errors[k] != 0;
+  pk.pack_map(kinds);
+  for (int k = 1; k < kHitErrorCount; ++k) {
+    if (s.hit_errors[k] == 0) continue;
+    PackString(pk, HitErrorName(static_cast<HitError>(k)));
+    pk.pack(s.hit_errors[k]);
+  }
+  PackString(pk, "outcomes");
+  pk.pack_array(3);
+  pk.pack(s.successes);
+  pk.pack(s.failures);
+  pk.pack(s.errors);
+  PackString(pk, "ws");
+  pk.pack_array(6);
+  for (uint64_t v : {s.ws_opened, s.ws_closed, s.ws_messages_received, s.ws_bytes_received,
+                     s.ws_messages_sent, s.ws_bytes_sent}) {
+    pk.pack(v);
+  }
+  PackString(pk, "errors");
+  PackMap(pk, s.error_messages, [&](uint64_t n) { pk.pack(n); });
+  PackString(pk, "counters");
+  PackMap(pk, s.counters, [&](int64_t n) { pk.pack(n); });
+  PackString(pk, "urls");
+  PackMap(pk, s.urls, [&](const UrlStats& url) {
+    pk.pack_array(3);
+    pk.pack(url.hits);
+    pk.pack(url.errors);
+    PackHistogram(pk, url.latency);
+  });
+  return std::string(buffer.data(), buffer.size());
+}
+
+bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error) {
+  Reader r(error);
+  *out = Snapshot{};
+  msgpack::object_handle handle;
+  try {
+    size_t offset = 0;
+    const msgpack::unpack_limit limit(kMaxContainer, kMaxContainer, kMaxString, kMaxString,
+                                      kMaxString, kMaxDepth);
+    handle = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
+    if (offset != bytes.size()) return r.Fail("(message)", "trailing bytes after the map");
+  } catch (const std::exception& e) {
+    return r.Fail("(message)", std::string("not a msgpack document: ") + e.what());
+  }
+  const msgpack::object& root = handle.get();
+  if (!r.Map(root, "(message)", 64)) return false;
+  bool seen_version = false, seen_type = false, seen_run = false, seen_worker = false,
+       seen_seq = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    std::string key;
+    if (!r.String(kv.key, "(key)", &key)) return false;
+    const msgpack::object& v = kv.val;
+    bool ok = true;
+    if (key == "v") {
+      uint64_t version = 0;
+      ok = r.Uint(v, key, &version);
+      if (ok && version != kSnapshotVersion) {
+        return r.Fail(key, "unsupported version " + std::to_string(version));
+      }
+      seen_version = true;
+    } else if (key == "type") {
+      std::string type;
+      ok = r.String(v, key, &type);
+      if (ok && type != "snapshot") return r.Fail(key, "expected \"snapshot\"");
+      seen_type = true;
+    } else if (key == "run") {
+      ok = r.String(v, key, &out->run_id);
+      seen_run = true;
+    } else if (key == "worker") {
+      ok = r.String(v, key, &out->worker_id);
+      seen_worker = true;
+    } else if (key == "seq") {
+      ok = r.Uint(v, key, &out->sequence);
+      if (ok && out->sequence == 0) return r.Fail(key, "sequence numbers start at 1");
+      seen_seq = true;
+    } else if (key == "t0") {
+      ok = r.Uint(v, key, &out->interval_start);
+    } else if (key == "t1") {
+      ok = r.Uint(v, key, &out->interval_end);
+    } else if (key == "final") {
+      if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
+      out->final = v.via.boolean;
+    } else {
+      ok = DecodeStats(r, key, v, &out->stats);
+    }
+    if (!ok) return false;
+  }
+  if (!seen_version) return r.Fail("v", "missing");
+  if (!seen_type) return r.Fail("type", "missing");
+  if (!seen_run || out->run_id.empty()) return r.Fail("run", "missing or empty");
+  if (!seen_worker || out->worker_id.empty()) return r.Fail("worker", "missing or empty");
+  if (!seen_seq) return r.Fail("seq", "missing");
+  if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
+  return true;
+}
+
+}  // namespace loads::common

@@ -1,0 +1,68 @@
+"""The snapshot message is plain msgpack, readable and writable from another language exactly as
+docs/wire-protocol.md describes it. This test uses Python's msgpack module as the reference
+client: it decodes the golden bytes the C++ encoder produces (tests/testdata/snapshot_v1.hex,
+checked byte for byte by the C++ unit test) and re-encodes the documented structure to the same
+bytes.
+"""
+
+import os
+import unittest
+
+import msgpack
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata",
+                      "snapshot_v1.hex")
+
+
+def bucket_index(value):
+    """The flat bucket index of a latency value, as the document defines it."""
+    if value < 2048:
+        return value
+    top = value.bit_length() - 1
+    shift = top - 10
+    return 2048 + (shift - 1) * 1024 + ((value >> shift) - 1024)
+
+
+class WireFormatTest(unittest.TestCase):
+    def setUp(self):
+        with open(GOLDEN) as f:
+            self.golden = bytes.fromhex(f.read().strip())
+
+    def test_decodes_the_documented_fields(self):
+        doc = msgpack.unpackb(self.golden, raw=False, strict_map_key=False)
+        self.assertEqual(doc["v"], 1)
+        self.assertEqual(doc["type"], "snapshot")
+        self.assertEqual((doc["run"], doc["worker"], doc["seq"]), ("r", "w", 1))
+        self.assertEqual(doc["t1"] - doc["t0"], 1_000_000_000)
+        self.assertIs(doc["final"], True)
+        self.assertEqual(doc["hits"], 2)
+        self.assertEqual(doc["status"], {200: 2})
+        self.assertEqual(doc["outcomes"], [1, 1, 0])
+        self.assertEqual(doc["errors"], {"F": 1})
+        self.assertEqual(doc["counters"], {"c": 11})
+        count, low, high, total, buckets = doc["latency"]
+        self.assertEqual((count, low, high, total), (2, 1000, 2000, 3000))
+        # Delta-coded (index, count) pairs.
+        index, decoded = 0, []
+        for delta, n in zip(buckets[::2], buckets[1::2]):
+            index += delta
+            decoded.append((index, n))
+        self.assertEqual(decoded, [(bucket_index(1000), 1), (bucket_index(2000), 1)])
+        self.assertEqual(doc["urls"]["U"][:2], [2, 0])
+
+    def test_encodes_to_the_same_bytes(self):
+        histogram = [2, 1000, 2000, 3000, [1000, 1, 1000, 1]]
+        doc = {"v": 1, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
+               "t0": 1_700_000_000_000_000_000, "t1": 1_700_000_001_000_000_000, "final": True,
+               "hits": 2, "latency": histogram, "status": {200: 2}, "hit_errors": {},
+               "outcomes": [1, 1, 0], "ws": [0] * 6, "errors": {"F": 1}, "counters": {"c": 11},
+               "urls": {"U": [2, 0, histogram]}}
+        self.assertEqual(msgpack.packb(doc, use_bin_type=True).hex(), self.golden.hex())
+
+    def test_bucket_index_of_large_values(self):
+        # 1,000,000 ns: top bit 19, shift 9, (1_000_000 >> 9) = 1953.
+        self.assertEqual(bucket_index(1_000_000), 2048 + 8 * 1024 + (1953 - 1024))
+
+
+if __name__ == "__main__":
+    unittest.main()
