@@ -139,6 +139,14 @@ int Main(int argc, char** argv) {
   const bool terminal = isatty(STDOUT_FILENO);
   loads::runner::ProgressDisplay display(stdout, terminal);
   loads::worker::Engine engine(engine_options);
+  // The report is the sum of one-second intervals, as a worker's will be; the last interval's
+  // rate is shown with the progress.
+  engine.OnInterval(
+      [&](const loads::worker::Interval& i) {
+        const double seconds = std::chrono::duration<double>(i.end - i.start).count();
+        if (seconds > 0) display.SetRate(static_cast<double>(i.stats.hits) / seconds);
+      },
+      std::chrono::seconds(1));
   const auto interval = std::chrono::milliseconds(terminal ? 100 : 1000);
   auto result = engine.Run(
       test, g_stop,

@@ -17,6 +17,7 @@ void ProgressDisplay::Update(const worker::Progress& p) {
     detail = std::to_string(p.executions) + " executions";
   }
   detail += ", " + std::to_string(p.hits) + " hits";
+  if (rate_ >= 0) detail += " (" + std::to_string(static_cast<uint64_t>(rate_ + 0.5)) + "/s)";
   if (p.cycles > 1) detail += ", cycle " + std::to_string(p.cycle) + "/" + std::to_string(p.cycles);
   char elapsed[32];
   std::snprintf(elapsed, sizeof elapsed, ", %.1fs", p.elapsed_seconds);

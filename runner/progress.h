@@ -15,6 +15,8 @@ class ProgressDisplay {
   ProgressDisplay(std::FILE* out, bool terminal) : out_(out), terminal_(terminal) {}
 
   void Update(const worker::Progress& progress);
+  // The request rate of the last completed interval, shown from then on.
+  void SetRate(double hits_per_second) { rate_ = hits_per_second; }
   // Ends the bar's line (on a terminal) before the report is printed.
   void Finish();
 
@@ -22,6 +24,7 @@ class ProgressDisplay {
   std::FILE* out_;
   bool terminal_;
   bool drawn_ = false;
+  double rate_ = -1;  // unknown until the first interval
 };
 
 }  // namespace loads::runner

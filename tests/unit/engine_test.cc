@@ -123,5 +123,33 @@ TEST(Engine, StopInterruptsPromptly) {
   EXPECT_LT(result.info.duration_seconds, 5.0);
 }
 
+TEST(Engine, IntervalsAddUpToTheRun) {
+  EngineOptions options;
+  options.users = {4};
+  options.hits.clear();
+  options.duration = 0.3;
+  std::atomic<bool> stop{false};
+  Engine engine(options);
+  std::vector<Interval> intervals;
+  engine.OnInterval([&](const Interval& i) { intervals.push_back(i); },
+                    std::chrono::milliseconds(20));
+  auto result = engine.Run(Spec<Counting>(), stop, nullptr, std::chrono::milliseconds(20));
+  ASSERT_GE(intervals.size(), 5u);
+  uint64_t executions = 0;
+  int64_t runs = 0;
+  for (size_t i = 0; i < intervals.size(); ++i) {
+    executions += intervals[i].stats.Executions();
+    if (intervals[i].stats.counters.count("runs")) runs += intervals[i].stats.counters.at("runs");
+    EXPECT_EQ(intervals[i].final, i + 1 == intervals.size());
+    EXPECT_LE(intervals[i].start, intervals[i].end);
+    if (i > 0) {
+      EXPECT_EQ(intervals[i].start, intervals[i - 1].end);
+    }
+  }
+  EXPECT_GT(executions, 0u);
+  EXPECT_EQ(executions, result.stats.Executions());
+  EXPECT_EQ(runs, result.stats.counters.at("runs"));
+}
+
 }  // namespace
 }  // namespace loads::worker

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -138,6 +139,21 @@ void SpawnUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cy
   });
 }
 
+// Takes every thread's statistics since the last call, each swapped out on its own thread.
+common::RunStats TakeInterval(const std::vector<std::unique_ptr<ThreadState>>& threads) {
+  std::vector<std::promise<common::RunStats>> parts(threads.size());
+  for (size_t i = 0; i < threads.size(); ++i) {
+    asio::post(*threads[i]->io, [state = threads[i].get(), part = &parts[i]] {
+      common::RunStats taken;
+      std::swap(taken, state->stats);
+      part->set_value(std::move(taken));
+    });
+  }
+  common::RunStats delta;
+  for (auto& part : parts) delta.Merge(part.get_future().get());
+  return delta;
+}
+
 // The built-in test of --url.
 std::string& UrlTestTarget() {
   static std::string url;
@@ -153,6 +169,12 @@ class UrlTest : public TestCase {
 
 Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
 Engine::~Engine() = default;
+
+void Engine::OnInterval(std::function<void(const Interval&)> on_interval,
+                        std::chrono::milliseconds period) {
+  on_interval_ = std::move(on_interval);
+  interval_period_ = std::max(period, std::chrono::milliseconds(1));
+}
 
 RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
                       const std::function<void(const Progress&)>& on_progress,
@@ -208,6 +230,19 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     progress.fraction = std::clamp(progress.fraction, 0.0, 1.0);
     if (on_progress) on_progress(progress);
   };
+  auto interval_start = result.info.started;
+  auto last_interval = start;
+  auto emit_interval = [&](common::RunStats delta, bool final) {
+    Interval interval;
+    interval.start = interval_start;
+    interval.end = std::chrono::system_clock::now();
+    interval.final = final;
+    interval.stats = std::move(delta);
+    interval_start = interval.end;
+    last_interval = SteadyClock::now();
+    result.stats.Merge(interval.stats);
+    on_interval_(interval);
+  };
   auto check_stop = [&] {
     if (!stop.load() || stopping.load()) return;
     stopping = true;
@@ -248,6 +283,9 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
       if (cycle.remaining == 0) break;
       lock.unlock();
       check_stop();
+      if (on_interval_ && SteadyClock::now() - last_interval >= interval_period_) {
+        emit_interval(TakeInterval(threads), false);
+      }
       if (SteadyClock::now() - last_report >= interval) {
         last_report = SteadyClock::now();
         report_progress(cycle_index);
@@ -261,7 +299,13 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
   for (auto& state : threads) internal::StopWatchdog(*state);
   guards.clear();
   for (auto& worker : workers) worker.join();
-  for (const auto& state : threads) result.stats.Merge(state->stats);
+  common::RunStats rest;
+  for (const auto& state : threads) rest.Merge(state->stats);
+  if (on_interval_) {
+    emit_interval(std::move(rest), true);
+  } else {
+    result.stats.Merge(rest);
+  }
   return result;
 }
 

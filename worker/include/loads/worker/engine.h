@@ -52,6 +52,15 @@ struct RunResult {
   common::RunStats stats;
 };
 
+// What happened during one interval of a run (a delta, not a running total), for a worker that
+// reports while it runs. The run's result is exactly the sum of its intervals.
+struct Interval {
+  common::RunStats stats;
+  std::chrono::system_clock::time_point start;
+  std::chrono::system_clock::time_point end;
+  bool final = false;  // the last interval of the run
+};
+
 // The load engine: runs one test with many virtual users on a few threads, each virtual user on
 // its own stackful coroutine pinned to one thread (one io_context per thread, so the hot path
 // needs no locks; statistics are per thread and merged at the end).
@@ -71,8 +80,17 @@ class Engine {
                 const std::function<void(const Progress&)>& on_progress,
                 std::chrono::milliseconds interval);
 
+  // Before Run: calls on_interval from Run's thread about every `period` with the statistics of
+  // the interval since the previous call, and once more when the run is over (final). Taking an
+  // interval swaps each engine thread's statistics out on that thread, so nothing is counted
+  // twice or lost, and the threads never wait for a lock.
+  void OnInterval(std::function<void(const Interval&)> on_interval,
+                  std::chrono::milliseconds period);
+
  private:
   EngineOptions options_;
+  std::function<void(const Interval&)> on_interval_;
+  std::chrono::milliseconds interval_period_{1000};
 };
 
 // The built-in test of `loads-runner --url`: one GET of `url` per execution, no assertion.
