@@ -1,0 +1,71 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loads::common {
+
+// The control messages between the controller and a worker (docs/wire-protocol.md). Each is one
+// msgpack map in one ZeroMQ frame, with "v" (the protocol version) and "type". Result snapshots
+// are in snapshot.h.
+inline constexpr uint64_t kProtocolVersion = 1;
+
+enum class MessageType {
+  kHello,      // worker -> controller: registration, repeated until welcomed
+  kWelcome,    // controller -> worker
+  kHeartbeat,  // both ways, every heartbeat period
+  kAssign,     // controller -> worker: this worker's share of a run
+  kReady,      // worker -> controller: the test is loaded
+  kStart,      // controller -> worker: start at a common time
+  kStop,       // controller -> worker: stop that run
+  kDone,       // worker -> controller: the run is over on this worker (after the final snapshot)
+  kSnapshot,   // worker -> controller: results (snapshot.h)
+};
+
+std::string_view MessageTypeName(MessageType type);
+
+// A worker's share of a run.
+struct Assignment {
+  std::string run_id;
+  std::string test;     // "module.Class.method", or the URL of a built-in GET test
+  std::string url;      // set for the built-in GET test (then `library` is empty)
+  std::string library;  // the test library's bytes (a .so), for a named test
+  std::vector<int64_t> users;
+  std::vector<int64_t> hits;       // empty in duration mode
+  std::optional<double> duration;  // seconds per user cycle
+  int64_t threads = 1;
+  std::string server_url;
+  int64_t connect_timeout_ms = 10'000;
+  int64_t timeout_ms = 30'000;
+  bool insecure = false;
+};
+
+// Any control message; which fields are meaningful depends on type.
+struct ControlMessage {
+  MessageType type = MessageType::kHeartbeat;
+  std::string worker_id;                 // hello, heartbeat (from a worker), ready, done, welcome
+  std::string run_id;                    // ready, start, stop, done
+  std::string token;                     // hello: the shared secret that admits workers
+  int64_t threads = 0;                   // hello: capacity, engine threads
+  std::string sdk_version;               // hello
+  int64_t heartbeat_ms = 1000;           // welcome: how often both sides send heartbeats
+  uint64_t start_at = 0;                 // start: Unix time, nanoseconds
+  bool ok = true;                        // done
+  std::string message;                   // done: why it failed
+  std::optional<Assignment> assignment;  // assign
+};
+
+std::string EncodeControl(const ControlMessage& message);
+
+// Reads the type of any message (control or snapshot) without decoding the rest. Returns false
+// and says why when the frame is not a map with a known "type".
+bool PeekType(std::string_view bytes, MessageType* type, std::string* error);
+
+// Decodes and validates a control message (not a snapshot). Never throws; names the field at
+// fault.
+bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error);
+
+}  // namespace loads::common

@@ -1,0 +1,308 @@
+#include "loads/common/protocol.h"
+
+#include <cmath>
+#include <functional>
+
+#include "common/src/msgpack_reader.h"
+
+namespace loads::common {
+namespace {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+constexpr std::pair<MessageType, std::string_view> kNames[] = {
+    {MessageType::kHello, "hello"},         {MessageType::kWelcome, "welcome"},
+    {MessageType::kHeartbeat, "heartbeat"}, {MessageType::kAssign, "assign"},
+    {MessageType::kReady, "ready"},         {MessageType::kStart, "start"},
+    {MessageType::kStop, "stop"},           {MessageType::kDone, "done"},
+    {MessageType::kSnapshot, "snapshot"},
+};
+
+bool TypeFromName(std::string_view name, MessageType* type) {
+  for (const auto& [t, n] : kNames) {
+    if (n == name) {
+      *type = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+void PackCycles(Packer& pk, const std::vector<int64_t>& values) {
+  pk.pack_array(static_cast<uint32_t>(values.size()));
+  for (int64_t v : values) pk.pack(v);
+}
+
+bool ReadCycles(Reader& r, const msgpack::object& o, std::string_view field, bool allow_empty,
+                std::vector<int64_t>* out) {
+  if (!r.Array(o, field, SIZE_MAX)) return false;
+  if (o.via.array.size == 0 && !allow_empty) return r.Fail(field, "expected at least one value");
+  if (o.via.array.size > 1000) return r.Fail(field, "more than 1000 cycles");
+  out->clear();
+  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+    int64_t v = 0;
+    if (!r.Int(o.via.array.ptr[i], field, &v)) return false;
+    if (v < 1) return r.Fail(field, "values must be positive");
+    out->push_back(v);
+  }
+  return true;
+}
+
+bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
+  if (!r.Map(o, "assignment", 32)) return false;
+  bool seen_users = false;
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    std::string key;
+    if (!r.String(o.via.map.ptr[i].key, "assignment", &key)) return false;
+    const msgpack::object& v = o.via.map.ptr[i].val;
+    const std::string field = "assignment." + key;
+    bool ok = true;
+    if (key == "test") {
+      ok = r.String(v, field, &a->test);
+    } else if (key == "url") {
+      ok = r.String(v, field, &a->url);
+    } else if (key == "library") {
+      if (v.type != msgpack::type::BIN) return r.Fail(field, "expected bin (the library's bytes)");
+      a->library.assign(v.via.bin.ptr, v.via.bin.size);
+    } else if (key == "users") {
+      ok = ReadCycles(r, v, field, false, &a->users);
+      seen_users = true;
+    } else if (key == "hits") {
+      ok = ReadCycles(r, v, field, true, &a->hits);
+    } else if (key == "duration") {
+      if (v.type == msgpack::type::NIL) {
+        a->duration.reset();
+      } else if (v.type == msgpack::type::FLOAT64 || v.type == msgpack::type::FLOAT32) {
+        if (!std::isfinite(v.via.f64) || v.via.f64 <= 0) return r.Fail(field, "expected > 0");
+        a->duration = v.via.f64;
+      } else {
+        uint64_t seconds = 0;
+        if (!r.Uint(v, field, &seconds) || seconds == 0) return r.Fail(field, "expected > 0");
+        a->duration = static_cast<double>(seconds);
+      }
+    } else if (key == "threads") {
+      ok = r.Int(v, field, &a->threads);
+      if (ok && (a->threads < 1 || a->threads > 1024)) return r.Fail(field, "expected 1..1024");
+    } else if (key == "server_url") {
+      ok = r.String(v, field, &a->server_url);
+    } else if (key == "connect_timeout_ms") {
+      ok = r.Int(v, field, &a->connect_timeout_ms);
+      if (ok && a->connect_timeout_ms < 1) return r.Fail(field, "expected >= 1");
+    } else if (key == "timeout_ms") {
+      ok = r.Int(v, field, &a->timeout_ms);
+      if (ok && a->timeout_ms < 1) return r.Fail(field, "expected >= 1");
+    } else if (key == "insecure") {
+      if (v.type != msgpack::type::BOOLEAN) return r.Fail(field, "expected a boolean");
+      a->insecure = v.via.boolean;
+    } else {
+      return r.Fail(field, "unknown field");
+    }
+    if (!ok) return false;
+  }
+  if (!seen_users) return r.Fail("assignment.users", "missing");
+  if (a->hits.empty() == !a->duration.has_value()) {
+    return r.Fail("assignment.hits", "give either hits or duration");
+  }
+  if (a->url.empty() == a->library.empty()) {
+    return r.Fail("assignment.url", "give either url (a GET test) or library (a test library)");
+  }
+  if (a->test.empty()) return r.Fail("assignment.test", "missing");
+  return true;
+}
+
+}  // namespace
+
+std::string_view MessageTypeName(MessageType type) {
+  for (const auto& [t, n] : kNames) {
+    if (t == type) return n;
+  }
+  return "unknown";
+}
+
+std::string EncodeControl(const ControlMessage& m) {
+  msgpack::sbuffer buffer;
+  Packer pk(&buffer);
+  std::vector<std::pair<std::string_view, std::function<void()>>> fields;
+  auto str = [&](std::string_view key, const std::string& value) {
+    fields.emplace_back(key, [&pk, &value] { PackString(pk, value); });
+  };
+  auto num = [&](std::string_view key, int64_t value) {
+    fields.emplace_back(key, [&pk, value] { pk.pack(value); });
+  };
+  switch (m.type) {
+    case MessageType::kHello:
+      str("worker", m.worker_id);
+      str("token", m.token);
+      num("threads", m.threads);
+      str("sdk", m.sdk_version);
+      break;
+    case MessageType::kWelcome:
+      str("worker", m.worker_id);
+      num("heartbeat_ms", m.heartbeat_ms);
+      break;
+    case MessageType::kHeartbeat:
+      str("worker", m.worker_id);
+      break;
+    case MessageType::kAssign:
+      fields.emplace_back("run", [&] { PackString(pk, m.assignment ? m.assignment->run_id : ""); });
+      if (m.assignment) {
+        fields.emplace_back("assignment", [&] {
+          const Assignment& a = *m.assignment;
+          pk.pack_map(10);
+          PackString(pk, "test");
+          PackString(pk, a.test);
+          PackString(pk, a.library.empty() ? "url" : "library");
+          if (a.library.empty()) {
+            PackString(pk, a.url);
+          } else {
+            pk.pack_bin(static_cast<uint32_t>(a.library.size()));
+            pk.pack_bin_body(a.library.data(), static_cast<uint32_t>(a.library.size()));
+          }
+          PackString(pk, "users");
+          PackCycles(pk, a.users);
+          PackString(pk, "hits");
+          PackCycles(pk, a.hits);
+          PackString(pk, "duration");
+          if (a.duration) {
+            pk.pack(*a.duration);
+          } else {
+            pk.pack_nil();
+          }
+          PackString(pk, "threads");
+          pk.pack(a.threads);
+          PackString(pk, "server_url");
+          PackString(pk, a.server_url);
+          PackString(pk, "connect_timeout_ms");
+          pk.pack(a.connect_timeout_ms);
+          PackString(pk, "timeout_ms");
+          pk.pack(a.timeout_ms);
+          PackString(pk, "insecure");
+          pk.pack(a.insecure);
+        });
+      }
+      break;
+    case MessageType::kReady:
+      str("worker", m.worker_id);
+      str("run", m.run_id);
+      break;
+    case MessageType::kStart:
+      str("run", m.run_id);
+      fields.emplace_back("at", [&pk, &m] { pk.pack(m.start_at); });
+      break;
+    case MessageType::kStop:
+      str("run", m.run_id);
+      break;
+    case MessageType::kDone:
+      str("worker", m.worker_id);
+      str("run", m.run_id);
+      fields.emplace_back("ok", [&pk, &m] { pk.pack(m.ok); });
+      str("message", m.message);
+      break;
+    case MessageType::kSnapshot:
+      break;  // EncodeSnapshot
+  }
+  pk.pack_map(static_cast<uint32_t>(fields.size() + 2));
+  PackString(pk, "v");
+  pk.pack(kProtocolVersion);
+  PackString(pk, "type");
+  PackString(pk, MessageTypeName(m.type));
+  for (auto& [key, pack_value] : fields) {
+    PackString(pk, key);
+    pack_value();
+  }
+  return std::string(buffer.data(), buffer.size());
+}
+
+bool PeekType(std::string_view bytes, MessageType* type, std::string* error) {
+  Reader r(error);
+  msgpack::object_handle handle;
+  if (!UnpackBounded(bytes, &handle, error)) return false;
+  const msgpack::object& root = handle.get();
+  if (!r.Map(root, "(message)", 64)) return false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR &&
+        std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "type") {
+      std::string name;
+      if (!r.String(kv.val, "type", &name)) return false;
+      if (!TypeFromName(name, type)) return r.Fail("type", "unknown message type '" + name + "'");
+      return true;
+    }
+  }
+  return r.Fail("type", "missing");
+}
+
+bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error) {
+  Reader r(error);
+  *out = ControlMessage{};
+  msgpack::object_handle handle;
+  if (!UnpackBounded(bytes, &handle, error)) return false;
+  const msgpack::object& root = handle.get();
+  if (!r.Map(root, "(message)", 64)) return false;
+  bool seen_version = false, seen_type = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    std::string key;
+    if (!r.String(kv.key, "(key)", &key)) return false;
+    const msgpack::object& v = kv.val;
+    bool ok = true;
+    if (key == "v") {
+      uint64_t version = 0;
+      ok = r.Uint(v, key, &version);
+      if (ok && version != kProtocolVersion) {
+        return r.Fail(key, "unsupported version " + std::to_string(version));
+      }
+      seen_version = true;
+    } else if (key == "type") {
+      std::string name;
+      ok = r.String(v, key, &name);
+      if (ok && !TypeFromName(name, &out->type)) {
+        return r.Fail(key, "unknown message type '" + name + "'");
+      }
+      if (ok && out->type == MessageType::kSnapshot)
+        return r.Fail(key, "a snapshot, not a control message");
+      seen_type = true;
+    } else if (key == "worker") {
+      ok = r.String(v, key, &out->worker_id);
+    } else if (key == "run") {
+      ok = r.String(v, key, &out->run_id);
+    } else if (key == "token") {
+      ok = r.String(v, key, &out->token);
+    } else if (key == "threads") {
+      ok = r.Int(v, key, &out->threads);
+    } else if (key == "sdk") {
+      ok = r.String(v, key, &out->sdk_version);
+    } else if (key == "heartbeat_ms") {
+      ok = r.Int(v, key, &out->heartbeat_ms);
+      if (ok && (out->heartbeat_ms < 10 || out->heartbeat_ms > 60'000)) {
+        return r.Fail(key, "expected 10..60000");
+      }
+    } else if (key == "at") {
+      ok = r.Uint(v, key, &out->start_at);
+    } else if (key == "ok") {
+      if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
+      out->ok = v.via.boolean;
+    } else if (key == "message") {
+      ok = r.String(v, key, &out->message);
+    } else if (key == "assignment") {
+      out->assignment.emplace();
+      ok = ReadAssignment(r, v, &*out->assignment);
+    } else {
+      return r.Fail(key, "unknown field");
+    }
+    if (!ok) return false;
+  }
+  if (!seen_version) return r.Fail("v", "missing");
+  if (!seen_type) return r.Fail("type", "missing");
+  const bool needs_run = out->type == MessageType::kAssign || out->type == MessageType::kReady ||
+                         out->type == MessageType::kStart || out->type == MessageType::kStop ||
+                         out->type == MessageType::kDone;
+  if (needs_run && out->run_id.empty()) return r.Fail("run", "missing or empty");
+  if (out->type == MessageType::kAssign) {
+    if (!out->assignment) return r.Fail("assignment", "missing");
+    out->assignment->run_id = out->run_id;
+  }
+  return true;
+}
+
+}  // namespace loads::common
