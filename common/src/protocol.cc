@@ -33,8 +33,9 @@ void PackCycles(Packer& pk, const std::vector<int64_t>& values) {
   for (int64_t v : values) pk.pack(v);
 }
 
+// Users cycles may hold zeros (a worker's share of a small cycle); hits cycles may not.
 bool ReadCycles(Reader& r, const msgpack::object& o, std::string_view field, bool allow_empty,
-                std::vector<int64_t>* out) {
+                int64_t min_value, std::vector<int64_t>* out) {
   if (!r.Array(o, field, SIZE_MAX)) return false;
   if (o.via.array.size == 0 && !allow_empty) return r.Fail(field, "expected at least one value");
   if (o.via.array.size > 1000) return r.Fail(field, "more than 1000 cycles");
@@ -42,7 +43,9 @@ bool ReadCycles(Reader& r, const msgpack::object& o, std::string_view field, boo
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     int64_t v = 0;
     if (!r.Int(o.via.array.ptr[i], field, &v)) return false;
-    if (v < 1) return r.Fail(field, "values must be positive");
+    if (v < min_value) {
+      return r.Fail(field, min_value == 0 ? "values must not be negative" : "values must be positive");
+    }
     out->push_back(v);
   }
   return true;
@@ -65,10 +68,10 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       if (v.type != msgpack::type::BIN) return r.Fail(field, "expected bin (the library's bytes)");
       a->library.assign(v.via.bin.ptr, v.via.bin.size);
     } else if (key == "users") {
-      ok = ReadCycles(r, v, field, false, &a->users);
+      ok = ReadCycles(r, v, field, false, 0, &a->users);
       seen_users = true;
     } else if (key == "hits") {
-      ok = ReadCycles(r, v, field, true, &a->hits);
+      ok = ReadCycles(r, v, field, true, 1, &a->hits);
     } else if (key == "duration") {
       if (v.type == msgpack::type::NIL) {
         a->duration.reset();

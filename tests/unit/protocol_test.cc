@@ -73,7 +73,10 @@ TEST(Protocol, InvalidAssignmentsNameTheField) {
   a.users = {};
   cases.push_back({a, "assignment.users"});
   a = UrlAssignment();
-  a.users = {0};
+  a.users = {-1};
+  cases.push_back({a, "values must not be negative"});
+  a = UrlAssignment();
+  a.hits = {0};
   cases.push_back({a, "values must be positive"});
   a = UrlAssignment();
   a.duration = 5;  // and hits too

@@ -266,7 +266,14 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
       cycle.deadline = cycle_start + std::chrono::duration_cast<SteadyClock::duration>(
                                          std::chrono::duration<double>(*options_.duration));
     }
-    if (cycle.remaining == 0) continue;
+    if (cycle.remaining == 0) {
+      // A worker given no user in this cycle (a cluster's split of a small cycle) still lets
+      // the cycle last its duration, so that its next cycles start with the other workers'.
+      while (cycle.deadline && SteadyClock::now() < *cycle.deadline && !stop.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      continue;
+    }
     for (int64_t user = 0; user < options_.users[cycle_index]; ++user) {
       ThreadState* state = threads[static_cast<size_t>(user % thread_count)].get();
       asio::post(*state->io, [state, &test, user, &cycle, &stopping] {

@@ -1,0 +1,374 @@
+#include "loads/controller/broker.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <zmq.hpp>
+
+#include "loads/common/snapshot.h"
+
+namespace loads::controller {
+namespace {
+
+using common::ControlMessage;
+using common::MessageType;
+using SteadyClock = std::chrono::steady_clock;
+
+// How far ahead of now the common start time is set, so that every worker has its start
+// message before the time comes.
+constexpr auto kStartDelay = std::chrono::milliseconds(200);
+
+uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+ControlMessage Message(MessageType type, const std::string& run_id = {}) {
+  ControlMessage m;
+  m.type = type;
+  m.run_id = run_id;
+  return m;
+}
+
+bool Over(RunState state) {
+  return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
+}
+
+}  // namespace
+
+struct Broker::Socket {
+  zmq::context_t context{1};
+  zmq::socket_t socket{context, zmq::socket_type::router};
+};
+
+std::string_view RunStateName(RunState state) {
+  switch (state) {
+    case RunState::kAssigning:
+      return "assigning";
+    case RunState::kRunning:
+      return "running";
+    case RunState::kDone:
+      return "done";
+    case RunState::kFailed:
+      return "failed";
+    case RunState::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+Broker::Broker(BrokerOptions options)
+    : options_(std::move(options)), socket_(std::make_unique<Socket>()) {}
+
+Broker::~Broker() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::optional<std::string> Broker::Start() {
+  try {
+    socket_->socket.set(zmq::sockopt::linger, 0);
+    socket_->socket.set(zmq::sockopt::maxmsgsize, int64_t{80} << 20);
+    // A worker reconnecting under its id takes over the old connection's routing id.
+    socket_->socket.set(zmq::sockopt::router_handover, 1);
+    socket_->socket.bind(options_.bind);
+    endpoint_ = socket_->socket.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return "cannot bind " + options_.bind + ": " + e.what();
+  }
+  thread_ = std::thread([this] { Loop(); });
+  return std::nullopt;
+}
+
+std::string Broker::endpoint() const { return endpoint_; }
+
+uint64_t Broker::dropped() const {
+  std::lock_guard lock(mu_);
+  return dropped_;
+}
+
+void Broker::Send(const std::string& identity, std::string frame) {
+  outbox_.emplace_back(identity, std::move(frame));
+}
+
+void Broker::Drop(const std::string& why) {
+  ++dropped_;
+  const auto now = SteadyClock::now();
+  if (now - last_drop_log_ < std::chrono::seconds(1)) return;
+  last_drop_log_ = now;
+  std::fprintf(stderr, "loads-controller: dropped a message: %s (%llu dropped so far)\n",
+               why.c_str(), static_cast<unsigned long long>(dropped_));
+}
+
+std::optional<std::string> Broker::StartRun(const std::string& run_id, RunRequest request) {
+  if (run_id.empty()) return "the run id is empty";
+  if (request.workers < 1) return "a run needs at least one worker";
+  const common::Assignment& plan = request.plan;
+  if (plan.users.empty()) return "the plan has no users";
+  std::lock_guard lock(mu_);
+  if (runs_.count(run_id)) return "run " + run_id + " exists already";
+  std::vector<Worker*> idle;
+  for (auto& [id, worker] : workers_) {
+    if (worker.run_id.empty()) idle.push_back(&worker);
+  }
+  if (static_cast<int>(idle.size()) < request.workers) {
+    return "run " + run_id + " needs " + std::to_string(request.workers) + " workers, " +
+           std::to_string(idle.size()) + " idle";
+  }
+  Run& run = runs_[run_id];
+  run.view.run_id = run_id;
+  run.policy = request.loss_policy;
+  const auto n = static_cast<size_t>(request.workers);
+  for (size_t i = 0; i < n; ++i) {
+    Worker& worker = *idle[i];
+    worker.run_id = run_id;
+    run.view.workers.push_back(worker.id);
+    run.workers[worker.id] = WorkerInRun{};
+    // Each cycle's users are split as evenly as possible; hits per user stay the same, so the
+    // run's total executions are those of one process running the whole plan.
+    common::Assignment share = plan;
+    share.run_id = run_id;
+    for (size_t c = 0; c < share.users.size(); ++c) {
+      const int64_t users = plan.users[c];
+      share.users[c] = users / static_cast<int64_t>(n) +
+                       (static_cast<int64_t>(i) < users % static_cast<int64_t>(n) ? 1 : 0);
+    }
+    ControlMessage assign = Message(MessageType::kAssign, run_id);
+    assign.assignment = std::move(share);
+    Send(worker.id, common::EncodeControl(assign));
+  }
+  return std::nullopt;
+}
+
+bool Broker::StopRun(const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end() || Over(it->second.view.state)) return false;
+  it->second.stop_requested = true;
+  StopWorkers(it->second);
+  return true;
+}
+
+std::optional<RunView> Broker::GetRun(const std::string& run_id) const {
+  std::lock_guard lock(mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) return std::nullopt;
+  return it->second.view;
+}
+
+std::vector<WorkerView> Broker::ListWorkers() const {
+  std::lock_guard lock(mu_);
+  std::vector<WorkerView> out;
+  for (const auto& [id, worker] : workers_) out.push_back({id, worker.threads, worker.run_id});
+  return out;
+}
+
+bool Broker::WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, timeout, [&] {
+    auto it = runs_.find(run_id);
+    return it != runs_.end() && Over(it->second.view.state);
+  });
+}
+
+void Broker::StopWorkers(Run& run) {
+  for (const auto& [id, state] : run.workers) {
+    if (!state.done && !state.lost)
+      Send(id, common::EncodeControl(Message(MessageType::kStop, run.view.run_id)));
+  }
+}
+
+void Broker::MaybeFinish(Run& run) {
+  if (Over(run.view.state)) return;
+  for (const auto& [id, state] : run.workers) {
+    if (!state.done && !state.lost) return;
+  }
+  if (!run.view.error.empty()) {
+    run.view.state = RunState::kFailed;
+  } else if (run.stop_requested) {
+    run.view.state = RunState::kStopped;
+  } else {
+    run.view.state = RunState::kDone;
+  }
+  for (const auto& [id, state] : run.workers) {
+    auto it = workers_.find(id);
+    if (it != workers_.end() && it->second.run_id == run.view.run_id) it->second.run_id.clear();
+  }
+  changed_.notify_all();
+}
+
+void Broker::Lose(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  const std::string run_id = it->second.run_id;
+  workers_.erase(it);
+  std::fprintf(stderr, "loads-controller: worker %s lost\n", worker_id.c_str());
+  auto run_it = runs_.find(run_id);
+  if (run_it == runs_.end()) return;
+  Run& run = run_it->second;
+  auto state = run.workers.find(worker_id);
+  if (state == run.workers.end() || state->second.done || Over(run.view.state)) return;
+  state->second.lost = true;
+  run.view.lost_workers.push_back(worker_id);
+  run.view.degraded = true;
+  if (run.policy == LossPolicy::kFail) {
+    run.view.error = "worker " + worker_id + " was lost";
+    StopWorkers(run);
+  } else if (run.view.state == RunState::kAssigning) {
+    // The others may all be ready already: start them without the lost one.
+    bool all_ready = true;
+    for (const auto& [id, s] : run.workers) all_ready = all_ready && (s.ready || s.lost);
+    if (all_ready) {
+      run.view.state = RunState::kRunning;
+      ControlMessage start = Message(MessageType::kStart, run.view.run_id);
+      start.start_at = UnixNanos(std::chrono::system_clock::now() + kStartDelay);
+      for (const auto& [id, s] : run.workers) {
+        if (!s.lost) Send(id, common::EncodeControl(start));
+      }
+    }
+  }
+  MaybeFinish(run);
+  changed_.notify_all();
+}
+
+void Broker::Handle(const std::string& identity, std::string_view frame) {
+  MessageType type;
+  std::string error;
+  if (!common::PeekType(frame, &type, &error)) return Drop(error);
+  if (type == MessageType::kSnapshot) {
+    common::Snapshot snapshot;
+    if (!common::DecodeSnapshot(frame, &snapshot, &error)) return Drop(error);
+    auto run_it = runs_.find(snapshot.run_id);
+    if (run_it == runs_.end()) return Drop("a snapshot of unknown run " + snapshot.run_id);
+    Run& run = run_it->second;
+    auto state = run.workers.find(identity);
+    if (state == run.workers.end() || snapshot.worker_id != identity) {
+      return Drop("a snapshot of run " + snapshot.run_id + " from a worker not in it");
+    }
+    if (auto w = workers_.find(identity); w != workers_.end()) {
+      w->second.last_heard = SteadyClock::now();
+    }
+    WorkerInRun& in_run = state->second;
+    if (snapshot.sequence <= in_run.last_sequence) {
+      ++run.view.duplicates;
+      return;
+    }
+    run.view.gaps += snapshot.sequence - in_run.last_sequence - 1;
+    in_run.last_sequence = snapshot.sequence;
+    run.view.stats.Merge(snapshot.stats);
+    ++run.view.snapshots;
+    changed_.notify_all();
+    return;
+  }
+  ControlMessage m;
+  if (!common::DecodeControl(frame, &m, &error)) return Drop(error);
+  if (type == MessageType::kHello) {
+    if (!options_.token.empty() && m.token != options_.token) {
+      return Drop("worker " + identity + " refused: wrong token");
+    }
+    if (m.worker_id != identity) return Drop("hello whose worker id is not its routing id");
+    if (workers_.count(identity)) Lose(identity);  // it restarted: its old run share is gone
+    Worker& worker = workers_[identity];
+    worker.id = identity;
+    worker.threads = m.threads;
+    worker.last_heard = SteadyClock::now();
+    ControlMessage welcome = Message(MessageType::kWelcome);
+    welcome.worker_id = identity;
+    welcome.heartbeat_ms = options_.heartbeat.count();
+    Send(identity, common::EncodeControl(welcome));
+    changed_.notify_all();
+    return;
+  }
+  auto worker = workers_.find(identity);
+  if (worker == workers_.end()) return Drop("a message from unregistered worker " + identity);
+  worker->second.last_heard = SteadyClock::now();
+  if (type == MessageType::kHeartbeat) return;
+  if (type != MessageType::kReady && type != MessageType::kDone) {
+    return Drop("a " + std::string(common::MessageTypeName(type)) + " message from a worker");
+  }
+  auto run_it = runs_.find(m.run_id);
+  if (run_it == runs_.end()) return Drop("a message about unknown run " + m.run_id);
+  Run& run = run_it->second;
+  auto state = run.workers.find(identity);
+  if (state == run.workers.end()) return Drop("a message about a run the worker is not in");
+  if (type == MessageType::kReady) {
+    state->second.ready = true;
+    bool all_ready = true;
+    for (const auto& [id, s] : run.workers) all_ready = all_ready && (s.ready || s.lost);
+    if (all_ready && run.view.state == RunState::kAssigning && !run.stop_requested &&
+        run.view.error.empty()) {
+      run.view.state = RunState::kRunning;
+      ControlMessage start = Message(MessageType::kStart, run.view.run_id);
+      start.start_at = UnixNanos(std::chrono::system_clock::now() + kStartDelay);
+      for (const auto& [id, s] : run.workers) {
+        if (!s.lost) Send(id, common::EncodeControl(start));
+      }
+    }
+  } else {
+    state->second.done = true;
+    if (!m.ok && run.view.error.empty()) {
+      run.view.error = "worker " + identity + ": " + m.message;
+      StopWorkers(run);
+    }
+    worker->second.run_id.clear();
+    MaybeFinish(run);
+  }
+  changed_.notify_all();
+}
+
+void Broker::Loop() {
+  zmq::socket_t& socket = socket_->socket;
+  auto next_heartbeat = SteadyClock::now();
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, std::chrono::milliseconds(10));
+    std::lock_guard lock(mu_);
+    if (items[0].revents & ZMQ_POLLIN) {
+      std::vector<zmq::message_t> parts;
+      while (true) {
+        parts.clear();
+        zmq::message_t part;
+        if (!socket.recv(part, zmq::recv_flags::dontwait)) break;
+        parts.push_back(std::move(part));
+        while (parts.back().more()) {
+          zmq::message_t next;
+          if (!socket.recv(next, zmq::recv_flags::dontwait)) break;
+          parts.push_back(std::move(next));
+        }
+        if (parts.size() != 2) {
+          Drop("a message of " + std::to_string(parts.size() - 1) + " frames (expected one)");
+          continue;
+        }
+        Handle(parts[0].to_string(),
+               std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
+      }
+    }
+    const auto now = SteadyClock::now();
+    std::vector<std::string> silent;
+    for (const auto& [id, worker] : workers_) {
+      if (now - worker.last_heard > options_.worker_timeout) silent.push_back(id);
+    }
+    for (const auto& id : silent) Lose(id);
+    if (now >= next_heartbeat) {
+      for (const auto& [id, worker] : workers_) {
+        Send(id, common::EncodeControl(Message(MessageType::kHeartbeat)));
+      }
+      next_heartbeat = now + options_.heartbeat;
+    }
+    while (!outbox_.empty()) {
+      auto& [identity, frame] = outbox_.front();
+      // ROUTER drops frames to unknown identities silently; nothing blocks.
+      socket.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      socket.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+      outbox_.pop_front();
+    }
+  }
+}
+
+}  // namespace loads::controller
