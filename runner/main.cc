@@ -18,6 +18,7 @@
 #include "loads/worker/test_loader.h"
 #include "runner/options.h"
 #include "runner/progress.h"
+#include "runner/remote.h"
 
 namespace {
 
@@ -87,10 +88,15 @@ int Main(int argc, char** argv) {
   }
 
   loads::worker::TestSpec test;
+  std::string library_path;
   if (!options.url.empty()) {
     test = loads::worker::MakeUrlTest(options.url);
   } else {
-    auto loaded = loads::worker::LoadTest(options.test, SearchPath(options.test_paths));
+    // With a controller, the library is only found here and shipped; workers load it.
+    auto loaded =
+        options.controller.empty()
+            ? loads::worker::LoadTest(options.test, SearchPath(options.test_paths))
+            : loads::worker::FindTestLibrary(options.test, SearchPath(options.test_paths));
     switch (loaded.error) {
       case loads::worker::LoadError::kNone:
         break;
@@ -105,6 +111,7 @@ int Main(int argc, char** argv) {
         return Fail(kExitNoSuchTest, loaded.message);
     }
     test = loaded.test;
+    library_path = loaded.library_path;
   }
 
   // A run whose report cannot be written should not start. The check appends nothing and
@@ -128,7 +135,6 @@ int Main(int argc, char** argv) {
   engine_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout * 1000));
   engine_options.verify_tls = !options.insecure;
 
-  RaiseFileLimit();
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
@@ -138,6 +144,11 @@ int Main(int argc, char** argv) {
 
   const bool terminal = isatty(STDOUT_FILENO);
   loads::runner::ProgressDisplay display(stdout, terminal);
+  const auto interval = std::chrono::milliseconds(terminal ? 100 : 1000);
+  if (!options.controller.empty()) {
+    return loads::runner::RunRemote(options, library_path, &display, interval, g_stop);
+  }
+  RaiseFileLimit();
   loads::worker::Engine engine(engine_options);
   // The report is the sum of one-second intervals, as a worker's will be; the last interval's
   // rate is shown with the progress.
@@ -147,7 +158,6 @@ int Main(int argc, char** argv) {
         if (seconds > 0) display.SetRate(static_cast<double>(i.stats.hits) / seconds);
       },
       std::chrono::seconds(1));
-  const auto interval = std::chrono::milliseconds(terminal ? 100 : 1000);
   auto result = engine.Run(
       test, g_stop,
       [&](const loads::worker::Progress& p) {

@@ -73,6 +73,10 @@ Network:
       --connect-timeout S   connect (and TLS handshake) timeout, seconds (default 10)
       --timeout S           read timeout of a request, seconds (default 30)
       --insecure            do not verify TLS certificates
+Cluster:
+      --controller HOST:PORT  run on a loads-controller's workers instead of locally
+                            (the test library is shipped to them)
+      --workers N           number of workers to spread the users over (default 1)
 Output:
       --output json:FILE    also write the report as JSON to FILE
       --quiet               no progress bar and no report on stdout
@@ -82,7 +86,8 @@ Output:
 Exit status: 0 all executions succeeded, 1 some failed or errored, 2 bad command
 line, 3 test library not found, 4 test library failed to load or is built for
 another SDK, 5 no such test in the library, 6 the JSON report could not be
-written, 70 internal error, 130 interrupted (report printed).
+written, 7 the controller cannot be reached or refused the run, 70 internal
+error, 130 interrupted (report printed).
 )";
 }
 
@@ -90,6 +95,7 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   RunnerOptions& o = result.options;
   bool hits_given = false;
+  bool workers_given = false;
   std::vector<std::string> positional;
 
   auto fail = [&](std::string message) {
@@ -183,6 +189,25 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
           o.json_outputs.push_back(v.substr(5));
           return std::nullopt;
         }}},
+      {"--controller",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          const size_t colon = v.rfind(':');
+          if (colon == std::string::npos || colon == 0 || colon + 1 == v.size()) {
+            return invalid("--controller", v, "HOST:PORT");
+          }
+          o.controller = v;
+          return std::nullopt;
+        }}},
+      {"--workers",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          auto n = ParseInt(v);
+          if (!n || *n < 1 || *n > 1000) return invalid("--workers", v, "1..1000");
+          o.workers = static_cast<int>(*n);
+          workers_given = true;
+          return std::nullopt;
+        }}},
       {"--insecure", switch_on(&o.insecure)},
       {"--quiet", switch_on(&o.quiet)},
       {"--help", switch_on(&o.help)},
@@ -241,6 +266,7 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
     return fail("give either a test (" + o.test + ") or --url, not both");
   }
   if (hits_given && o.duration) return fail("--hits and --duration cannot be used together");
+  if (workers_given && o.controller.empty()) return fail("--workers needs --controller");
   if (o.duration) o.hits.clear();
   result.ok = true;
   return result;

@@ -22,6 +22,8 @@ struct RunnerOptions {
   double connect_timeout = 10;
   double timeout = 30;
   bool insecure = false;
+  std::string controller;  // HOST:PORT of loads-controller; empty: run locally
+  int workers = 1;         // with --controller
   bool help = false;
   bool version = false;
 };

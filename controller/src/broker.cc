@@ -119,6 +119,7 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
   }
   Run& run = runs_[run_id];
   run.view.run_id = run_id;
+  run.view.started = std::chrono::system_clock::now();
   run.policy = request.loss_policy;
   const auto n = static_cast<size_t>(request.workers);
   for (size_t i = 0; i < n; ++i) {
@@ -165,6 +166,22 @@ std::vector<WorkerView> Broker::ListWorkers() const {
   return out;
 }
 
+size_t Broker::IdleWorkers() const {
+  std::lock_guard lock(mu_);
+  size_t idle = 0;
+  for (const auto& [id, worker] : workers_) idle += worker.run_id.empty();
+  return idle;
+}
+
+bool Broker::WaitForIdleWorkers(size_t n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, timeout, [&] {
+    size_t idle = 0;
+    for (const auto& [id, worker] : workers_) idle += worker.run_id.empty();
+    return idle >= n;
+  });
+}
+
 bool Broker::WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mu_);
   return changed_.wait_for(lock, timeout, [&] {
@@ -192,6 +209,7 @@ void Broker::MaybeFinish(Run& run) {
   } else {
     run.view.state = RunState::kDone;
   }
+  run.view.ended = std::chrono::system_clock::now();
   for (const auto& [id, state] : run.workers) {
     auto it = workers_.find(id);
     if (it != workers_.end() && it->second.run_id == run.view.run_id) it->second.run_id.clear();

@@ -33,7 +33,7 @@ std::string Join(const std::vector<std::string>& items, std::string_view sep) {
 
 }  // namespace
 
-LoadResult LoadTest(const std::string& name, const std::vector<std::string>& search_path) {
+LoadResult FindTestLibrary(const std::string& name, const std::vector<std::string>& search_path) {
   std::vector<std::string> parts;
   size_t start = 0;
   while (true) {
@@ -52,8 +52,6 @@ LoadResult LoadTest(const std::string& name, const std::vector<std::string>& sea
     return Error(LoadError::kInvalidName,
                  "invalid test name '" + name + "' (expected module.Class.method)");
   }
-  const std::string class_name = parts[parts.size() - 2];
-  const std::string method_name = parts.back();
   std::string module = parts[0];
   std::string module_path = parts[0];
   for (size_t i = 1; i + 2 < parts.size(); ++i) {
@@ -81,6 +79,21 @@ LoadResult LoadTest(const std::string& name, const std::vector<std::string>& sea
                      ".so, lib" + module + ".so and " + module_path +
                      ".so in: " + Join(tried, ", ") + "; use --test-path or LOADS_TEST_PATH)");
   }
+
+  LoadResult result;
+  result.library_path = library;
+  return result;
+}
+
+LoadResult LoadTest(const std::string& name, const std::vector<std::string>& search_path) {
+  LoadResult located = FindTestLibrary(name, search_path);
+  if (located.error != LoadError::kNone) return located;
+  const std::string library = located.library_path;
+  const size_t method_dot = name.rfind('.');
+  const size_t class_dot = name.rfind('.', method_dot - 1);
+  const std::string method_name = name.substr(method_dot + 1);
+  const std::string class_name = name.substr(class_dot + 1, method_dot - class_dot - 1);
+  const std::string module = name.substr(0, class_dot);
 
   auto& registry = internal::Registry();
   const size_t before = registry.size();

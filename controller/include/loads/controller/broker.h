@@ -42,6 +42,8 @@ struct RunView {
   uint64_t snapshots = 0;   // snapshots merged
   uint64_t duplicates = 0;  // snapshots ignored because their sequence number was seen
   uint64_t gaps = 0;        // sequence numbers skipped (snapshots lost)
+  std::chrono::system_clock::time_point started;  // when it was assigned
+  std::chrono::system_clock::time_point ended;    // when it was over (if it is)
 };
 
 struct WorkerView {
@@ -86,6 +88,9 @@ class Broker {
   bool WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const;
   // Frames dropped because they could not be read or were not expected.
   uint64_t dropped() const;
+  // Number of idle workers, and a way to wait for more (a launcher starts them).
+  size_t IdleWorkers() const;
+  bool WaitForIdleWorkers(size_t n, std::chrono::milliseconds timeout) const;
 
  private:
   struct Worker {

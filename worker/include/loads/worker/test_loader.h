@@ -32,4 +32,8 @@ struct LoadResult {
 // Thread safety: call from one thread at a time.
 LoadResult LoadTest(const std::string& name, const std::vector<std::string>& search_path);
 
+// Finds the library of a test without loading it (to ship it to workers). On success the
+// result's library_path is set; errors are kInvalidName or kNotFound.
+LoadResult FindTestLibrary(const std::string& name, const std::vector<std::string>& search_path);
+
 }  // namespace loads::worker

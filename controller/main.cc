@@ -1,0 +1,157 @@
+// loads-controller: the gRPC API for runs, the ZeroMQ endpoint for workers, and a local
+// launcher that starts loads-worker processes when a run needs more workers than are connected.
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <climits>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loads/controller/broker.h"
+#include "loads/controller/launcher.h"
+#include "loads/controller/service.h"
+#include "loads/version.h"
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "loads-controller: %s (see loads-controller --help)\n", message.c_str());
+  return 2;
+}
+
+constexpr char kUsage[] =
+    "usage: loads-controller [--grpc ADDRESS] [--zmq ENDPOINT] [--token-file FILE]\n"
+    "                        [--worker-timeout SECONDS] [--max-local-workers N]\n"
+    "                        [--worker-bin PATH]\n"
+    "\n"
+    "  --grpc ADDRESS          gRPC API address (default 127.0.0.1:50051; port 0 = any)\n"
+    "  --zmq ENDPOINT          where workers connect (default tcp://127.0.0.1:5555; port * = any)\n"
+    "  --token-file FILE       workers must send this token (first line of FILE)\n"
+    "  --worker-timeout S      a silent worker is lost after S seconds (default 3)\n"
+    "  --max-local-workers N   loads-worker processes the controller may start (default 16;\n"
+    "                          0: never start any)\n"
+    "  --worker-bin PATH       the loads-worker binary (default: next to loads-controller)\n";
+
+std::string SelfDir() {
+  char path[PATH_MAX] = {0};
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  std::string self = n > 0 ? std::string(path, n) : "";
+  return self.substr(0, self.rfind('/'));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string grpc_address = "127.0.0.1:50051";
+  loads::controller::BrokerOptions broker_options;
+  broker_options.bind = "tcp://127.0.0.1:5555";
+  std::string token_file;
+  int max_local_workers = 16;
+  std::string worker_bin = SelfDir() + "/loads-worker";
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("loads-controller %s\n", LOADS_SDK_VERSION);
+      return 0;
+    }
+    if (i + 1 >= args.size()) {
+      return arg.starts_with("--") ? Fail("option " + arg + " needs a value")
+                                   : Fail("unexpected argument '" + arg + "'");
+    }
+    const std::string& value = args[++i];
+    if (arg == "--grpc") {
+      if (value.find(':') == std::string::npos) {
+        return Fail("invalid value for --grpc: '" + value + "' (expected HOST:PORT)");
+      }
+      grpc_address = value;
+    } else if (arg == "--zmq") {
+      if (!value.starts_with("tcp://") && !value.starts_with("ipc://")) {
+        return Fail("invalid value for --zmq: '" + value + "' (expected tcp://HOST:PORT)");
+      }
+      broker_options.bind = value;
+    } else if (arg == "--token-file") {
+      std::ifstream file(value);
+      if (!file || !std::getline(file, broker_options.token) || broker_options.token.empty()) {
+        return Fail("cannot read a token from " + value);
+      }
+      token_file = value;
+    } else if (arg == "--worker-timeout") {
+      double seconds = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+      if (ec != std::errc() || end != value.data() + value.size() || seconds < 0.1 ||
+          seconds > 3600) {
+        return Fail("invalid value for --worker-timeout: '" + value + "' (expected 0.1..3600)");
+      }
+      broker_options.worker_timeout =
+          std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+      broker_options.heartbeat =
+          std::min(std::chrono::milliseconds(1000), broker_options.worker_timeout / 3);
+    } else if (arg == "--max-local-workers") {
+      auto [end, ec] =
+          std::from_chars(value.data(), value.data() + value.size(), max_local_workers);
+      if (ec != std::errc() || end != value.data() + value.size() || max_local_workers < 0 ||
+          max_local_workers > 1000) {
+        return Fail("invalid value for --max-local-workers: '" + value + "' (expected 0..1000)");
+      }
+    } else if (arg == "--worker-bin") {
+      worker_bin = value;
+    } else {
+      return Fail("unknown option '" + arg + "'");
+    }
+  }
+
+  // Signals are taken by a thread of their own, which shuts the server down.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  loads::controller::Broker broker(broker_options);
+  if (auto error = broker.Start()) {
+    std::fprintf(stderr, "loads-controller: %s\n", error->c_str());
+    return 1;
+  }
+  loads::controller::LauncherPtr launcher;
+  if (max_local_workers > 0) {
+    launcher = loads::controller::MakeLocalLauncher(worker_bin, max_local_workers, token_file);
+  }
+  loads::controller::ControllerService service(&broker, launcher.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "loads-controller: cannot listen on %s\n", grpc_address.c_str());
+    return 1;
+  }
+  const std::string host = grpc_address.substr(0, grpc_address.rfind(':'));
+  std::printf("loads-controller listening: grpc %s:%d zmq %s\n", host.c_str(), port,
+              broker.endpoint().c_str());
+  std::fflush(stdout);
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+  server->Wait();
+  waiter.join();
+  return 0;
+}

@@ -1,0 +1,82 @@
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "loads/controller/launcher.h"
+
+extern char** environ;
+
+namespace loads::controller {
+namespace {
+
+class LocalLauncher : public Launcher {
+ public:
+  LocalLauncher(std::string binary, int max_workers, std::string token_file)
+      : binary_(std::move(binary)), max_(max_workers), token_file_(std::move(token_file)) {}
+
+  // Workers get SIGTERM (they stop their run and send its final results), then SIGKILL if they
+  // are still there after 3 s.
+  ~LocalLauncher() override {
+    for (pid_t pid : pids_) kill(pid, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    std::vector<pid_t> left = pids_;
+    while (!left.empty() && std::chrono::steady_clock::now() < deadline) {
+      std::erase_if(left, [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == pid; });
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (pid_t pid : left) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+
+  std::string Launch(int n, const std::string& endpoint) override {
+    std::lock_guard lock(mu_);
+    if (static_cast<int>(pids_.size()) + n > max_) {
+      return "the local launcher may start " + std::to_string(max_) + " workers in all (" +
+             std::to_string(pids_.size()) + " started)";
+    }
+    for (int i = 0; i < n; ++i) {
+      const std::string id = "local-" + std::to_string(getpid()) + "-" + std::to_string(++count_);
+      std::vector<std::string> argv = {binary_, "--controller", endpoint, "--id", id};
+      if (!token_file_.empty()) {
+        argv.push_back("--token-file");
+        argv.push_back(token_file_);
+      }
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      pid_t pid = 0;
+      if (const int error =
+              posix_spawn(&pid, binary_.c_str(), nullptr, nullptr, args.data(), environ)) {
+        return "cannot start " + binary_ + ": " + std::strerror(error);
+      }
+      pids_.push_back(pid);
+    }
+    return "";
+  }
+
+ private:
+  std::string binary_;
+  int max_;
+  std::string token_file_;
+  std::mutex mu_;
+  std::vector<pid_t> pids_;
+  int count_ = 0;
+};
+
+}  // namespace
+
+LauncherPtr MakeLocalLauncher(std::string worker_binary, int max_workers, std::string token_file) {
+  return std::make_unique<LocalLauncher>(std::move(worker_binary), max_workers,
+                                         std::move(token_file));
+}
+
+}  // namespace loads::controller

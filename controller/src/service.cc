@@ -1,0 +1,254 @@
+#include "loads/controller/service.h"
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "loads/common/report.h"
+#include "loads/common/snapshot.h"
+#include "loads/common/url.h"
+
+namespace loads::controller {
+namespace {
+
+using grpc::Status;
+using grpc::StatusCode;
+
+v1::RunState ToProto(RunState state) {
+  switch (state) {
+    case RunState::kAssigning:
+      return v1::RUN_STATE_ASSIGNING;
+    case RunState::kRunning:
+      return v1::RUN_STATE_RUNNING;
+    case RunState::kDone:
+      return v1::RUN_STATE_DONE;
+    case RunState::kFailed:
+      return v1::RUN_STATE_FAILED;
+    case RunState::kStopped:
+      return v1::RUN_STATE_STOPPED;
+  }
+  return v1::RUN_STATE_UNSPECIFIED;
+}
+
+bool Over(RunState state) {
+  return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
+}
+
+common::Assignment ToPlan(const v1::RunSpec& spec) {
+  common::Assignment plan;
+  plan.test = spec.test().empty() ? spec.url() : spec.test();
+  plan.url = spec.url();
+  plan.library = spec.test_library();
+  plan.users.assign(spec.users().begin(), spec.users().end());
+  plan.hits.assign(spec.hits().begin(), spec.hits().end());
+  if (spec.duration() > 0) plan.duration = spec.duration();
+  plan.threads = spec.threads() ? spec.threads() : 1;
+  plan.server_url = spec.server_url();
+  plan.connect_timeout_ms = spec.connect_timeout_ms() ? spec.connect_timeout_ms() : 10'000;
+  plan.timeout_ms = spec.timeout_ms() ? spec.timeout_ms() : 30'000;
+  plan.insecure = spec.insecure();
+  return plan;
+}
+
+}  // namespace
+
+std::string ValidateRunSpec(const v1::RunSpec& spec) {
+  if (spec.users().empty()) return "spec.users: at least one user cycle is required";
+  for (int64_t u : spec.users()) {
+    if (u < 1 || u > 10'000'000) return "spec.users: each cycle must be 1..10000000";
+  }
+  for (int64_t h : spec.hits()) {
+    if (h < 1) return "spec.hits: each cycle must be at least 1";
+  }
+  if (spec.duration() < 0 || !std::isfinite(spec.duration())) return "spec.duration: must be >= 0";
+  if (spec.hits().empty() == (spec.duration() == 0)) {
+    return "spec.hits, spec.duration: give exactly one of them";
+  }
+  if (spec.url().empty() == spec.test_library().empty()) {
+    return "spec.url, spec.test_library: give exactly one of them";
+  }
+  if (!spec.url().empty()) {
+    std::string why;
+    auto url = common::ParseUrl(spec.url(), &why);
+    if (!url) return "spec.url: " + why;
+    if (url->scheme != "http" && url->scheme != "https") return "spec.url: expected http or https";
+  } else if (std::count(spec.test().begin(), spec.test().end(), '.') < 2) {
+    return "spec.test: expected module.Class.method";
+  }
+  if (spec.workers() < 0 || spec.workers() > 1000) return "spec.workers: must be 1..1000";
+  if (spec.threads() < 0 || spec.threads() > 1024) return "spec.threads: must be 1..1024";
+  if (spec.connect_timeout_ms() < 0) return "spec.connect_timeout_ms: must be >= 0";
+  if (spec.timeout_ms() < 0) return "spec.timeout_ms: must be >= 0";
+  if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
+    return "spec.server_url: not an absolute http, https, ws or wss URL";
+  }
+  return "";
+}
+
+ControllerService::ControllerService(Broker* broker, Launcher* launcher)
+    : broker_(broker), launcher_(launcher) {}
+
+bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
+  auto view = broker_->GetRun(run_id);
+  if (!view) return false;
+  v1::RunSpec spec;
+  {
+    std::lock_guard lock(mu_);
+    spec = specs_[run_id];
+  }
+  out->Clear();
+  out->set_run_id(run_id);
+  out->set_state(ToProto(view->state));
+  spec.clear_test_library();
+  *out->mutable_spec() = spec;
+  for (const auto& w : view->workers) out->add_workers(w);
+  for (const auto& w : view->lost_workers) out->add_lost_workers(w);
+  out->set_degraded(view->degraded);
+  out->set_error(view->error);
+  out->set_executions(view->stats.Executions());
+  out->set_hits(view->stats.hits);
+  common::Snapshot merged;
+  merged.run_id = run_id;
+  merged.worker_id = "controller";
+  merged.sequence = 1;
+  merged.final = Over(view->state);
+  merged.stats = view->stats;
+  out->set_stats(common::EncodeSnapshot(merged));
+  if (Over(view->state)) {
+    common::RunInfo info;
+    info.test = spec.test().empty() ? "GET " + spec.url() : spec.test();
+    info.started = view->started;
+    info.duration_seconds = std::chrono::duration<double>(view->ended - view->started).count();
+    info.interrupted = view->state == RunState::kStopped;
+    info.users.assign(spec.users().begin(), spec.users().end());
+    info.hits.assign(spec.hits().begin(), spec.hits().end());
+    if (spec.duration() > 0) info.duration = spec.duration();
+    info.threads = spec.threads() ? spec.threads() : 1;
+    out->set_report_json(common::FormatJsonReport(info, view->stats));
+  }
+  return true;
+}
+
+Status ControllerService::StartRun(grpc::ServerContext*, const v1::StartRunRequest* request,
+                                   v1::Run* response) {
+  const std::string& run_id = request->run_id();
+  if (run_id.empty() || run_id.size() > 200) {
+    return Status(StatusCode::INVALID_ARGUMENT, "run_id: required, at most 200 characters");
+  }
+  if (const std::string error = ValidateRunSpec(request->spec()); !error.empty()) {
+    return Status(StatusCode::INVALID_ARGUMENT, error);
+  }
+  std::lock_guard start_lock(start_mu_);
+  {
+    std::lock_guard lock(mu_);
+    auto it = specs_.find(run_id);
+    if (it != specs_.end()) {
+      if (!google::protobuf::util::MessageDifferencer::Equals(it->second, request->spec())) {
+        return Status(StatusCode::FAILED_PRECONDITION,
+                      "run " + run_id + " exists with another spec");
+      }
+    }
+  }
+  if (broker_->GetRun(run_id)) {
+    Describe(run_id, response);
+    return Status::OK;
+  }
+  const int workers = request->spec().workers() ? request->spec().workers() : 1;
+  const size_t idle = broker_->IdleWorkers();
+  if (idle < static_cast<size_t>(workers)) {
+    if (!launcher_) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED,
+                    "run " + run_id + " needs " + std::to_string(workers) + " workers, " +
+                        std::to_string(idle) + " idle, and no launcher is configured");
+    }
+    if (const std::string error =
+            launcher_->Launch(workers - static_cast<int>(idle), broker_->endpoint());
+        !error.empty()) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED, error);
+    }
+    if (!broker_->WaitForIdleWorkers(workers, std::chrono::seconds(15))) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED,
+                    "launched workers did not register within 15 s");
+    }
+  }
+  RunRequest run;
+  run.plan = ToPlan(request->spec());
+  run.workers = workers;
+  run.loss_policy = request->spec().loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail
+                                                                          : LossPolicy::kContinue;
+  {
+    std::lock_guard lock(mu_);
+    specs_[run_id] = request->spec();
+  }
+  if (auto error = broker_->StartRun(run_id, std::move(run))) {
+    std::lock_guard lock(mu_);
+    specs_.erase(run_id);
+    return Status(StatusCode::RESOURCE_EXHAUSTED, *error);
+  }
+  Describe(run_id, response);
+  return Status::OK;
+}
+
+Status ControllerService::GetRun(grpc::ServerContext*, const v1::GetRunRequest* request,
+                                 v1::Run* response) {
+  if (!Describe(request->run_id(), response)) {
+    return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
+  }
+  return Status::OK;
+}
+
+Status ControllerService::ListRuns(grpc::ServerContext*, const v1::ListRunsRequest*,
+                                   v1::ListRunsResponse* response) {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, spec] : specs_) ids.push_back(id);
+  }
+  std::vector<v1::Run> runs;
+  for (const auto& id : ids) {
+    v1::Run run;
+    if (Describe(id, &run)) runs.push_back(std::move(run));
+  }
+  for (auto& run : runs) *response->add_runs() = std::move(run);
+  return Status::OK;
+}
+
+Status ControllerService::StopRun(grpc::ServerContext*, const v1::StopRunRequest* request,
+                                  v1::Run* response) {
+  if (!broker_->GetRun(request->run_id())) {
+    return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
+  }
+  broker_->StopRun(request->run_id());
+  Describe(request->run_id(), response);
+  return Status::OK;
+}
+
+Status ControllerService::WatchRun(grpc::ServerContext* context, const v1::WatchRunRequest* request,
+                                   grpc::ServerWriter<v1::Run>* writer) {
+  while (true) {
+    v1::Run run;
+    if (!Describe(request->run_id(), &run)) {
+      return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
+    }
+    const bool over = run.state() == v1::RUN_STATE_DONE || run.state() == v1::RUN_STATE_FAILED ||
+                      run.state() == v1::RUN_STATE_STOPPED;
+    if (!writer->Write(run)) return Status(StatusCode::CANCELLED, "the client went away");
+    if (over) return Status::OK;
+    if (context->IsCancelled()) return Status(StatusCode::CANCELLED, "cancelled");
+    broker_->WaitForRun(request->run_id(), std::chrono::milliseconds(500));
+  }
+}
+
+Status ControllerService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                                      v1::ListWorkersResponse* response) {
+  for (const auto& worker : broker_->ListWorkers()) {
+    auto* out = response->add_workers();
+    out->set_worker_id(worker.id);
+    out->set_threads(worker.threads);
+    out->set_run_id(worker.run_id);
+  }
+  return Status::OK;
+}
+
+}  // namespace loads::controller

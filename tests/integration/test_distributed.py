@@ -1,0 +1,185 @@
+"""Distributed runs: loads-controller with loads-worker processes, driven by loads-runner and by a
+gRPC client in Python (stubs generated from proto/ with protoc and Debian's grpc_python_plugin).
+Merged counts are compared with nginx's own access log.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import uuid
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+
+
+def generate_stubs(into):
+    subprocess.run(["protoc", "-I", PROTO_DIR, f"--python_out={into}", f"--grpc_python_out={into}",
+                    "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+                    os.path.join(PROTO_DIR, "loads", "v1", "controller.proto")], check=True)
+    sys.path.insert(0, into)
+    from loads.v1 import controller_pb2, controller_pb2_grpc  # noqa: E402
+    return controller_pb2, controller_pb2_grpc
+
+
+class Controller:
+    """loads-controller on free loopback ports, and workers started by hand."""
+
+    def __init__(self, extra=()):
+        self.process = subprocess.Popen(
+            [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
+             "--zmq", "tcp://127.0.0.1:*", "--worker-timeout", "1.5", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.process.stdout.readline()
+        parts = line.split()
+        if "listening:" not in line:
+            raise AssertionError(f"controller did not start: {line!r}")
+        self.grpc = parts[parts.index("grpc") + 1]
+        self.zmq = parts[parts.index("zmq") + 1]
+        self.workers = []
+
+    def start_workers(self, n):
+        for _ in range(n):
+            self.workers.append(subprocess.Popen(
+                [harness.binary("loads-worker"), "--controller", self.zmq,
+                 "--id", f"w{len(self.workers)}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def close(self):
+        for worker in self.workers:
+            harness.stop_process(worker)
+        harness.stop_process(self.process)
+        self.process.stdout.close()
+
+
+class DistributedTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stubs_dir = tempfile.mkdtemp(prefix="loads-stubs-")
+        cls.pb, cls.rpc = generate_stubs(cls.stubs_dir)
+
+    def setUp(self):
+        self.controller = Controller()
+        self.channel = grpc.insecure_channel(self.controller.grpc)
+        self.stub = self.rpc.ControllerStub(self.channel)
+
+    def tearDown(self):
+        self.channel.close()
+        self.controller.close()
+        # Workers the controller launched are stopped with it: none is left behind.
+        found = subprocess.run(["pgrep", "-f", "--", f"--controller {self.controller.zmq} "],
+                               capture_output=True, text=True)
+        self.assertIn(found.returncode, (0, 1), found.stderr)  # 1: nothing matched
+        self.assertEqual(found.stdout.split(), [],
+                         "workers left running after the controller stopped")
+
+    def wait_workers(self, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            workers = self.stub.ListWorkers(self.pb.ListWorkersRequest()).workers
+            if len(workers) >= n:
+                return workers
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} workers registered")
+
+    def runner(self, args, timeout=60):
+        return harness.run_runner(["--controller", self.controller.grpc, *args], timeout=timeout)
+
+    def test_runner_on_three_workers_counts_exactly(self):
+        self.controller.start_workers(3)
+        self.wait_workers(3)
+        with harness.Nginx() as nginx:
+            result = self.runner(["example.TestWebSite.test_redirect", "--test-path",
+                                  harness.examples_dir(), "--server-url", nginx.url,
+                                  "-u", "6:3", "--hits", "5", "--workers", "3"])
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertEqual(result.report["hits"], 180)  # 9 users x 5 hits x 4 hops
+            self.assertEqual(result.report["tests"]["success"], 45)
+            self.assertEqual(nginx.access_log_count(), 180)
+            self.assertIn("Hits: 180", result.stdout)
+            self.assertIn("on 3 worker(s)", result.stdout)
+
+    def test_grpc_client_starts_and_watches_a_run_with_launched_workers(self):
+        with harness.Nginx() as nginx:
+            run_id = str(uuid.uuid4())
+            spec = self.pb.RunSpec(url=nginx.url, users=[4], hits=[25], workers=2)
+            run = self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
+            self.assertEqual(len(run.workers), 2)  # started by the controller's launcher
+            updates = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))
+            final = updates[-1]
+            self.assertEqual(final.state, self.pb.RUN_STATE_DONE)
+            report = json.loads(final.report_json)
+            self.assertEqual(report["format"], "loads.report")
+            self.assertEqual(report["hits"], 100)
+            self.assertEqual(nginx.access_log_count(), 100)
+            # StartRun is idempotent on the run id: no second run.
+            again = self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
+            self.assertEqual(again.run_id, run_id)
+            time.sleep(0.5)
+            self.assertEqual(nginx.access_log_count(), 100)
+            with self.assertRaises(grpc.RpcError) as changed:
+                self.stub.StartRun(self.pb.StartRunRequest(
+                    run_id=run_id, spec=self.pb.RunSpec(url=nginx.url, users=[1], hits=[1])))
+            self.assertEqual(changed.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            runs = self.stub.ListRuns(self.pb.ListRunsRequest()).runs
+            self.assertEqual([r.run_id for r in runs], [run_id])
+
+    def test_invalid_requests_name_the_field(self):
+        cases = [
+            (self.pb.StartRunRequest(run_id="", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1])), "run_id"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", hits=[1])), "spec.users"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1])), "spec.hits"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="nope", users=[1], hits=[1])), "spec.url"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(users=[1], hits=[1])), "spec.url"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], workers=5000)), "spec.workers"),
+        ]
+        for request, field in cases:
+            with self.assertRaises(grpc.RpcError) as error:
+                self.stub.StartRun(request)
+            self.assertEqual(error.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(field, error.exception.details())
+        with self.assertRaises(grpc.RpcError) as error:
+            self.stub.GetRun(self.pb.GetRunRequest(run_id="unknown"))
+        self.assertEqual(error.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_a_killed_worker_degrades_the_run_which_completes(self):
+        self.controller.start_workers(2)
+        self.wait_workers(2)
+        with harness.Nginx() as nginx:
+            process = harness.RunnerProcess(
+                ["--controller", self.controller.grpc, "--url", nginx.url, "-u", "4", "-d", "4",
+                 "--workers", "2"])
+            time.sleep(1.5)
+            os.kill(self.controller.workers[0].pid, signal.SIGKILL)
+            result = process.wait(timeout=30)
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertIn("Degraded: lost worker(s) w0", result.stdout)
+            self.assertGreater(result.report["hits"], 0)
+            self.assertLessEqual(result.report["hits"], nginx.access_log_count())
+
+    def test_ctrl_c_stops_the_run_on_the_controller(self):
+        self.controller.start_workers(1)
+        self.wait_workers(1)
+        with harness.Nginx() as nginx:
+            process = harness.RunnerProcess(
+                ["--controller", self.controller.grpc, "--url", nginx.url, "-u", "2", "-d", "30"])
+            time.sleep(1.5)
+            started = time.monotonic()
+            process.interrupt()
+            result = process.wait(timeout=15)
+            self.assertLess(time.monotonic() - started, 5)
+            self.assertEqual(result.code, 130, harness.describe(result))
+            self.assertIn("Hits:", result.stdout)
+            self.assertEqual(result.report["hits"], nginx.access_log_count())
+
+
+if __name__ == "__main__":
+    unittest.main()
