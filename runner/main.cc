@@ -89,7 +89,9 @@ int Main(int argc, char** argv) {
 
   loads::worker::TestSpec test;
   std::string library_path;
-  if (!options.url.empty()) {
+  if (options.test.empty() && options.url.empty()) {
+    // A cluster operation (--attach, --stop, --list-runs, --ping): no test to find.
+  } else if (!options.url.empty()) {
     test = loads::worker::MakeUrlTest(options.url);
   } else {
     // With a controller, the library is only found here and shipped; workers load it.

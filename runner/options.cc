@@ -77,6 +77,12 @@ Cluster:
       --controller HOST:PORT  run on a loads-controller's workers instead of locally
                             (the test library is shipped to them)
       --workers N           number of workers to spread the users over (default 1)
+      --detach              start the run on the controller, print its id and return
+      --attach RUN_ID       watch a run of the controller and print its report
+      --list-runs           list the controller's runs
+      --stop RUN_ID         stop that run (only that one)
+      --ping                the controller's version, endpoint and workers
+      --check-cluster       one execution of --url on every idle worker
 Output:
       --output json:FILE    also write the report as JSON to FILE
       --quiet               no progress bar and no report on stdout
@@ -208,6 +214,24 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
           workers_given = true;
           return std::nullopt;
         }}},
+      {"--attach",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--attach", v, "a run id");
+          o.attach = v;
+          return std::nullopt;
+        }}},
+      {"--stop",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--stop", v, "a run id");
+          o.stop_run = v;
+          return std::nullopt;
+        }}},
+      {"--detach", switch_on(&o.detach)},
+      {"--list-runs", switch_on(&o.list_runs)},
+      {"--ping", switch_on(&o.ping)},
+      {"--check-cluster", switch_on(&o.check_cluster)},
       {"--insecure", switch_on(&o.insecure)},
       {"--quiet", switch_on(&o.quiet)},
       {"--help", switch_on(&o.help)},
@@ -259,6 +283,22 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
   }
   if (positional.size() > 1) return fail("too many arguments: " + Quote(positional[1]));
   if (!positional.empty()) o.test = positional[0];
+  const int operations =
+      !o.attach.empty() + !o.stop_run.empty() + o.list_runs + o.ping + o.check_cluster;
+  if (operations > 1) {
+    return fail("give only one of --attach, --stop, --list-runs, --ping, --check-cluster");
+  }
+  if ((operations > 0 || o.detach) && o.controller.empty()) {
+    return fail("cluster operations need --controller HOST:PORT");
+  }
+  if (o.check_cluster && o.url.empty()) {
+    return fail("--check-cluster needs --url, the target of the smoke run");
+  }
+  if (operations > 0 && !o.check_cluster) {
+    if (!o.test.empty() || !o.url.empty()) return fail("a cluster operation takes no test");
+    result.ok = true;
+    return result;
+  }
   if (o.test.empty() && o.url.empty()) {
     return fail("no test given (expected MODULE.Class.method or --url URL)");
   }

@@ -24,6 +24,13 @@ struct RunnerOptions {
   bool insecure = false;
   std::string controller;  // HOST:PORT of loads-controller; empty: run locally
   int workers = 1;         // with --controller
+  // Cluster operations (with --controller), instead of a run.
+  bool detach = false;   // start the run and return its id
+  std::string attach;    // watch that run and print its report
+  std::string stop_run;  // stop that run
+  bool list_runs = false;
+  bool ping = false;
+  bool check_cluster = false;  // one execution of --url on every idle worker
   bool help = false;
   bool version = false;
 };

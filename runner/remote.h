@@ -9,10 +9,11 @@
 
 namespace loads::runner {
 
-// Runs the test on a loads-controller's workers: ships the test (library bytes or URL) in a
-// StartRun call, shows WatchRun's updates as progress, and prints the same report as a local
-// run from the controller's exactly merged statistics. `library_path` is empty for --url.
-// Ctrl-C stops the run on the controller and still prints the report. Returns the exit code.
+// Everything loads-runner does with a loads-controller: runs on its workers (the test library's
+// bytes are shipped in StartRun; WatchRun's updates are the progress; the report is printed from
+// the controller's exactly merged statistics), --detach, --attach, --list-runs, --stop, --ping
+// and --check-cluster. `library_path` is empty for --url and for the operations. Ctrl-C stops a
+// watched run on the controller and still prints the report. Returns the exit code.
 int RunRemote(const RunnerOptions& options, const std::string& library_path,
               ProgressDisplay* display, std::chrono::milliseconds interval,
               const std::atomic<bool>& stop);

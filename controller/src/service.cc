@@ -8,6 +8,7 @@
 #include "loads/common/report.h"
 #include "loads/common/snapshot.h"
 #include "loads/common/url.h"
+#include "loads/version.h"
 
 namespace loads::controller {
 namespace {
@@ -248,6 +249,17 @@ Status ControllerService::ListWorkers(grpc::ServerContext*, const v1::ListWorker
     out->set_threads(worker.threads);
     out->set_run_id(worker.run_id);
   }
+  return Status::OK;
+}
+
+Status ControllerService::GetController(grpc::ServerContext* context,
+                                        const v1::GetControllerRequest*,
+                                        v1::ControllerInfo* response) {
+  response->set_version(LOADS_SDK_VERSION);
+  response->set_zmq_endpoint(broker_->endpoint());
+  v1::ListWorkersResponse workers;
+  ListWorkers(context, nullptr, &workers);
+  *response->mutable_workers() = workers.workers();
   return Status::OK;
 }
 

@@ -33,7 +33,7 @@ def generate_stubs(into):
 class Controller:
     """loads-controller on free loopback ports, and workers started by hand."""
 
-    def __init__(self, extra=()):
+    def __init__(self, extra=("--max-local-workers", "2")):
         self.process = subprocess.Popen(
             [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
              "--zmq", "tcp://127.0.0.1:*", "--worker-timeout", "1.5", *extra],
@@ -131,6 +131,67 @@ class DistributedTest(unittest.TestCase):
             self.assertEqual(changed.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
             runs = self.stub.ListRuns(self.pb.ListRunsRequest()).runs
             self.assertEqual([r.run_id for r in runs], [run_id])
+
+    def test_a_python_worker_joins_with_the_documented_protocol(self):
+        latencies = [1000, 2500, 40_000, 1_000_000, 3_000_000, 3_000_000]
+        worker = subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "python_worker.py"),
+             self.controller.zmq, "py-1", *map(str, latencies)])
+        try:
+            self.wait_workers(1)
+            run_id = str(uuid.uuid4())
+            self.stub.StartRun(self.pb.StartRunRequest(
+                run_id=run_id, spec=self.pb.RunSpec(url="http://127.0.0.1:9/", users=[1], hits=[1])))
+            final = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))[-1]
+            self.assertEqual(final.state, self.pb.RUN_STATE_DONE, final.error)
+            self.assertEqual(list(final.workers), ["py-1"])
+            report = json.loads(final.report_json)
+            self.assertEqual(report["hits"], 6)  # the duplicate snapshot was not counted
+            self.assertEqual(report["counters"], {"python": 6})
+            self.assertEqual(report["status_codes"], {"200": 6})
+            self.assertEqual(report["latency_seconds"]["min"], 1e-6)
+            self.assertEqual(report["latency_seconds"]["max"], 3e-3)
+            self.assertEqual([u["name"] for u in report["urls"]], ["GET /python"])
+            worker.wait(timeout=10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+    def test_cluster_operations_of_the_runner(self):
+        self.controller.start_workers(2)
+        self.wait_workers(2)
+        ping = harness.run_runner(["--controller", self.controller.grpc, "--ping"])
+        self.assertEqual(ping.code, 0, harness.describe(ping))
+        self.assertIn("2 worker(s)", ping.stdout)
+        self.assertIn(self.controller.zmq, ping.stdout)
+        with harness.Nginx() as nginx:
+            # --check-cluster: one execution on every idle worker.
+            check = self.runner(["--check-cluster", "--url", nginx.url])
+            self.assertEqual(check.code, 0, harness.describe(check))
+            self.assertEqual(check.report["hits"], 2)
+            self.assertIn("on 2 worker(s)", check.stdout)
+            # --detach returns at once with the run id; --list-runs shows it; --stop stops that
+            # run; --attach prints its report.
+            detached = subprocess.run(
+                [harness.runner_path(), "--controller", self.controller.grpc, "--url", nginx.url,
+                 "-u", "2", "-d", "30", "--workers", "2", "--detach"],
+                capture_output=True, text=True, timeout=30)
+            self.assertEqual(detached.returncode, 0, detached.stderr)
+            run_id = detached.stdout.strip()
+            listed = harness.run_runner(["--controller", self.controller.grpc, "--list-runs"])
+            self.assertIn(run_id, listed.stdout)
+            time.sleep(1)
+            stopped = harness.run_runner(["--controller", self.controller.grpc, "--stop", run_id])
+            self.assertEqual(stopped.code, 0, harness.describe(stopped))
+            attached = self.runner(["--attach", run_id], timeout=30)
+            self.assertEqual(attached.code, 130, harness.describe(attached))  # it was stopped
+            self.assertEqual(attached.report["hits"], nginx.access_log_count() - 2)
+            self.assertTrue(attached.report["interrupted"])
+            missing = harness.run_runner(["--controller", self.controller.grpc, "--stop", "nope"])
+            self.assertEqual(missing.code, 7)
+            self.assertIn("no run nope", missing.stderr)
 
     def test_invalid_requests_name_the_field(self):
         cases = [

@@ -34,6 +34,8 @@ class ControllerService final : public loads::v1::Controller::Service {
                         grpc::ServerWriter<v1::Run>* writer) override;
   grpc::Status ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
                            v1::ListWorkersResponse* response) override;
+  grpc::Status GetController(grpc::ServerContext* context, const v1::GetControllerRequest* request,
+                             v1::ControllerInfo* response) override;
 
  private:
   // Fills *out from the broker's view of run_id; false if unknown.
