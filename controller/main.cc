@@ -28,12 +28,15 @@ int Fail(const std::string& message) {
 }
 
 constexpr char kUsage[] =
-    "usage: loads-controller [--grpc ADDRESS] [--zmq ENDPOINT] [--token-file FILE]\n"
+    "usage: loads-controller [--grpc ADDRESS] [--zmq ENDPOINT] [--publish ENDPOINT]\n"
+    "                        [--token-file FILE]\n"
     "                        [--worker-timeout SECONDS] [--max-local-workers N]\n"
     "                        [--worker-bin PATH]\n"
     "\n"
     "  --grpc ADDRESS          gRPC API address (default 127.0.0.1:50051; port 0 = any)\n"
     "  --zmq ENDPOINT          where workers connect (default tcp://127.0.0.1:5555; port * = any)\n"
+    "  --publish ENDPOINT      PUB socket republishing every snapshot, topic = run id\n"
+    "                          (default tcp://127.0.0.1:5556; port * = any)\n"
     "  --token-file FILE       workers must send this token (first line of FILE)\n"
     "  --worker-timeout S      a silent worker is lost after S seconds (default 3)\n"
     "  --max-local-workers N   loads-worker processes the controller may start (default 16;\n"
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
   std::string grpc_address = "127.0.0.1:50051";
   loads::controller::BrokerOptions broker_options;
   broker_options.bind = "tcp://127.0.0.1:5555";
+  broker_options.publish = "tcp://127.0.0.1:5556";
   std::string token_file;
   int max_local_workers = 16;
   std::string worker_bin = SelfDir() + "/loads-worker";
@@ -82,6 +86,11 @@ int main(int argc, char** argv) {
         return Fail("invalid value for --zmq: '" + value + "' (expected tcp://HOST:PORT)");
       }
       broker_options.bind = value;
+    } else if (arg == "--publish") {
+      if (!value.starts_with("tcp://") && !value.starts_with("ipc://")) {
+        return Fail("invalid value for --publish: '" + value + "' (expected tcp://HOST:PORT)");
+      }
+      broker_options.publish = value;
     } else if (arg == "--token-file") {
       std::ifstream file(value);
       if (!file || !std::getline(file, broker_options.token) || broker_options.token.empty()) {
@@ -143,8 +152,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string host = grpc_address.substr(0, grpc_address.rfind(':'));
-  std::printf("loads-controller listening: grpc %s:%d zmq %s\n", host.c_str(), port,
-              broker.endpoint().c_str());
+  std::printf("loads-controller listening: grpc %s:%d zmq %s publish %s\n", host.c_str(), port,
+              broker.endpoint().c_str(), broker.publish_endpoint().c_str());
   std::fflush(stdout);
   std::thread waiter([&] {
     int sig = 0;

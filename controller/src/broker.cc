@@ -38,6 +38,7 @@ bool Over(RunState state) {
 struct Broker::Socket {
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::router};
+  zmq::socket_t publisher{context, zmq::socket_type::pub};
 };
 
 std::string_view RunStateName(RunState state) {
@@ -78,11 +79,23 @@ std::optional<std::string> Broker::Start() {
   } catch (const zmq::error_t& e) {
     return "cannot bind " + options_.bind + ": " + e.what();
   }
+  if (!options_.publish.empty()) {
+    try {
+      socket_->publisher.set(zmq::sockopt::linger, 0);
+      // A slow subscriber loses messages rather than holding the controller up.
+      socket_->publisher.set(zmq::sockopt::sndhwm, 100'000);
+      socket_->publisher.bind(options_.publish);
+      publish_endpoint_ = socket_->publisher.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return "cannot bind " + options_.publish + ": " + e.what();
+    }
+  }
   thread_ = std::thread([this] { Loop(); });
   return std::nullopt;
 }
 
 std::string Broker::endpoint() const { return endpoint_; }
+std::string Broker::publish_endpoint() const { return publish_endpoint_; }
 
 uint64_t Broker::dropped() const {
   std::lock_guard lock(mu_);
@@ -276,6 +289,10 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     run.view.gaps += snapshot.sequence - in_run.last_sequence - 1;
     in_run.last_sequence = snapshot.sequence;
     run.view.stats.Merge(snapshot.stats);
+    if (!publish_endpoint_.empty()) {
+      // The single stream: every accepted snapshot as received, under its run id as topic.
+      published_.emplace_back(snapshot.run_id, std::string(frame));
+    }
     ++run.view.snapshots;
     changed_.notify_all();
     return;
@@ -378,6 +395,13 @@ void Broker::Loop() {
         Send(id, common::EncodeControl(Message(MessageType::kHeartbeat)));
       }
       next_heartbeat = now + options_.heartbeat;
+    }
+    while (!published_.empty()) {
+      auto& [topic, frame] = published_.front();
+      socket_->publisher.send(zmq::buffer(topic),
+                              zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      socket_->publisher.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+      published_.pop_front();
     }
     while (!outbox_.empty()) {
       auto& [identity, frame] = outbox_.front();

@@ -36,7 +36,8 @@ class Controller:
     def __init__(self, extra=("--max-local-workers", "2")):
         self.process = subprocess.Popen(
             [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
-             "--zmq", "tcp://127.0.0.1:*", "--worker-timeout", "1.5", *extra],
+             "--zmq", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+             "--worker-timeout", "1.5", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.process.stdout.readline()
         parts = line.split()
@@ -44,6 +45,7 @@ class Controller:
             raise AssertionError(f"controller did not start: {line!r}")
         self.grpc = parts[parts.index("grpc") + 1]
         self.zmq = parts[parts.index("zmq") + 1]
+        self.publish = parts[parts.index("publish") + 1]
         self.workers = []
 
     def start_workers(self, n):
@@ -192,6 +194,37 @@ class DistributedTest(unittest.TestCase):
             missing = harness.run_runner(["--controller", self.controller.grpc, "--stop", "nope"])
             self.assertEqual(missing.code, 7)
             self.assertIn("no run nope", missing.stderr)
+
+    def test_the_published_stream_carries_every_snapshot_once(self):
+        import msgpack
+        import zmq
+        context = zmq.Context()
+        subscriber = context.socket(zmq.SUB)
+        subscriber.connect(self.controller.publish)
+        run_id = str(uuid.uuid4())
+        subscriber.setsockopt(zmq.SUBSCRIBE, run_id.encode())
+        time.sleep(0.3)  # let the subscription reach the publisher
+        try:
+            with harness.Nginx() as nginx:
+                spec = self.pb.RunSpec(url=nginx.url, users=[4], duration=2.5, workers=2)
+                self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
+                final = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))[-1]
+                snapshots = []
+                while subscriber.poll(1000):
+                    topic, frame = subscriber.recv_multipart()
+                    self.assertEqual(topic.decode(), run_id)
+                    snapshots.append(msgpack.unpackb(frame, raw=False, strict_map_key=False))
+            by_worker = {}
+            for snap in snapshots:
+                by_worker.setdefault(snap["worker"], []).append(snap["seq"])
+            self.assertEqual(set(by_worker), set(final.workers))
+            for seqs in by_worker.values():
+                self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+            self.assertEqual(sum(s["hits"] for s in snapshots), final.hits)
+            self.assertEqual(sum(1 for s in snapshots if s["final"]), 2)
+        finally:
+            subscriber.close()
+            context.term()
 
     def test_invalid_requests_name_the_field(self):
         cases = [

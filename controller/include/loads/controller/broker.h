@@ -55,6 +55,7 @@ struct WorkerView {
 struct BrokerOptions {
   std::string bind = "tcp://127.0.0.1:*";  // the ROUTER endpoint; "*" port = any free one
   std::string token;                       // when set, only workers saying it are admitted
+  std::string publish;                     // when set, a PUB endpoint republishing snapshots
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds worker_timeout{3000};  // silence after which a worker is lost
 };
@@ -76,6 +77,8 @@ class Broker {
   std::optional<std::string> Start();
   // The endpoint workers connect to, with the port actually bound.
   std::string endpoint() const;
+  // The PUB endpoint with its bound port, or "" when not publishing.
+  std::string publish_endpoint() const;
 
   // Assigns a run to `request.workers` idle workers. Returns why it could not (unknown or busy
   // run id, not enough idle workers, an invalid plan), or nullopt.
@@ -129,7 +132,9 @@ class Broker {
   mutable std::condition_variable changed_;
   std::map<std::string, Worker> workers_;
   std::map<std::string, Run> runs_;
-  std::deque<std::pair<std::string, std::string>> outbox_;  // (identity, frame)
+  std::deque<std::pair<std::string, std::string>> outbox_;     // (identity, frame)
+  std::deque<std::pair<std::string, std::string>> published_;  // (run id, snapshot)
+  std::string publish_endpoint_;
   uint64_t dropped_ = 0;
   std::chrono::steady_clock::time_point last_drop_log_{};
 
