@@ -15,6 +15,7 @@
 
 #include "loads/common/report.h"
 #include "loads/worker/engine.h"
+#include "loads/worker/scenario.h"
 #include "loads/worker/test_loader.h"
 #include "runner/options.h"
 #include "runner/progress.h"
@@ -91,6 +92,16 @@ int Main(int argc, char** argv) {
   std::string library_path;
   if (options.test.empty() && options.url.empty()) {
     // A cluster operation (--attach, --stop, --list-runs, --ping): no test to find.
+  } else if (options.test.ends_with(".json")) {
+    // A declarative scenario (docs/scenarios.md).
+    std::ifstream file(options.test);
+    if (!file) return Fail(kExitNotFound, "cannot read the scenario " + options.test);
+    const std::string text((std::istreambuf_iterator<char>(file)),
+                           std::istreambuf_iterator<char>());
+    std::string error;
+    auto scenario = loads::worker::ParseScenario(text, &error);
+    if (!scenario) return Fail(kExitUsage, options.test + ": " + error);
+    test = loads::worker::MakeScenarioTest(std::move(*scenario));
   } else if (!options.url.empty()) {
     test = loads::worker::MakeUrlTest(options.url);
   } else {

@@ -51,6 +51,7 @@ std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t
 
 std::string Usage() {
   return R"(usage: loads-runner [options] MODULE.Class.method
+       loads-runner [options] SCENARIO.json
        loads-runner [options] --url URL
 
 Runs a load test: every virtual user runs the test method (setUp, method, tearDown)

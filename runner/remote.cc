@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -235,7 +235,12 @@ int Ping(Stub& stub, const RunnerOptions& options) {
 v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_path,
                      std::string* error) {
   v1::RunSpec spec;
-  if (options.url.empty()) {
+  if (options.test.ends_with(".json")) {
+    std::ifstream file(options.test);
+    spec.set_test(options.test);
+    spec.set_scenario(
+        std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>()));
+  } else if (options.url.empty()) {
     std::ifstream file(library_path, std::ios::binary);
     if (!file) *error = "cannot read " + library_path;
     std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());

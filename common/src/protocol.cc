@@ -44,7 +44,8 @@ bool ReadCycles(Reader& r, const msgpack::object& o, std::string_view field, boo
     int64_t v = 0;
     if (!r.Int(o.via.array.ptr[i], field, &v)) return false;
     if (v < min_value) {
-      return r.Fail(field, min_value == 0 ? "values must not be negative" : "values must be positive");
+      return r.Fail(field,
+                    min_value == 0 ? "values must not be negative" : "values must be positive");
     }
     out->push_back(v);
   }
@@ -64,6 +65,8 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       ok = r.String(v, field, &a->test);
     } else if (key == "url") {
       ok = r.String(v, field, &a->url);
+    } else if (key == "scenario") {
+      ok = r.String(v, field, &a->scenario);
     } else if (key == "library") {
       if (v.type != msgpack::type::BIN) return r.Fail(field, "expected bin (the library's bytes)");
       a->library.assign(v.via.bin.ptr, v.via.bin.size);
@@ -106,8 +109,9 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
   if (a->hits.empty() == !a->duration.has_value()) {
     return r.Fail("assignment.hits", "give either hits or duration");
   }
-  if (a->url.empty() == a->library.empty()) {
-    return r.Fail("assignment.url", "give either url (a GET test) or library (a test library)");
+  if (!a->url.empty() + !a->library.empty() + !a->scenario.empty() != 1) {
+    return r.Fail("assignment.url",
+                  "give one of url (a GET test), library (a test library) or scenario");
   }
   if (a->test.empty()) return r.Fail("assignment.test", "missing");
   return true;
@@ -154,12 +158,16 @@ std::string EncodeControl(const ControlMessage& m) {
           pk.pack_map(10);
           PackString(pk, "test");
           PackString(pk, a.test);
-          PackString(pk, a.library.empty() ? "url" : "library");
-          if (a.library.empty()) {
-            PackString(pk, a.url);
-          } else {
+          if (!a.library.empty()) {
+            PackString(pk, "library");
             pk.pack_bin(static_cast<uint32_t>(a.library.size()));
             pk.pack_bin_body(a.library.data(), static_cast<uint32_t>(a.library.size()));
+          } else if (!a.scenario.empty()) {
+            PackString(pk, "scenario");
+            PackString(pk, a.scenario);
+          } else {
+            PackString(pk, "url");
+            PackString(pk, a.url);
           }
           PackString(pk, "users");
           PackCycles(pk, a.users);

@@ -9,6 +9,7 @@
 #include "loads/common/snapshot.h"
 #include "loads/common/url.h"
 #include "loads/version.h"
+#include "loads/worker/scenario.h"
 
 namespace loads::controller {
 namespace {
@@ -38,9 +39,10 @@ bool Over(RunState state) {
 
 common::Assignment ToPlan(const v1::RunSpec& spec) {
   common::Assignment plan;
-  plan.test = spec.test().empty() ? spec.url() : spec.test();
+  plan.test = !spec.test().empty() ? spec.test() : !spec.url().empty() ? spec.url() : "scenario";
   plan.url = spec.url();
   plan.library = spec.test_library();
+  plan.scenario = spec.scenario();
   plan.users.assign(spec.users().begin(), spec.users().end());
   plan.hits.assign(spec.hits().begin(), spec.hits().end());
   if (spec.duration() > 0) plan.duration = spec.duration();
@@ -66,10 +68,13 @@ std::string ValidateRunSpec(const v1::RunSpec& spec) {
   if (spec.hits().empty() == (spec.duration() == 0)) {
     return "spec.hits, spec.duration: give exactly one of them";
   }
-  if (spec.url().empty() == spec.test_library().empty()) {
-    return "spec.url, spec.test_library: give exactly one of them";
+  if (!spec.url().empty() + !spec.test_library().empty() + !spec.scenario().empty() != 1) {
+    return "spec.url, spec.test_library, spec.scenario: give exactly one of them";
   }
-  if (!spec.url().empty()) {
+  if (!spec.scenario().empty()) {
+    std::string error;
+    if (!worker::ParseScenario(spec.scenario(), &error)) return "spec.scenario: " + error;
+  } else if (!spec.url().empty()) {
     std::string why;
     auto url = common::ParseUrl(spec.url(), &why);
     if (!url) return "spec.url: " + why;
@@ -118,7 +123,9 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   out->set_stats(common::EncodeSnapshot(merged));
   if (Over(view->state)) {
     common::RunInfo info;
-    info.test = spec.test().empty() ? "GET " + spec.url() : spec.test();
+    info.test = !spec.test().empty()  ? spec.test()
+                : !spec.url().empty() ? "GET " + spec.url()
+                                      : "scenario";
     info.started = view->started;
     info.duration_seconds = std::chrono::duration<double>(view->ended - view->started).count();
     info.interrupted = view->state == RunState::kStopped;

@@ -83,7 +83,7 @@ TEST(Protocol, InvalidAssignmentsNameTheField) {
   cases.push_back({a, "either hits or duration"});
   a = UrlAssignment();
   a.url.clear();
-  cases.push_back({a, "either url"});
+  cases.push_back({a, "give one of url"});
   a = UrlAssignment();
   a.threads = 0;
   cases.push_back({a, "assignment.threads"});

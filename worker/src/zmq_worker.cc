@@ -13,6 +13,7 @@
 #include "loads/common/protocol.h"
 #include "loads/common/snapshot.h"
 #include "loads/worker/engine.h"
+#include "loads/worker/scenario.h"
 #include "loads/worker/test_loader.h"
 
 namespace loads::worker {
@@ -126,6 +127,14 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     state->assignment = a;
     if (!a.url.empty()) {
       state->test = MakeUrlTest(a.url);
+    } else if (!a.scenario.empty()) {
+      std::string error;
+      auto scenario = ParseScenario(a.scenario, &error);
+      if (!scenario) {
+        send(done(a.run_id, false, "invalid scenario: " + error));
+        return;
+      }
+      state->test = MakeScenarioTest(std::move(*scenario));
     } else {
       // A library is written to its own folder per run, named after its module, and loaded
       // from there like a local test library.

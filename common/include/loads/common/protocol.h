@@ -33,6 +33,7 @@ struct Assignment {
   std::string test;     // "module.Class.method", or the URL of a built-in GET test
   std::string url;      // set for the built-in GET test (then `library` is empty)
   std::string library;  // the test library's bytes (a .so), for a named test
+  std::string scenario;  // a declarative scenario's JSON text (docs/scenarios.md)
   std::vector<int64_t> users;
   std::vector<int64_t> hits;       // empty in duration mode
   std::optional<double> duration;  // seconds per user cycle
