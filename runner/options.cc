@@ -78,6 +78,8 @@ Cluster:
       --controller HOST:PORT  run on a loads-controller's workers instead of locally
                             (the test library is shipped to them)
       --workers N           number of workers to spread the users over (default 1)
+      --loss-policy P       when a worker is lost: continue (default; the run is
+                            marked degraded) or fail (the run stops and fails)
       --detach              start the run on the controller, print its id and return
       --attach RUN_ID       watch a run of the controller and print its report
       --list-runs           list the controller's runs
@@ -227,6 +229,14 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
         [&](const std::string& v) -> std::optional<std::string> {
           if (v.empty()) return invalid("--stop", v, "a run id");
           o.stop_run = v;
+          return std::nullopt;
+        }}},
+      {"--loss-policy",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v != "continue" && v != "fail")
+            return invalid("--loss-policy", v, "continue or fail");
+          o.fail_on_worker_loss = v == "fail";
           return std::nullopt;
         }}},
       {"--detach", switch_on(&o.detach)},

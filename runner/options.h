@@ -24,6 +24,7 @@ struct RunnerOptions {
   bool insecure = false;
   std::string controller;  // HOST:PORT of loads-controller; empty: run locally
   int workers = 1;         // with --controller
+  bool fail_on_worker_loss = false;  // --loss-policy fail
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id
   std::string attach;    // watch that run and print its report

@@ -162,6 +162,10 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
     std::fputs(common::FormatTextReport(info, merged.stats).c_str(), stdout);
     std::printf("\nRun %s on %d worker(s): %s\n", latest.run_id().c_str(), latest.workers_size(),
                 JoinNames(latest.workers()).c_str());
+    if (latest.missing_snapshots() > 0) {
+      std::printf("Missing: %llu snapshot(s) never arrived (their results are not included)\n",
+                  static_cast<unsigned long long>(latest.missing_snapshots()));
+    }
     if (latest.degraded()) {
       std::printf("Degraded: lost worker(s) %s; their results until then are included\n",
                   JoinNames(latest.lost_workers()).c_str());
@@ -258,6 +262,8 @@ v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_pa
   spec.set_connect_timeout_ms(static_cast<int64_t>(options.connect_timeout * 1000));
   spec.set_timeout_ms(static_cast<int64_t>(options.timeout * 1000));
   spec.set_insecure(options.insecure);
+  spec.set_loss_policy(options.fail_on_worker_loss ? v1::LOSS_POLICY_FAIL
+                                                   : v1::LOSS_POLICY_CONTINUE);
   return spec;
 }
 

@@ -114,6 +114,9 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   out->set_error(view->error);
   out->set_executions(view->stats.Executions());
   out->set_hits(view->stats.hits);
+  out->set_snapshots(view->snapshots);
+  out->set_duplicate_snapshots(view->duplicates);
+  out->set_missing_snapshots(view->gaps);
   common::Snapshot merged;
   merged.run_id = run_id;
   merged.worker_id = "controller";

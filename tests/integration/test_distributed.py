@@ -226,6 +226,41 @@ class DistributedTest(unittest.TestCase):
             subscriber.close()
             context.term()
 
+    def test_garbage_on_every_port_is_survived(self):
+        import socket
+        import zmq
+        context = zmq.Context()
+        try:
+            # Well-formed ZeroMQ, bad content: not msgpack, wrong types, unknown runs and workers,
+            # multipart, a snapshot from nobody.
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.ROUTING_ID, b"intruder")
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(self.controller.zmq)
+            for frame in [b"", b"\xc1", b"x" * 100_000, b"\x93\x01\x02\x03",
+                          b"\x82\xa1v\x01\xa4type\xa5start",
+                          b"\x82\xa1v\x01\xa4type\xa9heartbeat"]:
+                dealer.send(frame)
+            dealer.send_multipart([b"a", b"b", b"c"])
+            # Raw bytes that are not even ZeroMQ or HTTP/2, to every port.
+            for endpoint in [self.controller.zmq, self.controller.publish,
+                             "tcp://" + self.controller.grpc]:
+                host, port = endpoint.rsplit("/", 1)[1].rsplit(":", 1)
+                with socket.create_connection((host, int(port)), timeout=5) as raw:
+                    raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
+            time.sleep(0.5)
+            dealer.close()
+        finally:
+            context.term()
+        self.assertIsNone(self.controller.process.poll(), "the controller died")
+        # Still serving: a run on a new worker completes with exact counts.
+        self.controller.start_workers(1)
+        self.wait_workers(1)
+        with harness.Nginx() as nginx:
+            result = self.runner(["--url", nginx.url, "-u", "2", "--hits", "5"])
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertEqual(result.report["hits"], nginx.access_log_count())
+
     def test_invalid_requests_name_the_field(self):
         cases = [
             (self.pb.StartRunRequest(run_id="", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1])), "run_id"),
