@@ -289,6 +289,7 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     run.view.gaps += snapshot.sequence - in_run.last_sequence - 1;
     in_run.last_sequence = snapshot.sequence;
     run.view.stats.Merge(snapshot.stats);
+    run.current_interval.Merge(snapshot.stats);
     if (!publish_endpoint_.empty()) {
       // The single stream: every accepted snapshot as received, under its run id as topic.
       published_.emplace_back(snapshot.run_id, std::string(frame));
@@ -356,6 +357,7 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
 void Broker::Loop() {
   zmq::socket_t& socket = socket_->socket;
   auto next_heartbeat = SteadyClock::now();
+  auto next_interval = SteadyClock::now() + std::chrono::seconds(1);
   while (true) {
     {
       std::lock_guard lock(mu_);
@@ -390,6 +392,16 @@ void Broker::Loop() {
       if (now - worker.last_heard > options_.worker_timeout) silent.push_back(id);
     }
     for (const auto& id : silent) Lose(id);
+    if (now >= next_interval) {
+      // Windows of one second: the live view of every run in progress.
+      for (auto& [id, run] : runs_) {
+        if (Over(run.view.state)) continue;
+        run.view.last_interval = std::move(run.current_interval);
+        run.current_interval = common::RunStats();
+        run.view.last_interval_end = std::chrono::system_clock::now();
+      }
+      next_interval = now + std::chrono::seconds(1);
+    }
     if (now >= next_heartbeat) {
       for (const auto& [id, worker] : workers_) {
         Send(id, common::EncodeControl(Message(MessageType::kHeartbeat)));

@@ -124,6 +124,17 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   merged.final = Over(view->state);
   merged.stats = view->stats;
   out->set_stats(common::EncodeSnapshot(merged));
+  common::Snapshot interval;
+  interval.run_id = run_id;
+  interval.worker_id = "controller";
+  interval.sequence = 1;
+  const auto end = view->last_interval_end.time_since_epoch();
+  interval.interval_end =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end).count());
+  interval.interval_start =
+      interval.interval_end >= 1'000'000'000 ? interval.interval_end - 1'000'000'000 : 0;
+  interval.stats = view->last_interval;
+  out->set_interval_stats(common::EncodeSnapshot(interval));
   if (Over(view->state)) {
     common::RunInfo info;
     info.test = !spec.test().empty()  ? spec.test()

@@ -14,6 +14,7 @@ import unittest
 import uuid
 
 import grpc
+import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -118,6 +119,9 @@ class DistributedTest(unittest.TestCase):
             updates = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))
             final = updates[-1]
             self.assertEqual(final.state, self.pb.RUN_STATE_DONE)
+            for update in updates:  # the interval view is a valid snapshot, never above the total
+                interval = msgpack.unpackb(update.interval_stats, raw=False, strict_map_key=False)
+                self.assertLessEqual(interval["hits"], update.hits)
             report = json.loads(final.report_json)
             self.assertEqual(report["format"], "loads.report")
             self.assertEqual(report["hits"], 100)
@@ -195,8 +199,20 @@ class DistributedTest(unittest.TestCase):
             self.assertEqual(missing.code, 7)
             self.assertIn("no run nope", missing.stderr)
 
+    def test_watch_shows_the_last_second(self):
+        with harness.Nginx() as nginx:
+            run_id = str(uuid.uuid4())
+            spec = self.pb.RunSpec(url=nginx.url, users=[2], duration=3.0, workers=1)
+            self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
+            live = []
+            for update in self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)):
+                interval = msgpack.unpackb(update.interval_stats, raw=False, strict_map_key=False)
+                live.append(interval["hits"])
+            # While it ran, some one-second window saw requests, and none saw more than the run.
+            self.assertGreater(max(live), 0)
+            self.assertLess(max(live), nginx.access_log_count())
+
     def test_the_published_stream_carries_every_snapshot_once(self):
-        import msgpack
         import zmq
         context = zmq.Context()
         subscriber = context.socket(zmq.SUB)

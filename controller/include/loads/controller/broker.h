@@ -37,8 +37,12 @@ struct RunView {
   std::vector<std::string> workers;
   std::vector<std::string> lost_workers;
   bool degraded = false;
-  std::string error;        // why it failed
-  common::RunStats stats;   // the sum of every snapshot received
+  std::string error;       // why it failed
+  common::RunStats stats;  // the sum of every snapshot received
+  // What arrived during the last complete one-second window (the live rate), and the window's
+  // end.
+  common::RunStats last_interval;
+  std::chrono::system_clock::time_point last_interval_end;
   uint64_t snapshots = 0;   // snapshots merged
   uint64_t duplicates = 0;  // snapshots ignored because their sequence number was seen
   uint64_t gaps = 0;        // sequence numbers skipped (snapshots lost)
@@ -110,6 +114,7 @@ class Broker {
   };
   struct Run {
     RunView view;
+    common::RunStats current_interval;  // snapshots of the window in progress
     LossPolicy policy = LossPolicy::kContinue;
     bool stop_requested = false;
     std::map<std::string, WorkerInRun> workers;
