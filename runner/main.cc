@@ -17,21 +17,14 @@
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
 #include "loads/worker/test_loader.h"
+#include "runner/exit_codes.h"
 #include "runner/options.h"
 #include "runner/progress.h"
 #include "runner/remote.h"
 
 namespace {
 
-// Exit codes, documented in --help and docs/cli.md.
-constexpr int kExitOk = 0;
-constexpr int kExitTestProblems = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitNotFound = 3;
-constexpr int kExitLoadFailed = 4;
-constexpr int kExitNoSuchTest = 5;
-constexpr int kExitReportNotWritten = 6;
-constexpr int kExitInterrupted = 130;
+using namespace loads::runner;  // the exit codes
 
 std::atomic<bool> g_stop{false};
 
@@ -205,6 +198,6 @@ int main(int argc, char** argv) {
   try {
     return Main(argc, argv);
   } catch (const std::exception& e) {
-    return Fail(70, std::string("internal error: ") + e.what());
+    return Fail(kExitInternal, std::string("internal error: ") + e.what());
   }
 }

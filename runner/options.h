@@ -22,8 +22,8 @@ struct RunnerOptions {
   double connect_timeout = 10;
   double timeout = 30;
   bool insecure = false;
-  std::string controller;  // HOST:PORT of loads-controller; empty: run locally
-  int workers = 1;         // with --controller
+  std::string controller;            // HOST:PORT of loads-controller; empty: run locally
+  int workers = 1;                   // with --controller
   bool fail_on_worker_loss = false;  // --loss-policy fail
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id

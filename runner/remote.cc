@@ -14,16 +14,10 @@
 #include "loads/common/report.h"
 #include "loads/common/snapshot.h"
 #include "loads/v1/controller.grpc.pb.h"
+#include "runner/exit_codes.h"
 
 namespace loads::runner {
 namespace {
-
-constexpr int kExitOk = 0;
-constexpr int kExitTestProblems = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitReportNotWritten = 6;
-constexpr int kExitController = 7;
-constexpr int kExitInterrupted = 130;
 
 using Stub = v1::Controller::Stub;
 

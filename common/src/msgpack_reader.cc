@@ -4,7 +4,7 @@ namespace loads::common {
 namespace {
 // Bounds a decoder enforces before allocating anything.
 constexpr size_t kMaxContainer = 1 << 20;
-constexpr size_t kMaxString = 1 << 20;  // a declarative scenario's text
+constexpr size_t kMaxString = 1 << 20;   // a declarative scenario's text
 constexpr size_t kMaxBinary = 64 << 20;  // a test library shipped in an assignment
 constexpr size_t kMaxDepth = 8;
 }  // namespace

@@ -93,6 +93,34 @@ class Reader {
 // frame from allocating much. Returns false and fills *error on failure; never throws.
 bool UnpackBounded(std::string_view bytes, msgpack::object_handle* handle, std::string* error);
 
+// Reads a protocol message: one bounded msgpack map with string keys whose "v" must equal
+// `version`. Calls field(key, value) for every other key; field returns false (having filled the
+// error) to stop. The handle keeps the decoded objects alive. Returns false on any problem.
+template <typename Field>
+bool ReadMessage(std::string_view bytes, uint64_t version, msgpack::object_handle* handle,
+                 std::string* error, Field&& field) {
+  Reader r(error);
+  if (!UnpackBounded(bytes, handle, error)) return false;
+  const msgpack::object& root = handle->get();
+  if (!r.Map(root, "(message)", 64)) return false;
+  bool seen_version = false;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    std::string key;
+    if (!r.String(kv.key, "(key)", &key)) return false;
+    if (key == "v") {
+      uint64_t v = 0;
+      if (!r.Uint(kv.val, key, &v)) return false;
+      if (v != version) return r.Fail(key, "unsupported version " + std::to_string(v));
+      seen_version = true;
+    } else if (!field(key, kv.val)) {
+      return false;
+    }
+  }
+  if (!seen_version) return r.Fail("v", "missing");
+  return true;
+}
+
 // Packs a str (never bin) of any std::string_view.
 inline void PackString(msgpack::packer<msgpack::sbuffer>& pk, std::string_view s) {
   pk.pack_str(static_cast<uint32_t>(s.size()));

@@ -201,52 +201,41 @@ bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error) {
   Reader r(error);
   *out = Snapshot{};
   msgpack::object_handle handle;
-  if (!UnpackBounded(bytes, &handle, error)) return false;
-  const msgpack::object& root = handle.get();
-  if (!r.Map(root, "(message)", 64)) return false;
-  bool seen_version = false, seen_type = false, seen_run = false, seen_worker = false,
-       seen_seq = false;
-  for (uint32_t i = 0; i < root.via.map.size; ++i) {
-    const auto& kv = root.via.map.ptr[i];
-    std::string key;
-    if (!r.String(kv.key, "(key)", &key)) return false;
-    const msgpack::object& v = kv.val;
-    bool ok = true;
-    if (key == "v") {
-      uint64_t version = 0;
-      ok = r.Uint(v, key, &version);
-      if (ok && version != kSnapshotVersion) {
-        return r.Fail(key, "unsupported version " + std::to_string(version));
-      }
-      seen_version = true;
-    } else if (key == "type") {
-      std::string type;
-      ok = r.String(v, key, &type);
-      if (ok && type != "snapshot") return r.Fail(key, "expected \"snapshot\"");
-      seen_type = true;
-    } else if (key == "run") {
-      ok = r.String(v, key, &out->run_id);
-      seen_run = true;
-    } else if (key == "worker") {
-      ok = r.String(v, key, &out->worker_id);
-      seen_worker = true;
-    } else if (key == "seq") {
-      ok = r.Uint(v, key, &out->sequence);
-      if (ok && out->sequence == 0) return r.Fail(key, "sequence numbers start at 1");
-      seen_seq = true;
-    } else if (key == "t0") {
-      ok = r.Uint(v, key, &out->interval_start);
-    } else if (key == "t1") {
-      ok = r.Uint(v, key, &out->interval_end);
-    } else if (key == "final") {
-      if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
-      out->final = v.via.boolean;
-    } else {
-      ok = DecodeStats(r, key, v, &out->stats);
-    }
-    if (!ok) return false;
-  }
-  if (!seen_version) return r.Fail("v", "missing");
+  bool seen_type = false, seen_run = false, seen_worker = false, seen_seq = false;
+  const bool read =
+      ReadMessage(bytes, kSnapshotVersion, &handle, error,
+                  [&](const std::string& key, const msgpack::object& v) {
+                    if (key == "type") {
+                      std::string type;
+                      if (!r.String(v, key, &type)) return false;
+                      if (type != "snapshot") return r.Fail(key, "expected \"snapshot\"");
+                      seen_type = true;
+                      return true;
+                    }
+                    if (key == "run") {
+                      seen_run = true;
+                      return r.String(v, key, &out->run_id);
+                    }
+                    if (key == "worker") {
+                      seen_worker = true;
+                      return r.String(v, key, &out->worker_id);
+                    }
+                    if (key == "seq") {
+                      seen_seq = true;
+                      if (!r.Uint(v, key, &out->sequence)) return false;
+                      return out->sequence != 0 || r.Fail(key, "sequence numbers start at 1");
+                    }
+                    if (key == "t0") return r.Uint(v, key, &out->interval_start);
+                    if (key == "t1") return r.Uint(v, key, &out->interval_end);
+                    if (key == "final") {
+                      if (v.type != msgpack::type::BOOLEAN)
+                        return r.Fail(key, "expected a boolean");
+                      out->final = v.via.boolean;
+                      return true;
+                    }
+                    return DecodeStats(r, key, v, &out->stats);
+                  });
+  if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
   if (!seen_run || out->run_id.empty()) return r.Fail("run", "missing or empty");
   if (!seen_worker || out->worker_id.empty()) return r.Fail("worker", "missing or empty");

@@ -1,0 +1,17 @@
+#pragma once
+
+// loads-runner's exit codes, documented in --help and docs/cli.md.
+namespace loads::runner {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitTestProblems = 1;  // some execution failed or errored, or a run failed
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitNotFound = 3;    // test library or scenario file not found
+inline constexpr int kExitLoadFailed = 4;  // library not loadable, or built for another ABI
+inline constexpr int kExitNoSuchTest = 5;
+inline constexpr int kExitReportNotWritten = 6;
+inline constexpr int kExitController = 7;  // the controller is unreachable or refused the run
+inline constexpr int kExitInternal = 70;
+inline constexpr int kExitInterrupted = 130;
+
+}  // namespace loads::runner
