@@ -38,6 +38,8 @@ constexpr char kUsage[] =
     "  --publish ENDPOINT      PUB socket republishing every snapshot, topic = run id\n"
     "                          (default tcp://127.0.0.1:5556; port * = any)\n"
     "  --token-file FILE       workers must send this token (first line of FILE)\n"
+    "  --api-token-file FILE   gRPC clients must send \"authorization: Bearer TOKEN\"\n"
+    "  --insecure              allow non-loopback addresses without tokens\n"
     "  --worker-timeout S      a silent worker is lost after S seconds (default 3)\n"
     "  --max-local-workers N   loads-worker processes the controller may start (default 16;\n"
     "                          0: never start any)\n"
@@ -58,6 +60,8 @@ int main(int argc, char** argv) {
   broker_options.bind = "tcp://127.0.0.1:5555";
   broker_options.publish = "tcp://127.0.0.1:5556";
   std::string token_file;
+  std::string api_token;
+  bool insecure = false;
   int max_local_workers = 16;
   std::string worker_bin = SelfDir() + "/loads-worker";
   const std::vector<std::string> args(argv + 1, argv + argc);
@@ -66,6 +70,10 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
+    }
+    if (arg == "--insecure") {
+      insecure = true;
+      continue;
     }
     if (arg == "--version") {
       std::printf("loads-controller %s\n", LOADS_SDK_VERSION);
@@ -91,6 +99,11 @@ int main(int argc, char** argv) {
         return Fail("invalid value for --publish: '" + value + "' (expected tcp://HOST:PORT)");
       }
       broker_options.publish = value;
+    } else if (arg == "--api-token-file") {
+      std::ifstream file(value);
+      if (!file || !std::getline(file, api_token) || api_token.empty()) {
+        return Fail("cannot read a token from " + value);
+      }
     } else if (arg == "--token-file") {
       std::ifstream file(value);
       if (!file || !std::getline(file, broker_options.token) || broker_options.token.empty()) {
@@ -122,6 +135,26 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Secure by default: the API and the worker endpoint may only be reachable beyond this machine
+  // when a token decides who may submit runs and who may join as a worker.
+  auto loopback = [](const std::string& host) {
+    return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1" ||
+           host.starts_with("127.");
+  };
+  const std::string grpc_host = grpc_address.substr(0, grpc_address.rfind(':'));
+  const std::string zmq_host = broker_options.bind.substr(
+      6, broker_options.bind.rfind(':') == std::string::npos ? std::string::npos
+                                                             : broker_options.bind.rfind(':') - 6);
+  if (!insecure && !loopback(grpc_host) && api_token.empty()) {
+    return Fail("refusing to serve the API on " + grpc_address +
+                " without --api-token-file (or --insecure)");
+  }
+  if (!insecure && broker_options.bind.starts_with("tcp://") && !loopback(zmq_host) &&
+      broker_options.token.empty()) {
+    return Fail("refusing to accept workers on " + broker_options.bind +
+                " without --token-file (or --insecure)");
+  }
+
   // Signals are taken by a thread of their own, which shuts the server down.
   sigset_t signals;
   sigemptyset(&signals);
@@ -139,7 +172,7 @@ int main(int argc, char** argv) {
   if (max_local_workers > 0) {
     launcher = loads::controller::MakeLocalLauncher(worker_bin, max_local_workers, token_file);
   }
-  loads::controller::ControllerService service(&broker, launcher.get());
+  loads::controller::ControllerService service(&broker, launcher.get(), api_token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

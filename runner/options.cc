@@ -78,6 +78,7 @@ Cluster:
       --controller HOST:PORT  run on a loads-controller's workers instead of locally
                             (the test library is shipped to them)
       --workers N           number of workers to spread the users over (default 1)
+      --token-file FILE     the controller's API token (its first line)
       --loss-policy P       when a worker is lost: continue (default; the run is
                             marked degraded) or fail (the run stops and fails)
       --detach              start the run on the controller, print its id and return
@@ -239,6 +240,13 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
           o.fail_on_worker_loss = v == "fail";
           return std::nullopt;
         }}},
+      {"--token-file",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--token-file", v, "a file");
+          o.token_file = v;
+          return std::nullopt;
+        }}},
       {"--detach", switch_on(&o.detach)},
       {"--list-runs", switch_on(&o.list_runs)},
       {"--ping", switch_on(&o.ping)},
@@ -299,6 +307,7 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
   if (operations > 1) {
     return fail("give only one of --attach, --stop, --list-runs, --ping, --check-cluster");
   }
+  if (!o.token_file.empty() && o.controller.empty()) return fail("--token-file needs --controller");
   if ((operations > 0 || o.detach) && o.controller.empty()) {
     return fail("cluster operations need --controller HOST:PORT");
   }

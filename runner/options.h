@@ -25,6 +25,7 @@ struct RunnerOptions {
   std::string controller;            // HOST:PORT of loads-controller; empty: run locally
   int workers = 1;                   // with --controller
   bool fail_on_worker_loss = false;  // --loss-policy fail
+  std::string token_file;            // the controller's API token (first line)
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id
   std::string attach;    // watch that run and print its report

@@ -21,6 +21,19 @@ namespace {
 
 using Stub = v1::Controller::Stub;
 
+// The API token sent with every call ("" when none), set once from --token-file.
+std::string& ApiToken() {
+  static std::string token;
+  return token;
+}
+
+// Every call goes through a context made here, so that none forgets the token.
+std::unique_ptr<grpc::ClientContext> NewContext() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!ApiToken().empty()) context->AddMetadata("authorization", "Bearer " + ApiToken());
+  return context;
+}
+
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "loads-runner: %s\n", message.c_str());
   return code;
@@ -68,10 +81,10 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
           ProgressDisplay* display, std::chrono::milliseconds interval,
           const std::atomic<bool>& stop) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::ClientContext watch_context;
+  auto watch_context = NewContext();
   v1::WatchRunRequest watch;
   watch.set_run_id(run_id);
-  auto reader = stub.WatchRun(&watch_context, watch);
+  auto reader = stub.WatchRun(watch_context.get(), watch);
   // The stream is read on another thread so that Ctrl-C is noticed between updates.
   std::atomic<bool> finished{false};
   std::mutex mu;
@@ -92,11 +105,11 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (stop && !stop_sent) {
       stop_sent = true;
-      grpc::ClientContext context;
+      auto context = NewContext();
       v1::StopRunRequest stop_request;
       stop_request.set_run_id(run_id);
       v1::Run ignored;
-      stub.StopRun(&context, stop_request, &ignored);
+      stub.StopRun(context.get(), stop_request, &ignored);
     }
     if (options.quiet || std::chrono::steady_clock::now() - last_shown < interval) continue;
     last_shown = std::chrono::steady_clock::now();
@@ -180,9 +193,9 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
 }
 
 int ListRuns(Stub& stub, const RunnerOptions& options) {
-  grpc::ClientContext context;
+  auto context = NewContext();
   v1::ListRunsResponse response;
-  const grpc::Status status = stub.ListRuns(&context, v1::ListRunsRequest(), &response);
+  const grpc::Status status = stub.ListRuns(context.get(), v1::ListRunsRequest(), &response);
   if (!status.ok()) return FailRpc(status, "cannot list runs", options.controller);
   std::printf("%-34s %-10s %8s %12s %12s  %s\n", "RUN", "STATE", "WORKERS", "EXECUTIONS", "HITS",
               "TEST");
@@ -199,11 +212,11 @@ int ListRuns(Stub& stub, const RunnerOptions& options) {
 }
 
 int StopRun(Stub& stub, const RunnerOptions& options) {
-  grpc::ClientContext context;
+  auto context = NewContext();
   v1::StopRunRequest request;
   request.set_run_id(options.stop_run);
   v1::Run run;
-  const grpc::Status status = stub.StopRun(&context, request, &run);
+  const grpc::Status status = stub.StopRun(context.get(), request, &run);
   if (!status.ok())
     return FailRpc(status, "cannot stop run " + options.stop_run, options.controller);
   std::printf("run %s: %s\n", run.run_id().c_str(),
@@ -214,10 +227,10 @@ int StopRun(Stub& stub, const RunnerOptions& options) {
 }
 
 int Ping(Stub& stub, const RunnerOptions& options) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto context = NewContext();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ControllerInfo info;
-  const grpc::Status status = stub.GetController(&context, v1::GetControllerRequest(), &info);
+  const grpc::Status status = stub.GetController(context.get(), v1::GetControllerRequest(), &info);
   if (!status.ok()) return FailRpc(status, "no answer", options.controller);
   std::printf("controller %s: loads %s\nworkers connect to %s\n%d worker(s)\n",
               options.controller.c_str(), info.version().c_str(), info.zmq_endpoint().c_str(),
@@ -266,6 +279,12 @@ v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_pa
 int RunRemote(const RunnerOptions& options, const std::string& library_path,
               ProgressDisplay* display, std::chrono::milliseconds interval,
               const std::atomic<bool>& stop) {
+  if (!options.token_file.empty()) {
+    std::ifstream file(options.token_file);
+    if (!file || !std::getline(file, ApiToken()) || ApiToken().empty()) {
+      return Fail(kExitUsage, "cannot read a token from " + options.token_file);
+    }
+  }
   auto channel = grpc::CreateChannel(options.controller, grpc::InsecureChannelCredentials());
   auto stub = v1::Controller::NewStub(channel);
   if (options.list_runs) return ListRuns(*stub, options);
@@ -282,9 +301,10 @@ int RunRemote(const RunnerOptions& options, const std::string& library_path,
   if (!error.empty()) return Fail(kExitUsage, error);
   if (options.check_cluster) {
     // One execution of the URL on every idle worker.
-    grpc::ClientContext context;
+    auto context = NewContext();
     v1::ControllerInfo info;
-    const grpc::Status status = stub->GetController(&context, v1::GetControllerRequest(), &info);
+    const grpc::Status status =
+        stub->GetController(context.get(), v1::GetControllerRequest(), &info);
     if (!status.ok()) return FailRpc(status, "no answer", options.controller);
     int idle = 0;
     for (const auto& worker : info.workers()) idle += worker.run_id().empty();
@@ -298,9 +318,9 @@ int RunRemote(const RunnerOptions& options, const std::string& library_path,
     spec.set_workers(idle);
   }
   v1::Run run;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  const grpc::Status status = stub->StartRun(&context, request, &run);
+  auto context = NewContext();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const grpc::Status status = stub->StartRun(context.get(), request, &run);
   if (!status.ok()) return FailRpc(status, "the run was not started", options.controller);
   if (options.detach) {
     std::printf("%s\n", run.run_id().c_str());

@@ -92,8 +92,21 @@ std::string ValidateRunSpec(const v1::RunSpec& spec) {
   return "";
 }
 
-ControllerService::ControllerService(Broker* broker, Launcher* launcher)
-    : broker_(broker), launcher_(launcher) {}
+ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token)
+    : broker_(broker), launcher_(launcher), api_token_(std::move(api_token)) {}
+
+Status ControllerService::Authorize(const grpc::ServerContext& context) const {
+  if (api_token_.empty()) return Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  const std::string expected = "Bearer " + api_token_;
+  if (it == metadata.end() || std::string(it->second.data(), it->second.size()) != expected) {
+    return Status(StatusCode::UNAUTHENTICATED,
+                  "this controller needs a token: send the metadata \"authorization: Bearer "
+                  "TOKEN\" (loads-runner --token-file FILE)");
+  }
+  return Status::OK;
+}
 
 bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   auto view = broker_->GetRun(run_id);
@@ -152,8 +165,9 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   return true;
 }
 
-Status ControllerService::StartRun(grpc::ServerContext*, const v1::StartRunRequest* request,
+Status ControllerService::StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                                    v1::Run* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   const std::string& run_id = request->run_id();
   if (run_id.empty() || run_id.size() > 200) {
     return Status(StatusCode::INVALID_ARGUMENT, "run_id: required, at most 200 characters");
@@ -212,16 +226,18 @@ Status ControllerService::StartRun(grpc::ServerContext*, const v1::StartRunReque
   return Status::OK;
 }
 
-Status ControllerService::GetRun(grpc::ServerContext*, const v1::GetRunRequest* request,
+Status ControllerService::GetRun(grpc::ServerContext* context, const v1::GetRunRequest* request,
                                  v1::Run* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   if (!Describe(request->run_id(), response)) {
     return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
   }
   return Status::OK;
 }
 
-Status ControllerService::ListRuns(grpc::ServerContext*, const v1::ListRunsRequest*,
+Status ControllerService::ListRuns(grpc::ServerContext* context, const v1::ListRunsRequest*,
                                    v1::ListRunsResponse* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   std::vector<std::string> ids;
   {
     std::lock_guard lock(mu_);
@@ -236,8 +252,9 @@ Status ControllerService::ListRuns(grpc::ServerContext*, const v1::ListRunsReque
   return Status::OK;
 }
 
-Status ControllerService::StopRun(grpc::ServerContext*, const v1::StopRunRequest* request,
+Status ControllerService::StopRun(grpc::ServerContext* context, const v1::StopRunRequest* request,
                                   v1::Run* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   if (!broker_->GetRun(request->run_id())) {
     return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
   }
@@ -248,6 +265,7 @@ Status ControllerService::StopRun(grpc::ServerContext*, const v1::StopRunRequest
 
 Status ControllerService::WatchRun(grpc::ServerContext* context, const v1::WatchRunRequest* request,
                                    grpc::ServerWriter<v1::Run>* writer) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   while (true) {
     v1::Run run;
     if (!Describe(request->run_id(), &run)) {
@@ -262,8 +280,9 @@ Status ControllerService::WatchRun(grpc::ServerContext* context, const v1::Watch
   }
 }
 
-Status ControllerService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+Status ControllerService::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
                                       v1::ListWorkersResponse* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   for (const auto& worker : broker_->ListWorkers()) {
     auto* out = response->add_workers();
     out->set_worker_id(worker.id);
@@ -276,6 +295,7 @@ Status ControllerService::ListWorkers(grpc::ServerContext*, const v1::ListWorker
 Status ControllerService::GetController(grpc::ServerContext* context,
                                         const v1::GetControllerRequest*,
                                         v1::ControllerInfo* response) {
+  if (Status auth = Authorize(*context); !auth.ok()) return auth;
   response->set_version(LOADS_SDK_VERSION);
   response->set_zmq_endpoint(broker_->endpoint());
   v1::ListWorkersResponse workers;

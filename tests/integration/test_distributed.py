@@ -277,6 +277,40 @@ class DistributedTest(unittest.TestCase):
             self.assertEqual(result.code, 0, harness.describe(result))
             self.assertEqual(result.report["hits"], nginx.access_log_count())
 
+    def test_api_token_decides_who_may_submit_runs(self):
+        with tempfile.NamedTemporaryFile("w", delete=False) as f:
+            f.write("api-s3cret\n")
+        secured = Controller(extra=("--max-local-workers", "1", "--api-token-file", f.name))
+        try:
+            channel = grpc.insecure_channel(secured.grpc)
+            stub = self.rpc.ControllerStub(channel)
+            with self.assertRaises(grpc.RpcError) as denied:
+                stub.ListWorkers(self.pb.ListWorkersRequest())
+            self.assertEqual(denied.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            stub.ListWorkers(self.pb.ListWorkersRequest(),
+                             metadata=[("authorization", "Bearer api-s3cret")])
+            channel.close()
+            with harness.Nginx() as nginx:
+                refused = harness.run_runner(["--controller", secured.grpc, "--url", nginx.url])
+                self.assertEqual(refused.code, 7, harness.describe(refused))
+                self.assertIn("needs a token", refused.stderr)
+                allowed = harness.run_runner(["--controller", secured.grpc, "--token-file", f.name,
+                                              "--url", nginx.url, "-u", "2", "--hits", "3"])
+                self.assertEqual(allowed.code, 0, harness.describe(allowed))
+                self.assertEqual(nginx.access_log_count(), 6)
+        finally:
+            secured.close()
+            os.unlink(f.name)
+
+    def test_open_addresses_need_tokens(self):
+        for args, expected in [(["--grpc", "0.0.0.0:0"], "without --api-token-file"),
+                               (["--grpc", "127.0.0.1:0", "--zmq", "tcp://*:0"],
+                                "without --token-file")]:
+            result = subprocess.run([harness.binary("loads-controller"), *args],
+                                    capture_output=True, text=True, timeout=10)
+            self.assertEqual(result.returncode, 2, result.stderr)
+            self.assertIn(expected, result.stderr)
+
     def test_invalid_requests_name_the_field(self):
         cases = [
             (self.pb.StartRunRequest(run_id="", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1])), "run_id"),

@@ -19,8 +19,10 @@ namespace loads::controller {
 // specs of runs under mu_.
 class ControllerService final : public loads::v1::Controller::Service {
  public:
-  // launcher may be null (no worker is ever started by the controller).
-  ControllerService(Broker* broker, Launcher* launcher);
+  // launcher may be null (no worker is ever started by the controller). With an api_token,
+  // every call must carry the metadata "authorization: Bearer <api_token>" or gets
+  // UNAUTHENTICATED.
+  ControllerService(Broker* broker, Launcher* launcher, std::string api_token = "");
 
   grpc::Status StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                         v1::Run* response) override;
@@ -38,11 +40,13 @@ class ControllerService final : public loads::v1::Controller::Service {
                              v1::ControllerInfo* response) override;
 
  private:
+  grpc::Status Authorize(const grpc::ServerContext& context) const;
   // Fills *out from the broker's view of run_id; false if unknown.
   bool Describe(const std::string& run_id, v1::Run* out);
 
   Broker* broker_;
   Launcher* launcher_;
+  std::string api_token_;
   std::mutex start_mu_;  // one StartRun at a time: idle workers are counted, then taken
   std::mutex mu_;        // guards specs_
   std::map<std::string, v1::RunSpec> specs_;
