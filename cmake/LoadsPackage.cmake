@@ -16,7 +16,8 @@ set(LOADS_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/loads)
 install(TARGETS loads EXPORT loadsTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(TARGETS loads_runner loads_demo_target RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS loads_runner loads_worker loads_controller loads_demo_target
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES worker/include/loads/loads.h ${PROJECT_BINARY_DIR}/generated/loads/version.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/loads)
 install(EXPORT loadsTargets NAMESPACE loads:: DESTINATION ${LOADS_CMAKE_DIR})
