@@ -83,7 +83,9 @@ int Main(int argc, char** argv) {
 
   loads::worker::TestSpec test;
   std::string library_path;
-  if (options.test.empty() && options.url.empty()) {
+  if (!options.test_runner.empty()) {
+    test = loads::worker::MakeExternalTest(options.test_runner);
+  } else if (options.test.empty() && options.url.empty()) {
     // A cluster operation (--attach, --stop, --list-runs, --ping): no test to find.
   } else if (options.test.ends_with(".json")) {
     // A declarative scenario (docs/scenarios.md).

@@ -67,6 +67,8 @@ Load:
                             the number of users)
 Test:
       --url URL             no test library: each execution GETs URL
+      --test-runner CMD     an external runner: CMD ({test} = the test argument) runs
+                            once per user and reports JSON events on its stdout
       --test-path DIR       where test libraries (MODULE.so) are found; repeatable;
                             then $LOADS_TEST_PATH (colon list), then the current folder
       --server-url URL      the target, as server_url() in tests
@@ -174,6 +176,13 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
             return "invalid URL for --url: " + Quote(v) + " (expected http:// or https://)";
           }
           o.url = v;
+          return std::nullopt;
+        }}},
+      {"--test-runner",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--test-runner", v, "a command");
+          o.test_runner = v;
           return std::nullopt;
         }}},
       {"--test-path",
@@ -319,7 +328,14 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
     result.ok = true;
     return result;
   }
-  if (o.test.empty() && o.url.empty()) {
+  if (!o.test_runner.empty()) {
+    if (!o.url.empty()) return fail("give either --test-runner or --url, not both");
+    // The seed's {test}: the positional argument, if any, is passed to the command.
+    for (size_t at; (at = o.test_runner.find("{test}")) != std::string::npos;) {
+      o.test_runner.replace(at, 6, o.test);
+    }
+    o.test.clear();
+  } else if (o.test.empty() && o.url.empty()) {
     return fail("no test given (expected MODULE.Class.method or --url URL)");
   }
   if (!o.test.empty() && !o.url.empty()) {

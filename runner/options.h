@@ -11,6 +11,7 @@ namespace loads::runner {
 struct RunnerOptions {
   std::string test;  // "module.Class.method", or empty with --url
   std::string url;   // --url
+  std::string test_runner;  // --test-runner: an external runner command
   std::vector<int64_t> users{1};
   std::vector<int64_t> hits{1};
   std::optional<double> duration;

@@ -70,6 +70,14 @@ const char* StateName(v1::RunState state) {
   }
 }
 
+// How a run's test is named in reports and listings.
+std::string TestName(const v1::RunSpec& spec) {
+  if (!spec.test().empty()) return spec.test();
+  if (!spec.url().empty()) return "GET " + spec.url();
+  if (!spec.external_command().empty()) return "external: " + spec.external_command();
+  return "scenario";
+}
+
 std::string JoinNames(const google::protobuf::RepeatedPtrField<std::string>& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
@@ -143,7 +151,7 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
   // The report's header comes from the controller's own JSON report (start time, duration).
   common::RunInfo info;
   const v1::RunSpec& spec = latest.spec();
-  info.test = spec.test().empty() ? "GET " + spec.url() : spec.test();
+  info.test = TestName(spec);
   info.started = std::chrono::system_clock::now();
   try {
     const auto doc = nlohmann::json::parse(latest.report_json());
@@ -200,8 +208,7 @@ int ListRuns(Stub& stub, const RunnerOptions& options) {
   std::printf("%-34s %-10s %8s %12s %12s  %s\n", "RUN", "STATE", "WORKERS", "EXECUTIONS", "HITS",
               "TEST");
   for (const auto& run : response.runs()) {
-    const std::string test =
-        run.spec().test().empty() ? "GET " + run.spec().url() : run.spec().test();
+    const std::string test = TestName(run.spec());
     std::printf("%-34s %-10s %8d %12llu %12llu  %s%s\n", run.run_id().c_str(),
                 StateName(run.state()), run.workers_size(),
                 static_cast<unsigned long long>(run.executions()),
@@ -246,7 +253,9 @@ int Ping(Stub& stub, const RunnerOptions& options) {
 v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_path,
                      std::string* error) {
   v1::RunSpec spec;
-  if (options.test.ends_with(".json")) {
+  if (!options.test_runner.empty()) {
+    spec.set_external_command(options.test_runner);
+  } else if (options.test.ends_with(".json")) {
     std::ifstream file(options.test);
     spec.set_test(options.test);
     spec.set_scenario(

@@ -67,6 +67,8 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       ok = r.String(v, field, &a->url);
     } else if (key == "scenario") {
       ok = r.String(v, field, &a->scenario);
+    } else if (key == "external_command") {
+      ok = r.String(v, field, &a->external_command);
     } else if (key == "library") {
       if (v.type != msgpack::type::BIN) return r.Fail(field, "expected bin (the library's bytes)");
       a->library.assign(v.via.bin.ptr, v.via.bin.size);
@@ -109,9 +111,11 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
   if (a->hits.empty() == !a->duration.has_value()) {
     return r.Fail("assignment.hits", "give either hits or duration");
   }
-  if (!a->url.empty() + !a->library.empty() + !a->scenario.empty() != 1) {
+  if (!a->url.empty() + !a->library.empty() + !a->scenario.empty() + !a->external_command.empty() !=
+      1) {
     return r.Fail("assignment.url",
-                  "give one of url (a GET test), library (a test library) or scenario");
+                  "give one of url (a GET test), library (a test library), scenario or "
+                  "external_command");
   }
   if (a->test.empty()) return r.Fail("assignment.test", "missing");
   return true;
@@ -165,6 +169,9 @@ std::string EncodeControl(const ControlMessage& m) {
           } else if (!a.scenario.empty()) {
             PackString(pk, "scenario");
             PackString(pk, a.scenario);
+          } else if (!a.external_command.empty()) {
+            PackString(pk, "external_command");
+            PackString(pk, a.external_command);
           } else {
             PackString(pk, "url");
             PackString(pk, a.url);

@@ -39,10 +39,14 @@ bool Over(RunState state) {
 
 common::Assignment ToPlan(const v1::RunSpec& spec) {
   common::Assignment plan;
-  plan.test = !spec.test().empty() ? spec.test() : !spec.url().empty() ? spec.url() : "scenario";
+  plan.test = !spec.test().empty()               ? spec.test()
+              : !spec.url().empty()              ? spec.url()
+              : !spec.external_command().empty() ? "external: " + spec.external_command()
+                                                 : "scenario";
   plan.url = spec.url();
   plan.library = spec.test_library();
   plan.scenario = spec.scenario();
+  plan.external_command = spec.external_command();
   plan.users.assign(spec.users().begin(), spec.users().end());
   plan.hits.assign(spec.hits().begin(), spec.hits().end());
   if (spec.duration() > 0) plan.duration = spec.duration();
@@ -68,10 +72,15 @@ std::string ValidateRunSpec(const v1::RunSpec& spec) {
   if (spec.hits().empty() == (spec.duration() == 0)) {
     return "spec.hits, spec.duration: give exactly one of them";
   }
-  if (!spec.url().empty() + !spec.test_library().empty() + !spec.scenario().empty() != 1) {
-    return "spec.url, spec.test_library, spec.scenario: give exactly one of them";
+  if (!spec.url().empty() + !spec.test_library().empty() + !spec.scenario().empty() +
+          !spec.external_command().empty() !=
+      1) {
+    return "spec.url, spec.test_library, spec.scenario, spec.external_command: give exactly one "
+           "of them";
   }
-  if (!spec.scenario().empty()) {
+  if (!spec.external_command().empty()) {
+    // Run as given by /bin/sh on the workers.
+  } else if (!spec.scenario().empty()) {
     std::string error;
     if (!worker::ParseScenario(spec.scenario(), &error)) return "spec.scenario: " + error;
   } else if (!spec.url().empty()) {

@@ -87,6 +87,7 @@ struct Cycle {
   std::mutex mu;
   std::condition_variable cv;
   int64_t remaining = 0;
+  int64_t users = 0;
   uint64_t executions_per_user = 0;  // 0 in duration mode
   std::optional<SteadyClock::time_point> deadline;
 
@@ -109,6 +110,16 @@ void RunUser(ThreadState* thread, const TestSpec* test, int64_t user_index, Cycl
     if (made) construction.Set(common::Outcome::kError, "the test factory returned no test case");
     ctx.stats().RecordExecution(construction.kind, "constructor: " + construction.message);
     thread->executions.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (test->once_per_user) {
+    ctx.set_cycle(cycle->users, cycle->deadline.has_value());
+    ExecutionOutcome outcome;
+    if (!stopping->load() && !Classify([&] { test->method(*instance); }, &outcome)) {
+      ctx.stats().RecordExecution(outcome.kind, outcome.message);
+      thread->executions.fetch_add(1, std::memory_order_relaxed);
+    }
+    ctx.CloseExecutionSockets();
     return;
   }
   for (uint64_t i = 0;; ++i) {
@@ -260,6 +271,7 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     if (stopping) break;
     Cycle cycle;
     cycle.remaining = options_.users[cycle_index];
+    cycle.users = cycle.remaining;
     cycle.executions_per_user = per_user;
     cycle_start = SteadyClock::now();
     if (options_.duration) {

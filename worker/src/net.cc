@@ -915,6 +915,12 @@ void UserContext::Sleep(std::chrono::duration<double> seconds) {
 
 void UserContext::Cancel() {
   cancelled_ = true;
+  // Whatever the user waits for now ends at once, as if its deadline had passed.
+  if (abort_) {
+    auto abort = abort_;
+    abort_ = nullptr;
+    abort(abort_target_);
+  }
   session_impl_->CloseAll();
   for (auto& ws : sockets_) ws->impl_->Abort();
   if (sleep_timer_) static_cast<asio::steady_timer*>(sleep_timer_)->cancel();

@@ -91,6 +91,18 @@ class UserContext {
     }
   }
 
+  // Records an execution reported by an external runner.
+  void RecordExecution(common::Outcome outcome, std::string_view message) {
+    thread_->stats.RecordExecution(outcome, message);
+    thread_->executions.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The users of this user's cycle, and whether the cycle is timed (for external runners).
+  void set_cycle(int64_t users, bool timed) {
+    cycle_users_ = users;
+    cycle_timed_ = timed;
+  }
+  int64_t cycle_users() const { return cycle_users_; }
+
   int64_t user_index() const { return user_index_; }
   int64_t execution_index() const { return execution_index_; }
   void set_execution_index(int64_t index) { execution_index_ = index; }
@@ -108,6 +120,8 @@ class UserContext {
   void (*abort_)(void*) = nullptr;
   void* abort_target_ = nullptr;
   bool timed_out_ = false;
+  int64_t cycle_users_ = 0;
+  bool cycle_timed_ = false;
 };
 
 // Stops the thread's watchdog timer so that its io_context can run out of work. Thread-safe.

@@ -127,6 +127,8 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     state->assignment = a;
     if (!a.url.empty()) {
       state->test = MakeUrlTest(a.url);
+    } else if (!a.external_command.empty()) {
+      state->test = MakeExternalTest(a.external_command);
     } else if (!a.scenario.empty()) {
       std::string error;
       auto scenario = ParseScenario(a.scenario, &error);
@@ -188,6 +190,7 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
       options.connect_timeout = std::chrono::milliseconds(a.connect_timeout_ms);
       options.timeout = std::chrono::milliseconds(a.timeout_ms);
       options.verify_tls = !a.insecure;
+      options.run_id = a.run_id;
       Engine engine(options);
       uint64_t sequence = 0;
       engine.OnInterval(

@@ -34,6 +34,7 @@ struct Assignment {
   std::string url;      // set for the built-in GET test (then `library` is empty)
   std::string library;  // the test library's bytes (a .so), for a named test
   std::string scenario;  // a declarative scenario's JSON text (docs/scenarios.md)
+  std::string external_command;  // an external runner command (docs/external-runners.md)
   std::vector<int64_t> users;
   std::vector<int64_t> hits;       // empty in duration mode
   std::optional<double> duration;  // seconds per user cycle

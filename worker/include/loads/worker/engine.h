@@ -23,6 +23,7 @@ struct EngineOptions {
   std::optional<double> duration;  // seconds per user cycle
   int threads = 1;                 // engine threads; users are spread round-robin over them
   std::string server_url;          // TestCase::server_url()
+  std::string run_id = "local";    // given to external runners (LOADS_RUN_ID)
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds timeout{30'000};  // read timeout of a request or WebSocket read
   bool verify_tls = true;
@@ -34,6 +35,9 @@ struct TestSpec {
   std::string name;  // "module.Class.method"
   internal::TestFactory factory;
   internal::TestMethod method;
+  // The method runs all of a user's executions itself and records them (an external runner),
+  // instead of being called once per execution.
+  bool once_per_user = false;
 };
 
 // A live view of a run, for progress bars.
@@ -95,5 +99,10 @@ class Engine {
 
 // The built-in test of `loads-runner --url`: one GET of `url` per execution, no assertion.
 TestSpec MakeUrlTest(const std::string& url);
+
+// An external runner (docs/external-runners.md): `command` runs under /bin/sh once per virtual
+// user, with LOADS_* variables saying what to do, and reports on its stdout one JSON event per
+// line (hits, executions, counters, WebSocket counts), which are counted like the engine's own.
+TestSpec MakeExternalTest(const std::string& command);
 
 }  // namespace loads::worker
