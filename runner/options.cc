@@ -81,6 +81,8 @@ Cluster:
                             (the test library is shipped to them)
       --workers N           number of workers to spread the users over (default 1)
       --token-file FILE     the controller's API token (its first line)
+      --project-name NAME, --user-id ID, --label KEY=VALUE
+                            metadata kept with the run on the controller
       --loss-policy P       when a worker is lost: continue (default; the run is
                             marked degraded) or fail (the run stops and fails)
       --detach              start the run on the controller, print its id and return
@@ -254,6 +256,26 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
         [&](const std::string& v) -> std::optional<std::string> {
           if (v.empty()) return invalid("--token-file", v, "a file");
           o.token_file = v;
+          return std::nullopt;
+        }}},
+      {"--project-name",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          o.metadata.emplace_back("project_name", v);
+          return std::nullopt;
+        }}},
+      {"--user-id",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          o.metadata.emplace_back("user_id", v);
+          return std::nullopt;
+        }}},
+      {"--label",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          const size_t eq = v.find('=');
+          if (eq == std::string::npos || eq == 0) return invalid("--label", v, "KEY=VALUE");
+          o.metadata.emplace_back(v.substr(0, eq), v.substr(eq + 1));
           return std::nullopt;
         }}},
       {"--detach", switch_on(&o.detach)},

@@ -9,8 +9,8 @@ namespace loads::runner {
 
 // The command line of loads-runner, parsed and validated (but not yet acted upon).
 struct RunnerOptions {
-  std::string test;  // "module.Class.method", or empty with --url
-  std::string url;   // --url
+  std::string test;         // "module.Class.method", or empty with --url
+  std::string url;          // --url
   std::string test_runner;  // --test-runner: an external runner command
   std::vector<int64_t> users{1};
   std::vector<int64_t> hits{1};
@@ -27,6 +27,7 @@ struct RunnerOptions {
   int workers = 1;                   // with --controller
   bool fail_on_worker_loss = false;  // --loss-policy fail
   std::string token_file;            // the controller's API token (first line)
+  std::vector<std::pair<std::string, std::string>> metadata;  // --project-name, --user-id, --label
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id
   std::string attach;    // watch that run and print its report

@@ -182,12 +182,15 @@ class DistributedTest(unittest.TestCase):
             # run; --attach prints its report.
             detached = subprocess.run(
                 [harness.runner_path(), "--controller", self.controller.grpc, "--url", nginx.url,
-                 "-u", "2", "-d", "30", "--workers", "2", "--detach"],
+                 "-u", "2", "-d", "30", "--workers", "2", "--detach", "--project-name", "shop",
+                 "--user-id", "ana", "--label", "team=perf"],
                 capture_output=True, text=True, timeout=30)
             self.assertEqual(detached.returncode, 0, detached.stderr)
             run_id = detached.stdout.strip()
             listed = harness.run_runner(["--controller", self.controller.grpc, "--list-runs"])
             self.assertIn(run_id, listed.stdout)
+            self.assertEqual(dict(self.stub.GetRun(self.pb.GetRunRequest(run_id=run_id)).spec.metadata),
+                             {"project_name": "shop", "user_id": "ana", "team": "perf"})
             time.sleep(1)
             stopped = harness.run_runner(["--controller", self.controller.grpc, "--stop", run_id])
             self.assertEqual(stopped.code, 0, harness.describe(stopped))
