@@ -71,7 +71,8 @@ def main():
     pb, rpc = generate_stubs(tempfile.mkdtemp(prefix="loads-stubs-"))
     controller = subprocess.Popen(
         [args.controller, "--grpc", "127.0.0.1:0", "--zmq", "tcp://127.0.0.1:*", "--publish",
-         "tcp://127.0.0.1:*", "--max-local-workers", "0", "--worker-timeout", "30"],
+         "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", "--max-local-workers", "0",
+         "--worker-timeout", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     words = controller.stdout.readline().split()
     grpc_address = words[words.index("grpc") + 1]

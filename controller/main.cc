@@ -17,6 +17,7 @@
 
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
+#include "loads/controller/metrics.h"
 #include "loads/controller/service.h"
 #include "loads/version.h"
 
@@ -40,6 +41,8 @@ constexpr char kUsage[] =
     "  --token-file FILE       workers must send this token (first line of FILE)\n"
     "  --api-token-file FILE   gRPC clients must send \"authorization: Bearer TOKEN\"\n"
     "  --insecure              allow non-loopback addresses without tokens\n"
+    "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
+    "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
     "  --worker-timeout S      a silent worker is lost after S seconds (default 3)\n"
     "  --max-local-workers N   loads-worker processes the controller may start (default 16;\n"
     "                          0: never start any)\n"
@@ -61,6 +64,8 @@ int main(int argc, char** argv) {
   broker_options.publish = "tcp://127.0.0.1:5556";
   std::string token_file;
   std::string api_token;
+  std::string metrics_address = "127.0.0.1:9464";
+  int64_t metrics_retention = 300;
   bool insecure = false;
   int max_local_workers = 16;
   std::string worker_bin = SelfDir() + "/loads-worker";
@@ -99,6 +104,19 @@ int main(int argc, char** argv) {
         return Fail("invalid value for --publish: '" + value + "' (expected tcp://HOST:PORT)");
       }
       broker_options.publish = value;
+    } else if (arg == "--metrics") {
+      if (value.find(':') == std::string::npos) {
+        return Fail("invalid value for --metrics: '" + value + "' (expected HOST:PORT)");
+      }
+      metrics_address = value;
+    } else if (arg == "--metrics-retention") {
+      auto [end, ec] =
+          std::from_chars(value.data(), value.data() + value.size(), metrics_retention);
+      if (ec != std::errc() || end != value.data() + value.size() || metrics_retention < 0 ||
+          metrics_retention > 7 * 24 * 3600) {
+        return Fail("invalid value for --metrics-retention: '" + value +
+                    "' (expected seconds, 0..604800)");
+      }
     } else if (arg == "--api-token-file") {
       std::ifstream file(value);
       if (!file || !std::getline(file, api_token) || api_token.empty()) {
@@ -163,7 +181,17 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  std::unique_ptr<loads::controller::Metrics> metrics;
+  try {
+    metrics = std::make_unique<loads::controller::Metrics>(metrics_address,
+                                                           std::chrono::seconds(metrics_retention));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "loads-controller: cannot serve metrics on %s: %s\n",
+                 metrics_address.c_str(), e.what());
+    return 1;
+  }
   loads::controller::Broker broker(broker_options);
+  broker.SetMetrics(metrics.get());
   if (auto error = broker.Start()) {
     std::fprintf(stderr, "loads-controller: %s\n", error->c_str());
     return 1;
@@ -185,8 +213,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string host = grpc_address.substr(0, grpc_address.rfind(':'));
-  std::printf("loads-controller listening: grpc %s:%d zmq %s publish %s\n", host.c_str(), port,
-              broker.endpoint().c_str(), broker.publish_endpoint().c_str());
+  const std::string metrics_host = metrics_address.substr(0, metrics_address.rfind(':'));
+  std::printf(
+      "loads-controller listening: grpc %s:%d zmq %s publish %s metrics http://%s:%d/metrics\n",
+      host.c_str(), port, broker.endpoint().c_str(), broker.publish_endpoint().c_str(),
+      metrics_host.c_str(), metrics->port());
   std::fflush(stdout);
   std::thread waiter([&] {
     int sig = 0;

@@ -106,8 +106,9 @@ void Broker::Send(const std::string& identity, std::string frame) {
   outbox_.emplace_back(identity, std::move(frame));
 }
 
-void Broker::Drop(const std::string& why) {
+void Broker::Drop(const char* reason, const std::string& why) {
   ++dropped_;
+  if (metrics_) metrics_->Dropped(reason);
   const auto now = SteadyClock::now();
   if (now - last_drop_log_ < std::chrono::seconds(1)) return;
   last_drop_log_ = now;
@@ -133,6 +134,9 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
   Run& run = runs_[run_id];
   run.view.run_id = run_id;
   run.view.started = std::chrono::system_clock::now();
+  if (metrics_) {
+    metrics_->SetPlannedUsers(run_id, *std::max_element(plan.users.begin(), plan.users.end()));
+  }
   run.policy = request.loss_policy;
   const auto n = static_cast<size_t>(request.workers);
   for (size_t i = 0; i < n; ++i) {
@@ -223,6 +227,10 @@ void Broker::MaybeFinish(Run& run) {
     run.view.state = RunState::kDone;
   }
   run.view.ended = std::chrono::system_clock::now();
+  if (metrics_) {
+    metrics_->SetQuantiles(run.view.run_id, run.view.stats.latency);
+    metrics_->RunEnded(run.view.run_id);
+  }
   for (const auto& [id, state] : run.workers) {
     auto it = workers_.find(id);
     if (it != workers_.end() && it->second.run_id == run.view.run_id) it->second.run_id.clear();
@@ -267,16 +275,18 @@ void Broker::Lose(const std::string& worker_id) {
 void Broker::Handle(const std::string& identity, std::string_view frame) {
   MessageType type;
   std::string error;
-  if (!common::PeekType(frame, &type, &error)) return Drop(error);
+  if (!common::PeekType(frame, &type, &error)) return Drop("malformed", error);
   if (type == MessageType::kSnapshot) {
     common::Snapshot snapshot;
-    if (!common::DecodeSnapshot(frame, &snapshot, &error)) return Drop(error);
+    if (!common::DecodeSnapshot(frame, &snapshot, &error)) return Drop("malformed", error);
     auto run_it = runs_.find(snapshot.run_id);
-    if (run_it == runs_.end()) return Drop("a snapshot of unknown run " + snapshot.run_id);
+    if (run_it == runs_.end())
+      return Drop("unknown_run", "a snapshot of unknown run " + snapshot.run_id);
     Run& run = run_it->second;
     auto state = run.workers.find(identity);
     if (state == run.workers.end() || snapshot.worker_id != identity) {
-      return Drop("a snapshot of run " + snapshot.run_id + " from a worker not in it");
+      return Drop("not_in_run",
+                  "a snapshot of run " + snapshot.run_id + " from a worker not in it");
     }
     if (auto w = workers_.find(identity); w != workers_.end()) {
       w->second.last_heard = SteadyClock::now();
@@ -290,6 +300,11 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     in_run.last_sequence = snapshot.sequence;
     run.view.stats.Merge(snapshot.stats);
     run.current_interval.Merge(snapshot.stats);
+    if (metrics_) {
+      const double delay = static_cast<double>(UnixNanos(std::chrono::system_clock::now())) / 1e9 -
+                           static_cast<double>(snapshot.interval_end) / 1e9;
+      metrics_->OnSnapshot(snapshot.run_id, snapshot.stats, delay);
+    }
     if (!publish_endpoint_.empty()) {
       // The single stream: every accepted snapshot as received, under its run id as topic.
       published_.emplace_back(snapshot.run_id, std::string(frame));
@@ -299,12 +314,13 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     return;
   }
   ControlMessage m;
-  if (!common::DecodeControl(frame, &m, &error)) return Drop(error);
+  if (!common::DecodeControl(frame, &m, &error)) return Drop("malformed", error);
   if (type == MessageType::kHello) {
     if (!options_.token.empty() && m.token != options_.token) {
-      return Drop("worker " + identity + " refused: wrong token");
+      return Drop("bad_token", "worker " + identity + " refused: wrong token");
     }
-    if (m.worker_id != identity) return Drop("hello whose worker id is not its routing id");
+    if (m.worker_id != identity)
+      return Drop("malformed", "hello whose worker id is not its routing id");
     if (workers_.count(identity)) Lose(identity);  // it restarted: its old run share is gone
     Worker& worker = workers_[identity];
     worker.id = identity;
@@ -318,17 +334,20 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     return;
   }
   auto worker = workers_.find(identity);
-  if (worker == workers_.end()) return Drop("a message from unregistered worker " + identity);
+  if (worker == workers_.end())
+    return Drop("unregistered", "a message from unregistered worker " + identity);
   worker->second.last_heard = SteadyClock::now();
   if (type == MessageType::kHeartbeat) return;
   if (type != MessageType::kReady && type != MessageType::kDone) {
-    return Drop("a " + std::string(common::MessageTypeName(type)) + " message from a worker");
+    return Drop("unexpected",
+                "a " + std::string(common::MessageTypeName(type)) + " message from a worker");
   }
   auto run_it = runs_.find(m.run_id);
-  if (run_it == runs_.end()) return Drop("a message about unknown run " + m.run_id);
+  if (run_it == runs_.end()) return Drop("unknown_run", "a message about unknown run " + m.run_id);
   Run& run = run_it->second;
   auto state = run.workers.find(identity);
-  if (state == run.workers.end()) return Drop("a message about a run the worker is not in");
+  if (state == run.workers.end())
+    return Drop("not_in_run", "a message about a run the worker is not in");
   if (type == MessageType::kReady) {
     state->second.ready = true;
     bool all_ready = true;
@@ -379,7 +398,8 @@ void Broker::Loop() {
           parts.push_back(std::move(next));
         }
         if (parts.size() != 2) {
-          Drop("a message of " + std::to_string(parts.size() - 1) + " frames (expected one)");
+          Drop("multipart",
+               "a message of " + std::to_string(parts.size() - 1) + " frames (expected one)");
           continue;
         }
         Handle(parts[0].to_string(),
@@ -399,6 +419,16 @@ void Broker::Loop() {
         run.view.last_interval = std::move(run.current_interval);
         run.current_interval = common::RunStats();
         run.view.last_interval_end = std::chrono::system_clock::now();
+        if (metrics_) metrics_->SetQuantiles(id, run.view.stats.latency);
+      }
+      if (metrics_) {
+        int64_t idle = 0, busy = 0;
+        for (const auto& [wid, worker] : workers_) (worker.run_id.empty() ? idle : busy)++;
+        metrics_->SetWorkers(idle, busy);
+        std::map<std::string, int64_t> by_state;
+        for (const auto& [rid, run] : runs_) ++by_state[std::string(RunStateName(run.view.state))];
+        metrics_->SetRuns(by_state);
+        metrics_->Expire();
       }
       next_interval = now + std::chrono::seconds(1);
     }

@@ -38,6 +38,7 @@ class Controller:
         self.process = subprocess.Popen(
             [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
              "--zmq", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+             "--metrics", "127.0.0.1:0",
              "--worker-timeout", "1.5", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.process.stdout.readline()
@@ -47,6 +48,7 @@ class Controller:
         self.grpc = parts[parts.index("grpc") + 1]
         self.zmq = parts[parts.index("zmq") + 1]
         self.publish = parts[parts.index("publish") + 1]
+        self.metrics = parts[parts.index("metrics") + 1]
         self.workers = []
 
     def start_workers(self, n):

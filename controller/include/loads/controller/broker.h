@@ -14,6 +14,7 @@
 
 #include "loads/common/protocol.h"
 #include "loads/common/stats.h"
+#include "loads/controller/metrics.h"
 
 namespace loads::controller {
 
@@ -77,6 +78,8 @@ class Broker {
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
+  // Before Start: where to report metrics (may stay null). Not owned; must outlive the broker.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
   // Binds and starts the broker's thread. Returns why it could not, or nullopt.
   std::optional<std::string> Start();
   // The endpoint workers connect to, with the port actually bound.
@@ -123,7 +126,8 @@ class Broker {
   void Loop();
   void Handle(const std::string& identity, std::string_view frame);
   void Send(const std::string& identity, std::string frame);  // REQUIRES: mu_ held
-  void Drop(const std::string& why);                          // REQUIRES: mu_ held
+  // reason: a short class for metrics (malformed, unknown_run, ...); why: the log line.
+  void Drop(const char* reason, const std::string& why);  // REQUIRES: mu_ held
   void Lose(const std::string& worker_id);                    // REQUIRES: mu_ held
   void StopWorkers(Run& run);                                 // REQUIRES: mu_ held
   void MaybeFinish(Run& run);                                 // REQUIRES: mu_ held
@@ -145,6 +149,7 @@ class Broker {
 
   struct Socket;
   std::unique_ptr<Socket> socket_;
+  Metrics* metrics_ = nullptr;
 };
 
 }  // namespace loads::controller

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loads/common/stats.h"
+
+namespace prometheus {
+class Exposer;
+class Registry;
+}  // namespace prometheus
+
+namespace loads::controller {
+
+// The controller's Prometheus metrics (docs/metrics.md): per-run hits, errors, executions,
+// latency (a classic histogram that sums across series, and the exact merged quantiles as
+// gauges), WebSocket counts, custom counters and URL names (both capped), plus the state of
+// workers and runs and the controller's own health. Series of finished runs are removed after
+// `retention`.
+//
+// Thread safety: every method may be called from any thread (prometheus-cpp metrics are
+// thread-safe; the per-run bookkeeping is under a mutex).
+class Metrics {
+ public:
+  // Serves /metrics on `address` ("127.0.0.1:9464"; port 0 = any).
+  Metrics(const std::string& address, std::chrono::seconds retention);
+  ~Metrics();
+
+  int port() const;
+
+  // A snapshot's interval was merged into run_id.
+  void OnSnapshot(const std::string& run_id, const common::RunStats& delta, double merge_delay);
+  // The run's merged latency, for the exact quantile gauges.
+  void SetQuantiles(const std::string& run_id, const common::Histogram& latency);
+  void SetPlannedUsers(const std::string& run_id, int64_t users);
+  // The run is over: its series are removed `retention` from now.
+  void RunEnded(const std::string& run_id);
+  void SetWorkers(int64_t idle, int64_t busy);
+  void SetRuns(const std::map<std::string, int64_t>& by_state);
+  void Dropped(const std::string& reason);
+  // Removes expired runs' series; call periodically.
+  void Expire();
+
+  static constexpr size_t kMaxNamesPerRun = 100;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loads::controller

@@ -1,0 +1,284 @@
+#include "loads/controller/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <functional>
+#include <mutex>
+#include <optional>
+
+namespace loads::controller {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+
+// Seconds; from loopback to slow services.
+const std::vector<double> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                      0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                      1,      2.5,     5,      10,    30};
+// "quantile" is reserved for summaries; these are gauges with a "percentile" label.
+constexpr std::pair<const char*, double> kPercentiles[] = {
+    {"50", 50}, {"90", 90}, {"99", 99}, {"99.9", 99.9}};
+
+std::string StatusClass(size_t code) { return std::to_string(code / 100) + "xx"; }
+
+}  // namespace
+
+struct Metrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::chrono::seconds retention;
+
+  Family<Counter>& hits =
+      BuildCounter()
+          .Name("loads_hits_total")
+          .Help(
+              "HTTP requests sent (each redirect hop is one), by run and status class "
+              "(1xx-5xx, or error when no response came)")
+          .Register(*registry);
+  Family<Counter>& hit_errors = BuildCounter()
+                                    .Name("loads_hit_errors_total")
+                                    .Help("Requests without a response, by run and kind")
+                                    .Register(*registry);
+  Family<Counter>& executions =
+      BuildCounter()
+          .Name("loads_executions_total")
+          .Help("Test executions by run and outcome (success, failure, error)")
+          .Register(*registry);
+  Family<Histogram>& duration = BuildHistogram()
+                                    .Name("loads_request_duration_seconds")
+                                    .Help("Request latency (requests that got a response), by run")
+                                    .Register(*registry);
+  Family<Gauge>& quantiles = BuildGauge()
+                                 .Name("loads_request_duration_percentile_seconds")
+                                 .Help("Exact merged latency percentiles of the run so far")
+                                 .Register(*registry);
+  Family<Counter>& url_hits =
+      BuildCounter()
+          .Name("loads_url_hits_total")
+          .Help("Requests by run and request name (at most 100 names per run, then (other))")
+          .Register(*registry);
+  Family<Counter>& ws =
+      BuildCounter()
+          .Name("loads_websocket_events_total")
+          .Help(
+              "WebSocket activity by run and event (opened, closed, messages_received, "
+              "messages_sent)")
+          .Register(*registry);
+  Family<Counter>& ws_bytes =
+      BuildCounter()
+          .Name("loads_websocket_bytes_total")
+          .Help("WebSocket payload bytes by run and direction (received, sent)")
+          .Register(*registry);
+  Family<Counter>& custom =
+      BuildCounter()
+          .Name("loads_custom_counter_total")
+          .Help("Custom counters (incr_counter) by run and name (at most 100 names per run)")
+          .Register(*registry);
+  Family<Gauge>& planned_users = BuildGauge()
+                                     .Name("loads_planned_users")
+                                     .Help("Virtual users of the run's largest user cycle")
+                                     .Register(*registry);
+  Family<Gauge>& workers = BuildGauge()
+                               .Name("loads_workers")
+                               .Help("Connected workers by state (idle, busy)")
+                               .Register(*registry);
+  Family<Gauge>& runs = BuildGauge()
+                            .Name("loads_runs")
+                            .Help("Runs known to the controller by state")
+                            .Register(*registry);
+  Family<Counter>& snapshots = BuildCounter()
+                                   .Name("loads_snapshots_received_total")
+                                   .Help("Result snapshots merged")
+                                   .Register(*registry);
+  Family<Counter>& dropped = BuildCounter()
+                                 .Name("loads_messages_dropped_total")
+                                 .Help("Worker messages dropped, by reason")
+                                 .Register(*registry);
+  Family<Histogram>& merge_delay = BuildHistogram()
+                                       .Name("loads_merge_delay_seconds")
+                                       .Help("From the end of a snapshot's interval to its merge")
+                                       .Register(*registry);
+  Histogram* merge_delay_all = nullptr;
+
+  std::mutex mu;
+  struct RunSeries {
+    std::map<const void*, std::function<void()>> removers;  // one per series
+    std::map<std::string, bool> names;  // URL and counter names seen, for the cap
+    std::optional<std::chrono::steady_clock::time_point> expires;
+  };
+  std::map<std::string, RunSeries> runs_series;
+
+  // Remembers a run's series so that it can be removed when the run expires.
+  template <typename T>
+  T& Track(Family<T>& family, const std::string& run, T& metric) {
+    runs_series[run].removers.try_emplace(&metric, [&family, m = &metric] { family.Remove(m); });
+    return metric;
+  }
+  template <typename T>
+  T& Get(Family<T>& family, const std::string& run, prometheus::Labels labels) {
+    labels["run"] = run;
+    return Track(family, run, family.Add(labels));
+  }
+  // Adding the same labels twice returns the same metric, whose remover is kept once.
+  std::string Capped(const std::string& run, const std::string& kind, const std::string& name) {
+    auto& names = runs_series[run].names;
+    const std::string key = kind + "\n" + name;
+    if (names.count(key) || names.size() < 2 * kMaxNamesPerRun) {
+      names[key] = true;
+      return name;
+    }
+    return "(other)";
+  }
+};
+
+Metrics::Metrics(const std::string& address, std::chrono::seconds retention)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->retention = retention;
+  impl_->exposer = std::make_unique<prometheus::Exposer>(address);
+  impl_->exposer->RegisterCollectable(impl_->registry);
+  impl_->merge_delay_all = &impl_->merge_delay.Add(
+      {}, Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5});
+}
+
+Metrics::~Metrics() = default;
+
+int Metrics::port() const {
+  auto ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, double merge_delay) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.snapshots.Add({}).Increment();
+  m.merge_delay_all->Observe(std::max(0.0, merge_delay));
+  std::map<std::string, uint64_t> classes;
+  for (size_t code = 0; code < d.status_codes.size(); ++code) {
+    if (d.status_codes[code]) classes[StatusClass(code)] += d.status_codes[code];
+  }
+  uint64_t failed = 0;
+  for (int kind = 1; kind < common::kHitErrorCount; ++kind) {
+    const uint64_t n = d.hit_errors[kind];
+    if (!n) continue;
+    failed += n;
+    m.Get(m.hit_errors, run,
+          {{"kind", std::string(common::HitErrorName(static_cast<common::HitError>(kind)))}})
+        .Increment(static_cast<double>(n));
+  }
+  if (failed) classes["error"] += failed;
+  for (const auto& [status_class, n] : classes) {
+    m.Get(m.hits, run, {{"status_class", status_class}}).Increment(static_cast<double>(n));
+  }
+  const std::pair<const char*, uint64_t> outcomes[] = {
+      {"success", d.successes}, {"failure", d.failures}, {"error", d.errors}};
+  for (const auto& [outcome, n] : outcomes) {
+    auto& counter = m.Get(m.executions, run, {{"outcome", outcome}});
+    if (n) counter.Increment(static_cast<double>(n));
+  }
+  // The HDR buckets are folded into the classic ones by each bucket's highest value, so counts
+  // are exact and each request lands in the bucket of its (rounded-up) latency.
+  std::vector<double> increments(kBuckets.size() + 1, 0);
+  d.latency.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
+    const double seconds = static_cast<double>(high) / 1e9;
+    const size_t i = std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin();
+    increments[i] += static_cast<double>(count);
+  });
+  auto& histogram = m.Track(m.duration, run, m.duration.Add({{"run", run}}, kBuckets));
+  if (d.latency.Count()) {
+    histogram.ObserveMultiple(increments, static_cast<double>(d.latency.Sum()) / 1e9);
+  }
+  for (const auto& [name, url] : d.urls) {
+    m.Get(m.url_hits, run, {{"name", m.Capped(run, "url", name)}})
+        .Increment(static_cast<double>(url.hits));
+  }
+  for (const auto& [name, value] : d.counters) {
+    if (value > 0) {
+      m.Get(m.custom, run, {{"name", m.Capped(run, "counter", name)}})
+          .Increment(static_cast<double>(value));
+    }
+  }
+  const std::pair<const char*, uint64_t> ws_events[] = {
+      {"opened", d.ws_opened},
+      {"closed", d.ws_closed},
+      {"messages_received", d.ws_messages_received},
+      {"messages_sent", d.ws_messages_sent}};
+  for (const auto& [event, n] : ws_events) {
+    if (n) m.Get(m.ws, run, {{"event", event}}).Increment(static_cast<double>(n));
+  }
+  if (d.ws_bytes_received) {
+    m.Get(m.ws_bytes, run, {{"direction", "received"}})
+        .Increment(static_cast<double>(d.ws_bytes_received));
+  }
+  if (d.ws_bytes_sent) {
+    m.Get(m.ws_bytes, run, {{"direction", "sent"}}).Increment(static_cast<double>(d.ws_bytes_sent));
+  }
+}
+
+void Metrics::SetQuantiles(const std::string& run, const common::Histogram& latency) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (!latency.Count()) return;
+  for (const auto& [label, p] : kPercentiles) {
+    m.Get(m.quantiles, run, {{"percentile", label}})
+        .Set(static_cast<double>(latency.Percentile(p)) / 1e9);
+  }
+}
+
+void Metrics::SetPlannedUsers(const std::string& run, int64_t users) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.Get(m.planned_users, run, {}).Set(static_cast<double>(users));
+}
+
+void Metrics::RunEnded(const std::string& run) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto it = m.runs_series.find(run);
+  if (it != m.runs_series.end() && !it->second.expires) {
+    it->second.expires = std::chrono::steady_clock::now() + m.retention;
+  }
+}
+
+void Metrics::Expire() {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = m.runs_series.begin(); it != m.runs_series.end();) {
+    if (it->second.expires && *it->second.expires <= now) {
+      for (auto& [metric, remove] : it->second.removers) remove();
+      it = m.runs_series.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Metrics::SetWorkers(int64_t idle, int64_t busy) {
+  impl_->workers.Add({{"state", "idle"}}).Set(static_cast<double>(idle));
+  impl_->workers.Add({{"state", "busy"}}).Set(static_cast<double>(busy));
+}
+
+void Metrics::SetRuns(const std::map<std::string, int64_t>& by_state) {
+  for (const char* state : {"assigning", "running", "done", "failed", "stopped"}) {
+    auto it = by_state.find(state);
+    impl_->runs.Add({{"state", state}})
+        .Set(it == by_state.end() ? 0 : static_cast<double>(it->second));
+  }
+}
+
+void Metrics::Dropped(const std::string& reason) {
+  impl_->dropped.Add({{"reason", reason}}).Increment();
+}
+
+}  // namespace loads::controller

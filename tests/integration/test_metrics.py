@@ -1,0 +1,141 @@
+"""The controller's Prometheus metrics: the exposition passes `promtool check metrics`, its counts
+equal the run's report and nginx's log, a real Prometheus server scrapes it and answers PromQL
+on it, and a finished run's series go away after the retention time.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from test_distributed import Controller  # noqa: E402
+
+
+def scrape(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def samples(text, name):
+    """{labels string: value} of one metric in the text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, value = line.rsplit(" ", 1)
+            out[key[len(name):]] = float(value)
+    return out
+
+
+class Prometheus:
+    """Debian's prometheus binary with its own config and data folder, scraping every second."""
+
+    def __init__(self, target):
+        self.dir = tempfile.mkdtemp(prefix="loads-prom-")
+        self.port = harness.free_port()
+        with open(os.path.join(self.dir, "prometheus.yml"), "w") as f:
+            f.write("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                    "scrape_configs:\n"
+                    "  - job_name: loads-controller\n"
+                    f"    static_configs: [{{targets: ['{target}']}}]\n")
+        self.process = subprocess.Popen(
+            ["prometheus", f"--config.file={self.dir}/prometheus.yml",
+             f"--storage.tsdb.path={self.dir}/data",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("prometheus did not become ready")
+
+    def query(self, promql):
+        url = (f"http://127.0.0.1:{self.port}/api/v1/query?" +
+               urllib.parse.urlencode({"query": promql}))
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def close(self):
+        harness.stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MetricsTest(unittest.TestCase):
+    def setUp(self):
+        self.controller = Controller(extra=("--max-local-workers", "2", "--metrics-retention", "3"))
+        self.controller.start_workers(2)
+
+    def tearDown(self):
+        self.controller.close()
+
+    def run_on_cluster(self, nginx, *load):
+        result = harness.run_runner(["--controller", self.controller.grpc, "--url", nginx.url,
+                                     "--workers", "2", *load], timeout=60)
+        self.assertEqual(result.code, 0, harness.describe(result))
+        return result
+
+    def run_id(self, text):
+        runs = {k.split('run="')[1].split('"')[0] for k in samples(text, "loads_hits_total")}
+        self.assertEqual(len(runs), 1, runs)
+        return runs.pop()
+
+    def test_exposition_is_valid_and_exact(self):
+        with harness.Nginx() as nginx:
+            result = self.run_on_cluster(nginx, "-u", "4", "--hits", "25")
+            time.sleep(1.2)  # the per-second gauges
+            text = scrape(self.controller.metrics)
+            check = subprocess.run(["promtool", "check", "metrics"], input=text,
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+            run = self.run_id(text)
+            hits = sum(samples(text, "loads_hits_total").values())
+            self.assertEqual(hits, result.report["hits"])
+            self.assertEqual(hits, nginx.access_log_count())
+            self.assertEqual(samples(text, "loads_request_duration_seconds_count"),
+                             {f'{{run="{run}"}}': 100.0})
+            self.assertEqual(samples(text, "loads_executions_total")[
+                f'{{outcome="success",run="{run}"}}'], 100.0)
+            percentiles = samples(text, "loads_request_duration_percentile_seconds")
+            p99 = percentiles[f'{{percentile="99",run="{run}"}}']
+            self.assertAlmostEqual(p99, result.report["latency_seconds"]["p99"], places=6)
+            self.assertEqual(samples(text, "loads_planned_users")[f'{{run="{run}"}}'], 4.0)
+            self.assertEqual(samples(text, "loads_workers")['{state="idle"}'], 2.0)
+            # Retention: 3 s after the run ended its series are gone.
+            time.sleep(4.5)
+            self.assertNotIn(run, scrape(self.controller.metrics))
+
+    def test_a_real_prometheus_scrapes_it(self):
+        target = self.controller.metrics.split("//")[1].split("/")[0]
+        prometheus = Prometheus(target)
+        try:
+            with harness.Nginx() as nginx:
+                result = self.run_on_cluster(nginx, "-u", "4", "-d", "4")
+                time.sleep(2.5)  # two more scrapes after the run
+                hits = prometheus.query("sum(loads_hits_total)")
+                self.assertEqual(float(hits[0]["value"][1]), result.report["hits"])
+                self.assertEqual(result.report["hits"], nginx.access_log_count())
+                # Over the whole run: the cumulative buckets, summed over every series.
+                p99 = prometheus.query("histogram_quantile(0.99, sum by (le) "
+                                       "(loads_request_duration_seconds_bucket))")
+                self.assertTrue(p99, "no p99 from the classic histogram")
+                self.assertGreater(float(p99[0]["value"][1]), 0)
+                up = prometheus.query('up{job="loads-controller"}')
+                self.assertEqual(up[0]["value"][1], "1")
+        finally:
+            prometheus.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
