@@ -137,5 +137,48 @@ class MetricsTest(unittest.TestCase):
             prometheus.close()
 
 
+    def test_every_dashboard_expression_returns_data(self):
+        dashboard_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "helm", "loads", "dashboards", "loads.json")
+        with open(dashboard_path) as f:
+            dashboard = json.load(f)
+        expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        self.assertGreaterEqual(len(expressions), 15)
+        target = self.controller.metrics.split("//")[1].split("/")[0]
+        prometheus = Prometheus(target)
+        # A load that exercises every panel: HTTP, a WebSocket, and a request to a closed port
+        # (an error outcome and a hit error).
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({"name": "dashboard", "steps": [
+                {"ws_connect": {"url": "/ws"}}, {"ws_send": {"text": "hi"}},
+                {"ws_receive": {"expect": "hi"}}, {"ws_close": {}},
+                {"request": {"url": "/", "name": "home"}}, {"think": 0.05},
+                {"request": {"url": "http://127.0.0.1:1/", "name": "closed port"}}]}, f)
+        try:
+            import zmq
+            context = zmq.Context()
+            intruder = context.socket(zmq.DEALER)
+            intruder.setsockopt(zmq.LINGER, 0)
+            intruder.connect(self.controller.zmq)
+            intruder.send(b"garbage")  # so that loads_messages_dropped_total exists
+            with harness.DemoTarget() as demo:
+                result = harness.run_runner(["--controller", self.controller.grpc, f.name,
+                                             "--server-url", demo.url, "-u", "3", "-d", "4",
+                                             "--workers", "2"], timeout=60)
+            self.assertEqual(result.code, 1, harness.describe(result))  # the closed port errors
+            intruder.close()
+            context.term()
+            run = self.run_id(scrape(self.controller.metrics))
+            time.sleep(2.5)
+            for expr in expressions:
+                promql = (expr.replace("$run", run).replace("$__rate_interval", "15s")
+                          .replace("$__range", "1m"))
+                with self.subTest(expr=expr):
+                    self.assertTrue(prometheus.query(promql), f"no data for {promql}")
+        finally:
+            prometheus.close()
+            os.unlink(f.name)
+
+
 if __name__ == "__main__":
     unittest.main()
