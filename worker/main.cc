@@ -23,6 +23,7 @@ int Usage(FILE* out, int code) {
   std::fputs(
       "usage: loads-worker [--controller ENDPOINT] [--id ID] [--threads N]\n"
       "                    [--token-file FILE] [--controller-timeout SECONDS] [--work-dir DIR]\n"
+      "                    [--metrics HOST:PORT]\n"
       "\n"
       "Joins a controller (default tcp://127.0.0.1:5555) and runs the tests it assigns.\n",
       out);
@@ -86,6 +87,11 @@ int main(int argc, char** argv) {
                     "' (expected 0.1..3600 seconds)");
       }
       options.controller_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    } else if (arg == "--metrics") {
+      if (value.find(':') == std::string::npos) {
+        return Fail("invalid value for --metrics: '" + value + "' (expected HOST:PORT)");
+      }
+      options.metrics = value;
     } else if (arg == "--work-dir") {
       options.work_dir = value;
     } else {

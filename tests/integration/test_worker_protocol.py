@@ -180,6 +180,36 @@ class WorkerProtocolTest(unittest.TestCase):
             self.assertTrue(done["ok"], done)
         self.assertIsNone(self.worker.poll())
 
+    def test_worker_metrics(self):
+        harness.stop_process(self.worker)  # this test starts its own, with metrics
+        self.worker.stderr.close()
+        self.worker = subprocess.Popen(
+            [harness.binary("loads-worker"), "--controller", self.controller.endpoint,
+             "--id", "w1", "--metrics", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.worker.stderr.readline()
+        self.assertIn("metrics on http://127.0.0.1:", line)
+        url = line.split("metrics on ")[1].strip()
+        identity, _ = self.controller.register()
+        with harness.Nginx() as nginx:
+            snapshots, done = self.controller.run(identity, "run-m", url_assignment(nginx.url, [3], [7]))
+            self.assertTrue(done["ok"], done)
+        time.sleep(0.3)
+        import urllib.request
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                               text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        values = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
+                  for l in text.splitlines() if l.startswith("loads_worker_")}
+        self.assertEqual(values["loads_worker_hits_total"], sum(s["hits"] for s in snapshots))
+        self.assertEqual(values["loads_worker_hits_total"], 21)
+        self.assertEqual(values['loads_worker_executions_total{outcome="success"}'], 21)
+        self.assertEqual(values["loads_worker_snapshots_sent_total"], len(snapshots))
+        self.assertEqual(values['loads_worker_runs_total{result="ok"}'], 1)
+        self.assertEqual(values["loads_worker_registered"], 1)
+        self.assertEqual(values["loads_worker_active_users"], 0)
+
     def test_registers_again_when_the_controller_goes_silent(self):
         self.controller.register()
         # Say nothing more: after --controller-timeout (2 s) the worker says hello again.

@@ -850,6 +850,10 @@ namespace {
 void DeleteSession(SessionImpl* impl) { delete impl; }
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_active_users{0};
+}  // namespace
+
 UserContext::UserContext(ThreadState* thread, int64_t user_index)
     : thread_(thread),
       user_index_(user_index),
@@ -858,9 +862,11 @@ UserContext::UserContext(ThreadState* thread, int64_t user_index)
   session_impl_.reset(new SessionImpl(this));
   session_ = Session(session_impl_.get());
   thread_->live_users.insert(this);
+  g_active_users.fetch_add(1, std::memory_order_relaxed);
 }
 
 UserContext::~UserContext() {
+  g_active_users.fetch_sub(1, std::memory_order_relaxed);
   thread_->live_users.erase(this);
   for (auto& ws : sockets_) ws->impl_->Detach();
 }
@@ -927,6 +933,10 @@ void UserContext::Cancel() {
 }
 
 }  // namespace loads::internal
+
+namespace loads::worker {
+int64_t ActiveUsers() { return internal::g_active_users.load(std::memory_order_relaxed); }
+}  // namespace loads::worker
 
 namespace loads {
 

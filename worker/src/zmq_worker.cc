@@ -1,5 +1,9 @@
 #include "worker/src/zmq_worker.h"
 
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -32,9 +36,11 @@ uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
 // the log.
 class RateLimitedLog {
  public:
+  void Count(prometheus::Counter* counter) { counter_ = counter; }
   void Log(const std::string& kind, const std::string& line) {
     const auto now = SteadyClock::now();
     ++count_;
+    if (counter_) counter_->Increment();
     if (now - last_ < std::chrono::seconds(1)) return;
     last_ = now;
     std::fprintf(stderr, "loads-worker: %s: %s (%llu dropped so far)\n", kind.c_str(), line.c_str(),
@@ -44,6 +50,7 @@ class RateLimitedLog {
  private:
   SteadyClock::time_point last_{};
   uint64_t count_ = 0;
+  prometheus::Counter* counter_ = nullptr;
 };
 
 // One run on this worker: the assignment, its loaded test and the thread running it.
@@ -54,6 +61,49 @@ struct RunState {
   std::atomic<bool> stop{false};
   std::atomic<bool> finished{false};
   bool started = false;
+};
+
+// The worker's own metrics (docs/metrics.md), served when --metrics is given.
+struct WorkerMetrics {
+  explicit WorkerMetrics(const std::string& address) : exposer(address) {
+    exposer.RegisterCollectable(registry);
+  }
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Exposer exposer;
+  prometheus::Family<prometheus::Counter>& hits = prometheus::BuildCounter()
+                                                      .Name("loads_worker_hits_total")
+                                                      .Help("HTTP requests this worker sent")
+                                                      .Register(*registry);
+  prometheus::Family<prometheus::Counter>& executions =
+      prometheus::BuildCounter()
+          .Name("loads_worker_executions_total")
+          .Help("Executions this worker ran, by outcome")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& snapshots =
+      prometheus::BuildCounter()
+          .Name("loads_worker_snapshots_sent_total")
+          .Help("Result snapshots this worker sent")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& runs =
+      prometheus::BuildCounter()
+          .Name("loads_worker_runs_total")
+          .Help("Runs this worker finished, by result (ok, failed)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& dropped =
+      prometheus::BuildCounter()
+          .Name("loads_worker_messages_dropped_total")
+          .Help("Controller messages this worker dropped")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& active_users =
+      prometheus::BuildGauge()
+          .Name("loads_worker_active_users")
+          .Help("Virtual users running on this worker now")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& registered =
+      prometheus::BuildGauge()
+          .Name("loads_worker_registered")
+          .Help("1 when the controller has welcomed this worker")
+          .Register(*registry);
 };
 
 }  // namespace
@@ -75,6 +125,21 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     return 2;
   }
 
+  std::unique_ptr<WorkerMetrics> metrics;
+  if (!options_.metrics.empty()) {
+    try {
+      metrics = std::make_unique<WorkerMetrics>(options_.metrics);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "loads-worker: cannot serve metrics on %s: %s\n",
+                   options_.metrics.c_str(), e.what());
+      return 1;
+    }
+    const auto ports = metrics->exposer.GetListeningPorts();
+    std::fprintf(stderr, "loads-worker: metrics on http://%s:%d/metrics\n",
+                 options_.metrics.substr(0, options_.metrics.rfind(':')).c_str(),
+                 ports.empty() ? 0 : ports.front());
+  }
+  WorkerMetrics* m = metrics.get();
   std::mutex outbox_mu;
   std::deque<std::string> outbox;  // frames from the run thread, sent by this thread
   auto post = [&](std::string frame) {
@@ -91,14 +156,16 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     m.run_id = run_id;
     return m;
   };
-  auto done = [&](const std::string& run_id, bool ok, const std::string& message) {
-    ControlMessage m = control(MessageType::kDone, run_id);
-    m.ok = ok;
-    m.message = message;
-    return common::EncodeControl(m);
+  auto done = [&, m](const std::string& run_id, bool ok, const std::string& message) {
+    if (m) m->runs.Add({{"result", ok ? "ok" : "failed"}}).Increment();
+    ControlMessage msg = control(MessageType::kDone, run_id);
+    msg.ok = ok;
+    msg.message = message;
+    return common::EncodeControl(msg);
   };
 
   RateLimitedLog dropped;
+  if (m) dropped.Count(&m->dropped.Add({}));
   std::unique_ptr<RunState> run;
   bool welcomed = false;
   auto heartbeat = std::chrono::milliseconds(1000);
@@ -163,6 +230,7 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     send(common::EncodeControl(control(MessageType::kReady, a.run_id)));
   };
 
+  WorkerMetrics* metrics_ptr = m;
   auto handle_start = [&](const ControlMessage& m) {
     if (!run || run->assignment.run_id != m.run_id || run->started) {
       dropped.Log("start", "not assigned run " + m.run_id);
@@ -171,7 +239,8 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
     run->started = true;
     RunState* state = run.get();
     const std::string worker_id = options_.id;
-    state->thread = std::thread([state, post, worker_id, start_at = m.start_at, done] {
+    state->thread = std::thread([state, post, worker_id, start_at = m.start_at, done,
+                                 m = metrics_ptr] {
       // Start together with the other workers: wait for the common start time (at most 10 s).
       const auto at = std::chrono::system_clock::time_point(
           std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -204,6 +273,16 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
             snapshot.final = interval.final;
             snapshot.stats = interval.stats;
             post(common::EncodeSnapshot(snapshot));
+            if (m) {
+              const auto& st = interval.stats;
+              m->hits.Add({}).Increment(static_cast<double>(st.hits));
+              m->executions.Add({{"outcome", "success"}})
+                  .Increment(static_cast<double>(st.successes));
+              m->executions.Add({{"outcome", "failure"}})
+                  .Increment(static_cast<double>(st.failures));
+              m->executions.Add({{"outcome", "error"}}).Increment(static_cast<double>(st.errors));
+              m->snapshots.Add({}).Increment();
+            }
           },
           std::chrono::seconds(1));
       auto result = engine.Run(state->test, state->stop, nullptr, std::chrono::milliseconds(200));
@@ -287,6 +366,10 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
       stop_run("the controller was lost");
       welcomed = false;
       next_hello = now;
+    }
+    if (m) {
+      m->active_users.Add({}).Set(static_cast<double>(ActiveUsers()));
+      m->registered.Add({}).Set(welcomed ? 1 : 0);
     }
     std::deque<std::string> frames;
     {

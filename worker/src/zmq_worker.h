@@ -13,6 +13,7 @@ struct WorkerOptions {
   int threads = 1;                                       // capacity: engine threads
   std::chrono::milliseconds controller_timeout{10'000};  // silence after which a run stops
   std::string work_dir;                                  // where shipped test libraries are written
+  std::string metrics;  // where to serve Prometheus /metrics (\"\" = nowhere; port 0 = any)
 };
 
 // A worker process's protocol loop (docs/wire-protocol.md): registers with the controller over a

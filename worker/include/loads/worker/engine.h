@@ -97,6 +97,9 @@ class Engine {
   std::chrono::milliseconds interval_period_{1000};
 };
 
+// Virtual users alive in this process now, across every engine (for metrics). Thread-safe.
+int64_t ActiveUsers();
+
 // The built-in test of `loads-runner --url`: one GET of `url` per execution, no assertion.
 TestSpec MakeUrlTest(const std::string& url);
 
