@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "loads/common/histogram.h"
+#include "loads/common/protocol.h"
+#include "loads/common/snapshot.h"
 
 namespace loads::common {
 
@@ -93,15 +95,12 @@ class Reader {
 // frame from allocating much. Returns false and fills *error on failure; never throws.
 bool UnpackBounded(std::string_view bytes, msgpack::object_handle* handle, std::string* error);
 
-// Reads a protocol message: one bounded msgpack map with string keys whose "v" must equal
-// `version`. Calls field(key, value) for every other key; field returns false (having filled the
-// error) to stop. The handle keeps the decoded objects alive. Returns false on any problem.
+// Reads an unpacked protocol message: a map with string keys whose "v" must equal `version`.
+// Calls field(key, value) for every other key; field returns false (having filled the error) to
+// stop. Returns false on any problem.
 template <typename Field>
-bool ReadMessage(std::string_view bytes, uint64_t version, msgpack::object_handle* handle,
-                 std::string* error, Field&& field) {
+bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* error, Field&& field) {
   Reader r(error);
-  if (!UnpackBounded(bytes, handle, error)) return false;
-  const msgpack::object& root = handle->get();
   if (!r.Map(root, "(message)", 64)) return false;
   bool seen_version = false;
   for (uint32_t i = 0; i < root.via.map.size; ++i) {
@@ -120,6 +119,11 @@ bool ReadMessage(std::string_view bytes, uint64_t version, msgpack::object_handl
   if (!seen_version) return r.Fail("v", "missing");
   return true;
 }
+
+// The decoders of each kind of message on an already unpacked root, so that a receiver of both
+// kinds unpacks a frame once (DecodeMessage).
+bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::string* error);
+bool DecodeControlObject(const msgpack::object& root, ControlMessage* out, std::string* error);
 
 // Packs a str (never bin) of any std::string_view.
 inline void PackString(msgpack::packer<msgpack::sbuffer>& pk, std::string_view s) {

@@ -231,11 +231,10 @@ std::string EncodeControl(const ControlMessage& m) {
   return std::string(buffer.data(), buffer.size());
 }
 
-bool PeekType(std::string_view bytes, MessageType* type, std::string* error) {
+namespace {
+// The "type" of an unpacked message, whatever its kind.
+bool TypeOf(const msgpack::object& root, MessageType* type, std::string* error) {
   Reader r(error);
-  msgpack::object_handle handle;
-  if (!UnpackBounded(bytes, &handle, error)) return false;
-  const msgpack::object& root = handle.get();
   if (!r.Map(root, "(message)", 64)) return false;
   for (uint32_t i = 0; i < root.via.map.size; ++i) {
     const auto& kv = root.via.map.ptr[i];
@@ -249,57 +248,71 @@ bool PeekType(std::string_view bytes, MessageType* type, std::string* error) {
   }
   return r.Fail("type", "missing");
 }
+}  // namespace
+
+bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
+                   Snapshot* snapshot, std::string* error) {
+  msgpack::object_handle handle;
+  if (!UnpackBounded(bytes, &handle, error)) return false;
+  if (!TypeOf(handle.get(), type, error)) return false;
+  return *type == MessageType::kSnapshot ? DecodeSnapshotObject(handle.get(), snapshot, error)
+                                         : DecodeControlObject(handle.get(), control, error);
+}
 
 bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error) {
-  Reader r(error);
   *out = ControlMessage{};
   msgpack::object_handle handle;
+  if (!UnpackBounded(bytes, &handle, error)) return false;
+  return DecodeControlObject(handle.get(), out, error);
+}
+
+bool DecodeControlObject(const msgpack::object& root, ControlMessage* out, std::string* error) {
+  Reader r(error);
+  *out = ControlMessage{};
   bool seen_type = false;
-  const bool read =
-      ReadMessage(bytes, kProtocolVersion, &handle, error,
-                  [&](const std::string& key, const msgpack::object& v) {
-                    bool ok = true;
-                    if (key == "type") {
-                      std::string name;
-                      ok = r.String(v, key, &name);
-                      if (ok && !TypeFromName(name, &out->type)) {
-                        return r.Fail(key, "unknown message type '" + name + "'");
-                      }
-                      if (ok && out->type == MessageType::kSnapshot) {
-                        return r.Fail(key, "a snapshot, not a control message");
-                      }
-                      seen_type = true;
-                    } else if (key == "worker") {
-                      ok = r.String(v, key, &out->worker_id);
-                    } else if (key == "run") {
-                      ok = r.String(v, key, &out->run_id);
-                    } else if (key == "token") {
-                      ok = r.String(v, key, &out->token);
-                    } else if (key == "threads") {
-                      ok = r.Int(v, key, &out->threads);
-                    } else if (key == "sdk") {
-                      ok = r.String(v, key, &out->sdk_version);
-                    } else if (key == "heartbeat_ms") {
-                      ok = r.Int(v, key, &out->heartbeat_ms);
-                      if (ok && (out->heartbeat_ms < 10 || out->heartbeat_ms > 60'000)) {
-                        return r.Fail(key, "expected 10..60000");
-                      }
-                    } else if (key == "at") {
-                      ok = r.Uint(v, key, &out->start_at);
-                    } else if (key == "ok") {
-                      if (v.type != msgpack::type::BOOLEAN)
-                        return r.Fail(key, "expected a boolean");
-                      out->ok = v.via.boolean;
-                    } else if (key == "message") {
-                      ok = r.String(v, key, &out->message);
-                    } else if (key == "assignment") {
-                      out->assignment.emplace();
-                      ok = ReadAssignment(r, v, &*out->assignment);
-                    } else {
-                      return r.Fail(key, "unknown field");
-                    }
-                    return ok;
-                  });
+  const bool read = ReadMessage(
+      root, kProtocolVersion, error, [&](const std::string& key, const msgpack::object& v) {
+        bool ok = true;
+        if (key == "type") {
+          std::string name;
+          ok = r.String(v, key, &name);
+          if (ok && !TypeFromName(name, &out->type)) {
+            return r.Fail(key, "unknown message type '" + name + "'");
+          }
+          if (ok && out->type == MessageType::kSnapshot) {
+            return r.Fail(key, "a snapshot, not a control message");
+          }
+          seen_type = true;
+        } else if (key == "worker") {
+          ok = r.String(v, key, &out->worker_id);
+        } else if (key == "run") {
+          ok = r.String(v, key, &out->run_id);
+        } else if (key == "token") {
+          ok = r.String(v, key, &out->token);
+        } else if (key == "threads") {
+          ok = r.Int(v, key, &out->threads);
+        } else if (key == "sdk") {
+          ok = r.String(v, key, &out->sdk_version);
+        } else if (key == "heartbeat_ms") {
+          ok = r.Int(v, key, &out->heartbeat_ms);
+          if (ok && (out->heartbeat_ms < 10 || out->heartbeat_ms > 60'000)) {
+            return r.Fail(key, "expected 10..60000");
+          }
+        } else if (key == "at") {
+          ok = r.Uint(v, key, &out->start_at);
+        } else if (key == "ok") {
+          if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
+          out->ok = v.via.boolean;
+        } else if (key == "message") {
+          ok = r.String(v, key, &out->message);
+        } else if (key == "assignment") {
+          out->assignment.emplace();
+          ok = ReadAssignment(r, v, &*out->assignment);
+        } else {
+          return r.Fail(key, "unknown field");
+        }
+        return ok;
+      });
   if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
   const bool needs_run = out->type == MessageType::kAssign || out->type == MessageType::kReady ||

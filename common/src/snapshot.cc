@@ -198,43 +198,47 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
 }
 
 bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error) {
-  Reader r(error);
   *out = Snapshot{};
   msgpack::object_handle handle;
+  if (!UnpackBounded(bytes, &handle, error)) return false;
+  return DecodeSnapshotObject(handle.get(), out, error);
+}
+
+bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::string* error) {
+  Reader r(error);
+  *out = Snapshot{};
   bool seen_type = false, seen_run = false, seen_worker = false, seen_seq = false;
-  const bool read =
-      ReadMessage(bytes, kSnapshotVersion, &handle, error,
-                  [&](const std::string& key, const msgpack::object& v) {
-                    if (key == "type") {
-                      std::string type;
-                      if (!r.String(v, key, &type)) return false;
-                      if (type != "snapshot") return r.Fail(key, "expected \"snapshot\"");
-                      seen_type = true;
-                      return true;
-                    }
-                    if (key == "run") {
-                      seen_run = true;
-                      return r.String(v, key, &out->run_id);
-                    }
-                    if (key == "worker") {
-                      seen_worker = true;
-                      return r.String(v, key, &out->worker_id);
-                    }
-                    if (key == "seq") {
-                      seen_seq = true;
-                      if (!r.Uint(v, key, &out->sequence)) return false;
-                      return out->sequence != 0 || r.Fail(key, "sequence numbers start at 1");
-                    }
-                    if (key == "t0") return r.Uint(v, key, &out->interval_start);
-                    if (key == "t1") return r.Uint(v, key, &out->interval_end);
-                    if (key == "final") {
-                      if (v.type != msgpack::type::BOOLEAN)
-                        return r.Fail(key, "expected a boolean");
-                      out->final = v.via.boolean;
-                      return true;
-                    }
-                    return DecodeStats(r, key, v, &out->stats);
-                  });
+  const bool read = ReadMessage(
+      root, kSnapshotVersion, error, [&](const std::string& key, const msgpack::object& v) {
+        if (key == "type") {
+          std::string type;
+          if (!r.String(v, key, &type)) return false;
+          if (type != "snapshot") return r.Fail(key, "expected \"snapshot\"");
+          seen_type = true;
+          return true;
+        }
+        if (key == "run") {
+          seen_run = true;
+          return r.String(v, key, &out->run_id);
+        }
+        if (key == "worker") {
+          seen_worker = true;
+          return r.String(v, key, &out->worker_id);
+        }
+        if (key == "seq") {
+          seen_seq = true;
+          if (!r.Uint(v, key, &out->sequence)) return false;
+          return out->sequence != 0 || r.Fail(key, "sequence numbers start at 1");
+        }
+        if (key == "t0") return r.Uint(v, key, &out->interval_start);
+        if (key == "t1") return r.Uint(v, key, &out->interval_end);
+        if (key == "final") {
+          if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
+          out->final = v.via.boolean;
+          return true;
+        }
+        return DecodeStats(r, key, v, &out->stats);
+      });
   if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
   if (!seen_run || out->run_id.empty()) return r.Fail("run", "missing or empty");

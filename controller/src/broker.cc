@@ -274,11 +274,13 @@ void Broker::Lose(const std::string& worker_id) {
 
 void Broker::Handle(const std::string& identity, std::string_view frame) {
   MessageType type;
+  ControlMessage m;
+  common::Snapshot snapshot;
   std::string error;
-  if (!common::PeekType(frame, &type, &error)) return Drop("malformed", error);
+  if (!common::DecodeMessage(frame, &type, &m, &snapshot, &error)) {
+    return Drop("malformed", error);
+  }
   if (type == MessageType::kSnapshot) {
-    common::Snapshot snapshot;
-    if (!common::DecodeSnapshot(frame, &snapshot, &error)) return Drop("malformed", error);
     auto run_it = runs_.find(snapshot.run_id);
     if (run_it == runs_.end())
       return Drop("unknown_run", "a snapshot of unknown run " + snapshot.run_id);
@@ -313,8 +315,6 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     changed_.notify_all();
     return;
   }
-  ControlMessage m;
-  if (!common::DecodeControl(frame, &m, &error)) return Drop("malformed", error);
   if (type == MessageType::kHello) {
     if (!options_.token.empty() && m.token != options_.token) {
       return Drop("bad_token", "worker " + identity + " refused: wrong token");

@@ -23,7 +23,10 @@ TEST(Protocol, ControlMessagesRoundTrip) {
   assign.type = MessageType::kAssign;
   assign.run_id = "run-1";
   assign.assignment = UrlAssignment();
-  assign.assignment->library = std::string("\x7f" "ELF\0\1", 6);
+  assign.assignment->library = std::string(
+      "\x7f"
+      "ELF\0\1",
+      6);
   assign.assignment->url.clear();
   assign.assignment->test = "example.TestWebSite.test_es";
   ControlMessage out;
@@ -46,8 +49,17 @@ TEST(Protocol, ControlMessagesRoundTrip) {
   EXPECT_FALSE(out.ok);
   EXPECT_EQ(out.message, "boom");
   MessageType type;
-  ASSERT_TRUE(PeekType(EncodeControl(done), &type, &error));
+  ControlMessage control;
+  Snapshot snapshot;
+  ASSERT_TRUE(DecodeMessage(EncodeControl(done), &type, &control, &snapshot, &error)) << error;
   EXPECT_EQ(type, MessageType::kDone);
+  EXPECT_EQ(control.message, "boom");
+  snapshot.run_id = "r";
+  snapshot.worker_id = "w";
+  snapshot.sequence = 3;
+  ASSERT_TRUE(DecodeMessage(EncodeSnapshot(snapshot), &type, &control, &snapshot, &error)) << error;
+  EXPECT_EQ(type, MessageType::kSnapshot);
+  EXPECT_EQ(snapshot.sequence, 3u);
 }
 
 std::string Pack(const std::map<std::string, msgpack::type::variant>& map) {

@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "loads/common/snapshot.h"
+
 namespace loads::common {
 
 // The control messages between the controller and a worker (docs/wire-protocol.md). Each is one
@@ -30,10 +32,10 @@ std::string_view MessageTypeName(MessageType type);
 // A worker's share of a run.
 struct Assignment {
   std::string run_id;
-  std::string test;     // "module.Class.method", or the URL of a built-in GET test
-  std::string url;      // set for the built-in GET test (then `library` is empty)
-  std::string library;  // the test library's bytes (a .so), for a named test
-  std::string scenario;  // a declarative scenario's JSON text (docs/scenarios.md)
+  std::string test;              // "module.Class.method", or the URL of a built-in GET test
+  std::string url;               // set for the built-in GET test (then `library` is empty)
+  std::string library;           // the test library's bytes (a .so), for a named test
+  std::string scenario;          // a declarative scenario's JSON text (docs/scenarios.md)
   std::string external_command;  // an external runner command (docs/external-runners.md)
   std::vector<int64_t> users;
   std::vector<int64_t> hits;       // empty in duration mode
@@ -62,9 +64,11 @@ struct ControlMessage {
 
 std::string EncodeControl(const ControlMessage& message);
 
-// Reads the type of any message (control or snapshot) without decoding the rest. Returns false
-// and says why when the frame is not a map with a known "type".
-bool PeekType(std::string_view bytes, MessageType* type, std::string* error);
+// Decodes any message a controller receives, unpacking the frame once: a snapshot into
+// *snapshot, anything else into *control, with its type in *type. Never throws; on failure says
+// why, naming the field at fault.
+bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
+                   Snapshot* snapshot, std::string* error);
 
 // Decodes and validates a control message (not a snapshot). Never throws; names the field at
 // fault.
