@@ -717,6 +717,13 @@ class RunnerProcess:
     def interrupt(self):
         self.process.send_signal(signal.SIGINT)
 
+    def interrupt_and_wait(self, timeout=15.0):
+        """Ctrl-C, then wait: returns (RunResult, seconds from the signal to the exit)."""
+        self.interrupt()
+        interrupted_at = time.monotonic()
+        result = self.wait(timeout=timeout)
+        return result, time.monotonic() - interrupted_at
+
     def close(self):
         """Kill the runner if it still runs and remove its temp dir (safe to call twice)."""
         if self.process.poll() is None:

@@ -356,10 +356,8 @@ class DistributedTest(unittest.TestCase):
             process = harness.RunnerProcess(
                 ["--controller", self.controller.grpc, "--url", nginx.url, "-u", "2", "-d", "30"])
             time.sleep(1.5)
-            started = time.monotonic()
-            process.interrupt()
-            result = process.wait(timeout=15)
-            self.assertLess(time.monotonic() - started, 5)
+            result, stop_time = process.interrupt_and_wait(timeout=15)
+            self.assertLess(stop_time, 5)
             self.assertEqual(result.code, 130, harness.describe(result))
             self.assertIn("Hits:", result.stdout)
             self.assertEqual(result.report["hits"], nginx.access_log_count())

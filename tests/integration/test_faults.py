@@ -92,10 +92,7 @@ class FaultsTest(unittest.TestCase):
             # Interrupt only once the load really runs (the signal handler is installed by then).
             nginx.wait_for_requests(minimum=1, timeout=10)
             time.sleep(0.5)
-            run.interrupt()
-            interrupted_at = time.monotonic()
-            result = run.wait(timeout=15)
-            stop_time = time.monotonic() - interrupted_at
+            result, stop_time = run.interrupt_and_wait(timeout=15)
             logged = nginx.access_log_count()
         harness.assert_no_crash(self, result)
         self.assertEqual(result.code, 130, harness.describe(result))
