@@ -1,5 +1,4 @@
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,9 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "loads/common/process.h"
 #include "loads/controller/launcher.h"
-
-extern char** environ;
 
 namespace loads::controller {
 namespace {
@@ -50,12 +48,8 @@ class LocalLauncher : public Launcher {
         argv.push_back("--token-file");
         argv.push_back(token_file_);
       }
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
       pid_t pid = 0;
-      if (const int error =
-              posix_spawn(&pid, binary_.c_str(), nullptr, nullptr, args.data(), environ)) {
+      if (const int error = common::Spawn(argv, nullptr, -1, false, &pid)) {
         return "cannot start " + binary_ + ": " + std::strerror(error);
       }
       pids_.push_back(pid);

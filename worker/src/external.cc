@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "loads/common/process.h"
 #include "loads/worker/engine.h"
 #include "worker/src/fiber.h"
 #include "worker/src/user_context.h"
@@ -120,28 +120,11 @@ class ExternalTest : public TestCase {
           std::to_string(std::accumulate(options.hits.begin(), options.hits.end(), int64_t{0})));
     }
     env_storage.push_back("LOADS_SERVER_URL=" + options.server_url);
-    std::vector<char*> env;
-    for (auto& e : env_storage) env.push_back(e.data());
-    env.push_back(nullptr);
-
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("external runner: pipe failed");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
-    std::string shell = "/bin/sh", flag = "-c", command = ExternalCommand();
-    char* argv[] = {shell.data(), flag.data(), command.data(), nullptr};
     pid_t pid = 0;
-    const int spawned = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, env.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
+    const int spawned = common::Spawn({"/bin/sh", "-c", ExternalCommand()}, &env_storage, fds[1],
+                                      /*own_group=*/true, &pid);
     ::close(fds[1]);
     if (spawned != 0) {
       ::close(fds[0]);
