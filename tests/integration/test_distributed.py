@@ -5,6 +5,7 @@ Merged counts are compared with nginx's own access log.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,17 @@ class Controller:
                 [harness.binary("loads-worker"), "--controller", self.zmq,
                  "--id", f"w{len(self.workers)}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # Until they have registered, a run would make the controller launch workers of its own.
+        live = sum(worker.poll() is None for worker in self.workers)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ping = subprocess.run([harness.binary("loads-runner"), "--controller", self.grpc,
+                                   "--ping"], capture_output=True, text=True, timeout=10)
+            registered = re.search(r"^(\d+) worker\(s\)$", ping.stdout, re.M)
+            if registered and int(registered.group(1)) >= live:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{live} workers did not register: {ping.stdout}")
 
     def close(self):
         for worker in self.workers:
