@@ -156,6 +156,7 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
   try {
     const auto doc = nlohmann::json::parse(latest.report_json());
     info.duration_seconds = doc.at("duration_seconds").get<double>();
+    info.test = doc.at("test").get<std::string>();
     std::tm tm{};
     const std::string iso = doc.at("started").get<std::string>();
     if (strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) {

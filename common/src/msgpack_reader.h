@@ -95,11 +95,13 @@ class Reader {
 // frame from allocating much. Returns false and fills *error on failure; never throws.
 bool UnpackBounded(std::string_view bytes, msgpack::object_handle* handle, std::string* error);
 
-// Reads an unpacked protocol message: a map with string keys whose "v" must equal `version`.
-// Calls field(key, value) for every other key; field returns false (having filled the error) to
-// stop. Returns false on any problem.
+// Reads an unpacked protocol message: a map with string keys whose "v" must be between `oldest`
+// and `version`. Calls field(key, value) for every other key; field returns false (having filled
+// the error) to stop. Returns false on any problem.
 template <typename Field>
-bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* error, Field&& field) {
+bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* error, Field&& field,
+                 uint64_t oldest = 0) {
+  if (oldest == 0) oldest = version;
   Reader r(error);
   if (!r.Map(root, "(message)", 64)) return false;
   bool seen_version = false;
@@ -110,7 +112,9 @@ bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* err
     if (key == "v") {
       uint64_t v = 0;
       if (!r.Uint(kv.val, key, &v)) return false;
-      if (v != version) return r.Fail(key, "unsupported version " + std::to_string(v));
+      if (v < oldest || v > version) {
+        return r.Fail(key, "unsupported version " + std::to_string(v));
+      }
       seen_version = true;
     } else if (!field(key, kv.val)) {
       return false;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/src/msgpack_reader.h"
+#include "loads/common/url.h"
 
 namespace loads::common {
 namespace {
@@ -74,6 +75,26 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
            r.Uint(v.via.array.ptr[1], key, &s->failures) &&
            r.Uint(v.via.array.ptr[2], key, &s->errors);
   }
+  if (key == "methods") {
+    if (!r.Map(v, key, RunStats::kMaxMethods + 1)) return false;
+    for (uint32_t i = 0; i < v.via.map.size; ++i) {
+      std::string method;
+      const msgpack::object& counts = v.via.map.ptr[i].val;
+      if (!r.String(v.via.map.ptr[i].key, key, &method) ||
+          !r.Array(counts, key, RunStats::StatusClasses().size())) {
+        return false;
+      }
+      // Methods become metric labels: HTTP tokens (or the overflow name) only.
+      if (method != RunStats::kOtherMethods && !IsHttpMethod(method)) {
+        return r.Fail(key, "'" + method + "' is not an HTTP method");
+      }
+      auto& classes = s->methods[method];
+      for (size_t c = 0; c < classes.size(); ++c) {
+        if (!r.Uint(counts.via.array.ptr[c], key, &classes[c])) return false;
+      }
+    }
+    return true;
+  }
   if (key == "ws") {
     if (!r.Array(v, key, 6)) return false;
     uint64_t* fields[] = {&s->ws_opened,         &s->ws_closed,        &s->ws_messages_received,
@@ -133,7 +154,7 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   const RunStats& s = snapshot.stats;
   msgpack::sbuffer buffer;
   Packer pk(&buffer);
-  pk.pack_map(17);
+  pk.pack_map(19);
   PackString(pk, "v");
   pk.pack(kSnapshotVersion);
   PackString(pk, "type");
@@ -150,6 +171,8 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   pk.pack(snapshot.interval_end);
   PackString(pk, "final");
   pk.pack(snapshot.final);
+  PackString(pk, "users");
+  pk.pack(snapshot.active_users);
   PackString(pk, "hits");
   pk.pack(s.hits);
   PackString(pk, "latency");
@@ -177,6 +200,11 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   pk.pack(s.successes);
   pk.pack(s.failures);
   pk.pack(s.errors);
+  PackString(pk, "methods");
+  PackMap(pk, s.methods, [&](const RunStats::StatusClasses& classes) {
+    pk.pack_array(static_cast<uint32_t>(classes.size()));
+    for (uint64_t n : classes) pk.pack(n);
+  });
   PackString(pk, "ws");
   pk.pack_array(6);
   for (uint64_t v : {s.ws_opened, s.ws_closed, s.ws_messages_received, s.ws_bytes_received,
@@ -209,7 +237,8 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   *out = Snapshot{};
   bool seen_type = false, seen_run = false, seen_worker = false, seen_seq = false;
   const bool read = ReadMessage(
-      root, kSnapshotVersion, error, [&](const std::string& key, const msgpack::object& v) {
+      root, kSnapshotVersion, error,
+      [&](const std::string& key, const msgpack::object& v) {
         if (key == "type") {
           std::string type;
           if (!r.String(v, key, &type)) return false;
@@ -237,14 +266,40 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
           out->final = v.via.boolean;
           return true;
         }
+        if (key == "users") return r.Uint(v, key, &out->active_users);
         return DecodeStats(r, key, v, &out->stats);
-      });
+      },
+      kOldestSnapshotVersion);
   if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
   if (!seen_run || out->run_id.empty()) return r.Fail("run", "missing or empty");
   if (!seen_worker || out->worker_id.empty()) return r.Fail("worker", "missing or empty");
   if (!seen_seq) return r.Fail("seq", "missing");
   if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
+  RunStats& stats = out->stats;
+  if (stats.methods.empty() && stats.hits) {
+    // "methods" is optional: a worker that does not send it has its hits counted under
+    // "unknown", by the status codes it reports, so that the by-method counts always add up.
+    RunStats::StatusClasses by{};
+    uint64_t answered = 0;
+    for (size_t code = 0; code < stats.status_codes.size(); ++code) {
+      if (__builtin_add_overflow(answered, stats.status_codes[code], &answered)) {
+        answered = UINT64_MAX;
+      }
+      by[StatusClassIndex(static_cast<int>(code), HitError::kNone)] += stats.status_codes[code];
+    }
+    if (answered > stats.hits) return r.Fail("status", "more responses than hits");
+    by[0] += stats.hits - answered;
+    stats.methods.emplace("unknown", by);
+  } else if (!stats.methods.empty()) {
+    uint64_t by_method = 0;
+    for (const auto& [method, classes] : out->stats.methods) {
+      for (uint64_t n : classes) {
+        if (__builtin_add_overflow(by_method, n, &by_method)) by_method = UINT64_MAX;
+      }
+    }
+    if (by_method != out->stats.hits) return r.Fail("methods", "counts do not add up to hits");
+  }
   return true;
 }
 

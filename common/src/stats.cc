@@ -7,7 +7,9 @@ template <typename Map, typename Value>
 Value& BoundedSlot(Map& map, std::string_view key, size_t cap, std::string_view overflow) {
   auto it = map.find(key);
   if (it != map.end()) return it->second;
-  if (map.size() >= cap) key = overflow;
+  // The overflow entry does not take one of the cap's places, so merging a map that has one
+  // (it sorts first) keeps the other names apart.
+  if (key != overflow && map.size() - map.count(overflow) >= cap) key = overflow;
   return map.try_emplace(std::string(key)).first->second;
 }
 
@@ -43,8 +45,11 @@ void UrlStats::Merge(const UrlStats& other) {
   latency.Merge(other.latency);
 }
 
-void RunStats::RecordHit(std::string_view name, int status, HitError error, uint64_t latency_ns) {
+void RunStats::RecordHit(std::string_view name, std::string_view method, int status, HitError error,
+                         uint64_t latency_ns) {
   ++hits;
+  ++BoundedSlot<decltype(methods), StatusClasses>(methods, method, kMaxMethods,
+                                                  kOtherMethods)[StatusClassIndex(status, error)];
   UrlStats& url = BoundedSlot<decltype(urls), UrlStats>(urls, name, kMaxUrlNames, kOtherUrls);
   ++url.hits;
   if (error != HitError::kNone) {
@@ -85,6 +90,11 @@ void RunStats::Merge(const RunStats& other) {
   for (size_t i = 0; i < hit_errors.size(); ++i) hit_errors[i] += other.hit_errors[i];
   for (const auto& [name, url] : other.urls) {
     BoundedSlot<decltype(urls), UrlStats>(urls, name, kMaxUrlNames, kOtherUrls).Merge(url);
+  }
+  for (const auto& [method, classes] : other.methods) {
+    auto& mine =
+        BoundedSlot<decltype(methods), StatusClasses>(methods, method, kMaxMethods, kOtherMethods);
+    for (size_t i = 0; i < mine.size(); ++i) mine[i] += classes[i];
   }
   successes += other.successes;
   failures += other.failures;

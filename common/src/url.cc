@@ -202,4 +202,11 @@ std::string UrlEncode(std::string_view text) {
   return out;
 }
 
+bool IsHttpMethod(std::string_view text) {
+  return !text.empty() && text.size() <= 32 &&
+         text.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+             "0123456789!#$%&'*+-.^_`|~") == std::string_view::npos;
+}
+
 }  // namespace loads::common

@@ -135,7 +135,8 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
   run.view.run_id = run_id;
   run.view.started = std::chrono::system_clock::now();
   if (metrics_) {
-    metrics_->SetPlannedUsers(run_id, *std::max_element(plan.users.begin(), plan.users.end()));
+    metrics_->RunStarted(run_id, plan.test,
+                         *std::max_element(plan.users.begin(), plan.users.end()));
   }
   run.policy = request.loss_policy;
   const auto n = static_cast<size_t>(request.workers);
@@ -238,6 +239,15 @@ void Broker::MaybeFinish(Run& run) {
   changed_.notify_all();
 }
 
+void Broker::CountActiveUsers(Run& run) {
+  uint64_t users = 0;
+  for (const auto& [id, s] : run.workers) {
+    if (!s.lost && !s.done) users += s.active_users;
+  }
+  run.view.active_users = users;
+  if (metrics_) metrics_->SetActiveUsers(run.view.run_id, static_cast<int64_t>(users));
+}
+
 void Broker::Lose(const std::string& worker_id) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
@@ -250,6 +260,7 @@ void Broker::Lose(const std::string& worker_id) {
   auto state = run.workers.find(worker_id);
   if (state == run.workers.end() || state->second.done || Over(run.view.state)) return;
   state->second.lost = true;
+  CountActiveUsers(run);
   run.view.lost_workers.push_back(worker_id);
   run.view.degraded = true;
   if (run.policy == LossPolicy::kFail) {
@@ -300,6 +311,8 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     }
     run.view.gaps += snapshot.sequence - in_run.last_sequence - 1;
     in_run.last_sequence = snapshot.sequence;
+    in_run.active_users = snapshot.final ? 0 : snapshot.active_users;
+    CountActiveUsers(run);
     run.view.stats.Merge(snapshot.stats);
     run.current_interval.Merge(snapshot.stats);
     if (metrics_) {
@@ -363,6 +376,7 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     }
   } else {
     state->second.done = true;
+    CountActiveUsers(run);
     if (!m.ok && run.view.error.empty()) {
       run.view.error = "worker " + identity + ": " + m.message;
       StopWorkers(run);

@@ -30,7 +30,18 @@ const std::vector<double> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.
 constexpr std::pair<const char*, double> kPercentiles[] = {
     {"50", 50}, {"90", 90}, {"99", 99}, {"99.9", 99.9}};
 
-std::string StatusClass(size_t code) { return std::to_string(code / 100) + "xx"; }
+// Label values of RunStats::StatusClasses, by index.
+constexpr const char* kStatusClasses[] = {"error", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+// A test label short enough to read on a dashboard (external commands can be long), cut on a
+// UTF-8 character boundary.
+std::string TestLabel(const std::string& test) {
+  constexpr size_t kMax = 120;
+  if (test.size() <= kMax) return test;
+  size_t end = kMax;
+  while (end > 0 && (static_cast<unsigned char>(test[end]) & 0xC0) == 0x80) --end;
+  return test.substr(0, end) + "...";
+}
 
 }  // namespace
 
@@ -43,8 +54,8 @@ struct Metrics::Impl {
       BuildCounter()
           .Name("loads_hits_total")
           .Help(
-              "HTTP requests sent (each redirect hop is one), by run and status class "
-              "(1xx-5xx, or error when no response came)")
+              "HTTP requests sent (each redirect hop is one), by run, test, method and status "
+              "class (1xx-5xx, or error when no response came)")
           .Register(*registry);
   Family<Counter>& hit_errors = BuildCounter()
                                     .Name("loads_hit_errors_total")
@@ -85,6 +96,11 @@ struct Metrics::Impl {
           .Name("loads_custom_counter_total")
           .Help("Custom counters (incr_counter) by run and name (at most 100 names per run)")
           .Register(*registry);
+  Family<Gauge>& active_users =
+      BuildGauge()
+          .Name("loads_active_users")
+          .Help("Virtual users running now, summed over the run's workers")
+          .Register(*registry);
   Family<Gauge>& planned_users = BuildGauge()
                                      .Name("loads_planned_users")
                                      .Help("Virtual users of the run's largest user cycle")
@@ -115,6 +131,7 @@ struct Metrics::Impl {
   struct RunSeries {
     std::map<const void*, std::function<void()>> removers;  // one per series
     std::map<std::string, bool> names;  // URL and counter names seen, for the cap
+    std::string test;                   // the `test` label of its hits
     std::optional<std::chrono::steady_clock::time_point> expires;
   };
   std::map<std::string, RunSeries> runs_series;
@@ -163,22 +180,22 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
   std::lock_guard lock(m.mu);
   m.snapshots.Add({}).Increment();
   m.merge_delay_all->Observe(std::max(0.0, merge_delay));
-  std::map<std::string, uint64_t> classes;
-  for (size_t code = 0; code < d.status_codes.size(); ++code) {
-    if (d.status_codes[code]) classes[StatusClass(code)] += d.status_codes[code];
-  }
-  uint64_t failed = 0;
   for (int kind = 1; kind < common::kHitErrorCount; ++kind) {
     const uint64_t n = d.hit_errors[kind];
     if (!n) continue;
-    failed += n;
     m.Get(m.hit_errors, run,
           {{"kind", std::string(common::HitErrorName(static_cast<common::HitError>(kind)))}})
         .Increment(static_cast<double>(n));
   }
-  if (failed) classes["error"] += failed;
-  for (const auto& [status_class, n] : classes) {
-    m.Get(m.hits, run, {{"status_class", status_class}}).Increment(static_cast<double>(n));
+  for (const auto& [method, by] : d.methods) {
+    for (size_t i = 0; i < by.size(); ++i) {
+      if (!by[i]) continue;
+      m.Get(m.hits, run,
+            {{"test", m.runs_series[run].test},
+             {"method", method},
+             {"status_class", kStatusClasses[i]}})
+          .Increment(static_cast<double>(by[i]));
+    }
   }
   const std::pair<const char*, uint64_t> outcomes[] = {
       {"success", d.successes}, {"failure", d.failures}, {"error", d.errors}};
@@ -235,10 +252,18 @@ void Metrics::SetQuantiles(const std::string& run, const common::Histogram& late
   }
 }
 
-void Metrics::SetPlannedUsers(const std::string& run, int64_t users) {
+void Metrics::RunStarted(const std::string& run, const std::string& test, int64_t planned_users) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
-  m.Get(m.planned_users, run, {}).Set(static_cast<double>(users));
+  m.runs_series[run].test = TestLabel(test);
+  m.Get(m.planned_users, run, {}).Set(static_cast<double>(planned_users));
+  m.Get(m.active_users, run, {}).Set(0);
+}
+
+void Metrics::SetActiveUsers(const std::string& run, int64_t users) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.Get(m.active_users, run, {}).Set(static_cast<double>(users));
 }
 
 void Metrics::RunEnded(const std::string& run) {

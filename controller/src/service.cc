@@ -37,12 +37,21 @@ bool Over(RunState state) {
   return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
 }
 
+// The run's test as a worker names it (its report's Test, its hits' `test` label).
+std::string TestName(const v1::RunSpec& spec) {
+  if (!spec.url().empty()) return "GET " + spec.url();
+  if (!spec.external_command().empty()) return "external: " + spec.external_command();
+  if (!spec.scenario().empty()) {
+    std::string error;
+    const auto scenario = worker::ParseScenario(spec.scenario(), &error);
+    if (scenario) return worker::MakeScenarioName(*scenario);
+  }
+  return spec.test();
+}
+
 common::Assignment ToPlan(const v1::RunSpec& spec) {
   common::Assignment plan;
-  plan.test = !spec.test().empty()               ? spec.test()
-              : !spec.url().empty()              ? spec.url()
-              : !spec.external_command().empty() ? "external: " + spec.external_command()
-                                                 : "scenario";
+  plan.test = TestName(spec);
   plan.url = spec.url();
   plan.library = spec.test_library();
   plan.scenario = spec.scenario();
@@ -139,11 +148,13 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   out->set_snapshots(view->snapshots);
   out->set_duplicate_snapshots(view->duplicates);
   out->set_missing_snapshots(view->gaps);
+  out->set_active_users(view->active_users);
   common::Snapshot merged;
   merged.run_id = run_id;
   merged.worker_id = "controller";
   merged.sequence = 1;
   merged.final = Over(view->state);
+  merged.active_users = view->active_users;
   merged.stats = view->stats;
   out->set_stats(common::EncodeSnapshot(merged));
   common::Snapshot interval;
@@ -159,9 +170,7 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   out->set_interval_stats(common::EncodeSnapshot(interval));
   if (Over(view->state)) {
     common::RunInfo info;
-    info.test = !spec.test().empty()  ? spec.test()
-                : !spec.url().empty() ? "GET " + spec.url()
-                                      : "scenario";
+    info.test = TestName(spec);
     info.started = view->started;
     info.duration_seconds = std::chrono::duration<double>(view->ended - view->started).count();
     info.interrupted = view->state == RunState::kStopped;

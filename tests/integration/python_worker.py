@@ -35,6 +35,7 @@ def histogram(values):
 
 
 def snapshot(run, worker, seq, latencies, final):
+    # Version 1 on purpose (no "users", no "methods"): the controller still accepts it.
     now = time.time_ns()
     return {"v": 1, "type": "snapshot", "run": run, "worker": worker, "seq": seq,
             "t0": now - 1_000_000_000, "t1": now, "final": final, "hits": len(latencies),

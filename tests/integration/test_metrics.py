@@ -54,10 +54,18 @@ class Prometheus:
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1)
-                return
+                break
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("prometheus did not become ready")
+        else:
+            raise AssertionError("prometheus did not become ready")
+        # Ready is not scraping: target discovery reaches the scrape loop some seconds later, and
+        # gauges of a short run would be missed until then.
+        while time.monotonic() < deadline:
+            if self.query("up"):
+                return
+            time.sleep(0.2)
+        raise AssertionError("prometheus did not scrape the controller")
 
     def query(self, promql):
         url = (f"http://127.0.0.1:{self.port}/api/v1/query?" +
@@ -102,6 +110,10 @@ class MetricsTest(unittest.TestCase):
             run = self.run_id(text)
             hits = sum(samples(text, "loads_hits_total").values())
             self.assertEqual(hits, result.report["hits"])
+            # Every hit was a GET answered 2xx, of the test the report names.
+            test = result.report["test"]
+            self.assertEqual(samples(text, "loads_hits_total"), {
+                f'{{method="GET",run="{run}",status_class="2xx",test="{test}"}}': hits})
             self.assertEqual(hits, nginx.access_log_count())
             self.assertEqual(samples(text, "loads_request_duration_seconds_count"),
                              {f'{{run="{run}"}}': 100.0})
@@ -111,6 +123,7 @@ class MetricsTest(unittest.TestCase):
             p99 = percentiles[f'{{percentile="99",run="{run}"}}']
             self.assertAlmostEqual(p99, result.report["latency_seconds"]["p99"], places=6)
             self.assertEqual(samples(text, "loads_planned_users")[f'{{run="{run}"}}'], 4.0)
+            self.assertEqual(samples(text, "loads_active_users")[f'{{run="{run}"}}'], 0.0)
             self.assertEqual(samples(text, "loads_workers")['{state="idle"}'], 2.0)
             # Retention: 3 s after the run ended its series are gone.
             time.sleep(4.5)
@@ -131,6 +144,11 @@ class MetricsTest(unittest.TestCase):
                                        "(loads_request_duration_seconds_bucket))")
                 self.assertTrue(p99, "no p99 from the classic histogram")
                 self.assertGreater(float(p99[0]["value"][1]), 0)
+                # The 4 users were seen running, summed over both workers, and are gone now.
+                users = prometheus.query("max_over_time(sum(loads_active_users)[1m:1s])")
+                self.assertEqual(float(users[0]["value"][1]), 4.0)
+                self.assertEqual(float(prometheus.query("sum(loads_active_users)")[0]["value"][1]),
+                                 0.0)
                 up = prometheus.query('up{job="loads-controller"}')
                 self.assertEqual(up[0]["value"][1], "1")
         finally:
@@ -153,6 +171,7 @@ class MetricsTest(unittest.TestCase):
                 {"ws_connect": {"url": "/ws"}}, {"ws_send": {"text": "hi"}},
                 {"ws_receive": {"expect": "hi"}}, {"ws_close": {}},
                 {"request": {"url": "/", "name": "home"}}, {"think": 0.05},
+                {"request": {"method": "POST", "url": "/echo", "body": "x", "name": "echo"}},
                 {"request": {"url": "http://127.0.0.1:1/", "name": "closed port"}}]}, f)
         try:
             import zmq
@@ -170,6 +189,12 @@ class MetricsTest(unittest.TestCase):
             context.term()
             run = self.run_id(scrape(self.controller.metrics))
             time.sleep(2.5)
+            methods = {r["metric"]["method"] for r in prometheus.query(
+                f'sum by (method) (loads_hits_total{{run="{run}"}})')}
+            self.assertEqual(methods, {"GET", "POST"})
+            tests = {r["metric"]["test"] for r in prometheus.query(
+                f'sum by (test) (loads_hits_total{{run="{run}"}})')}
+            self.assertEqual(tests, {"scenario:dashboard"})
             for expr in expressions:
                 promql = (expr.replace("$run", run).replace("$__rate_interval", "15s")
                           .replace("$__range", "1m"))

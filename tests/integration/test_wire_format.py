@@ -1,6 +1,6 @@
 """The snapshot message is plain msgpack, readable and writable from another language exactly as
 docs/wire-protocol.md describes it. This test uses Python's msgpack module as the reference
-client: it decodes the golden bytes the C++ encoder produces (tests/testdata/snapshot_v1.hex,
+client: it decodes the golden bytes the C++ encoder produces (tests/testdata/snapshot_v2.hex,
 checked byte for byte by the C++ unit test) and re-encodes the documented structure to the same
 bytes.
 """
@@ -11,7 +11,7 @@ import unittest
 import msgpack
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata",
-                      "snapshot_v1.hex")
+                      "snapshot_v2.hex")
 
 
 def bucket_index(value):
@@ -30,12 +30,15 @@ class WireFormatTest(unittest.TestCase):
 
     def test_decodes_the_documented_fields(self):
         doc = msgpack.unpackb(self.golden, raw=False, strict_map_key=False)
-        self.assertEqual(doc["v"], 1)
+        self.assertEqual(doc["v"], 2)
         self.assertEqual(doc["type"], "snapshot")
         self.assertEqual((doc["run"], doc["worker"], doc["seq"]), ("r", "w", 1))
         self.assertEqual(doc["t1"] - doc["t0"], 1_000_000_000)
-        self.assertIs(doc["final"], True)
+        self.assertIs(doc["final"], False)
+        self.assertEqual(doc["users"], 3)
         self.assertEqual(doc["hits"], 2)
+        # Status classes by method: [no response, 1xx, 2xx, 3xx, 4xx, 5xx].
+        self.assertEqual(doc["methods"], {"GET": [0, 0, 2, 0, 0, 0]})
         self.assertEqual(doc["status"], {200: 2})
         self.assertEqual(doc["outcomes"], [1, 1, 0])
         self.assertEqual(doc["errors"], {"F": 1})
@@ -52,10 +55,11 @@ class WireFormatTest(unittest.TestCase):
 
     def test_encodes_to_the_same_bytes(self):
         histogram = [2, 1000, 2000, 3000, [1000, 1, 1000, 1]]
-        doc = {"v": 1, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
-               "t0": 1_700_000_000_000_000_000, "t1": 1_700_000_001_000_000_000, "final": True,
-               "hits": 2, "latency": histogram, "status": {200: 2}, "hit_errors": {},
-               "outcomes": [1, 1, 0], "ws": [0] * 6, "errors": {"F": 1}, "counters": {"c": 11},
+        doc = {"v": 2, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
+               "t0": 1_700_000_000_000_000_000, "t1": 1_700_000_001_000_000_000, "final": False,
+               "users": 3, "hits": 2, "latency": histogram, "status": {200: 2},
+               "hit_errors": {}, "outcomes": [1, 1, 0], "methods": {"GET": [0, 0, 2, 0, 0, 0]},
+               "ws": [0] * 6, "errors": {"F": 1}, "counters": {"c": 11},
                "urls": {"U": [2, 0, histogram]}}
         self.assertEqual(msgpack.packb(doc, use_bin_type=True).hex(), self.golden.hex())
 

@@ -34,9 +34,10 @@ Snapshot Rich() {
   snap.interval_start = 1'700'000'000'000'000'000;
   snap.interval_end = 1'700'000'001'000'000'000;
   RunStats& s = snap.stats;
-  for (uint64_t i = 1; i <= 1000; ++i) s.RecordHit("GET http://h/a", 200, HitError::kNone, i * 997);
-  s.RecordHit("GET http://h/b", 503, HitError::kNone, 5'000'000'000);
-  s.RecordHit("GET http://h/b", 0, HitError::kTimeout, 0);
+  for (uint64_t i = 1; i <= 1000; ++i)
+    s.RecordHit("GET http://h/a", "GET", 200, HitError::kNone, i * 997);
+  s.RecordHit("GET http://h/b", "GET", 503, HitError::kNone, 5'000'000'000);
+  s.RecordHit("GET http://h/b", "GET", 0, HitError::kTimeout, 0);
   s.RecordExecution(Outcome::kSuccess, "");
   s.RecordExecution(Outcome::kFailure, "AssertionError: x");
   s.RecordExecution(Outcome::kError, "NetworkError(timeout): slow");
@@ -60,6 +61,7 @@ void ExpectSameStats(const RunStats& a, const RunStats& b) {
   EXPECT_EQ(a.errors, b.errors);
   EXPECT_EQ(a.error_messages, b.error_messages);
   EXPECT_EQ(a.counters, b.counters);
+  EXPECT_EQ(a.methods, b.methods);
   EXPECT_EQ(a.ws_opened, b.ws_opened);
   EXPECT_EQ(a.ws_bytes_received, b.ws_bytes_received);
   EXPECT_EQ(a.ws_bytes_sent, b.ws_bytes_sent);
@@ -103,8 +105,8 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
   for (int i = 0; i < 30'000; ++i) {
     const auto v = static_cast<uint64_t>(latency(rng));
     const std::string url = i % 3 == 0 ? "GET /x" : "GET /y";
-    single.RecordHit(url, 200, HitError::kNone, v);
-    workers[i % 3].RecordHit(url, 200, HitError::kNone, v);
+    single.RecordHit(url, "GET", 200, HitError::kNone, v);
+    workers[i % 3].RecordHit(url, "GET", 200, HitError::kNone, v);
   }
   RunStats merged;
   for (size_t w = 0; w < workers.size(); ++w) {
@@ -121,11 +123,11 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
   ExpectSameStats(single, merged);
 }
 
-// A small snapshot's exact bytes (tests/testdata/snapshot_v1.hex, also read by the Python test
+// A small snapshot's exact bytes (tests/testdata/snapshot_v2.hex, also read by the Python test
 // of the wire format and shown in docs/wire-protocol.md). A change here is a change of the wire
 // format: bump kSnapshotVersion and update the document.
 std::string GoldenHex() {
-  std::ifstream file(LOADS_TESTDATA_DIR "/snapshot_v1.hex");
+  std::ifstream file(LOADS_TESTDATA_DIR "/snapshot_v2.hex");
   std::string hex;
   file >> hex;
   return hex;
@@ -138,9 +140,9 @@ Snapshot Golden() {
   snap.sequence = 1;
   snap.interval_start = 1'700'000'000'000'000'000;
   snap.interval_end = 1'700'000'001'000'000'000;
-  snap.final = true;
-  snap.stats.RecordHit("U", 200, HitError::kNone, 1000);
-  snap.stats.RecordHit("U", 200, HitError::kNone, 2000);
+  snap.active_users = 3;
+  snap.stats.RecordHit("U", "GET", 200, HitError::kNone, 1000);
+  snap.stats.RecordHit("U", "GET", 200, HitError::kNone, 2000);
   snap.stats.RecordExecution(Outcome::kSuccess, "");
   snap.stats.RecordExecution(Outcome::kFailure, "F");
   snap.stats.IncrCounter("c", 11);
@@ -154,7 +156,8 @@ TEST(Snapshot, GoldenBytes) {
   Snapshot decoded;
   std::string error;
   ASSERT_TRUE(DecodeSnapshot(Unhex(golden), &decoded, &error)) << error;
-  EXPECT_TRUE(decoded.final);
+  EXPECT_FALSE(decoded.final);
+  EXPECT_EQ(decoded.active_users, 3u);
   ExpectSameStats(Golden().stats, decoded.stats);
 }
 
@@ -174,7 +177,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   const std::vector<Case> cases = {
       {"c1", "not a msgpack document"},       // reserved byte
       {"93010203", "expected a map"},         // [1, 2, 3]
-      {"81a17602", "unsupported version 2"},  // {"v": 2}
+      {"81a17603", "unsupported version 3"},  // {"v": 3}
       {"81a17601", "field 'type': missing"},  // {"v": 1}
       {"82a17601a474797065a3666f6f", "expected \"snapshot\""},
       {"81a17601c0", "trailing bytes"},
@@ -185,6 +188,16 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
       {"81a76c6174656e6379950201010092cd03e801", "inconsistent histogram"},
       // A bucket index beyond the last bucket.
       {"81a76c6174656e6379950101010192ce00ffffff01", "bucket index out of range"},
+      // {"methods": {"G T": [0, 0, 0, 0, 0, 0]}}: not a method a label may carry.
+      {"81a76d6574686f647381a347205496000000000000", "'G T' is not an HTTP method"},
+      // A snapshot of 1 hit whose methods count 2.
+      {"87a17601a474797065a8736e617073686f74a372756ea172a6776f726b6572a177a373657101a468"
+       "69747301a76d6574686f647381a347455496000002000000",
+       "counts do not add up to hits"},
+      // A snapshot of 1 hit with 2 responses.
+      {"87a17601a474797065a8736e617073686f74a372756ea172a6776f726b6572a177a373657101a468"
+       "69747301a673746174757381ccc802",
+       "more responses than hits"},
       // An array declaring 2^32-1 elements: refused before anything is allocated.
       {"81a468697473ddffffffff", "not a msgpack document"},
   };
@@ -194,6 +207,19 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
     EXPECT_FALSE(DecodeSnapshot(Unhex(c.hex), &out, &error)) << c.hex;
     EXPECT_NE(error.find(c.expected_error), std::string::npos) << c.hex << " -> " << error;
   }
+}
+
+TEST(Snapshot, CountsHitsOfAWorkerWithoutMethodsAsUnknown) {
+  // 3 hits: a 200, a 503 and (by difference) one without a response; no "methods" field.
+  Snapshot out;
+  std::string error;
+  ASSERT_TRUE(DecodeSnapshot(Unhex("87a17601a474797065a8736e617073686f74a372756ea172a6776f726b6572a"
+                                   "177a373657101a46869747303a673746174757382ccc801cd01f701"),
+                             &out, &error))
+      << error;
+  ASSERT_EQ(out.stats.methods.size(), 1u);
+  const RunStats::StatusClasses expected = {1, 0, 1, 0, 0, 1};
+  EXPECT_EQ(out.stats.methods.at("unknown"), expected);
 }
 
 TEST(Snapshot, SurvivesRandomBytes) {

@@ -19,34 +19,51 @@ RunInfo Info() {
 
 TEST(RunStats, CountsHitsByStatusErrorAndName) {
   RunStats s;
-  s.RecordHit("GET /a", 200, HitError::kNone, 1000);
-  s.RecordHit("GET /a", 500, HitError::kNone, 3000);
-  s.RecordHit("GET /b", 0, HitError::kConnectionRefused, 0);
-  EXPECT_EQ(s.hits, 3u);
+  s.RecordHit("GET /a", "GET", 200, HitError::kNone, 1000);
+  s.RecordHit("GET /a", "GET", 500, HitError::kNone, 3000);
+  s.RecordHit("GET /b", "GET", 0, HitError::kConnectionRefused, 0);
+  s.RecordHit("send", "POST", 302, HitError::kNone, 1000);
+  EXPECT_EQ(s.hits, 4u);
+  const RunStats::StatusClasses get = {1, 0, 1, 0, 0, 1}, post = {0, 0, 0, 1, 0, 0};
+  EXPECT_EQ(s.methods.at("GET"), get);
+  EXPECT_EQ(s.methods.at("POST"), post);
   EXPECT_EQ(s.status_codes[200], 1u);
   EXPECT_EQ(s.status_codes[500], 1u);
   EXPECT_EQ(s.hit_errors[static_cast<size_t>(HitError::kConnectionRefused)], 1u);
   EXPECT_EQ(s.urls.at("GET /a").hits, 2u);
   EXPECT_EQ(s.urls.at("GET /a").errors, 1u);  // the 500
   EXPECT_EQ(s.urls.at("GET /b").errors, 1u);
-  EXPECT_EQ(s.latency.Count(), 2u);  // refused hits have no latency
+  EXPECT_EQ(s.latency.Count(), 3u);  // refused hits have no latency
 }
 
 TEST(RunStats, BoundsUrlNames) {
   RunStats s;
   for (size_t i = 0; i < RunStats::kMaxUrlNames + 50; ++i) {
-    s.RecordHit("GET /" + std::to_string(i), 200, HitError::kNone, 10);
+    s.RecordHit("GET /" + std::to_string(i), "GET", 200, HitError::kNone, 10);
   }
   EXPECT_EQ(s.urls.size(), RunStats::kMaxUrlNames + 1);
   EXPECT_EQ(s.urls.at(std::string(RunStats::kOtherUrls)).hits, 50u);
 }
 
+TEST(RunStats, BoundsMethods) {
+  RunStats s, merged;
+  for (size_t i = 0; i < RunStats::kMaxMethods + 4; ++i) {
+    s.RecordHit("x", "M" + std::to_string(i), 200, HitError::kNone, 10);
+  }
+  EXPECT_EQ(s.methods.size(), RunStats::kMaxMethods + 1);
+  EXPECT_EQ(s.methods.at(std::string(RunStats::kOtherMethods))[2], 4u);
+  merged.Merge(s);
+  merged.Merge(s);
+  EXPECT_EQ(merged.methods.size(), RunStats::kMaxMethods + 1);
+  EXPECT_EQ(merged.methods.at(std::string(RunStats::kOtherMethods))[2], 8u);
+}
+
 TEST(RunStats, MergeAddsEverything) {
   RunStats a, b;
-  a.RecordHit("x", 200, HitError::kNone, 10);
+  a.RecordHit("x", "GET", 200, HitError::kNone, 10);
   a.RecordExecution(Outcome::kSuccess, "");
   a.IncrCounter("c", 2);
-  b.RecordHit("x", 200, HitError::kNone, 20);
+  b.RecordHit("x", "GET", 200, HitError::kNone, 20);
   b.RecordExecution(Outcome::kFailure, "AssertionError: boom");
   b.RecordExecution(Outcome::kFailure, "AssertionError: boom");
   b.IncrCounter("c", 3);
@@ -64,7 +81,7 @@ TEST(RunStats, MergeAddsEverything) {
 
 TEST(Report, TextHasTheSeedLabels) {
   RunStats s;
-  for (int i = 0; i < 50; ++i) s.RecordHit("GET http://h/", 200, HitError::kNone, 2'000'000);
+  for (int i = 0; i < 50; ++i) s.RecordHit("GET http://h/", "GET", 200, HitError::kNone, 2'000'000);
   for (int i = 0; i < 48; ++i) s.RecordExecution(Outcome::kSuccess, "");
   s.RecordExecution(Outcome::kError, "std::runtime_error: rare");
   s.RecordExecution(Outcome::kFailure, "AssertionError: common");
@@ -83,8 +100,8 @@ TEST(Report, TextHasTheSeedLabels) {
 
 TEST(Report, JsonIsVersionedAndComplete) {
   RunStats s;
-  s.RecordHit("GET http://h/", 200, HitError::kNone, 1'000'000);
-  s.RecordHit("GET http://h/slow", 200, HitError::kNone, 9'000'000);
+  s.RecordHit("GET http://h/", "GET", 200, HitError::kNone, 1'000'000);
+  s.RecordHit("GET http://h/slow", "GET", 200, HitError::kNone, 9'000'000);
   s.RecordExecution(Outcome::kSuccess, "");
   s.IncrCounter("visits", 1);
   const auto doc = nlohmann::json::parse(FormatJsonReport(Info(), s));

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "loads/common/process.h"
+#include "loads/common/url.h"
 #include "loads/worker/engine.h"
 #include "worker/src/fiber.h"
 #include "worker/src/user_context.h"
@@ -50,12 +51,17 @@ bool Record(UserContext& ctx, const std::string& line) {
   const std::string kind = event.begin().key();
   const auto& body = event.begin().value();
   if (kind == "hit" && body.is_object()) {
+    for (const char* field : {"method", "url", "name"}) {
+      if (body.contains(field) && !body[field].is_string()) return false;
+    }
     const std::string method = body.value("method", "GET");
+    // Methods become metric labels: only HTTP tokens, so that a typo cannot mint garbage series.
+    if (!common::IsHttpMethod(method)) return false;
     const std::string url = body.value("url", "");
     const std::string name = body.value("name", method + " " + url);
     if (body.contains("error")) {
       if (!body["error"].is_string()) return false;
-      ctx.RecordHit(name, 0, ErrorKind(body["error"].get<std::string>()), 0);
+      ctx.RecordHit(name, method, 0, ErrorKind(body["error"].get<std::string>()), 0);
       return true;
     }
     if (!body.contains("status") || !body["status"].is_number_integer() ||
@@ -63,7 +69,7 @@ bool Record(UserContext& ctx, const std::string& line) {
         body["elapsed"].get<double>() < 0) {
       return false;
     }
-    ctx.RecordHit(name, body["status"].get<int>(), common::HitError::kNone,
+    ctx.RecordHit(name, method, body["status"].get<int>(), common::HitError::kNone,
                   static_cast<uint64_t>(body["elapsed"].get<double>() * 1e9));
     return true;
   }

@@ -550,7 +550,7 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
   }
   Url url = ParseCached(url_text);
   std::string method(method_in);
-  if (method.empty() || method.find_first_of(" \t\r\n()<>@,;:\\\"/[]?={}") != std::string::npos) {
+  if (!common::IsHttpMethod(method)) {
     throw std::invalid_argument("invalid HTTP method '" + method + "'");
   }
   std::string body = options.json.is_null() ? options.body : options.json.dump();
@@ -581,10 +581,11 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
     const Failure failure = SendOne(url, method, wire_, timeout, &hop);
     if (failure.kind != HitError::kNone) {
       // A request that never left (the run was interrupted first) is not a hit.
-      if (failure.sent) ctx_->RecordHit(*name, 0, failure.kind, 0);
+      if (failure.sent) ctx_->RecordHit(*name, method, 0, failure.kind, 0);
       ThrowFailure(failure);
     }
-    ctx_->RecordHit(*name, hop.status, HitError::kNone, static_cast<uint64_t>(hop.elapsed.count()));
+    ctx_->RecordHit(*name, method, hop.status, HitError::kNone,
+                    static_cast<uint64_t>(hop.elapsed.count()));
 
     std::string_view location;
     for (const auto& [hname, value] : hop.headers) {
@@ -871,9 +872,9 @@ UserContext::~UserContext() {
   for (auto& ws : sockets_) ws->impl_->Detach();
 }
 
-void UserContext::RecordHit(std::string_view name, int status, common::HitError error,
-                            uint64_t latency_ns) {
-  thread_->stats.RecordHit(name, status, error, latency_ns);
+void UserContext::RecordHit(std::string_view name, std::string_view method, int status,
+                            common::HitError error, uint64_t latency_ns) {
+  thread_->stats.RecordHit(name, method, status, error, latency_ns);
   thread_->hits.fetch_add(1, std::memory_order_relaxed);
 }
 

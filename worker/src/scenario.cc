@@ -226,8 +226,12 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
   return scenario;
 }
 
+std::string MakeScenarioName(const Scenario& scenario) {
+  return "scenario:" + (scenario.name.empty() ? "unnamed" : scenario.name);
+}
+
 TestSpec MakeScenarioTest(Scenario scenario) {
-  const std::string name = "scenario:" + (scenario.name.empty() ? "unnamed" : scenario.name);
+  const std::string name = MakeScenarioName(scenario);
   CurrentScenario() = std::make_shared<const Scenario>(std::move(scenario));
   return TestSpec{
       name,

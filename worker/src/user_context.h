@@ -53,7 +53,8 @@ class UserContext {
   common::RunStats& stats() { return thread_->stats; }
   Session& session() { return session_; }
 
-  void RecordHit(std::string_view name, int status, common::HitError error, uint64_t latency_ns);
+  void RecordHit(std::string_view name, std::string_view method, int status, common::HitError error,
+                 uint64_t latency_ns);
 
   WebSocket& CreateWebSocket(std::string_view url, WebSocket::Callback callback,
                              const Headers& headers);

@@ -271,6 +271,8 @@ int ZmqWorker::Run(const std::atomic<bool>& stop) {
             snapshot.interval_start = UnixNanos(interval.start);
             snapshot.interval_end = UnixNanos(interval.end);
             snapshot.final = interval.final;
+            snapshot.active_users =
+                interval.final ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, ActiveUsers()));
             snapshot.stats = interval.stats;
             post(common::EncodeSnapshot(snapshot));
             if (m) {

@@ -8,8 +8,10 @@
 
 namespace loads::common {
 
-// Version of the snapshot message on the wire (docs/wire-protocol.md); a decoder refuses others.
-inline constexpr uint64_t kSnapshotVersion = 1;
+// Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
+// and `methods`; the decoder still accepts version 1, which has neither.
+inline constexpr uint64_t kSnapshotVersion = 2;
+inline constexpr uint64_t kOldestSnapshotVersion = 1;
 
 // What a worker reports about one run at most a second apart: the statistics of one interval
 // (a delta, not a running total), so that the controller adds snapshots up and merged
@@ -20,8 +22,9 @@ struct Snapshot {
   uint64_t sequence = 0;        // 1, 2, 3... per (run, worker); gaps show lost snapshots
   uint64_t interval_start = 0;  // Unix time, nanoseconds
   uint64_t interval_end = 0;
-  bool final = false;  // the worker's last snapshot for this run
-  RunStats stats;      // this interval only
+  bool final = false;         // the worker's last snapshot for this run
+  uint64_t active_users = 0;  // virtual users running at interval_end (0 in a final snapshot)
+  RunStats stats;             // this interval only
 };
 
 // Encodes a snapshot as one msgpack map, byte for byte as docs/wire-protocol.md describes.

@@ -52,12 +52,17 @@ struct RunStats {
   static constexpr std::string_view kOtherUrls = "(other URLs)";
   static constexpr std::string_view kOtherErrors = "(other errors)";
   static constexpr std::string_view kOtherCounters = "(other counters)";
+  // Status classes of hits by HTTP method: [no response, 1xx, 2xx, 3xx, 4xx, 5xx].
+  static constexpr size_t kMaxMethods = 16;
+  static constexpr std::string_view kOtherMethods = "(other)";
+  using StatusClasses = std::array<uint64_t, 6>;
 
   uint64_t hits = 0;
   Histogram latency;                          // nanoseconds, hits that got a response
   std::array<uint64_t, 1000> status_codes{};  // every 3-digit status HTTP allows
   std::array<uint64_t, kHitErrorCount> hit_errors{};
   std::map<std::string, UrlStats, std::less<>> urls;
+  std::map<std::string, StatusClasses, std::less<>> methods;
 
   uint64_t successes = 0;
   uint64_t failures = 0;
@@ -77,12 +82,19 @@ struct RunStats {
   uint64_t Executions() const { return successes + failures + errors; }
 
   // Records one hit. status is the HTTP status (0 when error != kNone); latency in nanoseconds.
-  void RecordHit(std::string_view name, int status, HitError error, uint64_t latency_ns);
+  void RecordHit(std::string_view name, std::string_view method, int status, HitError error,
+                 uint64_t latency_ns);
   // Records one finished execution; message is ignored for kSuccess.
   void RecordExecution(Outcome outcome, std::string_view message);
   void IncrCounter(std::string_view name, int64_t by);
 
   void Merge(const RunStats& other);
 };
+
+// The index in RunStats::StatusClasses of a hit's status: 0 without a response, else its class.
+inline size_t StatusClassIndex(int status, HitError error) {
+  if (error != HitError::kNone || status < 100 || status > 599) return 0;
+  return static_cast<size_t>(status / 100);
+}
 
 }  // namespace loads::common

@@ -44,9 +44,10 @@ struct RunView {
   // end.
   common::RunStats last_interval;
   std::chrono::system_clock::time_point last_interval_end;
-  uint64_t snapshots = 0;   // snapshots merged
-  uint64_t duplicates = 0;  // snapshots ignored because their sequence number was seen
-  uint64_t gaps = 0;        // sequence numbers skipped (snapshots lost)
+  uint64_t snapshots = 0;     // snapshots merged
+  uint64_t duplicates = 0;    // snapshots ignored because their sequence number was seen
+  uint64_t gaps = 0;          // sequence numbers skipped (snapshots lost)
+  uint64_t active_users = 0;  // virtual users running now, summed over the run's live workers
   std::chrono::system_clock::time_point started;  // when it was assigned
   std::chrono::system_clock::time_point ended;    // when it was over (if it is)
 };
@@ -114,6 +115,7 @@ class Broker {
     bool done = false;
     bool lost = false;
     uint64_t last_sequence = 0;
+    uint64_t active_users = 0;  // as of its last snapshot
   };
   struct Run {
     RunView view;
@@ -128,9 +130,10 @@ class Broker {
   void Send(const std::string& identity, std::string frame);  // REQUIRES: mu_ held
   // reason: a short class for metrics (malformed, unknown_run, ...); why: the log line.
   void Drop(const char* reason, const std::string& why);  // REQUIRES: mu_ held
-  void Lose(const std::string& worker_id);                    // REQUIRES: mu_ held
-  void StopWorkers(Run& run);                                 // REQUIRES: mu_ held
-  void MaybeFinish(Run& run);                                 // REQUIRES: mu_ held
+  void Lose(const std::string& worker_id);                // REQUIRES: mu_ held
+  void CountActiveUsers(Run& run);                        // REQUIRES: mu_ held
+  void StopWorkers(Run& run);                             // REQUIRES: mu_ held
+  void MaybeFinish(Run& run);                             // REQUIRES: mu_ held
 
   BrokerOptions options_;
   std::string endpoint_;

@@ -35,7 +35,10 @@ class Metrics {
   void OnSnapshot(const std::string& run_id, const common::RunStats& delta, double merge_delay);
   // The run's merged latency, for the exact quantile gauges.
   void SetQuantiles(const std::string& run_id, const common::Histogram& latency);
-  void SetPlannedUsers(const std::string& run_id, int64_t users);
+  // A run was assigned: its test (the `test` label of its hits) and its planned users.
+  void RunStarted(const std::string& run_id, const std::string& test, int64_t planned_users);
+  // Virtual users running now, summed over the run's workers.
+  void SetActiveUsers(const std::string& run_id, int64_t users);
   // The run is over: its series are removed `retention` from now.
   void RunEnded(const std::string& run_id);
   void SetWorkers(int64_t idle, int64_t busy);

@@ -37,7 +37,9 @@ struct Scenario {
 // and column of a JSON syntax error, or the field at fault ("steps[2].request.url: ...").
 std::optional<Scenario> ParseScenario(const std::string& json, std::string* error);
 
-// The test that runs a scenario; its name is "scenario:" + the scenario's name.
+// The test that runs a scenario; its name is MakeScenarioName(scenario).
 TestSpec MakeScenarioTest(Scenario scenario);
+// "scenario:" + the scenario's name ("scenario:unnamed" without one).
+std::string MakeScenarioName(const Scenario& scenario);
 
 }  // namespace loads::worker
