@@ -1,9 +1,28 @@
 #!/usr/bin/env bash
 # Installs the Debian packages listed in scripts/deps.txt that are missing.
+# LOADS_DEPS_GROUPS picks the groups of deps.txt to install, space-separated: "build" (the
+# packages with no group), "test", "images"; the default, "build test", is what a developer and
+# CI need. The image build uses LOADS_DEPS_GROUPS=build.
 # Idempotent: does nothing (and needs no network) when everything is present.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/deps.txt")
+groups="${LOADS_DEPS_GROUPS-build test}"
+list="$(sed -e 's/#.*//' "$here/deps.txt" | awk -v groups="$groups" '
+  BEGIN {
+    known["build"] = known["test"] = known["images"] = 1
+    n = split(groups, g, " ")
+    for (i = 1; i <= n; i++) {
+      if (!(g[i] in known)) { print "install-deps: unknown group " g[i] > "/dev/stderr"; exit 1 }
+      want[g[i]] = 1
+    }
+  }
+  NF == 0 { next }
+  NF > 2 || (NF == 2 && ($2 == "build" || !($2 in known))) {
+    print "install-deps: bad line in deps.txt: " $0 > "/dev/stderr"; exit 1
+  }
+  (NF == 1 && ("build" in want)) || (NF == 2 && ($2 in want)) { print $1 }')"
+wanted=()
+while read -r pkg; do [[ -n "$pkg" ]] && wanted+=("$pkg"); done <<<"$list"
 missing=()
 for pkg in "${wanted[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
