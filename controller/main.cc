@@ -1,5 +1,6 @@
-// loads-controller: the gRPC API for runs, the ZeroMQ endpoint for workers, and a local
-// launcher that starts loads-worker processes when a run needs more workers than are connected.
+// loads-controller: the gRPC API for runs, the ZeroMQ endpoint for workers, and a launcher that
+// starts workers (local processes, or pods in Kubernetes) when a run needs more than are
+// connected.
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -7,9 +8,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <charconv>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -44,9 +47,28 @@ constexpr char kUsage[] =
     "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
     "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
     "  --worker-timeout S      a silent worker is lost after S seconds (default 3)\n"
+    "  --advertise ENDPOINT    the ZeroMQ endpoint launched workers connect to (default: the\n"
+    "                          bound --zmq endpoint)\n"
+    "  --launcher KIND         how workers are started: local (default) or kubernetes\n"
+    "\n"
+    "local launcher:\n"
     "  --max-local-workers N   loads-worker processes the controller may start (default 16;\n"
     "                          0: never start any)\n"
-    "  --worker-bin PATH       the loads-worker binary (default: next to loads-controller)\n";
+    "  --worker-bin PATH       the loads-worker binary (default: next to loads-controller)\n"
+    "\n"
+    "kubernetes launcher (docs/kubernetes.md):\n"
+    "  --worker-image IMAGE    the worker pods' image (required)\n"
+    "  --worker-cpu Q          default CPU request of a worker pod (default 500m)\n"
+    "  --worker-memory Q       default memory request and limit (default 256Mi)\n"
+    "  --worker-token-secret S Secret whose key worker-token the pods mount as their token\n"
+    "  --worker-pending-timeout S  a pod pending longer fails its run (default 120)\n"
+    "  --max-launched-workers N    worker pods alive at once (default 100)\n"
+    "  --instance NAME         app.kubernetes.io/instance label of the pods (default loads)\n"
+    "  --namespace NS          default: the service account's namespace\n"
+    "  --kubernetes-api URL    default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\n"
+    "  --service-account-dir D token, ca.crt and namespace (default\n"
+    "                          /var/run/secrets/kubernetes.io/serviceaccount)\n"
+    "  The pods are owned by the pod named by $LOADS_POD_NAME with uid $LOADS_POD_UID.\n";
 
 std::string SelfDir() {
   char path[PATH_MAX] = {0};
@@ -69,6 +91,22 @@ int main(int argc, char** argv) {
   bool insecure = false;
   int max_local_workers = 16;
   std::string worker_bin = SelfDir() + "/loads-worker";
+  std::string launcher_kind = "local";
+  std::string advertise;
+  loads::controller::KubernetesOptions kubernetes;
+  if (const char* name = std::getenv("LOADS_POD_NAME")) kubernetes.owner_name = name;
+  if (const char* uid = std::getenv("LOADS_POD_UID")) kubernetes.owner_uid = uid;
+  // An integer option within [low, high]; false (after printing why) otherwise.
+  auto parse_int = [](const std::string& option, const std::string& value, int64_t low,
+                      int64_t high, int64_t* out) {
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), *out);
+    if (ec != std::errc() || end != value.data() + value.size() || *out < low || *out > high) {
+      Fail("invalid value for " + option + ": '" + value + "' (expected " + std::to_string(low) +
+           ".." + std::to_string(high) + ")");
+      return false;
+    }
+    return true;
+  };
   const std::vector<std::string> args(argv + 1, argv + argc);
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -148,6 +186,50 @@ int main(int argc, char** argv) {
       }
     } else if (arg == "--worker-bin") {
       worker_bin = value;
+    } else if (arg == "--launcher") {
+      if (value != "local" && value != "kubernetes") {
+        return Fail("invalid value for --launcher: '" + value + "' (expected local or kubernetes)");
+      }
+      launcher_kind = value;
+    } else if (arg == "--advertise") {
+      if (!value.starts_with("tcp://") || value.rfind(':') < 6) {
+        return Fail("invalid value for --advertise: '" + value + "' (expected tcp://HOST:PORT)");
+      }
+      advertise = value;
+    } else if (arg == "--worker-image") {
+      kubernetes.image = value;
+    } else if (arg == "--worker-cpu" || arg == "--worker-memory") {
+      if (!loads::controller::IsResourceQuantity(value)) {
+        return Fail("invalid value for " + arg + ": '" + value +
+                    "' (expected a Kubernetes quantity such as 500m, 2, 256Mi)");
+      }
+      (arg == "--worker-cpu" ? kubernetes.cpu : kubernetes.memory) = value;
+    } else if (arg == "--worker-token-secret") {
+      kubernetes.token_secret = value;
+    } else if (arg == "--worker-pending-timeout") {
+      int64_t seconds = 0;
+      if (!parse_int(arg, value, 1, 86400, &seconds)) return 2;
+      kubernetes.pending_timeout = std::chrono::seconds(seconds);
+    } else if (arg == "--max-launched-workers") {
+      int64_t n = 0;
+      if (!parse_int(arg, value, 1, 10000, &n)) return 2;
+      kubernetes.max_workers = static_cast<int>(n);
+    } else if (arg == "--instance" || arg == "--namespace") {
+      // A label value, and a DNS label: both at most 63 characters, alphanumeric at the ends.
+      const bool name_chars =
+          value.find_first_not_of(arg == "--instance" ? "abcdefghijklmnopqrstuvwxyz0123456789-._"
+                                                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                      : "abcdefghijklmnopqrstuvwxyz0123456789-") ==
+          std::string::npos;
+      if (value.empty() || value.size() > 63 || !name_chars || !std::isalnum(value.front()) ||
+          !std::isalnum(value.back())) {
+        return Fail("invalid value for " + arg + ": '" + value + "' (expected a Kubernetes name)");
+      }
+      (arg == "--instance" ? kubernetes.instance : kubernetes.namespace_name) = value;
+    } else if (arg == "--kubernetes-api") {
+      kubernetes.api_server = value;
+    } else if (arg == "--service-account-dir") {
+      kubernetes.service_account_dir = value;
     } else {
       return Fail("unknown option '" + arg + "'");
     }
@@ -197,10 +279,23 @@ int main(int argc, char** argv) {
     return 1;
   }
   loads::controller::LauncherPtr launcher;
-  if (max_local_workers > 0) {
+  if (launcher_kind == "kubernetes") {
+    std::string error;
+    launcher = loads::controller::MakeKubernetesLauncher(kubernetes, &error);
+    if (!launcher) {
+      std::fprintf(stderr, "loads-controller: %s\n", error.c_str());
+      return 2;
+    }
+    if (advertise.empty()) {
+      std::fprintf(stderr,
+                   "loads-controller: --launcher kubernetes needs --advertise (the address of "
+                   "this controller's Service, as worker pods reach it)\n");
+      return 2;
+    }
+  } else if (max_local_workers > 0) {
     launcher = loads::controller::MakeLocalLauncher(worker_bin, max_local_workers, token_file);
   }
-  loads::controller::ControllerService service(&broker, launcher.get(), api_token);
+  loads::controller::ControllerService service(&broker, launcher.get(), api_token, advertise);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

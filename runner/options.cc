@@ -85,6 +85,9 @@ Cluster:
                             metadata kept with the run on the controller
       --loss-policy P       when a worker is lost: continue (default; the run is
                             marked degraded) or fail (the run stops and fails)
+      --worker-cpu Q, --worker-memory Q
+                            resource requests of the worker pods a Kubernetes
+                            controller launches for this run (500m, 1Gi...)
       --detach              start the run on the controller, print its id and return
       --attach RUN_ID       watch a run of the controller and print its report
       --list-runs           list the controller's runs
@@ -251,6 +254,20 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
           o.fail_on_worker_loss = v == "fail";
           return std::nullopt;
         }}},
+      {"--worker-cpu",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--worker-cpu", v, "a quantity such as 500m");
+          o.worker_cpu = v;
+          return std::nullopt;
+        }}},
+      {"--worker-memory",
+       {true,
+        [&](const std::string& v) -> std::optional<std::string> {
+          if (v.empty()) return invalid("--worker-memory", v, "a quantity such as 512Mi");
+          o.worker_memory = v;
+          return std::nullopt;
+        }}},
       {"--token-file",
        {true,
         [&](const std::string& v) -> std::optional<std::string> {
@@ -339,6 +356,9 @@ ParseResult ParseOptions(const std::vector<std::string>& args) {
     return fail("give only one of --attach, --stop, --list-runs, --ping, --check-cluster");
   }
   if (!o.token_file.empty() && o.controller.empty()) return fail("--token-file needs --controller");
+  if (!(o.worker_cpu.empty() && o.worker_memory.empty()) && o.controller.empty()) {
+    return fail("--worker-cpu and --worker-memory need --controller");
+  }
   if ((operations > 0 || o.detach) && o.controller.empty()) {
     return fail("cluster operations need --controller HOST:PORT");
   }

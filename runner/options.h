@@ -27,6 +27,8 @@ struct RunnerOptions {
   int workers = 1;                   // with --controller
   bool fail_on_worker_loss = false;  // --loss-policy fail
   std::string token_file;            // the controller's API token (first line)
+  std::string worker_cpu;            // resource requests of launched workers (Kubernetes)
+  std::string worker_memory;
   std::vector<std::pair<std::string, std::string>> metadata;  // --project-name, --user-id, --label
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id

@@ -279,6 +279,8 @@ v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_pa
   spec.set_connect_timeout_ms(static_cast<int64_t>(options.connect_timeout * 1000));
   spec.set_timeout_ms(static_cast<int64_t>(options.timeout * 1000));
   spec.set_insecure(options.insecure);
+  spec.set_worker_cpu(options.worker_cpu);
+  spec.set_worker_memory(options.worker_memory);
   for (const auto& [key, value] : options.metadata) (*spec.mutable_metadata())[key] = value;
   spec.set_loss_policy(options.fail_on_worker_loss ? v1::LOSS_POLICY_FAIL
                                                    : v1::LOSS_POLICY_CONTINUE);

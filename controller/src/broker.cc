@@ -127,10 +127,13 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
   for (auto& [id, worker] : workers_) {
     if (worker.run_id.empty()) idle.push_back(&worker);
   }
-  if (static_cast<int>(idle.size()) < request.workers) {
+  const bool enough = static_cast<int>(idle.size()) >= request.workers;
+  if (!enough && request.wait_for_workers.count() <= 0) {
     return "run " + run_id + " needs " + std::to_string(request.workers) + " workers, " +
            std::to_string(idle.size()) + " idle";
   }
+  // A run that may wait queues behind those already waiting, which keep their workers.
+  const bool wait = request.wait_for_workers.count() > 0 && (!enough || !waiting_.empty());
   Run& run = runs_[run_id];
   run.view.run_id = run_id;
   run.view.started = std::chrono::system_clock::now();
@@ -139,9 +142,25 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
                          *std::max_element(plan.users.begin(), plan.users.end()));
   }
   run.policy = request.loss_policy;
-  const auto n = static_cast<size_t>(request.workers);
+  if (wait) {
+    run.wait_deadline = SteadyClock::now() + request.wait_for_workers;
+    run.waiting = std::move(request);
+    waiting_.push_back(run_id);
+    AssignWaitingRuns();
+    changed_.notify_all();
+    return std::nullopt;
+  }
+  idle.resize(static_cast<size_t>(request.workers));
+  Assign(run, request, idle);
+  return std::nullopt;
+}
+
+void Broker::Assign(Run& run, const RunRequest& request, const std::vector<Worker*>& workers) {
+  const std::string& run_id = run.view.run_id;
+  const common::Assignment& plan = request.plan;
+  const size_t n = workers.size();
   for (size_t i = 0; i < n; ++i) {
-    Worker& worker = *idle[i];
+    Worker& worker = *workers[i];
     worker.run_id = run_id;
     run.view.workers.push_back(worker.id);
     run.workers[worker.id] = WorkerInRun{};
@@ -158,13 +177,95 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
     assign.assignment = std::move(share);
     Send(worker.id, common::EncodeControl(assign));
   }
-  return std::nullopt;
+}
+
+void Broker::AssignWaitingRuns() {
+  const auto now = SteadyClock::now();
+  for (size_t k = 0; k < waiting_.size();) {
+    Run& run = runs_.at(waiting_[k]);
+    const RunRequest& request = *run.waiting;
+    const auto starts_with = [](const std::string& id, const std::string& prefix) {
+      return !prefix.empty() && id.compare(0, prefix.size(), prefix) == 0;
+    };
+    // Its own workers first, then idle ones that no other waiting run started.
+    std::vector<Worker*> own, others;
+    for (auto& [id, worker] : workers_) {
+      if (!worker.run_id.empty()) continue;
+      if (starts_with(id, request.worker_prefix)) {
+        own.push_back(&worker);
+        continue;
+      }
+      bool reserved = false;
+      for (const auto& other : waiting_) {
+        reserved = reserved || (other != run.view.run_id &&
+                                starts_with(id, runs_.at(other).waiting->worker_prefix));
+      }
+      if (!reserved) others.push_back(&worker);
+    }
+    own.insert(own.end(), others.begin(), others.end());
+    const auto n = static_cast<size_t>(request.workers);
+    if (own.size() >= n) {
+      own.resize(n);
+      const RunRequest assigned = std::move(*run.waiting);
+      run.waiting.reset();
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(k));
+      Assign(run, assigned, own);
+      changed_.notify_all();
+      continue;
+    }
+    if (now >= run.wait_deadline) {
+      const auto waited =
+          std::chrono::duration_cast<std::chrono::seconds>(request.wait_for_workers).count();
+      EndWaitingRun(run, RunState::kFailed,
+                    "run " + run.view.run_id + " needed " + std::to_string(n) + " workers; only " +
+                        std::to_string(own.size()) + " were idle after " + std::to_string(waited) +
+                        " s of waiting");
+      continue;  // EndWaitingRun removed it from waiting_
+    }
+    ++k;
+  }
+}
+
+void Broker::EndWaitingRun(Run& run, RunState state, const std::string& why) {
+  run.waiting.reset();
+  std::erase(waiting_, run.view.run_id);
+  run.view.state = state;
+  if (state == RunState::kFailed) run.view.error = why;
+  run.view.ended = std::chrono::system_clock::now();
+  if (metrics_) metrics_->RunEnded(run.view.run_id);
+  changed_.notify_all();
+}
+
+bool Broker::FailRun(const std::string& run_id, const std::string& why) {
+  std::lock_guard lock(mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end() || Over(it->second.view.state)) return false;
+  Run& run = it->second;
+  if (run.waiting) {
+    EndWaitingRun(run, RunState::kFailed, why);
+    return true;
+  }
+  if (run.view.error.empty()) run.view.error = why;
+  StopWorkers(run);
+  return true;
+}
+
+std::vector<RunView> Broker::ListRuns() const {
+  std::lock_guard lock(mu_);
+  std::vector<RunView> out;
+  out.reserve(runs_.size());
+  for (const auto& [id, run] : runs_) out.push_back(run.view);
+  return out;
 }
 
 bool Broker::StopRun(const std::string& run_id) {
   std::lock_guard lock(mu_);
   auto it = runs_.find(run_id);
   if (it == runs_.end() || Over(it->second.view.state)) return false;
+  if (it->second.waiting) {
+    EndWaitingRun(it->second, RunState::kStopped, "");
+    return true;
+  }
   it->second.stop_requested = true;
   StopWorkers(it->second);
   return true;
@@ -188,16 +289,12 @@ size_t Broker::IdleWorkers() const {
   std::lock_guard lock(mu_);
   size_t idle = 0;
   for (const auto& [id, worker] : workers_) idle += worker.run_id.empty();
+  // Those the waiting runs will take are not free for another.
+  for (const auto& id : waiting_) {
+    const auto wanted = static_cast<size_t>(runs_.at(id).waiting->workers);
+    idle -= std::min(idle, wanted);
+  }
   return idle;
-}
-
-bool Broker::WaitForIdleWorkers(size_t n, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
-  return changed_.wait_for(lock, timeout, [&] {
-    size_t idle = 0;
-    for (const auto& [id, worker] : workers_) idle += worker.run_id.empty();
-    return idle >= n;
-  });
 }
 
 bool Broker::WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const {
@@ -216,7 +313,7 @@ void Broker::StopWorkers(Run& run) {
 }
 
 void Broker::MaybeFinish(Run& run) {
-  if (Over(run.view.state)) return;
+  if (Over(run.view.state) || run.waiting) return;
   for (const auto& [id, state] : run.workers) {
     if (!state.done && !state.lost) return;
   }
@@ -426,6 +523,7 @@ void Broker::Loop() {
       if (now - worker.last_heard > options_.worker_timeout) silent.push_back(id);
     }
     for (const auto& id : silent) Lose(id);
+    if (!waiting_.empty()) AssignWaitingRuns();
     if (now >= next_interval) {
       // Windows of one second: the live view of every run in progress.
       for (auto& [id, run] : runs_) {

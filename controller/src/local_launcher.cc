@@ -35,7 +35,13 @@ class LocalLauncher : public Launcher {
     }
   }
 
-  std::string Launch(int n, const std::string& endpoint) override {
+  std::string WorkerPrefix(const std::string&) const override { return ""; }
+  std::chrono::seconds RegistrationTimeout() const override { return std::chrono::seconds(15); }
+  std::vector<LaunchFailure> Supervise(const std::vector<RunView>&) override { return {}; }
+
+  std::string Launch(const LaunchRequest& request) override {
+    const int n = request.workers;
+    const std::string& endpoint = request.endpoint;
     std::lock_guard lock(mu_);
     if (static_cast<int>(pids_.size()) + n > max_) {
       return "the local launcher may start " + std::to_string(max_) + " workers in all (" +

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "loads/common/report.h"
 #include "loads/common/snapshot.h"
@@ -107,11 +108,45 @@ std::string ValidateRunSpec(const v1::RunSpec& spec) {
   if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
     return "spec.server_url: not an absolute http, https, ws or wss URL";
   }
+  if (!spec.worker_cpu().empty() && !IsResourceQuantity(spec.worker_cpu())) {
+    return "spec.worker_cpu: not a Kubernetes quantity (such as 500m or 2)";
+  }
+  if (!spec.worker_memory().empty() && !IsResourceQuantity(spec.worker_memory())) {
+    return "spec.worker_memory: not a Kubernetes quantity (such as 256Mi or 1Gi)";
+  }
   return "";
 }
 
-ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token)
-    : broker_(broker), launcher_(launcher), api_token_(std::move(api_token)) {}
+ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token,
+                                     std::string advertise)
+    : broker_(broker),
+      launcher_(launcher),
+      api_token_(std::move(api_token)),
+      advertise_(std::move(advertise)) {
+  if (launcher_) supervisor_ = std::thread([this] { Supervise(); });
+}
+
+ControllerService::~ControllerService() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  if (supervisor_.joinable()) supervisor_.join();
+}
+
+void ControllerService::Supervise() {
+  std::unique_lock lock(mu_);
+  while (!stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+    lock.unlock();
+    for (const auto& failure : launcher_->Supervise(broker_->ListRuns())) {
+      std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
+                   failure.message.c_str());
+      broker_->FailRun(failure.run_id, failure.message);
+    }
+    lock.lock();
+  }
+}
 
 Status ControllerService::Authorize(const grpc::ServerContext& context) const {
   if (api_token_.empty()) return Status::OK;
@@ -216,17 +251,23 @@ Status ControllerService::StartRun(grpc::ServerContext* context, const v1::Start
                     "run " + run_id + " needs " + std::to_string(workers) + " workers, " +
                         std::to_string(idle) + " idle, and no launcher is configured");
     }
-    if (const std::string error =
-            launcher_->Launch(workers - static_cast<int>(idle), broker_->endpoint());
-        !error.empty()) {
+    LaunchRequest launch;
+    launch.run_id = run_id;
+    launch.workers = workers - static_cast<int>(idle);
+    launch.endpoint = advertise_.empty() ? broker_->endpoint() : advertise_;
+    launch.cpu = request->spec().worker_cpu();
+    launch.memory = request->spec().worker_memory();
+    if (const std::string error = launcher_->Launch(launch); !error.empty()) {
       return Status(StatusCode::RESOURCE_EXHAUSTED, error);
-    }
-    if (!broker_->WaitForIdleWorkers(workers, std::chrono::seconds(15))) {
-      return Status(StatusCode::RESOURCE_EXHAUSTED,
-                    "launched workers did not register within 15 s");
     }
   }
   RunRequest run;
+  if (launcher_ && idle < static_cast<size_t>(workers)) {
+    // The run is accepted now and assigned when its workers have registered (pods can take
+    // minutes to be scheduled and pull their image); it fails if they do not come.
+    run.wait_for_workers = launcher_->RegistrationTimeout();
+    run.worker_prefix = launcher_->WorkerPrefix(run_id);
+  }
   run.plan = ToPlan(request->spec());
   run.workers = workers;
   run.loss_policy = request->spec().loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail

@@ -107,13 +107,14 @@ class BrokerTest : public testing::Test {
     ASSERT_EQ(broker_->Start(), std::nullopt);
   }
 
-  void StartWorkers(int n, const std::string& extra_token_file = "") {
+  void StartWorkers(int n, const std::string& extra_token_file = "",
+                    const std::string& id_prefix = "w") {
     for (int i = 0; i < n; ++i) {
       std::vector<std::string> argv = {Bin("loads-worker"),
                                        "--controller",
                                        broker_->endpoint(),
                                        "--id",
-                                       "w" + std::to_string(workers_.size()),
+                                       id_prefix + std::to_string(workers_.size()),
                                        "--threads",
                                        "1"};
       if (!extra_token_file.empty()) {
@@ -251,6 +252,58 @@ TEST_F(BrokerTest, RefusesRunsItCannotServe) {
   EXPECT_EQ(run.state, RunState::kFailed);
   EXPECT_NE(run.error.find("cannot load test library"), std::string::npos) << run.error;
   EXPECT_EQ(broker_->ListWorkers().size(), 1u);
+}
+
+// What a launcher relies on: a run may wait for the workers started for it, takes them before
+// others, leaves other waiting runs theirs, and fails (or stops) cleanly while waiting.
+TEST_F(BrokerTest, WaitingRunsGetTheirOwnWorkers) {
+  StartBroker();
+  auto waiting = [&](std::vector<int64_t> users, int workers, std::string prefix,
+                     std::chrono::milliseconds wait = 20s) {
+    RunRequest request;
+    request.plan = UrlPlan(std::move(users), {5});
+    request.workers = workers;
+    request.wait_for_workers = wait;
+    request.worker_prefix = std::move(prefix);
+    return request;
+  };
+  const uint64_t before = DemoRequests(port_);
+  ASSERT_EQ(broker_->StartRun("a", waiting({4}, 2, "a-")), std::nullopt);
+  ASSERT_EQ(broker_->StartRun("b", waiting({1}, 1, "b-")), std::nullopt);
+  EXPECT_EQ(broker_->GetRun("a")->state, RunState::kAssigning);
+  EXPECT_EQ(broker_->IdleWorkers(), 0u);
+  // b's worker comes first: a, although older, does not take it.
+  StartWorkers(1, "", "b-");
+  ASSERT_TRUE(broker_->WaitForRun("b", 10s));
+  EXPECT_EQ(broker_->GetRun("b")->workers, std::vector<std::string>{"b-0"});
+  EXPECT_EQ(broker_->GetRun("a")->state, RunState::kAssigning);
+  EXPECT_TRUE(broker_->GetRun("a")->workers.empty());
+  StartWorkers(2, "", "a-");
+  ASSERT_TRUE(broker_->WaitForRun("a", 10s));
+  const RunView a = *broker_->GetRun("a");
+  EXPECT_EQ(a.state, RunState::kDone);
+  // Its own first; b's worker, idle again once b is over, may fill the other place.
+  ASSERT_EQ(a.workers.size(), 2u);
+  EXPECT_TRUE(a.workers[0].starts_with("a-")) << a.workers[0];
+  EXPECT_EQ(a.stats.hits, 20u);
+  EXPECT_EQ(DemoRequests(port_) - before, 25u);
+
+  // Too few workers come within the wait: the run fails and says so.
+  ASSERT_EQ(broker_->StartRun("c", waiting({5}, 5, "c-", 500ms)), std::nullopt);
+  ASSERT_TRUE(broker_->WaitForRun("c", 5s));
+  const RunView c = *broker_->GetRun("c");
+  EXPECT_EQ(c.state, RunState::kFailed);
+  EXPECT_NE(c.error.find("needed 5 workers; only 3 were idle"), std::string::npos) << c.error;
+  // A launcher's failure ends a waiting run at once; so does a stop.
+  ASSERT_EQ(broker_->StartRun("d", waiting({9}, 9, "d-")), std::nullopt);
+  EXPECT_TRUE(broker_->FailRun("d", "worker pod d-0 cannot start: ErrImagePull"));
+  EXPECT_EQ(broker_->GetRun("d")->state, RunState::kFailed);
+  EXPECT_EQ(broker_->GetRun("d")->error, "worker pod d-0 cannot start: ErrImagePull");
+  EXPECT_FALSE(broker_->FailRun("d", "again"));
+  ASSERT_EQ(broker_->StartRun("e", waiting({9}, 9, "e-")), std::nullopt);
+  EXPECT_TRUE(broker_->StopRun("e"));
+  EXPECT_EQ(broker_->GetRun("e")->state, RunState::kStopped);
+  EXPECT_EQ(broker_->IdleWorkers(), 3u);
 }
 
 }  // namespace

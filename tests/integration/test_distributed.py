@@ -129,10 +129,12 @@ class DistributedTest(unittest.TestCase):
             run_id = str(uuid.uuid4())
             spec = self.pb.RunSpec(url=nginx.url, users=[4], hits=[25], workers=2)
             run = self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
-            self.assertEqual(len(run.workers), 2)  # started by the controller's launcher
+            # Accepted at once, assigned when the workers the launcher starts have registered.
+            self.assertEqual(run.state, self.pb.RUN_STATE_ASSIGNING)
             updates = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))
             final = updates[-1]
             self.assertEqual(final.state, self.pb.RUN_STATE_DONE)
+            self.assertEqual(len(final.workers), 2)  # started by the controller's launcher
             for update in updates:  # the interval view is a valid snapshot, never above the total
                 interval = msgpack.unpackb(update.interval_stats, raw=False, strict_map_key=False)
                 self.assertLessEqual(interval["hits"], update.hits)

@@ -29,6 +29,12 @@ struct RunRequest {
   common::Assignment plan;  // the whole run; its users are split among the workers
   int workers = 1;
   LossPolicy loss_policy = LossPolicy::kContinue;
+  // When fewer workers are idle (a launcher is starting more): how long the run may wait for
+  // them before it fails. Zero: they must be idle now.
+  std::chrono::milliseconds wait_for_workers{0};
+  // Workers whose id starts with this were started for this run: it takes them first, and runs
+  // waiting at the same time leave them to it.
+  std::string worker_prefix = "";
 };
 
 // A run as the broker sees it: merged results so far and what happened to its workers.
@@ -88,20 +94,24 @@ class Broker {
   // The PUB endpoint with its bound port, or "" when not publishing.
   std::string publish_endpoint() const;
 
-  // Assigns a run to `request.workers` idle workers. Returns why it could not (unknown or busy
-  // run id, not enough idle workers, an invalid plan), or nullopt.
+  // Assigns a run to `request.workers` idle workers, or, with `wait_for_workers`, keeps it
+  // assigning until that many are idle. Returns why it could not (unknown or busy run id, not
+  // enough idle workers, an invalid plan), or nullopt.
   std::optional<std::string> StartRun(const std::string& run_id, RunRequest request);
   // Stops that run only. Returns false if it is unknown or already over.
   bool StopRun(const std::string& run_id);
+  // Fails that run with `why` (a launcher could not start its workers): a waiting run fails at
+  // once, a running one stops its workers. Returns false if it is unknown or already over.
+  bool FailRun(const std::string& run_id, const std::string& why);
+  std::vector<RunView> ListRuns() const;
   std::optional<RunView> GetRun(const std::string& run_id) const;
   std::vector<WorkerView> ListWorkers() const;
   // Waits until the run is over (done, failed or stopped). Returns false on timeout.
   bool WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const;
   // Frames dropped because they could not be read or were not expected.
   uint64_t dropped() const;
-  // Number of idle workers, and a way to wait for more (a launcher starts them).
+  // Number of idle workers not promised to a waiting run.
   size_t IdleWorkers() const;
-  bool WaitForIdleWorkers(size_t n, std::chrono::milliseconds timeout) const;
 
  private:
   struct Worker {
@@ -119,6 +129,9 @@ class Broker {
   };
   struct Run {
     RunView view;
+    // Set while the run waits for idle workers; cleared when they are assigned.
+    std::optional<RunRequest> waiting;
+    std::chrono::steady_clock::time_point wait_deadline;
     common::RunStats current_interval;  // snapshots of the window in progress
     LossPolicy policy = LossPolicy::kContinue;
     bool stop_requested = false;
@@ -134,6 +147,10 @@ class Broker {
   void CountActiveUsers(Run& run);                        // REQUIRES: mu_ held
   void StopWorkers(Run& run);                             // REQUIRES: mu_ held
   void MaybeFinish(Run& run);                             // REQUIRES: mu_ held
+  void Assign(Run& run, const RunRequest& request,
+              const std::vector<Worker*>& workers);                      // REQUIRES: mu_ held
+  void AssignWaitingRuns();                                              // REQUIRES: mu_ held
+  void EndWaitingRun(Run& run, RunState state, const std::string& why);  // REQUIRES: mu_ held
 
   BrokerOptions options_;
   std::string endpoint_;
@@ -144,6 +161,7 @@ class Broker {
   mutable std::condition_variable changed_;
   std::map<std::string, Worker> workers_;
   std::map<std::string, Run> runs_;
+  std::vector<std::string> waiting_;  // ids of the runs waiting for workers, oldest first
   std::deque<std::pair<std::string, std::string>> outbox_;     // (identity, frame)
   std::deque<std::pair<std::string, std::string>> published_;  // (run id, snapshot)
   std::string publish_endpoint_;

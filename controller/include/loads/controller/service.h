@@ -1,9 +1,11 @@
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
@@ -22,7 +24,11 @@ class ControllerService final : public loads::v1::Controller::Service {
   // launcher may be null (no worker is ever started by the controller). With an api_token,
   // every call must carry the metadata "authorization: Bearer <api_token>" or gets
   // UNAUTHENTICATED.
-  ControllerService(Broker* broker, Launcher* launcher, std::string api_token = "");
+  // Launched workers connect to `advertise` ("" = the broker's bound endpoint). With a
+  // launcher, a thread supervises launched workers every second.
+  ControllerService(Broker* broker, Launcher* launcher, std::string api_token = "",
+                    std::string advertise = "");
+  ~ControllerService() override;
 
   grpc::Status StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                         v1::Run* response) override;
@@ -44,12 +50,19 @@ class ControllerService final : public loads::v1::Controller::Service {
   // Fills *out from the broker's view of run_id; false if unknown.
   bool Describe(const std::string& run_id, v1::Run* out);
 
+  // Reports launch failures to the broker and lets the launcher release workers.
+  void Supervise();
+
   Broker* broker_;
   Launcher* launcher_;
   std::string api_token_;
+  std::string advertise_;
   std::mutex start_mu_;  // one StartRun at a time: idle workers are counted, then taken
-  std::mutex mu_;        // guards specs_
+  std::mutex mu_;        // guards specs_ and stopping_
   std::map<std::string, v1::RunSpec> specs_;
+  bool stopping_ = false;
+  std::condition_variable stop_;
+  std::thread supervisor_;
 };
 
 // Checks a run spec; returns "" or the message of an INVALID_ARGUMENT naming the field.

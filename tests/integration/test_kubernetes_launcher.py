@@ -1,0 +1,308 @@
+"""loads-controller --launcher kubernetes against a FAKE Kubernetes API server.
+
+No Kubernetes can run here, so tests/k8s/fake_apiserver.mjs stands in for the API server: it is
+a fake, not Kubernetes. It serves the pod calls over HTTPS (its certificate signed by a CA this
+test makes, which the controller must verify), checks the bearer token, validates every posted
+pod with the npm package kubernetes-models (the real API's schemas) and a strict unknown-field
+check, and plays the kubelet: a pod whose image is healthy becomes a real loads-worker process,
+others fail the way a cluster would (image pull error, crash, unschedulable, RBAC refusal).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import ssl
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "..", "k8s", "fake_apiserver.mjs")
+SA_TOKEN = "sa-token-123"
+WORKER_TOKEN = "worker-s3cret"
+
+
+def make_pki(folder):
+    """A CA and a server certificate for 127.0.0.1 signed by it."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ca_key, ca_crt = f"{folder}/ca.key", f"{folder}/ca.crt"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+            "-days", "2", "-subj", "/CN=fake-cluster-ca")
+    with open(f"{folder}/san.cnf", "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/server.key",
+            "-out", f"{folder}/server.csr", "-subj", "/CN=kubernetes")
+    openssl("x509", "-req", "-in", f"{folder}/server.csr", "-CA", ca_crt, "-CAkey", ca_key,
+            "-CAcreateserial", "-out", f"{folder}/server.crt", "-days", "2",
+            "-extfile", f"{folder}/san.cnf")
+    # Another CA, which did not sign the server's certificate.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/other.key",
+            "-out", f"{folder}/other.crt", "-days", "2", "-subj", "/CN=some-other-ca")
+
+
+class FakeApiServer:
+    def __init__(self, pki):
+        self.scratch = tempfile.mkdtemp(prefix="loads-fake-kubelet-")
+        self.process = subprocess.Popen(
+            ["node", FAKE, "--cert", f"{pki}/server.crt", "--key", f"{pki}/server.key",
+             "--token", SA_TOKEN, "--worker-bin", harness.binary("loads-worker"),
+             "--scratch", self.scratch, "--secret", f"loads-tokens:worker-token={WORKER_TOKEN}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError("the fake API server did not start: " + self.process.stderr.read())
+        self.url = f"https://127.0.0.1:{json.loads(line)['port']}"
+        self.context = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, context=self.context, timeout=5) as r:
+            return json.load(r)
+
+    def log(self):
+        return self.get("/fake/log")
+
+    def pods(self):
+        return self.get("/fake/pods")
+
+    def close(self):
+        harness.stop_process(self.process)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class Cluster:
+    """loads-controller with the Kubernetes launcher, pointed at the fake API server."""
+
+    def __init__(self, api, pki, image="localhost/loads-worker:test", ca="ca.crt", extra=()):
+        self.dir = tempfile.mkdtemp(prefix="loads-sa-")
+        with open(f"{self.dir}/token", "w") as f:
+            f.write(SA_TOKEN + "\n")
+        with open(f"{self.dir}/namespace", "w") as f:
+            f.write("loadtest\n")
+        shutil.copy(f"{pki}/{ca}", f"{self.dir}/ca.crt")
+        with open(f"{self.dir}/worker-token", "w") as f:
+            f.write(WORKER_TOKEN + "\n")
+        zmq_port = harness.free_port()
+        env = dict(os.environ, LOADS_POD_NAME="loads-controller-7d9f", LOADS_POD_UID="uid-ctrl-1")
+        self.process = subprocess.Popen(
+            [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
+             "--zmq", f"tcp://127.0.0.1:{zmq_port}", "--publish", "tcp://127.0.0.1:*",
+             "--metrics", "127.0.0.1:0", "--token-file", f"{self.dir}/worker-token",
+             "--launcher", "kubernetes", "--kubernetes-api", api.url,
+             "--service-account-dir", self.dir, "--worker-image", image,
+             "--worker-token-secret", "loads-tokens", "--advertise", f"tcp://127.0.0.1:{zmq_port}",
+             "--instance", "perf", "--worker-pending-timeout", "3", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = self.process.stdout.readline()
+        if "listening:" not in line:
+            raise AssertionError(f"controller did not start: {line!r} {self.process.stderr.read()}")
+        parts = line.split()
+        self.grpc = parts[parts.index("grpc") + 1]
+
+    def run(self, *args, timeout=60):
+        return harness.run_runner(["--controller", self.grpc, *args], timeout=timeout)
+
+    def close(self):
+        harness.stop_process(self.process)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_until(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class KubernetesLauncherTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pki = tempfile.mkdtemp(prefix="loads-pki-")
+        make_pki(cls.pki)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.pki, ignore_errors=True)
+
+    def setUp(self):
+        self.api = FakeApiServer(self.pki)
+        self.clusters = []
+
+    def tearDown(self):
+        for cluster in self.clusters:
+            cluster.close()
+        self.api.close()
+
+    def cluster(self, **kwargs):
+        cluster = Cluster(self.api, self.pki, **kwargs)
+        self.clusters.append(cluster)
+        return cluster
+
+    def created(self):
+        return [e for e in self.api.log() if e["method"] == "POST"]
+
+    def test_a_run_on_launched_pods_is_exact_and_its_pods_are_deleted(self):
+        cluster = self.cluster()
+        with harness.Nginx() as nginx:
+            result = cluster.run("--url", nginx.url, "-u", "4", "--hits", "25", "--workers", "2",
+                                 "--worker-cpu", "250m", "--worker-memory", "128Mi")
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertEqual(result.report["hits"], 100)
+            self.assertEqual(nginx.access_log_count(), 100)
+        posts = self.created()
+        self.assertEqual(len(posts), 2)
+        for post in posts:
+            self.assertEqual(post["code"], 201, post.get("errors"))
+            self.assertEqual(post["errors"], [])  # kubernetes-models and the unknown-field check
+            pod = post["object"]
+            self.assertEqual(post["path"], "/api/v1/namespaces/loadtest/pods")
+            labels = pod["metadata"]["labels"]
+            self.assertEqual(labels["app.kubernetes.io/name"], "loads")
+            self.assertEqual(labels["app.kubernetes.io/instance"], "perf")
+            self.assertEqual(labels["app.kubernetes.io/component"], "worker")
+            self.assertEqual(labels["app.kubernetes.io/managed-by"], "loads-controller")
+            owner = pod["metadata"]["ownerReferences"][0]
+            self.assertEqual((owner["kind"], owner["name"], owner["uid"]),
+                             ("Pod", "loads-controller-7d9f", "uid-ctrl-1"))
+            spec = pod["spec"]
+            self.assertEqual(spec["restartPolicy"], "Never")
+            self.assertIs(spec["automountServiceAccountToken"], False)
+            self.assertIs(spec["securityContext"]["runAsNonRoot"], True)
+            container = spec["containers"][0]
+            self.assertEqual(container["image"], "localhost/loads-worker:test")
+            self.assertEqual(container["resources"]["requests"], {"cpu": "250m", "memory": "128Mi"})
+            self.assertEqual(container["resources"]["limits"], {"memory": "128Mi"})
+            security = container["securityContext"]
+            self.assertIs(security["readOnlyRootFilesystem"], True)
+            self.assertIs(security["allowPrivilegeEscalation"], False)
+            self.assertEqual(security["capabilities"]["drop"], ["ALL"])
+            self.assertIn("--token-file", container["args"])
+        # The run is over: its pods go.
+        self.assertTrue(wait_until(lambda: not self.api.pods()), self.api.pods())
+        deletes = [e for e in self.api.log() if e["method"] == "DELETE"]
+        self.assertEqual(sorted(e["path"].rsplit("/", 1)[1] for e in deletes),
+                         sorted(p["object"]["metadata"]["name"] for p in posts))
+
+    def assert_run_fails(self, image, expected, timeout=30):
+        cluster = self.cluster(image=image)
+        with harness.Nginx() as nginx:
+            result = cluster.run("--url", nginx.url, "-u", "2", "--hits", "5", "--workers", "2",
+                                 timeout=timeout)
+        self.assertNotEqual(result.code, 0, harness.describe(result))
+        self.assertIn(expected, result.stdout + result.stderr, harness.describe(result))
+        self.assertTrue(wait_until(lambda: not self.api.pods()), self.api.pods())
+        return result
+
+    def test_an_image_that_cannot_be_pulled_fails_the_run(self):
+        self.assert_run_fails("localhost/bad-image:1", "cannot start: ErrImagePull")
+
+    def test_a_crashing_pod_fails_the_run(self):
+        self.assert_run_fails("localhost/crash:1", "exited: Error, exit code 1")
+
+    def test_a_pod_pending_too_long_fails_the_run(self):
+        started = time.monotonic()
+        self.assert_run_fails("localhost/pending:1",
+                              "still pending after 3 s (0/3 nodes are available: 3 Insufficient cpu.)")
+        self.assertLess(time.monotonic() - started, 20)
+
+    def test_an_api_refusal_is_reported_to_the_client(self):
+        cluster = self.cluster(image="localhost/refuse:1")
+        result = cluster.run("--url", "http://127.0.0.1:1/", "-u", "1", "--hits", "1")
+        self.assertEqual(result.code, 7, harness.describe(result))
+        self.assertIn("cannot create pod", result.stderr)
+        self.assertIn("HTTP 403: pods is forbidden", result.stderr)
+
+    def test_the_api_server_certificate_is_verified(self):
+        cluster = self.cluster(ca="other.crt")
+        result = cluster.run("--url", "http://127.0.0.1:1/", "-u", "1", "--hits", "1")
+        self.assertEqual(result.code, 7, harness.describe(result))
+        self.assertIn("cannot reach the Kubernetes API", result.stderr)
+        self.assertEqual(self.created(), [])
+
+    def test_stopping_a_run_deletes_its_pods_and_shutdown_deletes_the_rest(self):
+        cluster = self.cluster()
+        with harness.Nginx() as nginx:
+            process = harness.RunnerProcess(["--controller", cluster.grpc, "--url", nginx.url,
+                                             "-u", "2", "-d", "30", "--workers", "2"])
+            self.assertTrue(wait_until(lambda: nginx.access_log_count() > 0, timeout=20))
+            self.assertEqual(len(self.api.pods()), 2)
+            result, _ = process.interrupt_and_wait(timeout=15)
+            self.assertEqual(result.code, 130, harness.describe(result))
+            self.assertTrue(wait_until(lambda: not self.api.pods()), self.api.pods())
+        # Pods left pending when the controller stops are deleted on the way out.
+        pending = self.cluster(image="localhost/pending:1", extra=("--worker-pending-timeout", "60"))
+        started = harness.run_runner(["--controller", pending.grpc, "--url", "http://127.0.0.1:1/",
+                                      "-u", "1", "--hits", "1", "--detach"], timeout=20)
+        self.assertEqual(started.code, 0, harness.describe(started))
+        self.assertEqual(len(self.api.pods()), 1)
+        pending.close()
+        self.clusters.remove(pending)
+        self.assertEqual(self.api.pods(), [])
+
+    def test_the_fake_refuses_what_kubernetes_would(self):
+        """The fake's checks can fail: a pod without a container name, and a misspelt field."""
+        def post(pod):
+            request = urllib.request.Request(
+                self.api.url + "/api/v1/namespaces/loadtest/pods", data=json.dumps(pod).encode(),
+                headers={"Authorization": f"Bearer {SA_TOKEN}",
+                         "Content-Type": "application/json"}, method="POST")
+            try:
+                with urllib.request.urlopen(request, context=self.api.context, timeout=5) as r:
+                    return r.status, json.load(r)
+            except urllib.error.HTTPError as e:
+                return e.code, json.load(e)
+        good = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "localhost/pending:1"}]}}
+        nameless = json.loads(json.dumps(good))
+        del nameless["spec"]["containers"][0]["name"]
+        code, status = post(nameless)
+        self.assertEqual(code, 422)
+        self.assertIn("containers/0 must have required property name", status["message"])
+        misspelt = json.loads(json.dumps(good))
+        misspelt["spec"]["restartPolicyy"] = "Never"
+        code, status = post(misspelt)
+        self.assertEqual(code, 422)
+        self.assertIn("spec.restartPolicyy: unknown field", status["message"])
+        self.assertEqual(post(good)[0], 201)
+
+    def test_bad_launcher_options_are_refused(self):
+        controller = harness.binary("loads-controller")
+        cases = [
+            (["--launcher", "kubernetes", "--worker-image", "x", "--advertise", "tcp://h:1"],
+             "KUBERNETES_SERVICE_HOST is not set"),
+            (["--launcher", "nomad"], "expected local or kubernetes"),
+            (["--worker-cpu", "lots"], "expected a Kubernetes quantity"),
+            (["--instance", "-bad-"], "expected a Kubernetes name"),
+            (["--launcher", "kubernetes", "--kubernetes-api", "http://127.0.0.1:1",
+              "--worker-image", "x", "--service-account-dir", "/nonexistent"],
+             "must be reached over https"),
+            (["--launcher", "kubernetes", "--kubernetes-api", "https://127.0.0.1:1",
+              "--worker-image", "x", "--service-account-dir", "/nonexistent"],
+             "cannot read the service account token /nonexistent/token"),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        for args, expected in cases:
+            with self.subTest(args=args):
+                out = subprocess.run([controller, "--grpc", "127.0.0.1:0", "--zmq",
+                                      "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", *args],
+                                     capture_output=True, text=True, timeout=10, env=env)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertIn(expected, out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
