@@ -3,6 +3,7 @@
 # LOADS_DEPS_GROUPS picks the groups of deps.txt to install, space-separated: "build" (the
 # packages with no group), "test", "images"; the default, "build test", is what a developer and
 # CI need. The image build uses LOADS_DEPS_GROUPS=build.
+# Also installs the npm packages of tests/helm (with the "test" group).
 # Idempotent: does nothing (and needs no network) when everything is present.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,12 +30,25 @@ for pkg in "${wanted[@]}"; do
     missing+=("$pkg")
   fi
 done
-if ((${#missing[@]} == 0)); then
-  exit 0
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# The Helm chart's test (tests/helm) runs on Node.js with the npm packages its lockfile pins.
+# Node.js and npm come with the machine, not from deps.txt: Debian's npm would conflict with
+# them. npm ci runs again only when the lockfile is newer than the last install.
+helm_tests="$here/../tests/helm"
+if [[ " $groups " == *" test "* && -f "$helm_tests/package-lock.json" ]]; then
+  if ! command -v npm >/dev/null; then
+    echo "install-deps: no npm: tests/helm needs Node.js (20 or later) and npm" >&2
+  elif [[ ! -f "$helm_tests/node_modules/.package-lock.json" ||
+          "$helm_tests/package-lock.json" -nt "$helm_tests/node_modules/.package-lock.json" ]]; then
+    echo "install-deps: npm ci in tests/helm" >&2
+    npm ci --prefix "$helm_tests" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+fi

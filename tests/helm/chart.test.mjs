@@ -1,0 +1,676 @@
+// Tests of the Helm chart helm/loads, without Helm or a cluster: the chart is rendered by
+// tools/helm-render (NOT Helm: Helm's template engine, Go text/template + sprig, with the Helm
+// objects this chart uses), for values.yaml alone and with each examples/*.yaml, and every object
+// is checked against the Kubernetes schemas (kubernetes-models), for unknown fields, and for what
+// this chart promises: labels, selectors, probes, security contexts, resources, token checksums,
+// RBAC, the autoscaler, the dashboard, the ServiceMonitor and the `helm test` pod. The values are
+// checked against values.schema.json, and bad values must be refused.
+//
+//   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
+//                              whose --help lists the flags the chart passes, default build/bin)
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { before, describe, it } from "node:test";
+import Ajv from "ajv";
+import yaml from "js-yaml";
+
+import {
+  chartDir,
+  flagsOf,
+  helpFlags,
+  mergedValues,
+  modelOf,
+  podSpecs,
+  render,
+  renderNotes,
+  repoRoot,
+  runRenderer,
+  subsetOf,
+  unknownFields,
+} from "./lib.mjs";
+
+const RELEASE = "demo";
+const NAMESPACE = "perf";
+const FULLNAME = "demo-loads";
+const CONTROLLER = `${FULLNAME}-controller`;
+const chart = yaml.load(readFileSync(path.join(chartDir, "Chart.yaml"), "utf8"));
+const dashboardFile = path.join(chartDir, "dashboards/loads.json");
+const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
+const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
+const examplesDir = path.join(chartDir, "examples");
+
+// The flags of the Kubernetes launcher, added to loads-controller with it. Until its --help
+// lists --launcher, they cannot be checked against the binary (the test says so).
+const LAUNCHER_FLAGS = [
+  "--launcher",
+  "--advertise",
+  "--worker-image",
+  "--worker-cpu",
+  "--worker-memory",
+  "--worker-token-secret",
+  "--worker-pending-timeout",
+  "--max-launched-workers",
+  "--instance",
+];
+
+function newAjv() {
+  return new Ajv({ strict: true, allErrors: true });
+}
+const validateValues = newAjv().compile(schema);
+
+const cases = [
+  { name: "values.yaml", files: [] },
+  ...readdirSync(examplesDir)
+    .filter((f) => f.endsWith(".yaml"))
+    .sort()
+    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
+];
+
+function imageRef(values, name) {
+  const { registry, repository, tag } = values.image;
+  return `${registry ? `${registry}/` : ""}${repository}/${name}:${tag || chart.appVersion}`;
+}
+
+function tokensSecretName(values) {
+  return values.auth.existingSecret || `${FULLNAME}-tokens`;
+}
+
+function sha256(text) {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+function writeTemp(name, text) {
+  const dir = mkdtempSync(path.join(tmpdir(), "loads-helm-values-"));
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+it("has the examples the documentation names", () => {
+  const names = cases.map((c) => c.name);
+  for (const name of ["minimal", "standing-workers", "autoscaling", "monitoring"]) {
+    assert.ok(names.includes(`examples/${name}.yaml`), `examples/${name}.yaml is missing`);
+  }
+});
+
+for (const testCase of cases) {
+  describe(`chart rendered with ${testCase.name}`, () => {
+    let docs;
+    let values;
+    const find = (kind, name) =>
+      docs.map((d) => d.object).find((o) => o.kind === kind && (!name || o.metadata.name === name));
+    const all = (kind) => docs.map((d) => d.object).filter((o) => o.kind === kind);
+    const controller = () => find("Deployment", CONTROLLER);
+    const workers = () => find("Deployment", `${FULLNAME}-worker`);
+    const testPod = () => find("Pod", `${FULLNAME}-test-run`);
+
+    before(() => {
+      docs = render({ valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE });
+      values = mergedValues(testCase.files);
+    });
+
+    it("merged values pass values.schema.json", () => {
+      const ok = validateValues(values);
+      assert.ok(ok, JSON.stringify(validateValues.errors, null, 2));
+    });
+
+    it("renders only valid objects of known kinds, without unknown fields", () => {
+      assert.ok(docs.length >= 4, `only ${docs.length} documents`);
+      const seen = new Set();
+      for (const { source, object } of docs) {
+        const where = `${source}: ${object.kind} ${object.metadata?.name}`;
+        const Model = modelOf(object);
+        assert.ok(Model, `${where}: unexpected apiVersion/kind ${object.apiVersion}/${object.kind}`);
+        assert.doesNotThrow(() => new Model(object).validate(), where);
+        assert.deepEqual(unknownFields(object), [], `${where}: fields the schema does not know`);
+        const key = `${object.kind}/${object.metadata.name}`;
+        assert.ok(!seen.has(key), `${where}: rendered twice`);
+        seen.add(key);
+        const namespace =
+          object.kind === "ServiceMonitor" && values.serviceMonitor.namespace
+            ? values.serviceMonitor.namespace
+            : NAMESPACE;
+        assert.equal(object.metadata.namespace, namespace, `${where}: namespace`);
+        assert.match(object.metadata.name, /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/, `${where}: name`);
+      }
+    });
+
+    it("labels every object with the app.kubernetes.io set", () => {
+      for (const { source, object } of docs) {
+        const labels = object.metadata.labels ?? {};
+        const expected = {
+          "app.kubernetes.io/name": "loads",
+          "app.kubernetes.io/instance": RELEASE,
+          "app.kubernetes.io/version": chart.appVersion,
+          "app.kubernetes.io/managed-by": "Helm",
+          "app.kubernetes.io/part-of": "loads",
+          "helm.sh/chart": `loads-${chart.version}`,
+          ...values.commonLabels,
+        };
+        assert.ok(subsetOf(expected, labels), `${source}: labels ${JSON.stringify(labels)}`);
+        if (object.kind !== "Secret") {
+          assert.ok(labels["app.kubernetes.io/component"], `${source}: no component label`);
+        }
+        for (const [key, value] of Object.entries(labels)) {
+          assert.match(String(value), /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, `${source}: ${key}`);
+          assert.ok(String(value).length <= 63, `${source}: ${key} too long`);
+        }
+      }
+    });
+
+    it("selects each workload's own pods with immutable labels only", () => {
+      const deployments = all("Deployment");
+      const pods = podSpecs(docs);
+      for (const deployment of deployments) {
+        const selector = deployment.spec.selector.matchLabels;
+        assert.ok(subsetOf(selector, deployment.spec.template.metadata.labels), deployment.metadata.name);
+        for (const key of ["app.kubernetes.io/version", "helm.sh/chart"]) {
+          assert.ok(!(key in selector), `${deployment.metadata.name}: ${key} in the selector`);
+        }
+        assert.ok(selector["app.kubernetes.io/component"], `${deployment.metadata.name}: no component`);
+        for (const pod of pods) {
+          if (pod.owner === deployment) continue;
+          assert.ok(
+            !subsetOf(selector, pod.metadata.labels),
+            `${deployment.metadata.name} also selects the pods of ${pod.owner.metadata.name}`,
+          );
+        }
+      }
+      const controllerSelector = controller().spec.selector.matchLabels;
+      assert.equal(controllerSelector["app.kubernetes.io/component"], "controller");
+      if (workers()) {
+        // The launcher's worker pods are "worker"s; a standing pool must not adopt them.
+        assert.equal(workers().spec.selector.matchLabels["app.kubernetes.io/component"], "standing-worker");
+      }
+    });
+
+    it("exposes the controller's named ports through a ClusterIP Service", () => {
+      const service = find("Service", CONTROLLER);
+      assert.ok(service, "no controller Service");
+      assert.equal(service.spec.type, "ClusterIP");
+      const podLabels = controller().spec.template.metadata.labels;
+      assert.ok(subsetOf(service.spec.selector, podLabels), "the Service does not select the controller");
+      for (const pod of podSpecs(docs)) {
+        if (pod.owner === controller()) continue;
+        assert.ok(!subsetOf(service.spec.selector, pod.metadata.labels), `selects ${pod.owner.metadata.name}`);
+      }
+      const byName = Object.fromEntries(service.spec.ports.map((p) => [p.name, p]));
+      assert.deepEqual(
+        Object.fromEntries(Object.entries(byName).map(([n, p]) => [n, p.port])),
+        { grpc: 50051, zmq: 5555, publish: 5556, metrics: 9464 },
+      );
+      const containerPorts = Object.fromEntries(
+        controller().spec.template.spec.containers[0].ports.map((p) => [p.name, p.containerPort]),
+      );
+      for (const port of service.spec.ports) {
+        assert.equal(containerPorts[port.targetPort], port.port, `targetPort ${port.targetPort}`);
+      }
+    });
+
+    it("runs loads-controller with the flags the values ask for", () => {
+      const deployment = controller();
+      assert.equal(deployment.spec.replicas, 1);
+      assert.equal(deployment.spec.strategy.type, "Recreate");
+      const container = deployment.spec.template.spec.containers[0];
+      assert.deepEqual(container.command, ["loads-controller"]);
+      const flags = flagsOf(container.args);
+      const expected = {
+        "--grpc": "0.0.0.0:50051",
+        "--zmq": "tcp://0.0.0.0:5555",
+        "--publish": "tcp://0.0.0.0:5556",
+        "--metrics": "0.0.0.0:9464",
+        "--token-file": "/var/run/loads/worker-token",
+        "--api-token-file": "/var/run/loads/api-token",
+        "--worker-timeout": String(values.controller.workerTimeout),
+        "--metrics-retention": String(values.controller.metricsRetention),
+      };
+      if (values.launcher.enabled) {
+        Object.assign(expected, {
+          "--launcher": "kubernetes",
+          "--advertise": `tcp://${CONTROLLER}.${NAMESPACE}.svc:5555`,
+          "--worker-image": imageRef(values, values.image.names.worker),
+          "--worker-cpu": String(values.launcher.workerCpu),
+          "--worker-memory": String(values.launcher.workerMemory),
+          "--worker-token-secret": tokensSecretName(values),
+          "--worker-pending-timeout": String(values.launcher.workerPendingTimeout),
+          "--max-launched-workers": String(values.launcher.maxLaunchedWorkers),
+          "--instance": RELEASE,
+        });
+        const env = Object.fromEntries(container.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+        assert.deepEqual(env, { LOADS_POD_NAME: "metadata.name", LOADS_POD_UID: "metadata.uid" });
+      } else {
+        // No launcher: the controller must not fork workers inside its own container.
+        expected["--max-local-workers"] = "0";
+        assert.equal(container.env, undefined);
+      }
+      assert.deepEqual(flags, expected);
+    });
+
+    it("passes only flags the binaries know", (t) => {
+      const controllerHelp = helpFlags(binDir, "loads-controller");
+      const workerHelp = helpFlags(binDir, "loads-worker");
+      if (!controllerHelp || !workerHelp) {
+        t.skip(`no loads-controller or loads-worker in ${binDir}`);
+        return;
+      }
+      const launcherLanded = controllerHelp.has("--launcher");
+      for (const flag of Object.keys(flagsOf(controller().spec.template.spec.containers[0].args))) {
+        if (LAUNCHER_FLAGS.includes(flag) && !launcherLanded) continue;
+        assert.ok(controllerHelp.has(flag), `loads-controller --help does not list ${flag}`);
+      }
+      if (values.launcher.enabled && !launcherLanded) {
+        t.diagnostic(`loads-controller in ${binDir} has no --launcher yet: launcher flags not checked`);
+      }
+      if (workers()) {
+        for (const flag of Object.keys(flagsOf(workers().spec.template.spec.containers[0].args))) {
+          assert.ok(workerHelp.has(flag), `loads-worker --help does not list ${flag}`);
+        }
+      }
+    });
+
+    it("probes the controller with gRPC health checks on 50051", () => {
+      const container = controller().spec.template.spec.containers[0];
+      for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+        assert.deepEqual(container[probe]?.grpc, { port: 50051 }, probe);
+      }
+    });
+
+    it("secures every pod and container", () => {
+      const pods = podSpecs(docs);
+      assert.ok(pods.length >= 2);
+      for (const { owner, spec } of pods) {
+        const where = `${owner.kind} ${owner.metadata.name}`;
+        assert.deepEqual(
+          spec.securityContext,
+          { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: "RuntimeDefault" } },
+          where,
+        );
+        assert.equal(spec.hostNetwork, undefined, where);
+        const tmp = spec.volumes.find((v) => v.name === "tmp");
+        assert.deepEqual(tmp, { name: "tmp", emptyDir: {} }, `${where}: /tmp volume`);
+        for (const container of [...spec.containers, ...(spec.initContainers ?? [])]) {
+          const cwhere = `${where} container ${container.name}`;
+          const sc = container.securityContext ?? {};
+          assert.equal(sc.readOnlyRootFilesystem, true, cwhere);
+          assert.equal(sc.allowPrivilegeEscalation, false, cwhere);
+          assert.deepEqual(sc.capabilities, { drop: ["ALL"] }, cwhere);
+          assert.notEqual(sc.privileged, true, cwhere);
+          assert.notEqual(sc.runAsNonRoot, false, cwhere);
+          assert.ok(
+            container.volumeMounts.some((m) => m.name === "tmp" && m.mountPath === "/tmp"),
+            `${cwhere}: /tmp not mounted`,
+          );
+        }
+      }
+    });
+
+    it("sets requests and limits on every container, from the values", () => {
+      const fromValues = new Map([
+        [controller(), values.controller.resources],
+        [workers(), values.worker.resources],
+        [testPod(), values.tests.resources],
+      ]);
+      for (const { owner, spec } of podSpecs(docs)) {
+        for (const container of spec.containers) {
+          const where = `${owner.metadata.name}/${container.name}`;
+          for (const kind of ["requests", "limits"]) {
+            for (const resource of ["cpu", "memory"]) {
+              assert.ok(container.resources?.[kind]?.[resource] !== undefined, `${where}: no ${kind}.${resource}`);
+            }
+          }
+          assert.ok(fromValues.has(owner), `${where}: a pod the test does not know`);
+          assert.deepEqual(container.resources, fromValues.get(owner), where);
+        }
+      }
+    });
+
+    it("uses the images of the values", () => {
+      const expected = new Map([
+        [controller(), values.image.names.controller],
+        [workers(), values.image.names.worker],
+        [testPod(), values.image.names.runner],
+      ]);
+      for (const { owner, spec } of podSpecs(docs)) {
+        assert.deepEqual(
+          spec.imagePullSecrets ?? [],
+          values.imagePullSecrets,
+          `${owner.metadata.name}: imagePullSecrets`,
+        );
+        for (const container of spec.containers) {
+          assert.equal(container.image, imageRef(values, expected.get(owner)), owner.metadata.name);
+          assert.equal(container.imagePullPolicy, values.image.pullPolicy, owner.metadata.name);
+        }
+      }
+    });
+
+    it("mounts the tokens each pod needs and no more", () => {
+      const secretName = tokensSecretName(values);
+      const expectedKeys = new Map([
+        [controller(), ["api-token", "worker-token"]],
+        [workers(), ["worker-token"]],
+        [testPod(), ["api-token"]],
+      ]);
+      for (const { owner, spec } of podSpecs(docs)) {
+        const volume = spec.volumes.find((v) => v.name === "tokens");
+        assert.equal(volume.secret.secretName, secretName, owner.metadata.name);
+        assert.deepEqual(
+          volume.secret.items.map((i) => `${i.key}=${i.path}`),
+          expectedKeys.get(owner).map((k) => `${k}=${k}`),
+          owner.metadata.name,
+        );
+        for (const container of spec.containers) {
+          const mount = container.volumeMounts.find((m) => m.name === "tokens");
+          assert.deepEqual(mount, { name: "tokens", mountPath: "/var/run/loads", readOnly: true });
+        }
+      }
+    });
+
+    it("generates the tokens Secret, and pods carry its checksum", () => {
+      const secretDoc = docs.find((d) => d.object.kind === "Secret");
+      const deployments = all("Deployment");
+      if (values.auth.existingSecret) {
+        assert.equal(secretDoc, undefined, "a Secret is rendered despite auth.existingSecret");
+        for (const deployment of deployments) {
+          const annotations = deployment.spec.template.metadata.annotations ?? {};
+          assert.ok(!("checksum/secret" in annotations), `${deployment.metadata.name}: checksum of no Secret`);
+        }
+        return;
+      }
+      assert.ok(secretDoc, "no Secret");
+      const secret = secretDoc.object;
+      assert.equal(secret.metadata.name, `${FULLNAME}-tokens`);
+      assert.equal(secret.type, "Opaque");
+      assert.deepEqual(Object.keys(secret.data).sort(), ["api-token", "worker-token"]);
+      const tokens = Object.values(secret.data).map((v) => Buffer.from(v, "base64").toString());
+      for (const token of tokens) assert.match(token, /^[A-Za-z0-9]{32}$/);
+      assert.notEqual(tokens[0], tokens[1], "one token for both roles");
+      // Helm's `include ... | sha256sum` hashes the template's output, which ends with a newline
+      // that the printed document is trimmed of.
+      const checksum = sha256(`${secretDoc.text}\n`);
+      for (const deployment of deployments) {
+        assert.equal(
+          deployment.spec.template.metadata.annotations?.["checksum/secret"],
+          checksum,
+          `${deployment.metadata.name}: checksum/secret is not the Secret's`,
+        );
+      }
+    });
+
+    it("gives Kubernetes API access to the launcher only, limited to pods", () => {
+      const controllerPod = controller().spec.template.spec;
+      const roles = all("Role");
+      const bindings = all("RoleBinding");
+      const accounts = all("ServiceAccount");
+      assert.equal(all("ClusterRole").length + all("ClusterRoleBinding").length, 0);
+      for (const { owner, spec } of podSpecs(docs)) {
+        if (owner === controller()) continue;
+        assert.equal(spec.automountServiceAccountToken, false, `${owner.metadata.name} gets API credentials`);
+        assert.equal(spec.serviceAccountName, undefined, owner.metadata.name);
+      }
+      if (!values.launcher.enabled) {
+        assert.equal(roles.length + bindings.length + accounts.length, 0, "RBAC objects without the launcher");
+        assert.equal(controllerPod.automountServiceAccountToken, false);
+        assert.equal(controllerPod.serviceAccountName, undefined);
+        return;
+      }
+      assert.equal(accounts.length, 1);
+      assert.equal(roles.length, 1);
+      assert.equal(bindings.length, 1);
+      assert.equal(controllerPod.serviceAccountName, accounts[0].metadata.name);
+      assert.equal(controllerPod.automountServiceAccountToken, true);
+      assert.deepEqual(roles[0].rules, [
+        { apiGroups: [""], resources: ["pods"], verbs: ["create", "get", "list", "watch", "delete"] },
+      ]);
+      assert.deepEqual(bindings[0].roleRef, {
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "Role",
+        name: roles[0].metadata.name,
+      });
+      assert.deepEqual(bindings[0].subjects, [
+        { kind: "ServiceAccount", name: accounts[0].metadata.name, namespace: NAMESPACE },
+      ]);
+    });
+
+    it("runs standing workers only when asked, replicas or autoscaler", () => {
+      const deployment = workers();
+      const hpa = find("HorizontalPodAutoscaler");
+      if (!values.worker.enabled) {
+        assert.equal(deployment, undefined);
+        assert.equal(hpa, undefined);
+        return;
+      }
+      assert.ok(deployment, "no worker Deployment");
+      if (values.worker.autoscaling.enabled) {
+        assert.ok(!("replicas" in deployment.spec), "replicas fight the autoscaler");
+        assert.ok(hpa, "no HorizontalPodAutoscaler");
+        assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: deployment.metadata.name });
+        assert.equal(hpa.spec.minReplicas, values.worker.autoscaling.minReplicas);
+        assert.equal(hpa.spec.maxReplicas, values.worker.autoscaling.maxReplicas);
+        assert.deepEqual(hpa.spec.metrics, [
+          {
+            type: "Resource",
+            resource: {
+              name: "cpu",
+              target: { type: "Utilization", averageUtilization: values.worker.autoscaling.targetCPUUtilizationPercentage },
+            },
+          },
+        ]);
+      } else {
+        assert.equal(deployment.spec.replicas, values.worker.replicas);
+        assert.equal(hpa, undefined);
+      }
+      const container = deployment.spec.template.spec.containers[0];
+      assert.deepEqual(container.command, ["loads-worker"]);
+      const flags = flagsOf(container.args);
+      assert.deepEqual(flags, {
+        "--controller": `tcp://${CONTROLLER}:5555`,
+        "--id": "$(LOADS_POD_NAME)",
+        "--token-file": "/var/run/loads/worker-token",
+        "--work-dir": "/tmp/loads",
+        "--metrics": "0.0.0.0:9465",
+        "--threads": values.worker.threads ? String(values.worker.threads) : "$(LOADS_CPU_LIMIT)",
+        "--controller-timeout": String(values.worker.controllerTimeout),
+      });
+      // Every $(VAR) the kubelet must expand is defined.
+      const env = Object.fromEntries(container.env.map((e) => [e.name, e.valueFrom]));
+      for (const arg of container.args) {
+        for (const [, name] of arg.matchAll(/\$\(([A-Z_]+)\)/g)) assert.ok(env[name], `${name} is not defined`);
+      }
+      assert.deepEqual(env.LOADS_POD_NAME, { fieldRef: { fieldPath: "metadata.name" } });
+      assert.deepEqual(env.LOADS_CPU_LIMIT, {
+        resourceFieldRef: { containerName: "worker", resource: "limits.cpu", divisor: "1" },
+      });
+      assert.ok(find("Service", CONTROLLER), "workers connect to a Service that is not rendered");
+      // A worker has no server but its metrics: the liveness probe reads them.
+      assert.deepEqual(container.ports, [{ name: "metrics", containerPort: 9465, protocol: "TCP" }]);
+      assert.deepEqual(container.livenessProbe.httpGet, { path: "/metrics", port: "metrics" });
+      assert.equal(container.readinessProbe, undefined);
+    });
+
+    it("ships the Grafana dashboard in a labelled ConfigMap", () => {
+      const configMap = find("ConfigMap", `${FULLNAME}-dashboards`);
+      if (!values.dashboards.enabled) {
+        assert.equal(configMap, undefined);
+        return;
+      }
+      assert.ok(configMap, "no dashboard ConfigMap");
+      assert.equal(configMap.metadata.labels[values.dashboards.label], values.dashboards.labelValue);
+      assert.deepEqual(configMap.metadata.annotations ?? {}, values.dashboards.annotations);
+      assert.deepEqual(Object.keys(configMap.data), ["loads.json"]);
+      assert.deepEqual(JSON.parse(configMap.data["loads.json"]), JSON.parse(readFileSync(dashboardFile, "utf8")));
+    });
+
+    it("adds a ServiceMonitor that finds the controller's metrics port", () => {
+      const monitor = find("ServiceMonitor");
+      if (!values.serviceMonitor.enabled) {
+        assert.equal(monitor, undefined);
+        return;
+      }
+      assert.ok(monitor, "no ServiceMonitor");
+      const service = find("Service", CONTROLLER);
+      assert.ok(subsetOf(monitor.spec.selector.matchLabels, service.metadata.labels), "selects no Service");
+      assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [NAMESPACE] });
+      const servicePorts = service.spec.ports.map((p) => p.name);
+      assert.equal(monitor.spec.endpoints.length, 1);
+      const [endpoint] = monitor.spec.endpoints;
+      assert.ok(servicePorts.includes(endpoint.port), `no Service port named ${endpoint.port}`);
+      assert.equal(endpoint.port, "metrics");
+      assert.equal(endpoint.path, "/metrics");
+      assert.equal(endpoint.interval, values.serviceMonitor.interval || undefined);
+      assert.equal(endpoint.scrapeTimeout, values.serviceMonitor.scrapeTimeout || undefined);
+      assert.ok(subsetOf(values.serviceMonitor.labels, monitor.metadata.labels), "labels for Prometheus");
+    });
+
+    it("has a helm test pod that runs a small run through the controller", () => {
+      const pod = testPod();
+      assert.ok(pod, "no test pod");
+      assert.equal(pod.metadata.annotations["helm.sh/hook"], "test");
+      assert.equal(pod.spec.restartPolicy, "Never");
+      assert.equal(pod.spec.containers.length, 1);
+      const [container] = pod.spec.containers;
+      assert.deepEqual(container.command.slice(0, 2), ["sh", "-c"]);
+      assert.equal(container.command.length, 3);
+      const script = container.command[2];
+      // Continuation lines joined, as sh reads them.
+      const runner = /^exec loads-runner (.*)$/m.exec(script.replace(/\\\n\s*/g, " "))?.[1];
+      assert.ok(runner, "the script does not exec loads-runner");
+      const words = runner.trim().split(/\s+/);
+      assert.deepEqual(words, [
+        "--controller",
+        `${CONTROLLER}:50051`,
+        "--token-file",
+        "/var/run/loads/api-token",
+        "--url",
+        '"http://${POD_IP}:8080/"',
+        "-u",
+        "2",
+        "--hits",
+        "5",
+        "--workers",
+        "1",
+      ]);
+      assert.match(script, /^loads-demo-target --address 0\.0\.0\.0 --port 8080 /m);
+      assert.deepEqual(container.env, [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }]);
+      const runnerHelp = helpFlags(binDir, "loads-runner");
+      const targetHelp = helpFlags(binDir, "loads-demo-target");
+      if (runnerHelp && targetHelp) {
+        for (const flag of words.filter((w) => w.startsWith("--"))) assert.ok(runnerHelp.has(flag), flag);
+        for (const flag of ["--address", "--port"]) assert.ok(targetHelp.has(flag), flag);
+      }
+    });
+
+    it("renders NOTES.txt with the commands of a first run", () => {
+      const notes = renderNotes({ valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE });
+      assert.ok(notes.includes(`port-forward service/${CONTROLLER} 50051:50051`), notes);
+      assert.ok(notes.includes(`get secret ${tokensSecretName(values)}`), notes);
+      assert.ok(notes.includes("loads-runner --controller 127.0.0.1:50051 --token-file loads-api-token"), notes);
+      assert.ok(notes.includes("grpcurl -plaintext"), notes);
+      assert.ok(notes.includes(`helm test ${RELEASE}`), notes);
+      assert.ok(!notes.includes("<no value>"), notes);
+    });
+  });
+}
+
+describe("values.schema.json", () => {
+  it("is a valid draft-07 schema, strict everywhere", () => {
+    const ajv = newAjv();
+    assert.ok(ajv.validateSchema(schema), JSON.stringify(ajv.errors));
+    // Every object schema closes its keys, except maps whose values it types.
+    const walk = (node, pointer) => {
+      if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${pointer}/${i}`));
+      if (node === null || typeof node !== "object") return;
+      if (node.type === "object" && node.properties) {
+        assert.equal(node.additionalProperties, false, `${pointer}: additionalProperties`);
+      } else if (node.type === "object" && !node.properties) {
+        const open = node.additionalProperties;
+        const closedMap = typeof open === "object" || pointer.includes("/affinity/");
+        assert.ok(closedMap, `${pointer}: an object with neither properties nor typed values`);
+      }
+      for (const [key, child] of Object.entries(node)) walk(child, `${pointer}/${key}`);
+    };
+    walk(schema, "#");
+  });
+
+  const bad = [
+    ["an unknown top-level key", "replicas: 3\n", "additionalProperties", ""],
+    ["a misspelt nested key", "controller:\n  workerTimout: 5\n", "additionalProperties", "/controller"],
+    ["a string for an integer", "worker:\n  replicas: two\n", "type", "/worker/replicas"],
+    ["a fraction for an integer", "launcher:\n  maxLaunchedWorkers: 2.5\n", "type", "/launcher/maxLaunchedWorkers"],
+    ["a value out of range", "controller:\n  workerTimeout: 0\n", "minimum", "/controller/workerTimeout"],
+    ["an unknown pull policy", "image:\n  pullPolicy: Sometimes\n", "enum", "/image/pullPolicy"],
+    ["a boolean as a string", "launcher:\n  enabled: \"yes\"\n", "type", "/launcher/enabled"],
+    ["a malformed quantity", "launcher:\n  workerMemory: lots\n", "oneOf", "/launcher/workerMemory"],
+    ["a chart label in commonLabels", "commonLabels:\n  app.kubernetes.io/name: x\n", "not", "/commonLabels"],
+    ["an unknown resource field", "worker:\n  resources:\n    request:\n      cpu: 1\n", "additionalProperties", "/worker/resources"],
+    ["a removed required section", "dashboards: null\n", "required", ""],
+    ["a malformed scrape interval", "serviceMonitor:\n  interval: often\n", "pattern", "/serviceMonitor/interval"],
+  ];
+  for (const [what, text, keyword, instancePath] of bad) {
+    it(`refuses ${what}`, () => {
+      const values = mergedValues([writeTemp("bad.yaml", text)]);
+      assert.equal(validateValues(values), false, `accepted: ${text}`);
+      const errors = validateValues.errors;
+      assert.ok(
+        errors.some((e) => e.keyword === keyword && e.instancePath === instancePath),
+        `expected ${keyword} at "${instancePath}", got ${JSON.stringify(errors, null, 2)}`,
+      );
+    });
+  }
+});
+
+describe("rendering errors", () => {
+  const renderWith = (text) =>
+    runRenderer(["--strict", "-f", writeTemp("values.yaml", text), "--release", RELEASE, chartDir]);
+
+  it("fails with a clear message without image.repository (required)", () => {
+    const result = renderWith('image:\n  repository: ""\n');
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /execution error at \(loads\/templates\/[^)]+\): image\.repository is required/);
+  });
+
+  it("fails when the autoscaler's minimum is above its maximum (fail)", () => {
+    const result = renderWith(
+      "worker:\n  enabled: true\n  autoscaling:\n    enabled: true\n    minReplicas: 5\n    maxReplicas: 2\n",
+    );
+    assert.notEqual(result.status, 0);
+    assert.match(
+      result.stderr,
+      /execution error at \(loads\/templates\/worker-hpa\.yaml:\d+:\d+\): worker\.autoscaling\.minReplicas \(5\) is above worker\.autoscaling\.maxReplicas \(2\)/,
+    );
+  });
+
+  it("generates other tokens on each render (why auth.existingSecret is advised)", () => {
+    const token = () => render().find((d) => d.object.kind === "Secret").object.data["api-token"];
+    assert.notEqual(token(), token());
+  });
+});
+
+describe("the checks themselves", () => {
+  it("find an unknown field deep in a pod template", () => {
+    const deployment = structuredClone(render().find((d) => d.object.kind === "Deployment").object);
+    deployment.spec.template.spec.containers[0].securityContext.readOnlyRootFileSystem = true;
+    deployment.spec.replicaz = 2;
+    assert.deepEqual(unknownFields(deployment).sort(), [
+      "/spec/replicaz",
+      "/spec/template/spec/containers/0/securityContext/readOnlyRootFileSystem",
+    ]);
+  });
+
+  it("reject a wrong type through kubernetes-models", () => {
+    const deployment = structuredClone(render().find((d) => d.object.kind === "Deployment").object);
+    deployment.spec.replicas = "two";
+    const Model = modelOf(deployment);
+    assert.throws(() => new Model(deployment).validate(), /replicas must be integer/);
+  });
+
+  it("find an unknown field in a ServiceMonitor", () => {
+    const docs = render({ valueFiles: [path.join(examplesDir, "monitoring.yaml")] });
+    const monitor = structuredClone(docs.find((d) => d.object.kind === "ServiceMonitor").object);
+    monitor.spec.endpoints[0].scrapeIntervall = "5s";
+    assert.deepEqual(unknownFields(monitor), ["/spec/endpoints/0/scrapeIntervall"]);
+  });
+});

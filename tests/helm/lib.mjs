@@ -1,0 +1,192 @@
+// Helpers of chart.test.mjs: render helm/loads with tools/helm-render, parse the output, and check
+// objects against the Kubernetes schemas of kubernetes-models.
+//
+// tools/helm-render is NOT Helm: it is the template engine Helm uses (Go text/template + sprig)
+// with the Helm objects and functions this chart needs. What these tests prove is that the
+// templates render to valid objects with these values, not that Helm itself accepts the chart.
+
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import yaml from "js-yaml";
+
+import { Deployment } from "kubernetes-models/apps/v1";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
+import { Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
+import { ConfigMap, Pod, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
+import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const chartDir = path.join(repoRoot, "helm/loads");
+
+// The models of every kind the chart may render; any other kind is a test failure.
+export const models = {
+  "apps/v1/Deployment": Deployment,
+  "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
+  "rbac.authorization.k8s.io/v1/Role": Role,
+  "rbac.authorization.k8s.io/v1/RoleBinding": RoleBinding,
+  "v1/ConfigMap": ConfigMap,
+  "v1/Pod": Pod,
+  "v1/Secret": Secret,
+  "v1/Service": Service,
+  "v1/ServiceAccount": ServiceAccount,
+  "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+};
+
+let rendererPath = process.env.LOADS_HELM_RENDER;
+
+// The renderer binary: LOADS_HELM_RENDER (ctest builds it into the build tree), else built once
+// into a temporary folder, so that `node --test` works on its own too.
+export function renderer() {
+  if (!rendererPath) {
+    const out = mkdtempSync(path.join(tmpdir(), "loads-helm-render-"));
+    execFileSync(path.join(repoRoot, "tools/helm-render/build.sh"), [out], { stdio: "inherit" });
+    rendererPath = path.join(out, "helm-render");
+  }
+  if (!existsSync(rendererPath)) throw new Error(`no renderer at ${rendererPath}`);
+  return rendererPath;
+}
+
+// Runs the renderer; returns {status, stdout, stderr} without throwing.
+export function runRenderer(args) {
+  const result = spawnSync(renderer(), args, { encoding: "utf8" });
+  if (result.error) throw result.error;
+  return result;
+}
+
+// Renders the chart (strict: a misspelt .Values path is an error) and returns its documents as
+// {source, text, object}: text is the document exactly as printed, after its Source line.
+export function render({ valueFiles = [], release = "loads", namespace = "loads-test" } = {}) {
+  const args = ["--strict", "--release", release, "--namespace", namespace];
+  for (const file of valueFiles) args.push("-f", file);
+  args.push(chartDir);
+  const result = runRenderer(args);
+  if (result.status !== 0) {
+    throw new Error(`helm-render ${args.join(" ")} failed:\n${result.stderr}`);
+  }
+  return parseManifests(result.stdout);
+}
+
+export function renderNotes({ valueFiles = [], release = "loads", namespace = "loads-test" } = {}) {
+  const args = ["--strict", "--notes", "--release", release, "--namespace", namespace];
+  for (const file of valueFiles) args.push("-f", file);
+  args.push(chartDir);
+  const result = runRenderer(args);
+  if (result.status !== 0) throw new Error(`helm-render --notes failed:\n${result.stderr}`);
+  return result.stdout;
+}
+
+// values.yaml with the files merged over it, as Helm merges them before checking the schema.
+export function mergedValues(valueFiles = []) {
+  const args = ["--values-json"];
+  for (const file of valueFiles) args.push("-f", file);
+  args.push(chartDir);
+  const result = runRenderer(args);
+  if (result.status !== 0) throw new Error(`helm-render --values-json failed:\n${result.stderr}`);
+  return JSON.parse(result.stdout);
+}
+
+export function parseManifests(output) {
+  const docs = [];
+  for (const chunk of output.split(/^---\n/m)) {
+    if (chunk === "") continue;
+    const match = /^# Source: (\S+)\n([\s\S]*)$/.exec(chunk);
+    if (!match) throw new Error(`a document without its Source line:\n${chunk.slice(0, 200)}`);
+    const text = match[2].replace(/\n$/, "");
+    // js-yaml refuses duplicate keys, which Kubernetes would silently collapse.
+    const object = yaml.load(text);
+    docs.push({ source: match[1], text, object });
+  }
+  return docs;
+}
+
+export function modelOf(object) {
+  return models[`${object.apiVersion}/${object.kind}`];
+}
+
+// Fields that the Kubernetes schema does not define, as JSON pointers.
+//
+// kubernetes-models validates types and required fields but lets unknown fields through (its
+// schemas have no additionalProperties: false), while the API server drops them silently (or
+// rejects them with strict field validation), so a misspelt field would pass. Its validators
+// are generated code, not JSON schemas we could read, but they look up every property their
+// schema defines: running one on proxies that record those look-ups gives, for each object, the
+// keys the schema knows. A key never looked up is unknown. A map-typed field (labels, data,
+// resource lists) is enumerated by its validator instead, and all its keys are allowed.
+export function unknownFields(object) {
+  const Model = modelOf(object);
+  if (!Model) throw new Error(`no model for ${object.apiVersion} ${object.kind}`);
+  const records = [];
+  const wrap = (value, pointer) => {
+    if (value === null || typeof value !== "object") return value;
+    const record = { pointer, value, looked: new Set(), enumerated: false };
+    if (!Array.isArray(value)) records.push(record);
+    const target = Array.isArray(value)
+      ? value.map((item, i) => wrap(item, `${pointer}/${i}`))
+      : Object.fromEntries(Object.entries(value).map(([k, v]) => [k, wrap(v, `${pointer}/${k}`)]));
+    return new Proxy(target, {
+      get(t, key, receiver) {
+        if (typeof key === "string") record.looked.add(key);
+        return Reflect.get(t, key, receiver);
+      },
+      has(t, key) {
+        if (typeof key === "string") record.looked.add(key);
+        return Reflect.has(t, key);
+      },
+      ownKeys(t) {
+        record.enumerated = true;
+        return Reflect.ownKeys(t);
+      },
+    });
+  };
+  // A model's validate() checks `this`: given the proxy, it runs the schema on it.
+  Model.prototype.validate.call(wrap(object, ""));
+  const unknown = [];
+  for (const record of records) {
+    if (record.enumerated) continue;
+    for (const key of Object.keys(record.value)) {
+      if (!record.looked.has(key)) unknown.push(`${record.pointer}/${key}`);
+    }
+  }
+  return unknown;
+}
+
+// Every pod spec of the documents, with where it is: Deployment templates and bare Pods.
+export function podSpecs(docs) {
+  const specs = [];
+  for (const { object } of docs) {
+    if (object.kind === "Deployment") {
+      specs.push({ owner: object, metadata: object.spec.template.metadata, spec: object.spec.template.spec });
+    } else if (object.kind === "Pod") {
+      specs.push({ owner: object, metadata: object.metadata, spec: object.spec });
+    }
+  }
+  return specs;
+}
+
+// A container's args as {flag: value}; a flag given twice is an error.
+export function flagsOf(args) {
+  const flags = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (!arg.startsWith("--")) throw new Error(`argument ${arg} is not a flag`);
+    if (arg in flags) throw new Error(`flag ${arg} given twice`);
+    flags[arg] = args[i + 1];
+    i++;
+  }
+  return flags;
+}
+
+// The long options a binary's --help lists, or null without the binary.
+export function helpFlags(binDir, binary) {
+  const file = path.join(binDir, binary);
+  if (!existsSync(file)) return null;
+  const result = spawnSync(file, ["--help"], { encoding: "utf8" });
+  return new Set((result.stdout + result.stderr).match(/--[a-z][a-z-]*/g));
+}
+
+export function subsetOf(small, big) {
+  return Object.entries(small).every(([k, v]) => big?.[k] === v);
+}
