@@ -595,6 +595,27 @@ describe("values.schema.json", () => {
     walk(schema, "#");
   });
 
+  it("documents every value in README.md and values.yaml", () => {
+    const readme = readFileSync(path.join(chartDir, "README.md"), "utf8");
+    const defaults = mergedValues();
+    // Leaves: values of a shared shape (resources, labels, ...: a $ref) or without properties.
+    const leaves = [];
+    const walk = (node, prefix) => {
+      for (const [key, child] of Object.entries(node.properties)) {
+        const name = prefix ? `${prefix}.${key}` : key;
+        if (!child.$ref && child.properties) walk(child, name);
+        else leaves.push(name);
+      }
+    };
+    walk(schema, "");
+    assert.ok(leaves.length > 40, `only ${leaves.length} values`);
+    for (const name of leaves) {
+      assert.ok(readme.includes(`| \`${name}\` |`), `README.md has no row for ${name}`);
+      const value = name.split(".").reduce((v, k) => v?.[k], defaults);
+      assert.notEqual(value, undefined, `values.yaml has no default for ${name}`);
+    }
+  });
+
   const bad = [
     ["an unknown top-level key", "replicas: 3\n", "additionalProperties", ""],
     ["a misspelt nested key", "controller:\n  workerTimout: 5\n", "additionalProperties", "/controller"],
