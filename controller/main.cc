@@ -61,6 +61,7 @@ constexpr char kUsage[] =
     "  --worker-cpu Q          default CPU request of a worker pod (default 500m)\n"
     "  --worker-memory Q       default memory request and limit (default 256Mi)\n"
     "  --worker-token-secret S Secret whose key worker-token the pods mount as their token\n"
+    "  --image-pull-secret S   a Secret the pods pull their image with (repeatable)\n"
     "  --worker-pending-timeout S  a pod pending longer fails its run (default 120)\n"
     "  --max-launched-workers N    worker pods alive at once (default 100)\n"
     "  --instance NAME         app.kubernetes.io/instance label of the pods (default loads)\n"
@@ -206,6 +207,8 @@ int main(int argc, char** argv) {
       (arg == "--worker-cpu" ? kubernetes.cpu : kubernetes.memory) = value;
     } else if (arg == "--worker-token-secret") {
       kubernetes.token_secret = value;
+    } else if (arg == "--image-pull-secret") {
+      kubernetes.image_pull_secrets.push_back(value);
     } else if (arg == "--worker-pending-timeout") {
       int64_t seconds = 0;
       if (!parse_int(arg, value, 1, 86400, &seconds)) return 2;

@@ -218,7 +218,11 @@ class KubernetesLauncher : public Launcher {
       if (it == seen.end()) {
         why = "was deleted before it could start";
       } else {
-        why = Diagnose(*it->second, SteadyClock::now() - pod.created);
+        try {
+          why = Diagnose(*it->second, SteadyClock::now() - pod.created);
+        } catch (const Json::exception& e) {
+          LogOnce("unreadable status of pod " + name + ": " + e.what());
+        }
       }
       if (!why.empty()) {
         reported_.insert(pod.run_id);
@@ -338,11 +342,14 @@ class KubernetesLauncher : public Launcher {
           {"readOnlyRootFilesystem", true},
           {"capabilities", {{"drop", Json::array({"ALL"})}}}}},
         {"volumeMounts", mounts}};
+    Json pull_secrets = Json::array();
+    for (const auto& secret : o_.image_pull_secrets) pull_secrets.push_back({{"name", secret}});
     return {{"apiVersion", "v1"},
             {"kind", "Pod"},
             {"metadata", metadata},
             {"spec",
              {{"restartPolicy", "Never"},
+              {"imagePullSecrets", pull_secrets},
               {"automountServiceAccountToken", false},
               {"enableServiceLinks", false},
               {"securityContext",

@@ -139,10 +139,15 @@ void ControllerService::Supervise() {
   std::unique_lock lock(mu_);
   while (!stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
     lock.unlock();
-    for (const auto& failure : launcher_->Supervise(broker_->ListRuns())) {
-      std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
-                   failure.message.c_str());
-      broker_->FailRun(failure.run_id, failure.message);
+    try {
+      for (const auto& failure : launcher_->Supervise(broker_->ListRuns())) {
+        std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
+                     failure.message.c_str());
+        broker_->FailRun(failure.run_id, failure.message);
+      }
+    } catch (const std::exception& e) {
+      // A boundary: the next round tries again.
+      std::fprintf(stderr, "loads-controller: supervising launched workers: %s\n", e.what());
     }
     lock.lock();
   }

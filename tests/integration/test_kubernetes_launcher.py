@@ -101,7 +101,8 @@ class Cluster:
              "--launcher", "kubernetes", "--kubernetes-api", api.url,
              "--service-account-dir", self.dir, "--worker-image", image,
              "--worker-token-secret", "loads-tokens", "--advertise", f"tcp://127.0.0.1:{zmq_port}",
-             "--instance", "perf", "--worker-pending-timeout", "3", *extra],
+             "--instance", "perf", "--worker-pending-timeout", "3",
+             "--image-pull-secret", "registry-creds", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()
         if "listening:" not in line:
@@ -180,6 +181,7 @@ class KubernetesLauncherTest(unittest.TestCase):
                              ("Pod", "loads-controller-7d9f", "uid-ctrl-1"))
             spec = pod["spec"]
             self.assertEqual(spec["restartPolicy"], "Never")
+            self.assertEqual(spec["imagePullSecrets"], [{"name": "registry-creds"}])
             self.assertIs(spec["automountServiceAccountToken"], False)
             self.assertIs(spec["securityContext"]["runAsNonRoot"], True)
             container = spec["containers"][0]

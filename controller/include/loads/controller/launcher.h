@@ -63,6 +63,7 @@ struct KubernetesOptions {
   std::string cpu = "500m";    // default resource requests of a worker pod
   std::string memory = "256Mi";
   std::string token_secret;  // a Secret whose key worker-token is mounted in worker pods
+  std::vector<std::string> image_pull_secrets;  // for a private worker image
   std::chrono::seconds pending_timeout{120};
   int max_workers = 100;              // launched pods alive at once
   std::string instance = "loads";     // the app.kubernetes.io/instance label (the release)
