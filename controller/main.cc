@@ -62,6 +62,7 @@ constexpr char kUsage[] =
     "  --worker-memory Q       default memory request and limit (default 256Mi)\n"
     "  --worker-token-secret S Secret whose key worker-token the pods mount as their token\n"
     "  --image-pull-secret S   a Secret the pods pull their image with (repeatable)\n"
+    "  --image-pull-policy P   the pods' imagePullPolicy: IfNotPresent (default), Always, Never\n"
     "  --worker-pending-timeout S  a pod pending longer fails its run (default 120)\n"
     "  --max-launched-workers N    worker pods alive at once (default 100)\n"
     "  --instance NAME         app.kubernetes.io/instance label of the pods (default loads)\n"
@@ -209,6 +210,12 @@ int main(int argc, char** argv) {
       kubernetes.token_secret = value;
     } else if (arg == "--image-pull-secret") {
       kubernetes.image_pull_secrets.push_back(value);
+    } else if (arg == "--image-pull-policy") {
+      if (value != "IfNotPresent" && value != "Always" && value != "Never") {
+        return Fail("invalid value for --image-pull-policy: '" + value +
+                    "' (expected IfNotPresent, Always or Never)");
+      }
+      kubernetes.image_pull_policy = value;
     } else if (arg == "--worker-pending-timeout") {
       int64_t seconds = 0;
       if (!parse_int(arg, value, 1, 86400, &seconds)) return 2;

@@ -2,6 +2,9 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -317,7 +320,10 @@ class KubernetesLauncher : public Launcher {
                                                   {"controller", false},
                                                   {"blockOwnerDeletion", false}}});
     }
-    Json args = {"--controller", request.endpoint, "--id", name, "--work-dir", "/tmp/loads"};
+    // One engine thread per requested CPU: without it a worker would start one per node CPU and
+    // compete with its neighbours for CPUs it did not ask for.
+    Json args = {"--controller", request.endpoint, "--id",      name,
+                 "--work-dir",   "/tmp/loads",     "--threads", std::to_string(ThreadsForCpu(cpu))};
     Json mounts = Json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}});
     Json volumes = Json::array({{{"name", "tmp"}, {"emptyDir", Json::object()}}});
     if (!o_.token_secret.empty()) {
@@ -333,7 +339,7 @@ class KubernetesLauncher : public Launcher {
     Json container = {
         {"name", "worker"},
         {"image", o_.image},
-        {"imagePullPolicy", "IfNotPresent"},
+        {"imagePullPolicy", o_.image_pull_policy},
         {"args", args},
         {"resources",
          {{"requests", {{"cpu", cpu}, {"memory", memory}}}, {"limits", {{"memory", memory}}}}},
@@ -427,6 +433,19 @@ bool IsResourceQuantity(const std::string& text) {
   static const std::regex kQuantity(
       R"(^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$)");
   return text.size() <= 32 && std::regex_match(text, kQuantity);
+}
+
+int ThreadsForCpu(const std::string& cpu) {
+  size_t digits = 0;
+  while (digits < cpu.size() &&
+         (std::isdigit(static_cast<unsigned char>(cpu[digits])) || cpu[digits] == '.')) {
+    ++digits;
+  }
+  double cpus = std::strtod(cpu.substr(0, digits).c_str(), nullptr);
+  const std::string suffix = cpu.substr(digits);
+  if (suffix == "m") cpus /= 1000;
+  // Other suffixes (k, M...) make no sense for CPUs; the API server would refuse the pod.
+  return static_cast<int>(std::clamp(std::ceil(cpus - 1e-9), 1.0, 1024.0));
 }
 
 LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error) {

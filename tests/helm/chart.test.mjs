@@ -239,7 +239,11 @@ for (const testCase of cases) {
           "--worker-pending-timeout": String(values.launcher.workerPendingTimeout),
           "--max-launched-workers": String(values.launcher.maxLaunchedWorkers),
           "--instance": RELEASE,
+          "--image-pull-policy": values.image.pullPolicy,
         });
+        if (values.imagePullSecrets.length) {
+          expected["--image-pull-secret"] = values.imagePullSecrets.map((s) => s.name);
+        }
         const env = Object.fromEntries(container.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
         assert.deepEqual(env, { LOADS_POD_NAME: "metadata.name", LOADS_POD_UID: "metadata.uid" });
       } else {

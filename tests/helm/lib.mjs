@@ -167,13 +167,17 @@ export function podSpecs(docs) {
 }
 
 // A container's args as {flag: value}; a flag given twice is an error.
-export function flagsOf(args) {
+export function flagsOf(args, repeatable = ["--image-pull-secret"]) {
   const flags = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (!arg.startsWith("--")) throw new Error(`argument ${arg} is not a flag`);
-    if (arg in flags) throw new Error(`flag ${arg} given twice`);
-    flags[arg] = args[i + 1];
+    if (repeatable.includes(arg)) {
+      (flags[arg] ??= []).push(args[i + 1]);
+    } else {
+      if (arg in flags) throw new Error(`flag ${arg} given twice`);
+      flags[arg] = args[i + 1];
+    }
     i++;
   }
   return flags;

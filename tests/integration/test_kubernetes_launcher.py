@@ -102,7 +102,7 @@ class Cluster:
              "--service-account-dir", self.dir, "--worker-image", image,
              "--worker-token-secret", "loads-tokens", "--advertise", f"tcp://127.0.0.1:{zmq_port}",
              "--instance", "perf", "--worker-pending-timeout", "3",
-             "--image-pull-secret", "registry-creds", *extra],
+             "--image-pull-secret", "registry-creds", "--image-pull-policy", "Always", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()
         if "listening:" not in line:
@@ -193,6 +193,10 @@ class KubernetesLauncherTest(unittest.TestCase):
             self.assertIs(security["allowPrivilegeEscalation"], False)
             self.assertEqual(security["capabilities"]["drop"], ["ALL"])
             self.assertIn("--token-file", container["args"])
+            self.assertEqual(container["imagePullPolicy"], "Always")
+            # 250m of CPU: one engine thread, not one per node CPU.
+            threads = container["args"][container["args"].index("--threads") + 1]
+            self.assertEqual(threads, "1")
         # The run is over: its pods go.
         self.assertTrue(wait_until(lambda: not self.api.pods()), self.api.pods())
         deletes = [e for e in self.api.log() if e["method"] == "DELETE"]
@@ -288,6 +292,7 @@ class KubernetesLauncherTest(unittest.TestCase):
              "KUBERNETES_SERVICE_HOST is not set"),
             (["--launcher", "nomad"], "expected local or kubernetes"),
             (["--worker-cpu", "lots"], "expected a Kubernetes quantity"),
+            (["--image-pull-policy", "Sometimes"], "expected IfNotPresent, Always or Never"),
             (["--instance", "-bad-"], "expected a Kubernetes name"),
             (["--launcher", "kubernetes", "--kubernetes-api", "http://127.0.0.1:1",
               "--worker-image", "x", "--service-account-dir", "/nonexistent"],

@@ -64,6 +64,7 @@ struct KubernetesOptions {
   std::string memory = "256Mi";
   std::string token_secret;  // a Secret whose key worker-token is mounted in worker pods
   std::vector<std::string> image_pull_secrets;  // for a private worker image
+  std::string image_pull_policy = "IfNotPresent";
   std::chrono::seconds pending_timeout{120};
   int max_workers = 100;              // launched pods alive at once
   std::string instance = "loads";     // the app.kubernetes.io/instance label (the release)
@@ -78,5 +79,9 @@ LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error
 
 // Whether text is a Kubernetes resource quantity ("500m", "1", "0.5", "256Mi", "1G").
 bool IsResourceQuantity(const std::string& text);
+
+// The engine threads of a worker given a CPU request: the CPUs it asks for, rounded up, at
+// least 1 ("500m" -> 1, "2" -> 2, "2500m" -> 3). REQUIRES: IsResourceQuantity(cpu).
+int ThreadsForCpu(const std::string& cpu);
 
 }  // namespace loads::controller
