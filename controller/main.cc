@@ -290,16 +290,20 @@ int main(int argc, char** argv) {
   }
   loads::controller::LauncherPtr launcher;
   if (launcher_kind == "kubernetes") {
+    if (advertise.empty()) {
+      return Fail(
+          "--launcher kubernetes needs --advertise (the address of this controller's "
+          "Service, as worker pods reach it)");
+    }
+    if (!broker_options.token.empty() && kubernetes.token_secret.empty()) {
+      return Fail(
+          "with --token-file, --launcher kubernetes needs --worker-token-secret (the "
+          "Secret whose worker-token the pods present), or every pod would be refused");
+    }
     std::string error;
     launcher = loads::controller::MakeKubernetesLauncher(kubernetes, &error);
     if (!launcher) {
       std::fprintf(stderr, "loads-controller: %s\n", error.c_str());
-      return 2;
-    }
-    if (advertise.empty()) {
-      std::fprintf(stderr,
-                   "loads-controller: --launcher kubernetes needs --advertise (the address of "
-                   "this controller's Service, as worker pods reach it)\n");
       return 2;
     }
   } else if (max_local_workers > 0) {

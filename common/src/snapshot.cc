@@ -277,28 +277,35 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   if (!seen_seq) return r.Fail("seq", "missing");
   if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
   RunStats& stats = out->stats;
+  // Saturating sums: a hostile message cannot wrap a total around to look consistent.
+  const auto add = [](uint64_t& total, uint64_t n) {
+    if (__builtin_add_overflow(total, n, &total)) total = UINT64_MAX;
+  };
+  uint64_t answered = 0;
+  for (uint64_t n : stats.status_codes) add(answered, n);
+  if (answered > stats.hits) return r.Fail("status", "more responses than hits");
   if (stats.methods.empty() && stats.hits) {
-    // "methods" is optional: a worker that does not send it has its hits counted under
-    // "unknown", by the status codes it reports, so that the by-method counts always add up.
+    // "methods" is optional (version 1): such a worker's hits count under "unknown", by the
+    // status codes it reports, so that the by-method counts always add up.
     RunStats::StatusClasses by{};
-    uint64_t answered = 0;
     for (size_t code = 0; code < stats.status_codes.size(); ++code) {
-      if (__builtin_add_overflow(answered, stats.status_codes[code], &answered)) {
-        answered = UINT64_MAX;
-      }
       by[StatusClassIndex(static_cast<int>(code), HitError::kNone)] += stats.status_codes[code];
     }
-    if (answered > stats.hits) return r.Fail("status", "more responses than hits");
     by[0] += stats.hits - answered;
     stats.methods.emplace("unknown", by);
   } else if (!stats.methods.empty()) {
-    uint64_t by_method = 0;
-    for (const auto& [method, classes] : out->stats.methods) {
-      for (uint64_t n : classes) {
-        if (__builtin_add_overflow(by_method, n, &by_method)) by_method = UINT64_MAX;
+    uint64_t by_method = 0, answered_by_method = 0;
+    for (const auto& [method, classes] : stats.methods) {
+      for (size_t c = 0; c < classes.size(); ++c) {
+        add(by_method, classes[c]);
+        if (c > 0) add(answered_by_method, classes[c]);
       }
     }
-    if (by_method != out->stats.hits) return r.Fail("methods", "counts do not add up to hits");
+    if (by_method != stats.hits) return r.Fail("methods", "counts do not add up to hits");
+    // Statuses outside 100-599 count as "no response" by method, so at most as many.
+    if (answered_by_method > answered) {
+      return r.Fail("methods", "more responses than the status codes count");
+    }
   }
   return true;
 }

@@ -157,6 +157,8 @@ std::optional<std::string> Broker::StartRun(const std::string& run_id, RunReques
 
 void Broker::Assign(Run& run, const RunRequest& request, const std::vector<Worker*>& workers) {
   const std::string& run_id = run.view.run_id;
+  // The report's duration and rates count from here, not from the wait for workers.
+  run.view.started = std::chrono::system_clock::now();
   const common::Assignment& plan = request.plan;
   const size_t n = workers.size();
   for (size_t i = 0; i < n; ++i) {
@@ -250,12 +252,25 @@ bool Broker::FailRun(const std::string& run_id, const std::string& why) {
   return true;
 }
 
-std::vector<RunView> Broker::ListRuns() const {
+std::vector<RunSummary> Broker::ListRunSummaries() const {
   std::lock_guard lock(mu_);
-  std::vector<RunView> out;
+  std::vector<RunSummary> out;
   out.reserve(runs_.size());
-  for (const auto& [id, run] : runs_) out.push_back(run.view);
+  for (const auto& [id, run] : runs_) {
+    out.push_back({id, run.view.state, run.waiting.has_value(), run.view.workers});
+  }
   return out;
+}
+
+bool Broker::RetireWorker(const std::string& worker_id) {
+  std::lock_guard lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return true;
+  if (!it->second.run_id.empty()) return false;
+  workers_.erase(it);
+  retired_[worker_id] = SteadyClock::now() + std::chrono::minutes(1);
+  changed_.notify_all();
+  return true;
 }
 
 bool Broker::StopRun(const std::string& run_id) {
@@ -425,6 +440,11 @@ void Broker::Handle(const std::string& identity, std::string_view frame) {
     changed_.notify_all();
     return;
   }
+  if (auto retired = retired_.find(identity); retired != retired_.end()) {
+    // A worker whose pod is being deleted: its last heartbeats are not faults.
+    if (SteadyClock::now() < retired->second) return;
+    retired_.erase(retired);
+  }
   if (type == MessageType::kHello) {
     if (!options_.token.empty() && m.token != options_.token) {
       return Drop("bad_token", "worker " + identity + " refused: wrong token");
@@ -525,6 +545,7 @@ void Broker::Loop() {
     for (const auto& id : silent) Lose(id);
     if (!waiting_.empty()) AssignWaitingRuns();
     if (now >= next_interval) {
+      std::erase_if(retired_, [&](const auto& entry) { return entry.second <= now; });
       // Windows of one second: the live view of every run in progress.
       for (auto& [id, run] : runs_) {
         if (Over(run.view.state)) continue;

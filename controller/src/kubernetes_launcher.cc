@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -50,8 +51,14 @@ std::string ReadFirstLine(const std::string& path) {
   return line;
 }
 
+// Bodies beyond this are refused (curl then fails the call): a pod list of the launcher's own
+// pods is far smaller, and a broken server must not fill the controller's memory.
+constexpr size_t kMaxBody = 16 << 20;
+
 size_t Collect(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
+  auto* body = static_cast<std::string*>(out);
+  if (body->size() + size * n > kMaxBody) return 0;
+  body->append(data, size * n);
   return size * n;
 }
 
@@ -77,13 +84,26 @@ class KubernetesLauncher : public Launcher {
   explicit KubernetesLauncher(KubernetesOptions options) : o_(std::move(options)) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     curl_ = curl_easy_init();
+    // Pod names carry this process's nonce: a pod of an earlier attempt still terminating
+    // never collides with a new one.
+    std::random_device random;
+    char nonce[9];
+    std::snprintf(nonce, sizeof nonce, "%08x", random());
+    nonce_.assign(nonce, 6);
   }
 
   ~KubernetesLauncher() override {
-    // The controller is going: its pods go with it (owner references would do it too, but
-    // only where the controller runs in a pod).
+    // The controller is going: its pods go with it, within Kubernetes' usual 30 s of grace
+    // (owner references would also do it, but only when the controller's pod is deleted).
     std::lock_guard lock(mu_);
-    for (const auto& [name, pod] : pods_) Delete(name);
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
+    for (const auto& [name, pod] : pods_) {
+      if (SteadyClock::now() > deadline) {
+        LogOnce("shutdown: left worker pods to their owner reference");
+        break;
+      }
+      Delete(name);
+    }
     curl_easy_cleanup(curl_);
   }
 
@@ -106,18 +126,24 @@ class KubernetesLauncher : public Launcher {
     if (!o_.api_server.starts_with("https://")) {
       return "the Kubernetes API must be reached over https, not " + o_.api_server;
     }
+    while (o_.api_server.ends_with('/')) o_.api_server.pop_back();
     if (ReadFirstLine(o_.service_account_dir + "/token").empty()) {
       return "cannot read the service account token " + o_.service_account_dir + "/token";
     }
     if (!std::ifstream(o_.service_account_dir + "/ca.crt")) {
       return "cannot read the cluster CA " + o_.service_account_dir + "/ca.crt";
     }
+    const std::string own_namespace = ReadFirstLine(o_.service_account_dir + "/namespace");
     if (o_.namespace_name.empty()) {
-      o_.namespace_name = ReadFirstLine(o_.service_account_dir + "/namespace");
+      o_.namespace_name = own_namespace;
       if (o_.namespace_name.empty()) {
         return "cannot read the namespace " + o_.service_account_dir + "/namespace";
       }
     }
+    // An owner must live in its dependents' namespace: elsewhere the garbage collector would
+    // take it for gone and delete every pod at once.
+    owned_ = !o_.owner_name.empty() && !o_.owner_uid.empty() && o_.namespace_name == own_namespace;
+    DeleteLeftovers();
     return "";
   }
 
@@ -141,50 +167,53 @@ class KubernetesLauncher : public Launcher {
       return "the Kubernetes launcher may run " + std::to_string(o_.max_workers) +
              " worker pods at once (" + std::to_string(pods_.size()) + " running)";
     }
-    int& next = next_index_[request.run_id];
     std::vector<std::string> created;
     for (int i = 0; i < request.workers; ++i) {
-      const std::string name = WorkerPrefix(request.run_id) + std::to_string(next++);
+      const std::string name =
+          WorkerPrefix(request.run_id) + nonce_ + "-" + std::to_string(++count_);
       const Json pod = PodManifest(name, request, cpu, memory);
+      // Tracked before the call: a timeout or a 5xx may still have created it.
+      pods_[name] = Pod{request.run_id, SteadyClock::now()};
+      created.push_back(name);
       const Response r = Call("POST", PodsPath(), pod.dump());
-      // 409: a retried StartRun already made it.
-      if (r.status != 201 && r.status != 200 && r.status != 202 && r.status != 409) {
+      if (r.status != 201 && r.status != 200 && r.status != 202) {
+        // Undo the whole launch; a pod whose deletion fails stays tracked, and the next
+        // Supervise (its run is unknown) retries.
         for (const auto& done : created) {
-          Delete(done);
-          pods_.erase(done);
+          if (Delete(done)) pods_.erase(done);
         }
         return "kubernetes: cannot create pod " + name + ": " + Explain(r);
       }
-      pods_[name] = Pod{request.run_id, SteadyClock::now()};
-      created.push_back(name);
     }
     return "";
   }
 
-  std::vector<LaunchFailure> Supervise(const std::vector<RunView>& runs) override {
+  std::vector<LaunchFailure> Supervise(
+      const std::vector<RunSummary>& runs,
+      const std::function<bool(const std::string&)>& retire) override {
     std::lock_guard lock(mu_);
-    std::map<std::string, const RunView*> by_id;
-    std::set<std::string> busy;
+    std::map<std::string, const RunSummary*> by_id;
+    bool any_waiting = false;
     for (const auto& run : runs) {
       by_id[run.run_id] = &run;
-      if (!Over(run.state)) busy.insert(run.workers.begin(), run.workers.end());
+      any_waiting = any_waiting || run.waiting;
     }
-    // Release: pods whose run is over, unless another run is using them.
-    for (auto it = pods_.begin(); it != pods_.end();) {
-      auto run = by_id.find(it->second.run_id);
-      const bool run_over = run == by_id.end() || Over(run->second->state);
-      if (run_over && !busy.count(it->first) && Delete(it->first)) {
-        it = pods_.erase(it);
-      } else {
-        ++it;
+    // Release the pods of runs that are over (or were never registered). Not while a run waits
+    // for workers: it counted the idle ones when it launched its own, and may take them. A pod
+    // is retired from the broker's pool first, so that no run can be given it as it goes.
+    if (!any_waiting) {
+      for (auto it = pods_.begin(); it != pods_.end();) {
+        auto run = by_id.find(it->second.run_id);
+        const bool run_over = run == by_id.end() || Over(run->second->state);
+        if (run_over && retire(it->first) && Delete(it->first)) {
+          it = pods_.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
     std::erase_if(reported_, [&](const std::string& id) {
       auto run = by_id.find(id);
-      return run == by_id.end() || Over(run->second->state);
-    });
-    std::erase_if(next_index_, [&](const auto& entry) {
-      auto run = by_id.find(entry.first);
       return run == by_id.end() || Over(run->second->state);
     });
     // Watch: only pods of runs still waiting for them can fail a run; once a run has started,
@@ -192,8 +221,7 @@ class KubernetesLauncher : public Launcher {
     std::set<std::string> waiting;
     for (const auto& [name, pod] : pods_) {
       auto run = by_id.find(pod.run_id);
-      if (run != by_id.end() && run->second->state == RunState::kAssigning &&
-          run->second->workers.empty() && !reported_.count(pod.run_id)) {
+      if (run != by_id.end() && run->second->waiting && !reported_.count(pod.run_id)) {
         waiting.insert(pod.run_id);
       }
     }
@@ -312,7 +340,7 @@ class KubernetesLauncher : public Launcher {
                      {"namespace", o_.namespace_name},
                      {"labels", labels},
                      {"annotations", {{"loads/run-id", request.run_id}}}};
-    if (!o_.owner_name.empty() && !o_.owner_uid.empty()) {
+    if (owned_) {
       metadata["ownerReferences"] = Json::array({{{"apiVersion", "v1"},
                                                   {"kind", "Pod"},
                                                   {"name", o_.owner_name},
@@ -320,8 +348,8 @@ class KubernetesLauncher : public Launcher {
                                                   {"controller", false},
                                                   {"blockOwnerDeletion", false}}});
     }
-    // One engine thread per requested CPU: without it a worker would start one per node CPU and
-    // compete with its neighbours for CPUs it did not ask for.
+    // The capacity the worker announces (ListWorkers, --ping): the CPUs it requested, not the
+    // node's. The engine threads of a run are the run's own (RunSpec.threads).
     Json args = {"--controller", request.endpoint, "--id",      name,
                  "--work-dir",   "/tmp/loads",     "--threads", std::to_string(ThreadsForCpu(cpu))};
     Json mounts = Json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}});
@@ -368,6 +396,31 @@ class KubernetesLauncher : public Launcher {
               {"volumes", volumes}}}};
   }
 
+  // Pods of this release left by an earlier controller process (a restarted container keeps
+  // its pod, so their owner reference does not remove them): no run of this process uses them.
+  void DeleteLeftovers() {
+    std::lock_guard lock(mu_);
+    const Response r =
+        Call("GET", PodsPath() + "?labelSelector=" + Escape(Selector()), std::string());
+    const Json list = Json::parse(r.body, nullptr, false);
+    if (r.status != 200 || !list.is_object() || !list.contains("items") ||
+        !list["items"].is_array()) {
+      LogOnce("cannot list leftover worker pods: " + Explain(r));
+      return;
+    }
+    int deleted = 0;
+    for (const auto& item : list["items"]) {
+      if (!item.is_object() || !item.contains("metadata") || !item["metadata"].is_object())
+        continue;
+      const Json& name = item["metadata"].value("name", Json());
+      if (name.is_string() && Delete(name.get<std::string>())) ++deleted;
+    }
+    if (deleted) {
+      std::fprintf(stderr, "loads-controller: deleted %d worker pod(s) of an earlier controller\n",
+                   deleted);
+    }
+  }
+
   // DELETE one pod; true when it is gone (or was already).
   bool Delete(const std::string& name) {
     const Response r = Call("DELETE", PodsPath() + "/" + name, std::string());
@@ -391,6 +444,9 @@ class KubernetesLauncher : public Launcher {
     curl_easy_setopt(curl_, CURLOPT_URL, (o_.api_server + path).c_str());
     curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, method.c_str());
     curl_easy_setopt(curl_, CURLOPT_CAINFO, ca.c_str());
+    // Only the cluster's CA: not also the system's (libcurl's default CA path), which would
+    // let any public certificate for the API server's name pass.
+    curl_easy_setopt(curl_, CURLOPT_CAPATH, nullptr);
     curl_easy_setopt(curl_, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(curl_, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
@@ -421,9 +477,11 @@ class KubernetesLauncher : public Launcher {
   KubernetesOptions o_;
   std::mutex mu_;
   CURL* curl_ = nullptr;
-  std::map<std::string, Pod> pods_;        // launched and not yet deleted, by name
-  std::map<std::string, int> next_index_;  // by run id
-  std::set<std::string> reported_;         // runs whose failure was reported
+  std::map<std::string, Pod> pods_;  // launched and not yet deleted, by name
+  std::string nonce_;
+  uint64_t count_ = 0;
+  bool owned_ = false;              // whether pods get the controller's pod as owner
+  std::set<std::string> reported_;  // runs whose failure was reported
   std::string last_log_;
 };
 

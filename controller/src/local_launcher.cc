@@ -37,7 +37,10 @@ class LocalLauncher : public Launcher {
 
   std::string WorkerPrefix(const std::string&) const override { return ""; }
   std::chrono::seconds RegistrationTimeout() const override { return std::chrono::seconds(15); }
-  std::vector<LaunchFailure> Supervise(const std::vector<RunView>&) override { return {}; }
+  std::vector<LaunchFailure> Supervise(const std::vector<RunSummary>&,
+                                       const std::function<bool(const std::string&)>&) override {
+    return {};
+  }
 
   std::string Launch(const LaunchRequest& request) override {
     const int n = request.workers;

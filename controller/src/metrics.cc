@@ -130,8 +130,8 @@ struct Metrics::Impl {
   std::mutex mu;
   struct RunSeries {
     std::map<const void*, std::function<void()>> removers;  // one per series
-    std::map<std::string, bool> names;  // URL and counter names seen, for the cap
-    std::string test;                   // the `test` label of its hits
+    std::map<std::string, size_t> names;  // per kind (URL, counter, method): the names seen
+    std::string test;                     // the `test` label of its hits
     std::optional<std::chrono::steady_clock::time_point> expires;
   };
   std::map<std::string, RunSeries> runs_series;
@@ -147,15 +147,18 @@ struct Metrics::Impl {
     labels["run"] = run;
     return Track(family, run, family.Add(labels));
   }
-  // Adding the same labels twice returns the same metric, whose remover is kept once.
-  std::string Capped(const std::string& run, const std::string& kind, const std::string& name) {
+  // The label value for name: itself among the first `cap` names of its kind in the run, then
+  // "(other)". Adding the same labels twice returns the same metric, whose remover is kept once.
+  std::string Capped(const std::string& run, const std::string& kind, const std::string& name,
+                     size_t cap = kMaxNamesPerRun) {
     auto& names = runs_series[run].names;
     const std::string key = kind + "\n" + name;
-    if (names.count(key) || names.size() < 2 * kMaxNamesPerRun) {
-      names[key] = true;
-      return name;
-    }
-    return "(other)";
+    if (names.count(key)) return name;
+    size_t& of_kind = names[kind];  // "kind" alone: no name contains the separator this way
+    if (of_kind >= cap) return "(other)";
+    ++of_kind;
+    names[key] = 1;
+    return name;
   }
 };
 
@@ -192,7 +195,7 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
       if (!by[i]) continue;
       m.Get(m.hits, run,
             {{"test", m.runs_series[run].test},
-             {"method", method},
+             {"method", m.Capped(run, "method", method, common::RunStats::kMaxMethods)},
              {"status_class", kStatusClasses[i]}})
           .Increment(static_cast<double>(by[i]));
     }

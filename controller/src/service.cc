@@ -140,7 +140,11 @@ void ControllerService::Supervise() {
   while (!stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
     lock.unlock();
     try {
-      for (const auto& failure : launcher_->Supervise(broker_->ListRuns())) {
+      // Under start_mu_: a StartRun between launching pods and registering its run would
+      // otherwise see its fresh pods taken for leftovers of an unknown run.
+      std::lock_guard start(start_mu_);
+      const auto retire = [this](const std::string& id) { return broker_->RetireWorker(id); };
+      for (const auto& failure : launcher_->Supervise(broker_->ListRunSummaries(), retire)) {
         std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
                      failure.message.c_str());
         broker_->FailRun(failure.run_id, failure.message);

@@ -427,7 +427,7 @@ for (const testCase of cases) {
       assert.equal(controllerPod.serviceAccountName, accounts[0].metadata.name);
       assert.equal(controllerPod.automountServiceAccountToken, true);
       assert.deepEqual(roles[0].rules, [
-        { apiGroups: [""], resources: ["pods"], verbs: ["create", "get", "list", "watch", "delete"] },
+        { apiGroups: [""], resources: ["pods"], verbs: ["create", "list", "delete"] },
       ]);
       assert.deepEqual(bindings[0].roleRef, {
         apiGroup: "rbac.authorization.k8s.io",

@@ -288,6 +288,7 @@ TEST_F(BrokerTest, WaitingRunsGetTheirOwnWorkers) {
   EXPECT_EQ(a.stats.hits, 20u);
   EXPECT_EQ(DemoRequests(port_) - before, 25u);
 
+  ASSERT_TRUE(WaitForWorkers(3));
   // Too few workers come within the wait: the run fails and says so.
   ASSERT_EQ(broker_->StartRun("c", waiting({5}, 5, "c-", 500ms)), std::nullopt);
   ASSERT_TRUE(broker_->WaitForRun("c", 5s));

@@ -44,16 +44,25 @@ def make_pki(folder):
     openssl("x509", "-req", "-in", f"{folder}/server.csr", "-CA", ca_crt, "-CAkey", ca_key,
             "-CAcreateserial", "-out", f"{folder}/server.crt", "-days", "2",
             "-extfile", f"{folder}/san.cnf")
+    # A certificate from the right CA for another address: the name must be checked too.
+    with open(f"{folder}/san-other.cnf", "w") as f:
+        f.write("subjectAltName=IP:127.0.0.2\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/wrong-name.key",
+            "-out", f"{folder}/wrong-name.csr", "-subj", "/CN=kubernetes")
+    openssl("x509", "-req", "-in", f"{folder}/wrong-name.csr", "-CA", ca_crt, "-CAkey", ca_key,
+            "-CAcreateserial", "-out", f"{folder}/wrong-name.crt", "-days", "2",
+            "-extfile", f"{folder}/san-other.cnf")
     # Another CA, which did not sign the server's certificate.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/other.key",
             "-out", f"{folder}/other.crt", "-days", "2", "-subj", "/CN=some-other-ca")
 
 
 class FakeApiServer:
-    def __init__(self, pki):
+    def __init__(self, pki, certificate="server"):
         self.scratch = tempfile.mkdtemp(prefix="loads-fake-kubelet-")
         self.process = subprocess.Popen(
-            ["node", FAKE, "--cert", f"{pki}/server.crt", "--key", f"{pki}/server.key",
+            ["node", FAKE, "--cert", f"{pki}/{certificate}.crt",
+             "--key", f"{pki}/{certificate}.key",
              "--token", SA_TOKEN, "--worker-bin", harness.binary("loads-worker"),
              "--scratch", self.scratch, "--secret", f"loads-tokens:worker-token={WORKER_TOKEN}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -61,7 +70,10 @@ class FakeApiServer:
         if not line:
             raise AssertionError("the fake API server did not start: " + self.process.stderr.read())
         self.url = f"https://127.0.0.1:{json.loads(line)['port']}"
+        # The test's own look at the fake trusts its CA but not the name: one case serves a
+        # certificate for another address on purpose, to see the controller refuse it.
         self.context = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+        self.context.check_hostname = False
 
     def get(self, path):
         with urllib.request.urlopen(self.url + path, context=self.context, timeout=5) as r:
@@ -239,6 +251,39 @@ class KubernetesLauncherTest(unittest.TestCase):
         self.assertIn("cannot reach the Kubernetes API", result.stderr)
         self.assertEqual(self.created(), [])
 
+    def test_a_certificate_for_another_name_is_refused(self):
+        self.api.close()
+        self.api = FakeApiServer(self.pki, certificate="wrong-name")
+        cluster = self.cluster()
+        result = cluster.run("--url", "http://127.0.0.1:1/", "-u", "1", "--hits", "1")
+        self.assertEqual(result.code, 7, harness.describe(result))
+        self.assertIn("cannot reach the Kubernetes API", result.stderr)
+        self.assertEqual(self.created(), [])
+
+    def test_a_launch_that_fails_halfway_is_undone(self):
+        cluster = self.cluster(image="localhost/second-fails:1")
+        result = cluster.run("--url", "http://127.0.0.1:1/", "-u", "2", "--hits", "1",
+                             "--workers", "2")
+        self.assertEqual(result.code, 7, harness.describe(result))
+        self.assertIn("HTTP 500: etcdserver: request timed out", result.stderr)
+        posts = self.created()
+        self.assertEqual([p["code"] for p in posts], [201, 500])
+        self.assertEqual(self.api.pods(), [])
+        deleted = [e["path"].rsplit("/", 1)[1] for e in self.api.log() if e["method"] == "DELETE"]
+        self.assertIn(posts[0]["object"]["metadata"]["name"], deleted)
+
+    def test_pods_left_by_an_earlier_controller_are_deleted_at_start(self):
+        first = self.cluster(image="localhost/pending:1", extra=("--worker-pending-timeout", "60"))
+        started = harness.run_runner(["--controller", first.grpc, "--url", "http://127.0.0.1:1/",
+                                      "-u", "1", "--hits", "1", "--detach"], timeout=20)
+        self.assertEqual(started.code, 0, harness.describe(started))
+        self.assertEqual(len(self.api.pods()), 1)
+        first.process.kill()  # no chance to clean up, as when its container is killed
+        first.process.wait()
+        self.assertEqual(len(self.api.pods()), 1)
+        self.cluster()  # the same release (--instance perf) starts again
+        self.assertEqual(self.api.pods(), [])
+
     def test_stopping_a_run_deletes_its_pods_and_shutdown_deletes_the_rest(self):
         cluster = self.cluster()
         with harness.Nginx() as nginx:
@@ -293,12 +338,16 @@ class KubernetesLauncherTest(unittest.TestCase):
             (["--launcher", "nomad"], "expected local or kubernetes"),
             (["--worker-cpu", "lots"], "expected a Kubernetes quantity"),
             (["--image-pull-policy", "Sometimes"], "expected IfNotPresent, Always or Never"),
+            (["--launcher", "kubernetes", "--worker-image", "x", "--advertise", "tcp://h:1",
+              "--token-file", "/etc/hostname"], "needs --worker-token-secret"),
             (["--instance", "-bad-"], "expected a Kubernetes name"),
             (["--launcher", "kubernetes", "--kubernetes-api", "http://127.0.0.1:1",
-              "--worker-image", "x", "--service-account-dir", "/nonexistent"],
+              "--worker-image", "x", "--service-account-dir", "/nonexistent",
+              "--advertise", "tcp://h:1"],
              "must be reached over https"),
             (["--launcher", "kubernetes", "--kubernetes-api", "https://127.0.0.1:1",
-              "--worker-image", "x", "--service-account-dir", "/nonexistent"],
+              "--worker-image", "x", "--service-account-dir", "/nonexistent",
+              "--advertise", "tcp://h:1"],
              "cannot read the service account token /nonexistent/token"),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}

@@ -8,6 +8,7 @@
 //   image containing "crash"      Failed: the container exited with code 1
 //   image containing "pending"    Pending for ever: unschedulable
 //   image containing "refuse"     the API answers 403 Forbidden to the create call
+//   image containing "second-fails"  every second create call of it fails with a 500
 //   any other image               Running: a real loads-worker process is started with the
 //                                 pod's args (paths under /tmp and /var/run/loads are mapped to
 //                                 a scratch folder; the Secret volume's key is written there)
@@ -102,6 +103,7 @@ function unknownFields(pod) {
 const pods = new Map();  // name -> {object, process}
 const log = [];
 let uid = 0;
+let creates = 0;
 
 function status(res, code, reason, message) {
   res.writeHead(code, { "Content-Type": "application/json" });
@@ -223,6 +225,10 @@ const server = https.createServer(
         entry.code = 403;
         return status(res, 403, "Forbidden",
           `pods is forbidden: User "system:serviceaccount:${namespace}:loads" cannot create resource "pods"`);
+      }
+      if (pod.spec.containers[0].image.includes("second-fails") && ++creates % 2 === 0) {
+        entry.code = 500;
+        return status(res, 500, "InternalError", "etcdserver: request timed out");
       }
       if (pods.has(pod.metadata.name)) {
         entry.code = 409;

@@ -58,6 +58,14 @@ struct RunView {
   std::chrono::system_clock::time_point ended;    // when it was over (if it is)
 };
 
+// What a launcher needs to know of a run: cheap to copy, unlike RunView's statistics.
+struct RunSummary {
+  std::string run_id;
+  RunState state = RunState::kAssigning;
+  bool waiting = false;              // it waits for workers to register
+  std::vector<std::string> workers;  // assigned to it
+};
+
 struct WorkerView {
   std::string id;
   int64_t threads = 0;
@@ -103,7 +111,11 @@ class Broker {
   // Fails that run with `why` (a launcher could not start its workers): a waiting run fails at
   // once, a running one stops its workers. Returns false if it is unknown or already over.
   bool FailRun(const std::string& run_id, const std::string& why);
-  std::vector<RunView> ListRuns() const;
+  std::vector<RunSummary> ListRunSummaries() const;
+  // Takes an idle worker out of the pool for good (its launcher is about to delete it): true if
+  // it is not registered (any more), false if it is in a run. Messages it still sends are
+  // ignored for a minute.
+  bool RetireWorker(const std::string& worker_id);
   std::optional<RunView> GetRun(const std::string& run_id) const;
   std::vector<WorkerView> ListWorkers() const;
   // Waits until the run is over (done, failed or stopped). Returns false on timeout.
@@ -162,8 +174,9 @@ class Broker {
   std::map<std::string, Worker> workers_;
   std::map<std::string, Run> runs_;
   std::vector<std::string> waiting_;  // ids of the runs waiting for workers, oldest first
-  std::deque<std::pair<std::string, std::string>> outbox_;     // (identity, frame)
-  std::deque<std::pair<std::string, std::string>> published_;  // (run id, snapshot)
+  std::map<std::string, std::chrono::steady_clock::time_point> retired_;  // until when ignored
+  std::deque<std::pair<std::string, std::string>> outbox_;                // (identity, frame)
+  std::deque<std::pair<std::string, std::string>> published_;             // (run id, snapshot)
   std::string publish_endpoint_;
   uint64_t dropped_ = 0;
   std::chrono::steady_clock::time_point last_drop_log_{};

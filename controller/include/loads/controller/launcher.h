@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,8 +43,11 @@ class Launcher {
   virtual std::chrono::seconds RegistrationTimeout() const = 0;
   // Given every run the broker knows: returns the failures of workers launched for runs that
   // still wait for them (each reported once), and releases launched workers no run needs any
-  // more.
-  virtual std::vector<LaunchFailure> Supervise(const std::vector<RunView>& runs) = 0;
+  // more, each after retire(worker id) has taken it out of the broker's pool (retire returns
+  // false for a worker in a run). Not called while a StartRun is in progress.
+  virtual std::vector<LaunchFailure> Supervise(
+      const std::vector<RunSummary>& runs,
+      const std::function<bool(const std::string& worker_id)>& retire) = 0;
 };
 using LauncherPtr = std::unique_ptr<Launcher>;
 
