@@ -227,16 +227,10 @@ class KubernetesLauncher : public Launcher {
     }
     std::vector<LaunchFailure> failures;
     if (waiting.empty()) return failures;
-    const Response r =
-        Call("GET", PodsPath() + "?labelSelector=" + Escape(Selector()), std::string());
-    const Json list = Json::parse(r.body, nullptr, false);
-    if (r.status != 200 || !list.is_object() || !list.contains("items") ||
-        !list["items"].is_array()) {
-      LogOnce("cannot list worker pods: " + Explain(r));
-      return failures;
-    }
+    const Json items = ListPods();
+    if (items.is_null()) return failures;
     std::map<std::string, const Json*> seen;
-    for (const auto& item : list["items"]) {
+    for (const auto& item : items) {
       if (item.is_object() && item.contains("metadata") && item["metadata"].contains("name") &&
           item["metadata"]["name"].is_string()) {
         seen[item["metadata"]["name"].get<std::string>()] = &item;
@@ -396,20 +390,27 @@ class KubernetesLauncher : public Launcher {
               {"volumes", volumes}}}};
   }
 
+  // The pods of this release (launched by any controller process), as the items of a PodList;
+  // null (after logging why) when the API does not answer with one. REQUIRES: mu_ held.
+  Json ListPods() {
+    const Response r =
+        Call("GET", PodsPath() + "?labelSelector=" + Escape(Selector()), std::string());
+    Json list = Json::parse(r.body, nullptr, false);
+    if (r.status != 200 || !list.is_object() || !list.contains("items") ||
+        !list["items"].is_array()) {
+      LogOnce("cannot list worker pods: " + Explain(r));
+      return nullptr;
+    }
+    return std::move(list["items"]);
+  }
+
   // Pods of this release left by an earlier controller process (a restarted container keeps
   // its pod, so their owner reference does not remove them): no run of this process uses them.
   void DeleteLeftovers() {
     std::lock_guard lock(mu_);
-    const Response r =
-        Call("GET", PodsPath() + "?labelSelector=" + Escape(Selector()), std::string());
-    const Json list = Json::parse(r.body, nullptr, false);
-    if (r.status != 200 || !list.is_object() || !list.contains("items") ||
-        !list["items"].is_array()) {
-      LogOnce("cannot list leftover worker pods: " + Explain(r));
-      return;
-    }
+    const Json items = ListPods();
     int deleted = 0;
-    for (const auto& item : list["items"]) {
+    for (const auto& item : items) {
       if (!item.is_object() || !item.contains("metadata") || !item["metadata"].is_object())
         continue;
       const Json& name = item["metadata"].value("name", Json());

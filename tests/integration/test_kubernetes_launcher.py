@@ -31,30 +31,28 @@ WORKER_TOKEN = "worker-s3cret"
 
 
 def make_pki(folder):
-    """A CA and a server certificate for 127.0.0.1 signed by it."""
+    """A CA, a server certificate for 127.0.0.1 signed by it, one for another address signed by
+    it, and another CA."""
     def openssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True)
-    ca_key, ca_crt = f"{folder}/ca.key", f"{folder}/ca.crt"
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
-            "-days", "2", "-subj", "/CN=fake-cluster-ca")
-    with open(f"{folder}/san.cnf", "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/server.key",
-            "-out", f"{folder}/server.csr", "-subj", "/CN=kubernetes")
-    openssl("x509", "-req", "-in", f"{folder}/server.csr", "-CA", ca_crt, "-CAkey", ca_key,
-            "-CAcreateserial", "-out", f"{folder}/server.crt", "-days", "2",
-            "-extfile", f"{folder}/san.cnf")
-    # A certificate from the right CA for another address: the name must be checked too.
-    with open(f"{folder}/san-other.cnf", "w") as f:
-        f.write("subjectAltName=IP:127.0.0.2\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/wrong-name.key",
-            "-out", f"{folder}/wrong-name.csr", "-subj", "/CN=kubernetes")
-    openssl("x509", "-req", "-in", f"{folder}/wrong-name.csr", "-CA", ca_crt, "-CAkey", ca_key,
-            "-CAcreateserial", "-out", f"{folder}/wrong-name.crt", "-days", "2",
-            "-extfile", f"{folder}/san-other.cnf")
-    # Another CA, which did not sign the server's certificate.
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/other.key",
-            "-out", f"{folder}/other.crt", "-days", "2", "-subj", "/CN=some-other-ca")
+
+    def ca(name, subject):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/{name}.key",
+                "-out", f"{folder}/{name}.crt", "-days", "2", "-subj", subject)
+
+    def server(name, address):
+        with open(f"{folder}/{name}.cnf", "w") as f:
+            f.write(f"subjectAltName=IP:{address}\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{folder}/{name}.key",
+                "-out", f"{folder}/{name}.csr", "-subj", "/CN=kubernetes")
+        openssl("x509", "-req", "-in", f"{folder}/{name}.csr", "-CA", f"{folder}/ca.crt",
+                "-CAkey", f"{folder}/ca.key", "-CAcreateserial", "-out", f"{folder}/{name}.crt",
+                "-days", "2", "-extfile", f"{folder}/{name}.cnf")
+
+    ca("ca", "/CN=fake-cluster-ca")
+    server("server", "127.0.0.1")
+    server("wrong-name", "127.0.0.2")  # the right CA, another address: the name is checked too
+    ca("other", "/CN=some-other-ca")  # did not sign the server's certificate
 
 
 class FakeApiServer:
