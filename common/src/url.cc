@@ -63,7 +63,12 @@ std::string Url::Origin() const {
 std::string Url::HostHeader() const {
   const bool v6 = host.find(':') != std::string::npos;
   std::string h = v6 ? "[" + host + "]" : host;
-  if (port != DefaultPort(scheme)) h += ":" + std::to_string(port);
+  if (port != DefaultPort(scheme)) {
+    // Appended in two steps: GCC 12 at -O3 warns falsely (-Wrestrict, its bug 105329) about
+    // "literal" + std::string&&.
+    h += ':';
+    h += std::to_string(port);
+  }
   return h;
 }
 
@@ -147,7 +152,8 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
   if (target.empty()) {
     url.target = "/";
   } else if (target[0] == '?') {
-    url.target = "/" + std::string(target);
+    url.target = "/";  // two steps, as in HostHeader
+    url.target += target;
   } else {
     url.target = std::string(target);
   }

@@ -48,7 +48,9 @@ TEST(RunStats, BoundsUrlNames) {
 TEST(RunStats, BoundsMethods) {
   RunStats s, merged;
   for (size_t i = 0; i < RunStats::kMaxMethods + 4; ++i) {
-    s.RecordHit("x", "M" + std::to_string(i), 200, HitError::kNone, 10);
+    std::string method = "M";  // not "M" + to_string: GCC 12's false -Wrestrict at -O3
+    method += std::to_string(i);
+    s.RecordHit("x", method, 200, HitError::kNone, 10);
   }
   EXPECT_EQ(s.methods.size(), RunStats::kMaxMethods + 1);
   EXPECT_EQ(s.methods.at(std::string(RunStats::kOtherMethods))[2], 4u);
