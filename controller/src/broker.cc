@@ -29,10 +29,6 @@ ControlMessage Message(MessageType type, const std::string& run_id = {}) {
   return m;
 }
 
-bool Over(RunState state) {
-  return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
-}
-
 }  // namespace
 
 struct Broker::Socket {
@@ -40,6 +36,10 @@ struct Broker::Socket {
   zmq::socket_t socket{context, zmq::socket_type::router};
   zmq::socket_t publisher{context, zmq::socket_type::pub};
 };
+
+bool IsOver(RunState state) {
+  return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
+}
 
 std::string_view RunStateName(RunState state) {
   switch (state) {
@@ -241,7 +241,7 @@ void Broker::EndWaitingRun(Run& run, RunState state, const std::string& why) {
 bool Broker::FailRun(const std::string& run_id, const std::string& why) {
   std::lock_guard lock(mu_);
   auto it = runs_.find(run_id);
-  if (it == runs_.end() || Over(it->second.view.state)) return false;
+  if (it == runs_.end() || IsOver(it->second.view.state)) return false;
   Run& run = it->second;
   if (run.waiting) {
     EndWaitingRun(run, RunState::kFailed, why);
@@ -276,7 +276,7 @@ bool Broker::RetireWorker(const std::string& worker_id) {
 bool Broker::StopRun(const std::string& run_id) {
   std::lock_guard lock(mu_);
   auto it = runs_.find(run_id);
-  if (it == runs_.end() || Over(it->second.view.state)) return false;
+  if (it == runs_.end() || IsOver(it->second.view.state)) return false;
   if (it->second.waiting) {
     EndWaitingRun(it->second, RunState::kStopped, "");
     return true;
@@ -316,7 +316,7 @@ bool Broker::WaitForRun(const std::string& run_id, std::chrono::milliseconds tim
   std::unique_lock lock(mu_);
   return changed_.wait_for(lock, timeout, [&] {
     auto it = runs_.find(run_id);
-    return it != runs_.end() && Over(it->second.view.state);
+    return it != runs_.end() && IsOver(it->second.view.state);
   });
 }
 
@@ -328,7 +328,7 @@ void Broker::StopWorkers(Run& run) {
 }
 
 void Broker::MaybeFinish(Run& run) {
-  if (Over(run.view.state) || run.waiting) return;
+  if (IsOver(run.view.state) || run.waiting) return;
   for (const auto& [id, state] : run.workers) {
     if (!state.done && !state.lost) return;
   }
@@ -370,7 +370,7 @@ void Broker::Lose(const std::string& worker_id) {
   if (run_it == runs_.end()) return;
   Run& run = run_it->second;
   auto state = run.workers.find(worker_id);
-  if (state == run.workers.end() || state->second.done || Over(run.view.state)) return;
+  if (state == run.workers.end() || state->second.done || IsOver(run.view.state)) return;
   state->second.lost = true;
   CountActiveUsers(run);
   run.view.lost_workers.push_back(worker_id);
@@ -548,7 +548,7 @@ void Broker::Loop() {
       std::erase_if(retired_, [&](const auto& entry) { return entry.second <= now; });
       // Windows of one second: the live view of every run in progress.
       for (auto& [id, run] : runs_) {
-        if (Over(run.view.state)) continue;
+        if (IsOver(run.view.state)) continue;
         run.view.last_interval = std::move(run.current_interval);
         run.current_interval = common::RunStats();
         run.view.last_interval_end = std::chrono::system_clock::now();

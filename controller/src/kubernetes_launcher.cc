@@ -204,7 +204,7 @@ class KubernetesLauncher : public Launcher {
     if (!any_waiting) {
       for (auto it = pods_.begin(); it != pods_.end();) {
         auto run = by_id.find(it->second.run_id);
-        const bool run_over = run == by_id.end() || Over(run->second->state);
+        const bool run_over = run == by_id.end() || IsOver(run->second->state);
         if (run_over && retire(it->first) && Delete(it->first)) {
           it = pods_.erase(it);
         } else {
@@ -214,7 +214,7 @@ class KubernetesLauncher : public Launcher {
     }
     std::erase_if(reported_, [&](const std::string& id) {
       auto run = by_id.find(id);
-      return run == by_id.end() || Over(run->second->state);
+      return run == by_id.end() || IsOver(run->second->state);
     });
     // Watch: only pods of runs still waiting for them can fail a run; once a run has started,
     // a pod that dies is a lost worker and the run's loss policy decides.
@@ -262,10 +262,6 @@ class KubernetesLauncher : public Launcher {
     std::string run_id;
     SteadyClock::time_point created;
   };
-
-  static bool Over(RunState state) {
-    return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
-  }
 
   std::string PodsPath() const { return "/api/v1/namespaces/" + o_.namespace_name + "/pods"; }
 

@@ -34,10 +34,6 @@ v1::RunState ToProto(RunState state) {
   return v1::RUN_STATE_UNSPECIFIED;
 }
 
-bool Over(RunState state) {
-  return state == RunState::kDone || state == RunState::kFailed || state == RunState::kStopped;
-}
-
 // The run's test as a worker names it (its report's Test, its hits' `test` label).
 std::string TestName(const v1::RunSpec& spec) {
   if (!spec.url().empty()) return "GET " + spec.url();
@@ -197,7 +193,7 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   merged.run_id = run_id;
   merged.worker_id = "controller";
   merged.sequence = 1;
-  merged.final = Over(view->state);
+  merged.final = IsOver(view->state);
   merged.active_users = view->active_users;
   merged.stats = view->stats;
   out->set_stats(common::EncodeSnapshot(merged));
@@ -212,7 +208,7 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
       interval.interval_end >= 1'000'000'000 ? interval.interval_end - 1'000'000'000 : 0;
   interval.stats = view->last_interval;
   out->set_interval_stats(common::EncodeSnapshot(interval));
-  if (Over(view->state)) {
+  if (IsOver(view->state)) {
     common::RunInfo info;
     info.test = TestName(spec);
     info.started = view->started;

@@ -20,6 +20,8 @@ namespace loads::controller {
 
 enum class RunState { kAssigning, kRunning, kDone, kFailed, kStopped };
 std::string_view RunStateName(RunState state);
+// Done, failed or stopped: nothing more will happen to the run.
+bool IsOver(RunState state);
 
 // What a run does when one of its workers is lost: go on with the others (the report names the
 // lost workers and the run is marked degraded), or stop and fail.
