@@ -70,14 +70,6 @@ const char* StateName(v1::RunState state) {
   }
 }
 
-// How a run's test is named in reports and listings.
-std::string TestName(const v1::RunSpec& spec) {
-  if (!spec.test().empty()) return spec.test();
-  if (!spec.url().empty()) return "GET " + spec.url();
-  if (!spec.external_command().empty()) return "external: " + spec.external_command();
-  return "scenario";
-}
-
 std::string JoinNames(const google::protobuf::RepeatedPtrField<std::string>& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
@@ -151,12 +143,11 @@ int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
   // The report's header comes from the controller's own JSON report (start time, duration).
   common::RunInfo info;
   const v1::RunSpec& spec = latest.spec();
-  info.test = TestName(spec);
+  info.test = latest.test();
   info.started = std::chrono::system_clock::now();
   try {
     const auto doc = nlohmann::json::parse(latest.report_json());
     info.duration_seconds = doc.at("duration_seconds").get<double>();
-    info.test = doc.at("test").get<std::string>();
     std::tm tm{};
     const std::string iso = doc.at("started").get<std::string>();
     if (strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) {
@@ -209,7 +200,7 @@ int ListRuns(Stub& stub, const RunnerOptions& options) {
   std::printf("%-34s %-10s %8s %12s %12s  %s\n", "RUN", "STATE", "WORKERS", "EXECUTIONS", "HITS",
               "TEST");
   for (const auto& run : response.runs()) {
-    const std::string test = TestName(run.spec());
+    const std::string& test = run.test();
     std::printf("%-34s %-10s %8d %12llu %12llu  %s%s\n", run.run_id().c_str(),
                 StateName(run.state()), run.workers_size(),
                 static_cast<unsigned long long>(run.executions()),

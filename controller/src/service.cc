@@ -189,6 +189,7 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   out->set_duplicate_snapshots(view->duplicates);
   out->set_missing_snapshots(view->gaps);
   out->set_active_users(view->active_users);
+  out->set_test(TestName(spec));
   common::Snapshot merged;
   merged.run_id = run_id;
   merged.worker_id = "controller";

@@ -135,6 +135,7 @@ class DistributedTest(unittest.TestCase):
             final = updates[-1]
             self.assertEqual(final.state, self.pb.RUN_STATE_DONE)
             self.assertEqual(len(final.workers), 2)  # started by the controller's launcher
+            self.assertEqual(final.test, f"GET {nginx.url}")  # as the report names it
             for update in updates:  # the interval view is a valid snapshot, never above the total
                 interval = msgpack.unpackb(update.interval_stats, raw=False, strict_map_key=False)
                 self.assertLessEqual(interval["hits"], update.hits)
