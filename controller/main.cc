@@ -98,13 +98,15 @@ int main(int argc, char** argv) {
   loads::controller::KubernetesOptions kubernetes;
   if (const char* name = std::getenv("LOADS_POD_NAME")) kubernetes.owner_name = name;
   if (const char* uid = std::getenv("LOADS_POD_UID")) kubernetes.owner_uid = uid;
-  // An integer option within [low, high]; false (after printing why) otherwise.
+  // An integer option within [low, high]; false (after printing why) otherwise. unit, if any,
+  // is named in the message ("seconds").
   auto parse_int = [](const std::string& option, const std::string& value, int64_t low,
-                      int64_t high, int64_t* out) {
+                      int64_t high, int64_t* out, const std::string& unit = "") {
     auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), *out);
     if (ec != std::errc() || end != value.data() + value.size() || *out < low || *out > high) {
-      Fail("invalid value for " + option + ": '" + value + "' (expected " + std::to_string(low) +
-           ".." + std::to_string(high) + ")");
+      Fail("invalid value for " + option + ": '" + value + "' (expected " +
+           (unit.empty() ? "" : unit + ", ") + std::to_string(low) + ".." + std::to_string(high) +
+           ")");
       return false;
     }
     return true;
@@ -150,13 +152,7 @@ int main(int argc, char** argv) {
       }
       metrics_address = value;
     } else if (arg == "--metrics-retention") {
-      auto [end, ec] =
-          std::from_chars(value.data(), value.data() + value.size(), metrics_retention);
-      if (ec != std::errc() || end != value.data() + value.size() || metrics_retention < 0 ||
-          metrics_retention > 7 * 24 * 3600) {
-        return Fail("invalid value for --metrics-retention: '" + value +
-                    "' (expected seconds, 0..604800)");
-      }
+      if (!parse_int(arg, value, 0, 7 * 24 * 3600, &metrics_retention, "seconds")) return 2;
     } else if (arg == "--api-token-file") {
       std::ifstream file(value);
       if (!file || !std::getline(file, api_token) || api_token.empty()) {
@@ -180,12 +176,9 @@ int main(int argc, char** argv) {
       broker_options.heartbeat =
           std::min(std::chrono::milliseconds(1000), broker_options.worker_timeout / 3);
     } else if (arg == "--max-local-workers") {
-      auto [end, ec] =
-          std::from_chars(value.data(), value.data() + value.size(), max_local_workers);
-      if (ec != std::errc() || end != value.data() + value.size() || max_local_workers < 0 ||
-          max_local_workers > 1000) {
-        return Fail("invalid value for --max-local-workers: '" + value + "' (expected 0..1000)");
-      }
+      int64_t n = 0;
+      if (!parse_int(arg, value, 0, 1000, &n)) return 2;
+      max_local_workers = static_cast<int>(n);
     } else if (arg == "--worker-bin") {
       worker_bin = value;
     } else if (arg == "--launcher") {
@@ -218,7 +211,7 @@ int main(int argc, char** argv) {
       kubernetes.image_pull_policy = value;
     } else if (arg == "--worker-pending-timeout") {
       int64_t seconds = 0;
-      if (!parse_int(arg, value, 1, 86400, &seconds)) return 2;
+      if (!parse_int(arg, value, 1, 86400, &seconds, "seconds")) return 2;
       kubernetes.pending_timeout = std::chrono::seconds(seconds);
     } else if (arg == "--max-launched-workers") {
       int64_t n = 0;
