@@ -226,7 +226,7 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
 }
 
 bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error) {
-  *out = Snapshot{};
+  *out = Snapshot{};  // also when unpacking fails
   msgpack::object_handle handle;
   if (!UnpackBounded(bytes, &handle, error)) return false;
   return DecodeSnapshotObject(handle.get(), out, error);

@@ -251,6 +251,7 @@ Status ControllerService::StartRun(grpc::ServerContext* context, const v1::Start
   }
   const int workers = request->spec().workers() ? request->spec().workers() : 1;
   const size_t idle = broker_->IdleWorkers();
+  RunRequest run;
   if (idle < static_cast<size_t>(workers)) {
     if (!launcher_) {
       return Status(StatusCode::RESOURCE_EXHAUSTED,
@@ -266,9 +267,6 @@ Status ControllerService::StartRun(grpc::ServerContext* context, const v1::Start
     if (const std::string error = launcher_->Launch(launch); !error.empty()) {
       return Status(StatusCode::RESOURCE_EXHAUSTED, error);
     }
-  }
-  RunRequest run;
-  if (launcher_ && idle < static_cast<size_t>(workers)) {
     // The run is accepted now and assigned when its workers have registered (pods can take
     // minutes to be scheduled and pull their image); it fails if they do not come.
     run.wait_for_workers = launcher_->RegistrationTimeout();
