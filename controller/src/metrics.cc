@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 
 namespace loads::controller {
 namespace {
@@ -130,8 +131,9 @@ struct Metrics::Impl {
   std::mutex mu;
   struct RunSeries {
     std::map<const void*, std::function<void()>> removers;  // one per series
-    std::map<std::string, size_t> names;  // per kind (URL, counter, method): the names seen
-    std::string test;                     // the `test` label of its hits
+    // Per kind (url, counter, method): the names given a series of their own.
+    std::map<std::string, std::set<std::string>> names;
+    std::string test;  // the `test` label of its hits
     std::optional<std::chrono::steady_clock::time_point> expires;
   };
   std::map<std::string, RunSeries> runs_series;
@@ -151,14 +153,12 @@ struct Metrics::Impl {
   // "(other)". Adding the same labels twice returns the same metric, whose remover is kept once.
   std::string Capped(const std::string& run, const std::string& kind, const std::string& name,
                      size_t cap = kMaxNamesPerRun) {
-    auto& names = runs_series[run].names;
-    const std::string key = kind + "\n" + name;
-    if (names.count(key)) return name;
-    size_t& of_kind = names[kind];  // "kind" alone: no name contains the separator this way
-    if (of_kind >= cap) return "(other)";
-    ++of_kind;
-    names[key] = 1;
-    return name;
+    auto& names = runs_series[run].names[kind];
+    if (names.count(name) || names.size() < cap) {
+      names.insert(name);
+      return name;
+    }
+    return "(other)";
   }
 };
 
