@@ -11,16 +11,12 @@ namespace {
 
 using common::ControlMessage;
 using common::MessageType;
+using common::UnixNanos;
 using SteadyClock = std::chrono::steady_clock;
 
 // How far ahead of now the common start time is set, so that every worker has its start
 // message before the time comes.
 constexpr auto kStartDelay = std::chrono::milliseconds(200);
-
-uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
-}
 
 ControlMessage Message(MessageType type, const std::string& run_id = {}) {
   ControlMessage m;

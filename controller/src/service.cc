@@ -202,9 +202,7 @@ bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
   interval.run_id = run_id;
   interval.worker_id = "controller";
   interval.sequence = 1;
-  const auto end = view->last_interval_end.time_since_epoch();
-  interval.interval_end =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end).count());
+  interval.interval_end = common::UnixNanos(view->last_interval_end);
   interval.interval_start =
       interval.interval_end >= 1'000'000'000 ? interval.interval_end - 1'000'000'000 : 0;
   interval.stats = view->last_interval;

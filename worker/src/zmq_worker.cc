@@ -25,12 +25,8 @@ namespace {
 
 using common::ControlMessage;
 using common::MessageType;
+using common::UnixNanos;
 using SteadyClock = std::chrono::steady_clock;
-
-uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
-}
 
 // Logs to stderr at most once per second per kind, so garbage sent at a high rate cannot flood
 // the log.

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -7,6 +8,12 @@
 #include "loads/common/stats.h"
 
 namespace loads::common {
+
+// A time as the wire protocol carries it: nanoseconds since the Unix epoch.
+inline uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
 
 // Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
 // and `methods`; the decoder still accepts version 1, which has neither.
