@@ -11,6 +11,8 @@ inline constexpr int kExitLoadFailed = 4;  // library not loadable, or built for
 inline constexpr int kExitNoSuchTest = 5;
 inline constexpr int kExitReportNotWritten = 6;
 inline constexpr int kExitController = 7;  // the controller is unreachable or refused the run
+// The run ended partial: a worker was lost, its results from then on are missing.
+inline constexpr int kExitPartial = 8;
 inline constexpr int kExitInternal = 70;
 inline constexpr int kExitInterrupted = 130;
 

@@ -1,19 +1,18 @@
-// loads-runner: runs a load test on this machine and prints the report.
+// loads-runner: runs a load test (on this machine, or on a controller's workers) and prints the
+// report.
 
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "loads/common/report.h"
+#include "loads/common/run_spec.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
 #include "loads/worker/test_loader.h"
@@ -21,10 +20,14 @@
 #include "runner/options.h"
 #include "runner/progress.h"
 #include "runner/remote.h"
+#include "runner/run.h"
 
 namespace {
 
 using namespace loads::runner;  // the exit codes
+using loads::Status;
+using loads::StatusCode;
+using loads::StatusOr;
 
 std::atomic<bool> g_stop{false};
 
@@ -38,12 +41,15 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-// Many virtual users need many sockets: raise the soft limit on open files to the hard one.
-void RaiseFileLimit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &limit);
+// The exit status of a run that could not be started or followed.
+int ExitCodeFor(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+      return kExitUsage;
+    case StatusCode::kInternal:
+      return kExitInternal;
+    default:
+      return kExitController;
   }
 }
 
@@ -64,16 +70,130 @@ std::vector<std::string> SearchPath(const std::vector<std::string>& from_cli) {
   return path;
 }
 
+int LoadErrorCode(loads::worker::LoadError error) {
+  switch (error) {
+    case loads::worker::LoadError::kNone:
+      return kExitOk;
+    case loads::worker::LoadError::kInvalidName:
+      return kExitUsage;
+    case loads::worker::LoadError::kNotFound:
+      return kExitNotFound;
+    case loads::worker::LoadError::kLoadFailed:
+    case loads::worker::LoadError::kIncompatible:
+      return kExitLoadFailed;
+    case loads::worker::LoadError::kNoSuchTest:
+      return kExitNoSuchTest;
+  }
+  return kExitInternal;
+}
+
+// Finds the run's test: reads a scenario file into the spec, and for a named test either loads
+// its library (a local run) or reads its bytes into the spec (a controller's). Returns 0 or
+// the exit status of the failure, having said why.
+int ResolveTest(RunnerOptions& options, bool local, loads::worker::TestSpec* test) {
+  loads::v1::RunSpec& spec = options.spec;
+  if (!options.scenario_path.empty()) {
+    std::ifstream file(options.scenario_path);
+    if (!file) return Fail(kExitNotFound, "cannot read the scenario " + options.scenario_path);
+    spec.set_scenario(
+        std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>()));
+    const Status valid = loads::spec::ValidateRunSpec(
+        spec, {.naming = loads::spec::Naming::kFlags, .library_required = false});
+    if (!valid.ok()) {
+      return Fail(kExitUsage, options.scenario_path + ": " +
+                                  valid.message().substr(valid.message().find(": ") + 2));
+    }
+    if (local) {
+      std::string error;
+      *test =
+          loads::worker::MakeScenarioTest(*loads::common::ParseScenario(spec.scenario(), &error));
+    }
+  } else if (!spec.url().empty()) {
+    if (local) *test = loads::worker::MakeUrlTest(spec.url());
+  } else if (!spec.external_command().empty()) {
+    if (local) *test = loads::worker::MakeExternalTest(spec.external_command());
+  } else {
+    const auto path = SearchPath(options.test_paths);
+    // With a controller, the library is only found here and shipped; workers load it.
+    auto loaded = local ? loads::worker::LoadTest(spec.test(), path)
+                        : loads::worker::FindTestLibrary(spec.test(), path);
+    if (loaded.error != loads::worker::LoadError::kNone) {
+      return Fail(LoadErrorCode(loaded.error), loaded.message);
+    }
+    if (local) {
+      *test = loaded.test;
+    } else {
+      std::ifstream file(loaded.library_path, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      if (!file && !file.eof()) return Fail(kExitNotFound, "cannot read " + loaded.library_path);
+      if (bytes.size() > loads::spec::kMaxLibraryBytes) {
+        return Fail(kExitUsage, loaded.library_path + " is " + std::to_string(bytes.size() >> 20) +
+                                    " MiB; a controller takes test libraries of at most 64 MiB");
+      }
+      spec.set_test_library(std::move(bytes));
+    }
+  }
+  return kExitOk;
+}
+
+// Writes the report atomically: a reader sees the previous file or the whole new one.
+bool WriteFile(const std::string& path, const std::string& text) {
+  const std::string temp = path + ".tmp." + std::to_string(getpid());
+  std::ofstream file(temp, std::ios::trunc);
+  file << text;
+  file.close();
+  if (!file || std::rename(temp.c_str(), path.c_str()) != 0) {
+    std::remove(temp.c_str());
+    return false;
+  }
+  return true;
+}
+
+// Prints and writes the report; returns the exit status the outcome calls for.
+int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisplay* display) {
+  if (!options.quiet) {
+    display->Finish();
+    std::fputs(loads::common::FormatTextReport(outcome.info, outcome.stats).c_str(), stdout);
+    std::fflush(stdout);
+  }
+  const std::string json = outcome.report_json.empty()
+                               ? loads::common::FormatJsonReport(outcome.info, outcome.stats)
+                               : outcome.report_json;
+  bool written = true;
+  for (const auto& path : options.json_outputs) {
+    if (!WriteFile(path, json)) {
+      Fail(kExitReportNotWritten, "could not write the report to " + path);
+      written = false;
+    }
+  }
+  const std::string run = outcome.info.cluster ? "run " + outcome.info.cluster->run_id : "the run";
+  switch (outcome.end) {
+    case RunEnd::kFailed:
+      return Fail(kExitTestProblems, run + " failed: " + outcome.error);
+    case RunEnd::kPartial:
+      Fail(kExitPartial, run +
+                             " is partial: a worker was lost and its results from then on are "
+                             "missing");
+      return written ? kExitPartial : kExitReportNotWritten;
+    case RunEnd::kInterrupted:
+      return written ? kExitInterrupted : kExitReportNotWritten;
+    case RunEnd::kDone:
+      break;
+  }
+  if (!written) return kExitReportNotWritten;
+  return outcome.stats.failures + outcome.stats.errors > 0 ? kExitTestProblems : kExitOk;
+}
+
 int Main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  const auto parsed = loads::runner::ParseOptions(args);
-  if (!parsed.ok) {
-    std::fprintf(stderr, "loads-runner: %s (see loads-runner --help)\n", parsed.error.c_str());
+  auto parsed = ParseOptions(std::vector<std::string>(argv + 1, argv + argc));
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "loads-runner: %s (see loads-runner --help)\n",
+                 parsed.status().message().c_str());
     return kExitUsage;
   }
-  const auto& options = parsed.options;
+  RunnerOptions& options = *parsed;
   if (options.help) {
-    std::fputs(loads::runner::Usage().c_str(), stdout);
+    std::fputs(Usage().c_str(), stdout);
     return kExitOk;
   }
   if (options.version) {
@@ -81,45 +201,32 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
 
+  std::unique_ptr<RemoteBackend> remote;
+  if (!options.controller.empty()) {
+    auto connected = RemoteBackend::Connect(options);
+    if (!connected.ok()) return Fail(ExitCodeFor(connected.status()), connected.status().message());
+    remote = std::move(*connected);
+    if (options.list_runs) return remote->ListRuns();
+    if (!options.stop_run.empty()) return remote->StopRun(options.stop_run);
+    if (options.ping) return remote->Ping();
+  }
+
   loads::worker::TestSpec test;
-  std::string library_path;
-  if (!options.test_runner.empty()) {
-    test = loads::worker::MakeExternalTest(options.test_runner);
-  } else if (options.test.empty() && options.url.empty()) {
-    // A cluster operation (--attach, --stop, --list-runs, --ping): no test to find.
-  } else if (options.test.ends_with(".json")) {
-    // A declarative scenario (docs/scenarios.md).
-    std::ifstream file(options.test);
-    if (!file) return Fail(kExitNotFound, "cannot read the scenario " + options.test);
-    const std::string text((std::istreambuf_iterator<char>(file)),
-                           std::istreambuf_iterator<char>());
-    std::string error;
-    auto scenario = loads::worker::ParseScenario(text, &error);
-    if (!scenario) return Fail(kExitUsage, options.test + ": " + error);
-    test = loads::worker::MakeScenarioTest(std::move(*scenario));
-  } else if (!options.url.empty()) {
-    test = loads::worker::MakeUrlTest(options.url);
-  } else {
-    // With a controller, the library is only found here and shipped; workers load it.
-    auto loaded =
-        options.controller.empty()
-            ? loads::worker::LoadTest(options.test, SearchPath(options.test_paths))
-            : loads::worker::FindTestLibrary(options.test, SearchPath(options.test_paths));
-    switch (loaded.error) {
-      case loads::worker::LoadError::kNone:
-        break;
-      case loads::worker::LoadError::kInvalidName:
-        return Fail(kExitUsage, loaded.message);
-      case loads::worker::LoadError::kNotFound:
-        return Fail(kExitNotFound, loaded.message);
-      case loads::worker::LoadError::kLoadFailed:
-      case loads::worker::LoadError::kIncompatible:
-        return Fail(kExitLoadFailed, loaded.message);
-      case loads::worker::LoadError::kNoSuchTest:
-        return Fail(kExitNoSuchTest, loaded.message);
-    }
-    test = loaded.test;
-    library_path = loaded.library_path;
+  if (options.attach.empty()) {
+    if (int code = ResolveTest(options, !remote, &test); code != kExitOk) return code;
+  }
+  if (options.check_cluster) {
+    // One execution of the URL on every idle worker.
+    auto idle = remote->IdleWorkers();
+    if (!idle.ok()) return Fail(kExitController, idle.status().message());
+    if (*idle == 0) return Fail(kExitController, "no idle worker to check");
+    loads::v1::RunSpec& spec = options.spec;
+    spec.clear_users();
+    spec.add_users(*idle);
+    spec.clear_hits();
+    spec.add_hits(1);
+    spec.set_duration(0);
+    spec.set_workers(*idle);
   }
 
   // A run whose report cannot be written should not start. The check appends nothing and
@@ -129,20 +236,6 @@ int Main(int argc, char** argv) {
     if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);
   }
 
-  loads::worker::EngineOptions engine_options;
-  engine_options.users = options.users;
-  engine_options.hits = options.hits;
-  engine_options.duration = options.duration;
-  const int64_t max_users = *std::max_element(options.users.begin(), options.users.end());
-  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  engine_options.threads =
-      options.threads.value_or(static_cast<int>(std::min<int64_t>(cpus, max_users)));
-  engine_options.server_url = options.server_url;
-  engine_options.connect_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout * 1000));
-  engine_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout * 1000));
-  engine_options.verify_tls = !options.insecure;
-
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
@@ -151,47 +244,29 @@ int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   const bool terminal = isatty(STDOUT_FILENO);
-  loads::runner::ProgressDisplay display(stdout, terminal);
-  const auto interval = std::chrono::milliseconds(terminal ? 100 : 1000);
-  if (!options.controller.empty()) {
-    return loads::runner::RunRemote(options, library_path, &display, interval, g_stop);
-  }
-  RaiseFileLimit();
-  loads::worker::Engine engine(engine_options);
-  // The report is the sum of one-second intervals, as a worker's will be; the last interval's
-  // rate is shown with the progress.
-  engine.OnInterval(
-      [&](const loads::worker::Interval& i) {
-        const double seconds = std::chrono::duration<double>(i.end - i.start).count();
-        if (seconds > 0) display.SetRate(static_cast<double>(i.stats.hits) / seconds);
-      },
-      std::chrono::seconds(1));
-  auto result = engine.Run(
-      test, g_stop,
-      [&](const loads::worker::Progress& p) {
-        if (!options.quiet) display.Update(p);
-      },
-      interval);
+  ProgressDisplay display(stdout, terminal);
+  ProgressSink sink;
+  sink.interval = std::chrono::milliseconds(terminal ? 100 : 1000);
+  if (!options.quiet) sink.progress = [&](const loads::worker::Progress& p) { display.Update(p); };
+  sink.rate = [&](double rate) { display.SetRate(rate); };
 
-  if (!options.quiet) {
-    display.Finish();
-    std::fputs(loads::common::FormatTextReport(result.info, result.stats).c_str(), stdout);
-    std::fflush(stdout);
+  if (options.detach) {
+    auto run_id = remote->Start(options.spec);
+    if (!run_id.ok()) return Fail(ExitCodeFor(run_id.status()), run_id.status().message());
+    std::printf("%s\n", run_id->c_str());
+    std::fprintf(stderr, "loads-runner: run %s started; attach with --attach %s\n", run_id->c_str(),
+                 run_id->c_str());
+    return kExitOk;
   }
-  const std::string json = loads::common::FormatJsonReport(result.info, result.stats);
-  bool written = true;
-  for (const auto& path : options.json_outputs) {
-    std::ofstream file(path, std::ios::trunc);
-    file << json;
-    file.close();
-    if (!file) {
-      Fail(kExitReportNotWritten, "could not write the report to " + path);
-      written = false;
-    }
+  StatusOr<RunOutcome> outcome = !options.attach.empty()
+                                     ? remote->Watch(options.attach, g_stop, sink)
+                                 : remote ? remote->Run(options.spec, g_stop, sink)
+                                          : MakeLocalBackend(test)->Run(options.spec, g_stop, sink);
+  if (!outcome.ok()) {
+    if (!options.quiet) display.Finish();
+    return Fail(ExitCodeFor(outcome.status()), outcome.status().message());
   }
-  if (!written) return kExitReportNotWritten;
-  if (result.info.interrupted) return kExitInterrupted;
-  return (result.stats.failures + result.stats.errors) > 0 ? kExitTestProblems : kExitOk;
+  return Report(*outcome, options, &display);
 }
 
 }  // namespace

@@ -1,35 +1,29 @@
 #pragma once
 
-#include <cstdint>
-#include <optional>
+#include <chrono>
 #include <string>
 #include <vector>
 
+#include "loads/common/status.h"
+#include "loads/v1/controller.pb.h"
+
 namespace loads::runner {
 
-// The command line of loads-runner, parsed and validated (but not yet acted upon).
+// The command line of loads-runner, parsed and validated (but not yet acted upon). The run
+// itself is a RunSpec (loads/common/run_spec.h), filled from the flags of the shared option
+// table; the rest says where the test is found, where the report goes and which controller, if
+// any, runs it.
 struct RunnerOptions {
-  std::string test;         // "module.Class.method", or empty with --url
-  std::string url;          // --url
-  std::string test_runner;  // --test-runner: an external runner command
-  std::vector<int64_t> users{1};
-  std::vector<int64_t> hits{1};
-  std::optional<double> duration;
-  std::optional<int> threads;
+  v1::RunSpec spec;
+  // A named test's library is looked up here (then $LOADS_TEST_PATH, then the current folder).
   std::vector<std::string> test_paths;
-  std::string server_url;
+  std::string scenario_path;  // SCENARIO.json, read when the run starts
   std::vector<std::string> json_outputs;
   bool quiet = false;
-  double connect_timeout = 10;
-  double timeout = 30;
-  bool insecure = false;
-  std::string controller;            // HOST:PORT of loads-controller; empty: run locally
-  int workers = 1;                   // with --controller
-  bool fail_on_worker_loss = false;  // --loss-policy fail
-  std::string token_file;            // the controller's API token (first line)
-  std::string worker_cpu;            // resource requests of launched workers (Kubernetes)
-  std::string worker_memory;
-  std::vector<std::pair<std::string, std::string>> metadata;  // --project-name, --user-id, --label
+  std::string controller;  // HOST:PORT of loads-controller; empty: run locally
+  std::string token_file;  // the controller's API token (first line)
+  // How long a watched run waits for an unreachable controller (a restart) before giving up.
+  std::chrono::seconds reconnect_timeout{300};
   // Cluster operations (with --controller), instead of a run.
   bool detach = false;   // start the run and return its id
   std::string attach;    // watch that run and print its report
@@ -41,17 +35,10 @@ struct RunnerOptions {
   bool version = false;
 };
 
-struct ParseResult {
-  bool ok = false;
-  std::string error;  // one line, without the program name
-  RunnerOptions options;
-};
-
-// Parses argv[1..]. Every problem is reported in `error` (the first one found).
-ParseResult ParseOptions(const std::vector<std::string>& args);
-
-// Parses a cycle list "10:20:30" of integers in [1, max].
-std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max);
+// Parses argv[1..]. INVALID_ARGUMENT with one line naming the flag at fault (the first problem
+// found), or the options. The run's fields are validated here (loads::spec::ValidateRunSpec);
+// a scenario file's content is checked once it is read.
+StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args);
 
 // The --help text.
 std::string Usage();

@@ -1,9 +1,9 @@
 #include "runner/remote.h"
 
+#include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -11,39 +11,19 @@
 #include <sstream>
 #include <thread>
 
-#include "loads/common/report.h"
+#include "loads/common/run_spec.h"
 #include "loads/common/snapshot.h"
-#include "loads/v1/controller.grpc.pb.h"
 #include "runner/exit_codes.h"
 
 namespace loads::runner {
 namespace {
 
-using Stub = v1::Controller::Stub;
+using Clock = std::chrono::steady_clock;
+using google::protobuf::util::TimeUtil;
 
-// The API token sent with every call ("" when none), set once from --token-file.
-std::string& ApiToken() {
-  static std::string token;
-  return token;
-}
-
-// Every call goes through a context made here, so that none forgets the token.
-std::unique_ptr<grpc::ClientContext> NewContext() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  if (!ApiToken().empty()) context->AddMetadata("authorization", "Bearer " + ApiToken());
-  return context;
-}
-
-int Fail(int code, const std::string& message) {
-  std::fprintf(stderr, "loads-runner: %s\n", message.c_str());
-  return code;
-}
-
-int FailRpc(const grpc::Status& status, const std::string& what, const std::string& controller) {
-  const int code =
-      status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kExitUsage : kExitController;
-  return Fail(code, what + " (controller " + controller + "): " + status.error_message());
-}
+// The largest request the runner sends: a test library of up to 64 MiB and the rest of the spec
+// (the controller accepts as much).
+constexpr int kMaxRequestBytes = 64 * 1024 * 1024 + 1024 * 1024;
 
 std::string RandomRunId() {
   std::random_device device;
@@ -65,174 +45,336 @@ const char* StateName(v1::RunState state) {
       return "failed";
     case v1::RUN_STATE_STOPPED:
       return "stopped";
+    case v1::RUN_STATE_PARTIAL:
+      return "partial";
     default:
       return "unknown";
   }
 }
 
-std::string JoinNames(const google::protobuf::RepeatedPtrField<std::string>& names) {
-  std::string out;
-  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
-  return out;
+bool IsOver(v1::RunState state) {
+  return state == v1::RUN_STATE_DONE || state == v1::RUN_STATE_FAILED ||
+         state == v1::RUN_STATE_STOPPED || state == v1::RUN_STATE_PARTIAL;
 }
 
-// Watches a run to its end: progress while it runs, then the report. Ctrl-C stops the run.
-int Watch(Stub& stub, const std::string& run_id, const RunnerOptions& options,
-          ProgressDisplay* display, std::chrono::milliseconds interval,
-          const std::atomic<bool>& stop) {
-  const auto start = std::chrono::steady_clock::now();
-  auto watch_context = NewContext();
-  v1::WatchRunRequest watch;
-  watch.set_run_id(run_id);
-  auto reader = stub.WatchRun(watch_context.get(), watch);
-  // The stream is read on another thread so that Ctrl-C is noticed between updates.
-  std::atomic<bool> finished{false};
-  std::mutex mu;
-  v1::Run latest;
-  bool got_any = false;
-  std::thread receiver([&] {
-    v1::Run update;
-    while (reader->Read(&update)) {
-      std::lock_guard lock(mu);
-      latest = update;
-      got_any = true;
-    }
-    finished = true;
-  });
-  bool stop_sent = false;
-  auto last_shown = std::chrono::steady_clock::now();
-  while (!finished) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (stop && !stop_sent) {
-      stop_sent = true;
-      auto context = NewContext();
-      v1::StopRunRequest stop_request;
-      stop_request.set_run_id(run_id);
-      v1::Run ignored;
-      stub.StopRun(context.get(), stop_request, &ignored);
-    }
-    if (options.quiet || std::chrono::steady_clock::now() - last_shown < interval) continue;
-    last_shown = std::chrono::steady_clock::now();
-    std::lock_guard lock(mu);
-    if (!got_any) continue;
-    const v1::RunSpec& spec = latest.spec();
-    const std::vector<int64_t> users(spec.users().begin(), spec.users().end());
-    const std::vector<int64_t> hits(spec.hits().begin(), spec.hits().end());
-    worker::Progress p;
-    p.executions = latest.executions();
-    p.hits = latest.hits();
-    p.planned_executions = common::PlannedExecutions(users, hits);
-    p.elapsed_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double planned_seconds = spec.duration() * static_cast<double>(users.size());
-    p.fraction = p.planned_executions
-                     ? static_cast<double>(p.executions) / static_cast<double>(p.planned_executions)
-                     : std::min(1.0, p.elapsed_seconds / std::max(planned_seconds, 1e-9));
-    p.cycles = users.size();
-    p.cycle = 1;
-    display->Update(p);
-  }
-  receiver.join();
-  const grpc::Status status = reader->Finish();
-  if (!status.ok()) return FailRpc(status, "lost the stream of run " + run_id, options.controller);
+std::chrono::system_clock::time_point TimeOf(const google::protobuf::Timestamp& t) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(TimeUtil::TimestampToNanoseconds(t))));
+}
+
+// A controller that cannot be reached (or is restarting) is waited for; other refusals are
+// final.
+bool Transient(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         status.error_code() == grpc::StatusCode::CANCELLED;
+}
+
+// Sleeps up to `d`, returning early when `stop` turns true.
+void SleepUnlessStopped(std::chrono::milliseconds d, const std::atomic<bool>& stop) {
+  const auto until = Clock::now() + d;
+  while (Clock::now() < until && !stop) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+// What the runner prints and returns once the run is over.
+StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   common::Snapshot merged;
   std::string error;
-  if (!common::DecodeSnapshot(latest.stats(), &merged, &error)) {
-    return Fail(kExitController, "the controller sent unreadable statistics: " + error);
+  if (!common::DecodeSnapshot(run.stats(), &merged, &error)) {
+    return InternalError("the controller sent unreadable statistics: " + error);
   }
-  // The report's header comes from the controller's own JSON report (start time, duration).
-  common::RunInfo info;
-  const v1::RunSpec& spec = latest.spec();
-  info.test = latest.test();
-  info.started = std::chrono::system_clock::now();
-  try {
-    const auto doc = nlohmann::json::parse(latest.report_json());
-    info.duration_seconds = doc.at("duration_seconds").get<double>();
-    std::tm tm{};
-    const std::string iso = doc.at("started").get<std::string>();
-    if (strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) {
-      const auto micros = std::stoll(iso.substr(20, 6));
-      info.started =
-          std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::microseconds(micros);
-    }
-  } catch (const std::exception&) {
-    info.duration_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-  info.interrupted = latest.state() == v1::RUN_STATE_STOPPED;
+  RunOutcome outcome;
+  const v1::RunSpec& spec = run.spec();
+  common::RunInfo& info = outcome.info;
+  info.test = run.test();
+  info.started = TimeOf(run.started());
+  info.duration_seconds = std::chrono::duration<double>(TimeOf(run.ended()) - info.started).count();
+  info.interrupted = run.state() == v1::RUN_STATE_STOPPED;
   info.users.assign(spec.users().begin(), spec.users().end());
   info.hits.assign(spec.hits().begin(), spec.hits().end());
   if (spec.duration() > 0) info.duration = spec.duration();
-  info.threads = spec.threads() ? spec.threads() : 1;
-  if (!options.quiet) {
-    display->Finish();
-    std::fputs(common::FormatTextReport(info, merged.stats).c_str(), stdout);
-    std::printf("\nRun %s on %d worker(s): %s\n", latest.run_id().c_str(), latest.workers_size(),
-                JoinNames(latest.workers()).c_str());
-    if (latest.missing_snapshots() > 0) {
-      std::printf("Missing: %llu snapshot(s) never arrived (their results are not included)\n",
-                  static_cast<unsigned long long>(latest.missing_snapshots()));
+  info.threads = spec.threads();  // 0: each worker its own default
+  common::ClusterRun cluster;
+  cluster.run_id = run.run_id();
+  cluster.state = StateName(run.state());
+  cluster.error = run.error();
+  cluster.workers.assign(run.workers().begin(), run.workers().end());
+  cluster.lost_workers.assign(run.lost_workers().begin(), run.lost_workers().end());
+  cluster.left_workers.assign(run.left_workers().begin(), run.left_workers().end());
+  if (run.has_missing_executions()) cluster.missing_executions = run.missing_executions();
+  cluster.late_snapshots = run.late_snapshots();
+  cluster.controller_restarts = run.controller_restarts();
+  cluster.unreachable_seconds = unreachable_seconds;
+  info.cluster = std::move(cluster);
+  outcome.stats = std::move(merged.stats);
+  outcome.error = run.error();
+  switch (run.state()) {
+    case v1::RUN_STATE_FAILED:
+      outcome.end = RunEnd::kFailed;
+      break;
+    case v1::RUN_STATE_STOPPED:
+      outcome.end = RunEnd::kInterrupted;
+      break;
+    case v1::RUN_STATE_PARTIAL:
+      outcome.end = RunEnd::kPartial;
+      break;
+    default:
+      outcome.end = RunEnd::kDone;
+  }
+  outcome.report_json = run.report_json();
+  if (unreachable_seconds > 0) {
+    // What only the client saw goes into the controller's report too.
+    try {
+      auto doc = nlohmann::json::parse(outcome.report_json);
+      doc["run"]["unreachable_seconds"] = unreachable_seconds;
+      outcome.report_json = doc.dump(2) + "\n";
+    } catch (const std::exception&) {
+      outcome.report_json.clear();  // made from info and stats instead
     }
-    if (latest.degraded()) {
-      std::printf("Degraded: lost worker(s) %s; their results until then are included\n",
-                  JoinNames(latest.lost_workers()).c_str());
-    }
-    std::fflush(stdout);
   }
-  for (const auto& path : options.json_outputs) {
-    std::ofstream file(path, std::ios::trunc);
-    file << latest.report_json();
-    file.close();
-    if (!file) return Fail(kExitReportNotWritten, "could not write the report to " + path);
-  }
-  if (latest.state() == v1::RUN_STATE_FAILED) {
-    return Fail(kExitTestProblems, "run " + latest.run_id() + " failed: " + latest.error());
-  }
-  if (info.interrupted) return kExitInterrupted;
-  return merged.stats.failures + merged.stats.errors > 0 ? kExitTestProblems : kExitOk;
+  return outcome;
 }
 
-int ListRuns(Stub& stub, const RunnerOptions& options) {
-  auto context = NewContext();
-  v1::ListRunsResponse response;
-  const grpc::Status status = stub.ListRuns(context.get(), v1::ListRunsRequest(), &response);
-  if (!status.ok()) return FailRpc(status, "cannot list runs", options.controller);
+}  // namespace
+
+Status ControllerError(const grpc::Status& status, const std::string& what,
+                       const std::string& controller) {
+  return Status(static_cast<StatusCode>(status.error_code()),
+                what + " (controller " + controller + "): " + status.error_message());
+}
+
+RemoteBackend::RemoteBackend(const RunnerOptions& options, std::string token)
+    : options_(options), token_(std::move(token)) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(kMaxRequestBytes);
+  // A frozen or vanished controller is noticed within seconds, not after TCP's minutes.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  auto channel =
+      grpc::CreateCustomChannel(options.controller, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::Controller::NewStub(channel);
+}
+
+StatusOr<std::unique_ptr<RemoteBackend>> RemoteBackend::Connect(const RunnerOptions& options) {
+  std::string token;
+  if (!options.token_file.empty()) {
+    std::ifstream file(options.token_file);
+    if (!file || !std::getline(file, token) || token.empty()) {
+      return InvalidArgumentError("cannot read a token from " + options.token_file);
+    }
+  }
+  return std::unique_ptr<RemoteBackend>(new RemoteBackend(options, std::move(token)));
+}
+
+std::unique_ptr<grpc::ClientContext> RemoteBackend::NewContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  // Every call goes through here, so that none forgets the token.
+  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  return context;
+}
+
+StatusOr<std::string> RemoteBackend::Start(const v1::RunSpec& spec) {
+  v1::StartRunRequest request;
+  request.set_run_id(RandomRunId());
+  *request.mutable_spec() = spec;
+  // StartRun is idempotent on the run id: while the controller cannot be reached (it may be
+  // restarting), the same request is sent again.
+  const auto give_up = Clock::now() + options_.reconnect_timeout;
+  auto backoff = std::chrono::milliseconds(100);
+  while (true) {
+    v1::Run run;
+    auto context = NewContext();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    const grpc::Status status = stub_->StartRun(context.get(), request, &run);
+    if (status.ok()) return run.run_id();
+    if (!Transient(status) || Clock::now() + backoff > give_up) {
+      return ControllerError(status, "the run was not started", options_.controller);
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+StatusOr<RunOutcome> RemoteBackend::Run(const v1::RunSpec& spec, const std::atomic<bool>& stop,
+                                        const ProgressSink& sink) {
+  auto run_id = Start(spec);
+  if (!run_id.ok()) return run_id.status();
+  return Watch(*run_id, stop, sink);
+}
+
+StatusOr<RunOutcome> RemoteBackend::Watch(const std::string& run_id, const std::atomic<bool>& stop,
+                                          const ProgressSink& sink) {
+  const auto start = Clock::now();
+  v1::Run latest;
+  bool got_any = false;
+  bool stop_sent = false;
+  // Set while the controller cannot be reached (a time_point and a flag: GCC 12 warns falsely on
+  // an optional time_point).
+  bool unreachable = false;
+  Clock::time_point unreachable_since{};
+  double unreachable_seconds = 0;
+  auto backoff = std::chrono::milliseconds(100);
+  auto last_shown = Clock::now();
+  const auto try_stop = [&] {
+    auto context = NewContext();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    v1::StopRunRequest request;
+    request.set_run_id(run_id);
+    v1::Run ignored;
+    stop_sent = stub_->StopRun(context.get(), request, &ignored).ok();
+  };
+  while (true) {
+    auto context = NewContext();
+    v1::WatchRunRequest watch;
+    watch.set_run_id(run_id);
+    auto reader = stub_->WatchRun(context.get(), watch);
+    // The stream is read on another thread so that Ctrl-C and the progress go on between
+    // updates.
+    std::atomic<bool> finished{false};
+    std::mutex mu;
+    std::optional<v1::Run> fresh;
+    std::thread receiver([&] {
+      v1::Run update;
+      while (reader->Read(&update)) {
+        std::lock_guard lock(mu);
+        fresh = update;
+      }
+      finished = true;
+    });
+    const auto take_fresh = [&] {
+      std::lock_guard lock(mu);
+      if (!fresh) return;
+      latest = std::move(*fresh);
+      fresh.reset();
+      got_any = true;
+      if (unreachable) {
+        unreachable_seconds +=
+            std::chrono::duration<double>(Clock::now() - unreachable_since).count();
+        unreachable = false;
+        backoff = std::chrono::milliseconds(100);
+        std::fprintf(stderr, "loads-runner: the controller is back; watching run %s again\n",
+                     run_id.c_str());
+      }
+    };
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      take_fresh();
+      if (stop && !stop_sent) try_stop();
+      if (!sink.progress || Clock::now() - last_shown < sink.interval || !got_any) continue;
+      last_shown = Clock::now();
+      const v1::RunSpec& spec = latest.spec();
+      const std::vector<int64_t> users(spec.users().begin(), spec.users().end());
+      const std::vector<int64_t> hits(spec.hits().begin(), spec.hits().end());
+      worker::Progress p;
+      p.executions = latest.executions();
+      p.hits = latest.hits();
+      p.planned_executions = common::PlannedExecutions(users, hits);
+      p.elapsed_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      const double planned_seconds = spec.duration() * static_cast<double>(users.size());
+      p.fraction =
+          p.planned_executions
+              ? static_cast<double>(p.executions) / static_cast<double>(p.planned_executions)
+              : std::min(1.0, p.elapsed_seconds / std::max(planned_seconds, 1e-9));
+      p.cycles = users.size();
+      p.cycle = 1;
+      sink.progress(p);
+    }
+    receiver.join();
+    take_fresh();
+    const grpc::Status status = reader->Finish();
+    if (got_any && IsOver(latest.state())) break;
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND && got_any) {
+      return Status(StatusCode::kNotFound, "the controller " + options_.controller +
+                                               " no longer knows run " + run_id +
+                                               " (it restarted without its state folder?)");
+    }
+    if (!status.ok() && !Transient(status)) {
+      return ControllerError(status, "cannot watch run " + run_id, options_.controller);
+    }
+    // The stream broke (the controller stopped, restarted or cannot be reached): come back.
+    const auto now = Clock::now();
+    if (!unreachable) {
+      unreachable = true;
+      unreachable_since = now;
+      std::fprintf(stderr,
+                   "loads-runner: lost the controller %s (%s); trying again for up to %lld s\n",
+                   options_.controller.c_str(), status.error_message().c_str(),
+                   static_cast<long long>(options_.reconnect_timeout.count()));
+    }
+    if (now - unreachable_since > options_.reconnect_timeout) {
+      return UnavailableError("the controller " + options_.controller + " was unreachable for " +
+                              std::to_string(options_.reconnect_timeout.count()) + " s; run " +
+                              run_id + " may still be running (--attach " + run_id + " to see it)");
+    }
+    SleepUnlessStopped(backoff, stop);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+  return OutcomeOf(latest, unreachable_seconds);
+}
+
+int RemoteBackend::ListRuns() {
   std::printf("%-34s %-10s %8s %12s %12s  %s\n", "RUN", "STATE", "WORKERS", "EXECUTIONS", "HITS",
               "TEST");
-  for (const auto& run : response.runs()) {
-    const std::string& test = run.test();
-    std::printf("%-34s %-10s %8d %12llu %12llu  %s%s\n", run.run_id().c_str(),
-                StateName(run.state()), run.workers_size(),
-                static_cast<unsigned long long>(run.executions()),
-                static_cast<unsigned long long>(run.hits()), test.c_str(),
-                run.degraded() ? " (degraded)" : "");
-  }
+  std::string token;
+  do {
+    auto context = NewContext();
+    v1::ListRunsRequest request;
+    request.set_page_token(token);
+    v1::ListRunsResponse response;
+    const grpc::Status status = stub_->ListRuns(context.get(), request, &response);
+    if (!status.ok()) {
+      std::fprintf(
+          stderr, "loads-runner: %s\n",
+          ControllerError(status, "cannot list runs", options_.controller).message().c_str());
+      return kExitController;
+    }
+    for (const auto& run : response.runs()) {
+      std::printf("%-34s %-10s %8d %12llu %12llu  %s%s\n", run.run_id().c_str(),
+                  StateName(run.state()), run.workers_size(),
+                  static_cast<unsigned long long>(run.executions()),
+                  static_cast<unsigned long long>(run.hits()), run.test().c_str(),
+                  run.degraded() ? " (degraded)" : "");
+    }
+    token = response.next_page_token();
+  } while (!token.empty());
   return kExitOk;
 }
 
-int StopRun(Stub& stub, const RunnerOptions& options) {
+int RemoteBackend::StopRun(const std::string& run_id) {
   auto context = NewContext();
   v1::StopRunRequest request;
-  request.set_run_id(options.stop_run);
+  request.set_run_id(run_id);
   v1::Run run;
-  const grpc::Status status = stub.StopRun(context.get(), request, &run);
-  if (!status.ok())
-    return FailRpc(status, "cannot stop run " + options.stop_run, options.controller);
+  const grpc::Status status = stub_->StopRun(context.get(), request, &run);
+  if (!status.ok()) {
+    std::fprintf(stderr, "loads-runner: %s\n",
+                 ControllerError(status, "cannot stop run " + run_id, options_.controller)
+                     .message()
+                     .c_str());
+    return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kExitUsage : kExitController;
+  }
   std::printf("run %s: %s\n", run.run_id().c_str(),
-              run.state() == v1::RUN_STATE_RUNNING || run.state() == v1::RUN_STATE_ASSIGNING
-                  ? "stopping"
-                  : StateName(run.state()));
+              IsOver(run.state()) ? StateName(run.state()) : "stopping");
   return kExitOk;
 }
 
-int Ping(Stub& stub, const RunnerOptions& options) {
+int RemoteBackend::Ping() {
   auto context = NewContext();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ControllerInfo info;
-  const grpc::Status status = stub.GetController(context.get(), v1::GetControllerRequest(), &info);
-  if (!status.ok()) return FailRpc(status, "no answer", options.controller);
+  const grpc::Status status =
+      stub_->GetController(context.get(), v1::GetControllerRequest(), &info);
+  if (!status.ok()) {
+    std::fprintf(stderr, "loads-runner: %s\n",
+                 ControllerError(status, "no answer", options_.controller).message().c_str());
+    return kExitController;
+  }
   std::printf("controller %s: loads %s\nworkers connect to %s\n%d worker(s)\n",
-              options.controller.c_str(), info.version().c_str(), info.zmq_endpoint().c_str(),
+              options_.controller.c_str(), info.version().c_str(), info.zmq_endpoint().c_str(),
               info.workers_size());
   for (const auto& worker : info.workers()) {
     std::printf("  %s  threads %lld  %s\n", worker.worker_id().c_str(),
@@ -242,97 +384,16 @@ int Ping(Stub& stub, const RunnerOptions& options) {
   return kExitOk;
 }
 
-v1::RunSpec SpecFrom(const RunnerOptions& options, const std::string& library_path,
-                     std::string* error) {
-  v1::RunSpec spec;
-  if (!options.test_runner.empty()) {
-    spec.set_external_command(options.test_runner);
-  } else if (options.test.ends_with(".json")) {
-    std::ifstream file(options.test);
-    spec.set_test(options.test);
-    spec.set_scenario(
-        std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>()));
-  } else if (options.url.empty()) {
-    std::ifstream file(library_path, std::ios::binary);
-    if (!file) *error = "cannot read " + library_path;
-    std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    spec.set_test(options.test);
-    spec.set_test_library(std::move(bytes));
-  } else {
-    spec.set_url(options.url);
-  }
-  for (int64_t u : options.users) spec.add_users(u);
-  for (int64_t h : options.hits) spec.add_hits(h);
-  if (options.duration) spec.set_duration(*options.duration);
-  spec.set_workers(options.workers);
-  spec.set_threads(options.threads.value_or(1));
-  spec.set_server_url(options.server_url);
-  spec.set_connect_timeout_ms(static_cast<int64_t>(options.connect_timeout * 1000));
-  spec.set_timeout_ms(static_cast<int64_t>(options.timeout * 1000));
-  spec.set_insecure(options.insecure);
-  spec.set_worker_cpu(options.worker_cpu);
-  spec.set_worker_memory(options.worker_memory);
-  for (const auto& [key, value] : options.metadata) (*spec.mutable_metadata())[key] = value;
-  spec.set_loss_policy(options.fail_on_worker_loss ? v1::LOSS_POLICY_FAIL
-                                                   : v1::LOSS_POLICY_CONTINUE);
-  return spec;
-}
-
-}  // namespace
-
-int RunRemote(const RunnerOptions& options, const std::string& library_path,
-              ProgressDisplay* display, std::chrono::milliseconds interval,
-              const std::atomic<bool>& stop) {
-  if (!options.token_file.empty()) {
-    std::ifstream file(options.token_file);
-    if (!file || !std::getline(file, ApiToken()) || ApiToken().empty()) {
-      return Fail(kExitUsage, "cannot read a token from " + options.token_file);
-    }
-  }
-  auto channel = grpc::CreateChannel(options.controller, grpc::InsecureChannelCredentials());
-  auto stub = v1::Controller::NewStub(channel);
-  if (options.list_runs) return ListRuns(*stub, options);
-  if (!options.stop_run.empty()) return StopRun(*stub, options);
-  if (options.ping) return Ping(*stub, options);
-  if (!options.attach.empty()) {
-    return Watch(*stub, options.attach, options, display, interval, stop);
-  }
-
-  std::string error;
-  v1::StartRunRequest request;
-  request.set_run_id(RandomRunId());
-  *request.mutable_spec() = SpecFrom(options, library_path, &error);
-  if (!error.empty()) return Fail(kExitUsage, error);
-  if (options.check_cluster) {
-    // One execution of the URL on every idle worker.
-    auto context = NewContext();
-    v1::ControllerInfo info;
-    const grpc::Status status =
-        stub->GetController(context.get(), v1::GetControllerRequest(), &info);
-    if (!status.ok()) return FailRpc(status, "no answer", options.controller);
-    int idle = 0;
-    for (const auto& worker : info.workers()) idle += worker.run_id().empty();
-    if (idle == 0) return Fail(kExitController, "no idle worker to check");
-    v1::RunSpec& spec = *request.mutable_spec();
-    spec.clear_users();
-    spec.add_users(idle);
-    spec.clear_hits();
-    spec.add_hits(1);
-    spec.set_duration(0);
-    spec.set_workers(idle);
-  }
-  v1::Run run;
+StatusOr<int> RemoteBackend::IdleWorkers() {
   auto context = NewContext();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  const grpc::Status status = stub->StartRun(context.get(), request, &run);
-  if (!status.ok()) return FailRpc(status, "the run was not started", options.controller);
-  if (options.detach) {
-    std::printf("%s\n", run.run_id().c_str());
-    std::fprintf(stderr, "loads-runner: run %s started on %d worker(s); attach with --attach %s\n",
-                 run.run_id().c_str(), run.workers_size(), run.run_id().c_str());
-    return kExitOk;
-  }
-  return Watch(*stub, run.run_id(), options, display, interval, stop);
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ControllerInfo info;
+  const grpc::Status status =
+      stub_->GetController(context.get(), v1::GetControllerRequest(), &info);
+  if (!status.ok()) return ControllerError(status, "no answer", options_.controller);
+  int idle = 0;
+  for (const auto& worker : info.workers()) idle += worker.run_id().empty();
+  return idle;
 }
 
 }  // namespace loads::runner

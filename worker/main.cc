@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -16,16 +18,33 @@
 
 namespace {
 
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop = true; }
+// SIGTERM/SIGINT: the first asks for a graceful shutdown, a second to leave at once.
+std::atomic<int> g_signals{0};
+void OnSignal(int) { g_signals.fetch_add(1); }
 
 int Usage(FILE* out, int code) {
   std::fputs(
-      "usage: loads-worker [--controller ENDPOINT] [--id ID] [--threads N]\n"
-      "                    [--token-file FILE] [--controller-timeout SECONDS] [--work-dir DIR]\n"
-      "                    [--metrics HOST:PORT]\n"
+      "usage: loads-worker [options]\n"
       "\n"
-      "Joins a controller (default tcp://127.0.0.1:5555) and runs the tests it assigns.\n",
+      "Joins a controller and runs the tests it assigns.\n"
+      "\n"
+      "  --controller ENDPOINT   the controller's worker endpoint (default tcp://127.0.0.1:5555)\n"
+      "  --id ID                 this worker's name (default HOST-PID)\n"
+      "  --threads N             its capacity in engine threads (default: the CPUs)\n"
+      "  --token-file FILE       the token the controller asks of workers (its first line)\n"
+      "  --work-dir DIR          where shipped test libraries are written\n"
+      "  --metrics HOST:PORT     serve Prometheus /metrics there (port 0 = any)\n"
+      "  --controller-timeout S  silence after which the controller is taken for gone: the run\n"
+      "                          goes on and the worker says hello again (default 10)\n"
+      "  --orphan-timeout S      gone this long, a run is stopped; its results still wait for a\n"
+      "                          controller (default 300)\n"
+      "  --load-timeout S        a test library that takes longer to load fails its run and the\n"
+      "                          worker exits (default 30)\n"
+      "  --shutdown-timeout S    after SIGTERM, how long it may take to stop its run and see its\n"
+      "                          results acknowledged (default 20)\n"
+      "\n"
+      "SIGTERM or SIGINT: stop the run, send its final results, leave (exit 0); a second one\n"
+      "leaves at once (130). Exit 3: the controller refused this worker (token, SDK version).\n",
       out);
   return code;
 }
@@ -64,7 +83,12 @@ int main(int argc, char** argv) {
       }
       options.controller = value;
     } else if (arg == "--id") {
-      if (value.empty() || value.size() > 200) return Fail("invalid value for --id");
+      bool printable = !value.empty() && value.size() <= 200;
+      for (unsigned char c : value) printable = printable && c > 0x20 && c != 0x7f && c != '/';
+      if (!printable) {
+        return Fail("invalid value for --id: '" + value +
+                    "' (expected 1 to 200 printable characters, no spaces or /)");
+      }
       options.id = value;
     } else if (arg == "--threads") {
       int n = 0;
@@ -78,15 +102,19 @@ int main(int argc, char** argv) {
       if (!file || !std::getline(file, options.token)) {
         return Fail("cannot read the token from " + value);
       }
-    } else if (arg == "--controller-timeout") {
+    } else if (arg == "--controller-timeout" || arg == "--orphan-timeout" ||
+               arg == "--load-timeout" || arg == "--shutdown-timeout") {
       double seconds = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
       if (ec != std::errc() || end != value.data() + value.size() || seconds < 0.1 ||
-          seconds > 3600) {
-        return Fail("invalid value for --controller-timeout: '" + value +
-                    "' (expected 0.1..3600 seconds)");
+          seconds > 86400) {
+        return Fail("invalid value for " + arg + ": '" + value + "' (expected 0.1..86400 seconds)");
       }
-      options.controller_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+      const auto ms = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+      (arg == "--controller-timeout" ? options.controller_timeout
+       : arg == "--orphan-timeout"   ? options.orphan_timeout
+       : arg == "--load-timeout"     ? options.load_timeout
+                                     : options.shutdown_timeout) = ms;
     } else if (arg == "--metrics") {
       if (value.find(':') == std::string::npos) {
         return Fail("invalid value for --metrics: '" + value + "' (expected HOST:PORT)");
@@ -100,6 +128,7 @@ int main(int argc, char** argv) {
   }
   struct sigaction action {};
   action.sa_handler = OnSignal;
+  // No SA_RESTART: a blocking call returns EINTR, and the loop looks at the signal at once.
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
@@ -110,11 +139,16 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  int code = 70;
   try {
     loads::worker::ZmqWorker worker(options);
-    return worker.Run(g_stop);
+    code = worker.Run(g_signals);
+    // Out without running destructors: a test library stuck in its initializers holds the
+    // loader's lock, which exit() would wait for, and a second signal leaves users running.
+    std::fflush(nullptr);
+    std::_Exit(code);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "loads-worker: internal error: %s\n", e.what());
-    return 70;
   }
+  return code;
 }

@@ -98,9 +98,10 @@ bool UnpackBounded(std::string_view bytes, msgpack::object_handle* handle, std::
 // Reads an unpacked protocol message: a map with string keys whose "v" must be between `oldest`
 // and `version`. Calls field(key, value) for every other key; field returns false (having filled
 // the error) to stop. Returns false on any problem.
+// The version read goes to *read_version when given.
 template <typename Field>
 bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* error, Field&& field,
-                 uint64_t oldest = 0) {
+                 uint64_t oldest = 0, uint64_t* read_version = nullptr) {
   if (oldest == 0) oldest = version;
   Reader r(error);
   if (!r.Map(root, "(message)", 64)) return false;
@@ -116,6 +117,7 @@ bool ReadMessage(const msgpack::object& root, uint64_t version, std::string* err
         return r.Fail(key, "unsupported version " + std::to_string(v));
       }
       seen_version = true;
+      if (read_version) *read_version = v;
     } else if (!field(key, kv.val)) {
       return false;
     }

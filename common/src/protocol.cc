@@ -11,11 +11,19 @@ namespace {
 using Packer = msgpack::packer<msgpack::sbuffer>;
 
 constexpr std::pair<MessageType, std::string_view> kNames[] = {
-    {MessageType::kHello, "hello"},         {MessageType::kWelcome, "welcome"},
-    {MessageType::kHeartbeat, "heartbeat"}, {MessageType::kAssign, "assign"},
-    {MessageType::kReady, "ready"},         {MessageType::kStart, "start"},
-    {MessageType::kStop, "stop"},           {MessageType::kDone, "done"},
+    {MessageType::kHello, "hello"},
+    {MessageType::kWelcome, "welcome"},
+    {MessageType::kHeartbeat, "heartbeat"},
+    {MessageType::kAssign, "assign"},
+    {MessageType::kReady, "ready"},
+    {MessageType::kStart, "start"},
+    {MessageType::kStop, "stop"},
+    {MessageType::kDone, "done"},
     {MessageType::kSnapshot, "snapshot"},
+    {MessageType::kAck, "ack"},
+    {MessageType::kRejoin, "rejoin"},
+    {MessageType::kRefused, "refused"},
+    {MessageType::kBye, "bye"},
 };
 
 bool TypeFromName(std::string_view name, MessageType* type) {
@@ -140,16 +148,24 @@ std::string EncodeControl(const ControlMessage& m) {
   auto num = [&](std::string_view key, int64_t value) {
     fields.emplace_back(key, [&pk, value] { pk.pack(value); });
   };
+  auto unum = [&](std::string_view key, uint64_t value) {
+    fields.emplace_back(key, [&pk, value] { pk.pack(value); });
+  };
+  auto flag = [&](std::string_view key, bool value) {
+    fields.emplace_back(key, [&pk, value] { pk.pack(value); });
+  };
   switch (m.type) {
     case MessageType::kHello:
       str("worker", m.worker_id);
       str("token", m.token);
       num("threads", m.threads);
       str("sdk", m.sdk_version);
+      str("run", m.run_id);
       break;
     case MessageType::kWelcome:
       str("worker", m.worker_id);
       num("heartbeat_ms", m.heartbeat_ms);
+      str("run", m.run_id);
       break;
     case MessageType::kHeartbeat:
       str("worker", m.worker_id);
@@ -213,8 +229,23 @@ std::string EncodeControl(const ControlMessage& m) {
     case MessageType::kDone:
       str("worker", m.worker_id);
       str("run", m.run_id);
-      fields.emplace_back("ok", [&pk, &m] { pk.pack(m.ok); });
+      flag("ok", m.ok);
       str("message", m.message);
+      unum("seq", m.seq);
+      flag("left", m.left);
+      break;
+    case MessageType::kAck:
+      str("run", m.run_id);
+      unum("seq", m.seq);
+      flag("closed", m.closed);
+      break;
+    case MessageType::kRejoin:
+      break;
+    case MessageType::kRefused:
+      str("message", m.message);
+      break;
+    case MessageType::kBye:
+      str("worker", m.worker_id);
       break;
     case MessageType::kSnapshot:
       break;  // EncodeSnapshot
@@ -300,9 +331,11 @@ bool DecodeControlObject(const msgpack::object& root, ControlMessage* out, std::
           }
         } else if (key == "at") {
           ok = r.Uint(v, key, &out->start_at);
-        } else if (key == "ok") {
+        } else if (key == "ok" || key == "left" || key == "closed") {
           if (v.type != msgpack::type::BOOLEAN) return r.Fail(key, "expected a boolean");
-          out->ok = v.via.boolean;
+          (key == "ok" ? out->ok : key == "left" ? out->left : out->closed) = v.via.boolean;
+        } else if (key == "seq") {
+          ok = r.Uint(v, key, &out->seq);
         } else if (key == "message") {
           ok = r.String(v, key, &out->message);
         } else if (key == "assignment") {
@@ -315,10 +348,33 @@ bool DecodeControlObject(const msgpack::object& root, ControlMessage* out, std::
       });
   if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
-  const bool needs_run = out->type == MessageType::kAssign || out->type == MessageType::kReady ||
-                         out->type == MessageType::kStart || out->type == MessageType::kStop ||
-                         out->type == MessageType::kDone;
+  const MessageType t = out->type;
+  const bool needs_run = t == MessageType::kAssign || t == MessageType::kReady ||
+                         t == MessageType::kStart || t == MessageType::kStop ||
+                         t == MessageType::kDone || t == MessageType::kAck;
   if (needs_run && out->run_id.empty()) return r.Fail("run", "missing or empty");
+  // Ids become log lines and metric labels: bounded, printable.
+  const auto printable = [](const std::string& s) {
+    for (unsigned char c : s) {
+      if (c < 0x21 || c == 0x7f) return false;
+    }
+    return true;
+  };
+  if (out->run_id.size() > kMaxIdLength || !printable(out->run_id)) {
+    return r.Fail("run", "expected at most 200 printable characters without spaces");
+  }
+  const bool from_worker = t == MessageType::kHello || t == MessageType::kReady ||
+                           t == MessageType::kDone || t == MessageType::kBye;
+  if (from_worker && (out->worker_id.empty() || out->worker_id.size() > kMaxIdLength ||
+                      !printable(out->worker_id))) {
+    return r.Fail("worker", "expected 1 to 200 printable characters without spaces");
+  }
+  if (t == MessageType::kHello) {
+    if (out->threads < 1 || out->threads > 1024) return r.Fail("threads", "expected 1..1024");
+    if (out->sdk_version.empty() || out->sdk_version.size() > 64) {
+      return r.Fail("sdk", "expected a version of 1 to 64 characters");
+    }
+  }
   if (out->type == MessageType::kAssign) {
     if (!out->assignment) return r.Fail("assignment", "missing");
     out->assignment->run_id = out->run_id;

@@ -75,6 +75,48 @@ std::vector<std::pair<std::string, uint64_t>> CommonErrors(const RunStats& stats
   return errors;
 }
 
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+// The lines that say where a cluster run ran and whether its results are whole.
+void FormatCluster(const ClusterRun& run, std::ostringstream& out) {
+  char line[256];
+  out << "\nRun " << run.run_id << " on " << run.workers.size()
+      << " worker(s): " << JoinNames(run.workers) << " (" << run.state << ")\n";
+  if (!run.error.empty()) out << "Failed: " << run.error << '\n';
+  if (!run.lost_workers.empty()) {
+    out << "Lost: " << JoinNames(run.lost_workers)
+        << "; their results from their loss on are missing";
+    if (run.missing_executions) {
+      out << " (" << *run.missing_executions << " planned executions not reported)";
+    }
+    out << '\n';
+  }
+  if (!run.left_workers.empty()) {
+    out << "Left early: " << JoinNames(run.left_workers)
+        << " shut down cleanly; their users stopped early and every result they had is included\n";
+  }
+  if (run.controller_restarts > 0) {
+    out << "Controller restarts: " << run.controller_restarts;
+    if (run.unreachable_seconds > 0) {
+      std::snprintf(line, sizeof line, " (unreachable for %.1f s)", run.unreachable_seconds);
+      out << line;
+    }
+    out << "; every result it had acknowledged was kept\n";
+  } else if (run.unreachable_seconds > 0) {
+    std::snprintf(line, sizeof line, "Controller unreachable for %.1f s while watching\n",
+                  run.unreachable_seconds);
+    out << line;
+  }
+  if (run.late_snapshots > 0) {
+    out << "Late: " << run.late_snapshots
+        << " snapshot(s) arrived after the end and are not counted\n";
+  }
+}
+
 std::string Join(const std::vector<int64_t>& values) {
   std::string out;
   for (size_t i = 0; i < values.size(); ++i) {
@@ -171,6 +213,7 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
       out << "  " << errors[i].second << " x " << errors[i].first << '\n';
     }
   }
+  if (info.cluster) FormatCluster(*info.cluster, out);
   return out.str();
 }
 
@@ -239,6 +282,20 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
     errors.push_back({{"message", message}, {"count", count}});
   }
   doc["errors"] = errors;
+  if (info.cluster) {
+    const ClusterRun& run = *info.cluster;
+    doc["run"] = {{"id", run.run_id},
+                  {"state", run.state},
+                  {"error", run.error},
+                  {"workers", run.workers},
+                  {"lost_workers", run.lost_workers},
+                  {"left_workers", run.left_workers},
+                  {"missing_executions",
+                   run.missing_executions ? json(*run.missing_executions) : json(nullptr)},
+                  {"late_snapshots", run.late_snapshots},
+                  {"controller_restarts", run.controller_restarts},
+                  {"unreachable_seconds", run.unreachable_seconds}};
+  }
   // Replace invalid UTF-8 (e.g. bytes from a server in an error message) rather than throw.
   return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

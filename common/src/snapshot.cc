@@ -1,5 +1,6 @@
 #include "loads/common/snapshot.h"
 
+#include <algorithm>
 #include <msgpack.hpp>
 #include <vector>
 
@@ -50,7 +51,7 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
         return false;
       }
       if (code >= s->status_codes.size()) return r.Fail(key, "status code out of range");
-      s->status_codes[code] += n;
+      s->status_codes[code] = SaturatingAdd(s->status_codes[code], n);
     }
     return true;
   }
@@ -65,7 +66,7 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
       int kind = 1;
       while (kind < kHitErrorCount && HitErrorName(static_cast<HitError>(kind)) != name) ++kind;
       if (kind == kHitErrorCount) return r.Fail(key, "unknown error kind '" + name + "'");
-      s->hit_errors[kind] += n;
+      s->hit_errors[kind] = SaturatingAdd(s->hit_errors[kind], n);
     }
     return true;
   }
@@ -113,7 +114,7 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
           !r.Uint(v.via.map.ptr[i].val, key, &n)) {
         return false;
       }
-      s->error_messages[message] += n;
+      s->error_messages[message] = SaturatingAdd(s->error_messages[message], n);
     }
     return true;
   }
@@ -125,7 +126,8 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
       if (!r.String(v.via.map.ptr[i].key, key, &name) || !r.Int(v.via.map.ptr[i].val, key, &n)) {
         return false;
       }
-      s->counters[name] += n;
+      int64_t& total = s->counters[name];
+      if (__builtin_add_overflow(total, n, &total)) return r.Fail(key, "a counter overflows");
     }
     return true;
   }
@@ -236,9 +238,17 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   Reader r(error);
   *out = Snapshot{};
   bool seen_type = false, seen_run = false, seen_worker = false, seen_seq = false;
+  uint64_t version = 0;
+  // Every field of the table is required (a snapshot without `latency` would leave the merged
+  // latency count below the responses); `users` and `methods` came with version 2.
+  std::vector<std::string> seen;
   const bool read = ReadMessage(
       root, kSnapshotVersion, error,
       [&](const std::string& key, const msgpack::object& v) {
+        if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+          return r.Fail(key, "given twice");
+        }
+        seen.push_back(key);
         if (key == "type") {
           std::string type;
           if (!r.String(v, key, &type)) return false;
@@ -269,12 +279,21 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
         if (key == "users") return r.Uint(v, key, &out->active_users);
         return DecodeStats(r, key, v, &out->stats);
       },
-      kOldestSnapshotVersion);
+      kOldestSnapshotVersion, &version);
   if (!read) return false;
   if (!seen_type) return r.Fail("type", "missing");
   if (!seen_run || out->run_id.empty()) return r.Fail("run", "missing or empty");
   if (!seen_worker || out->worker_id.empty()) return r.Fail("worker", "missing or empty");
   if (!seen_seq) return r.Fail("seq", "missing");
+  for (const char* key : {"t0", "t1", "final", "hits", "latency", "status", "hit_errors",
+                          "outcomes", "ws", "errors", "counters", "urls"}) {
+    if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
+  }
+  if (version >= 2) {
+    for (const char* key : {"users", "methods"}) {
+      if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
+    }
+  }
   if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
   RunStats& stats = out->stats;
   // Saturating sums: a hostile message cannot wrap a total around to look consistent.
@@ -284,7 +303,12 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   uint64_t answered = 0;
   for (uint64_t n : stats.status_codes) add(answered, n);
   if (answered > stats.hits) return r.Fail("status", "more responses than hits");
-  if (stats.methods.empty() && stats.hits) {
+  uint64_t failed = 0;
+  for (uint64_t n : stats.hit_errors) add(failed, n);
+  if (SaturatingAdd(answered, failed) > stats.hits) {
+    return r.Fail("hit_errors", "more responses and hit errors than hits");
+  }
+  if (version < 2 && stats.methods.empty() && stats.hits) {
     // "methods" is optional (version 1): such a worker's hits count under "unknown", by the
     // status codes it reports, so that the by-method counts always add up.
     RunStats::StatusClasses by{};
@@ -293,7 +317,7 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
     }
     by[0] += stats.hits - answered;
     stats.methods.emplace("unknown", by);
-  } else if (!stats.methods.empty()) {
+  } else {
     uint64_t by_method = 0, answered_by_method = 0;
     for (const auto& [method, classes] : stats.methods) {
       for (size_t c = 0; c < classes.size(); ++c) {

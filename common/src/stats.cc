@@ -40,8 +40,8 @@ std::string_view HitErrorName(HitError error) {
 }
 
 void UrlStats::Merge(const UrlStats& other) {
-  hits += other.hits;
-  errors += other.errors;
+  hits = SaturatingAdd(hits, other.hits);
+  errors = SaturatingAdd(errors, other.errors);
   latency.Merge(other.latency);
 }
 
@@ -84,34 +84,59 @@ void RunStats::IncrCounter(std::string_view name, int64_t by) {
 }
 
 void RunStats::Merge(const RunStats& other) {
-  hits += other.hits;
+  const auto add = [](uint64_t& total, uint64_t n) { total = SaturatingAdd(total, n); };
+  add(hits, other.hits);
   latency.Merge(other.latency);
-  for (size_t i = 0; i < status_codes.size(); ++i) status_codes[i] += other.status_codes[i];
-  for (size_t i = 0; i < hit_errors.size(); ++i) hit_errors[i] += other.hit_errors[i];
+  for (size_t i = 0; i < status_codes.size(); ++i) add(status_codes[i], other.status_codes[i]);
+  for (size_t i = 0; i < hit_errors.size(); ++i) add(hit_errors[i], other.hit_errors[i]);
   for (const auto& [name, url] : other.urls) {
     BoundedSlot<decltype(urls), UrlStats>(urls, name, kMaxUrlNames, kOtherUrls).Merge(url);
   }
   for (const auto& [method, classes] : other.methods) {
     auto& mine =
         BoundedSlot<decltype(methods), StatusClasses>(methods, method, kMaxMethods, kOtherMethods);
-    for (size_t i = 0; i < mine.size(); ++i) mine[i] += classes[i];
+    for (size_t i = 0; i < mine.size(); ++i) add(mine[i], classes[i]);
   }
-  successes += other.successes;
-  failures += other.failures;
-  errors += other.errors;
+  add(successes, other.successes);
+  add(failures, other.failures);
+  add(errors, other.errors);
   for (const auto& [message, count] : other.error_messages) {
-    BoundedSlot<decltype(error_messages), uint64_t>(error_messages, message, kMaxErrorMessages,
-                                                    kOtherErrors) += count;
+    add(BoundedSlot<decltype(error_messages), uint64_t>(error_messages, message, kMaxErrorMessages,
+                                                        kOtherErrors),
+        count);
   }
-  ws_opened += other.ws_opened;
-  ws_closed += other.ws_closed;
-  ws_messages_received += other.ws_messages_received;
-  ws_bytes_received += other.ws_bytes_received;
-  ws_messages_sent += other.ws_messages_sent;
-  ws_bytes_sent += other.ws_bytes_sent;
+  add(ws_opened, other.ws_opened);
+  add(ws_closed, other.ws_closed);
+  add(ws_messages_received, other.ws_messages_received);
+  add(ws_bytes_received, other.ws_bytes_received);
+  add(ws_messages_sent, other.ws_messages_sent);
+  add(ws_bytes_sent, other.ws_bytes_sent);
   for (const auto& [name, value] : other.counters) {
-    BoundedSlot<decltype(counters), int64_t>(counters, name, kMaxCounters, kOtherCounters) += value;
+    int64_t& mine =
+        BoundedSlot<decltype(counters), int64_t>(counters, name, kMaxCounters, kOtherCounters);
+    if (__builtin_add_overflow(mine, value, &mine)) mine = value > 0 ? INT64_MAX : INT64_MIN;
   }
+}
+
+bool RunStats::MergeWouldOverflow(const RunStats& other) const {
+  uint64_t sum = 0;
+  const auto over = [&sum](uint64_t a, uint64_t b) { return __builtin_add_overflow(a, b, &sum); };
+  if (over(hits, other.hits) || over(latency.Count(), other.latency.Count()) ||
+      over(successes, other.successes) || over(failures, other.failures) ||
+      over(errors, other.errors) || over(Executions(), other.Executions()) ||
+      over(ws_opened, other.ws_opened) || over(ws_closed, other.ws_closed) ||
+      over(ws_messages_received, other.ws_messages_received) ||
+      over(ws_bytes_received, other.ws_bytes_received) ||
+      over(ws_messages_sent, other.ws_messages_sent) || over(ws_bytes_sent, other.ws_bytes_sent)) {
+    return true;
+  }
+  for (size_t i = 0; i < status_codes.size(); ++i) {
+    if (over(status_codes[i], other.status_codes[i])) return true;
+  }
+  for (size_t i = 0; i < hit_errors.size(); ++i) {
+    if (over(hit_errors[i], other.hit_errors[i])) return true;
+  }
+  return false;
 }
 
 }  // namespace loads::common

@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 
+#include "loads/common/run_spec.h"
 #include "loads/controller/launcher.h"
 
 namespace loads::controller {
@@ -110,8 +111,8 @@ class KubernetesLauncher : public Launcher {
   std::string Init() {
     if (!curl_) return "cannot initialise libcurl";
     if (o_.image.empty()) return "--worker-image is required with --launcher kubernetes";
-    if (!IsResourceQuantity(o_.cpu)) return "invalid --worker-cpu '" + o_.cpu + "'";
-    if (!IsResourceQuantity(o_.memory)) return "invalid --worker-memory '" + o_.memory + "'";
+    if (!spec::IsResourceQuantity(o_.cpu)) return "invalid --worker-cpu '" + o_.cpu + "'";
+    if (!spec::IsResourceQuantity(o_.memory)) return "invalid --worker-memory '" + o_.memory + "'";
     if (o_.api_server.empty()) {
       const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
       const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
@@ -160,8 +161,8 @@ class KubernetesLauncher : public Launcher {
   std::string Launch(const LaunchRequest& request) override {
     const std::string cpu = request.cpu.empty() ? o_.cpu : request.cpu;
     const std::string memory = request.memory.empty() ? o_.memory : request.memory;
-    if (!IsResourceQuantity(cpu)) return "invalid cpu request '" + cpu + "'";
-    if (!IsResourceQuantity(memory)) return "invalid memory request '" + memory + "'";
+    if (!spec::IsResourceQuantity(cpu)) return "invalid cpu request '" + cpu + "'";
+    if (!spec::IsResourceQuantity(memory)) return "invalid memory request '" + memory + "'";
     std::lock_guard lock(mu_);
     if (static_cast<int>(pods_.size()) + request.workers > o_.max_workers) {
       return "the Kubernetes launcher may run " + std::to_string(o_.max_workers) +
@@ -483,12 +484,6 @@ class KubernetesLauncher : public Launcher {
 };
 
 }  // namespace
-
-bool IsResourceQuantity(const std::string& text) {
-  static const std::regex kQuantity(
-      R"(^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$)");
-  return text.size() <= 32 && std::regex_match(text, kQuantity);
-}
 
 int ThreadsForCpu(const std::string& cpu) {
   size_t digits = 0;

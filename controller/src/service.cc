@@ -1,22 +1,21 @@
 #include "loads/controller/service.h"
 
 #include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include "loads/common/report.h"
+#include "loads/common/run_spec.h"
 #include "loads/common/snapshot.h"
 #include "loads/common/url.h"
 #include "loads/version.h"
-#include "loads/worker/scenario.h"
 
 namespace loads::controller {
 namespace {
-
-using grpc::Status;
-using grpc::StatusCode;
 
 v1::RunState ToProto(RunState state) {
   switch (state) {
@@ -30,87 +29,127 @@ v1::RunState ToProto(RunState state) {
       return v1::RUN_STATE_FAILED;
     case RunState::kStopped:
       return v1::RUN_STATE_STOPPED;
+    case RunState::kPartial:
+      return v1::RUN_STATE_PARTIAL;
   }
   return v1::RUN_STATE_UNSPECIFIED;
 }
 
-// The run's test as a worker names it (its report's Test, its hits' `test` label).
-std::string TestName(const v1::RunSpec& spec) {
-  if (!spec.url().empty()) return "GET " + spec.url();
-  if (!spec.external_command().empty()) return "external: " + spec.external_command();
-  if (!spec.scenario().empty()) {
-    std::string error;
-    const auto scenario = worker::ParseScenario(spec.scenario(), &error);
-    if (scenario) return worker::MakeScenarioName(*scenario);
+std::optional<RunState> FromProto(v1::RunState state) {
+  switch (state) {
+    case v1::RUN_STATE_ASSIGNING:
+      return RunState::kAssigning;
+    case v1::RUN_STATE_RUNNING:
+      return RunState::kRunning;
+    case v1::RUN_STATE_DONE:
+      return RunState::kDone;
+    case v1::RUN_STATE_FAILED:
+      return RunState::kFailed;
+    case v1::RUN_STATE_STOPPED:
+      return RunState::kStopped;
+    case v1::RUN_STATE_PARTIAL:
+      return RunState::kPartial;
+    default:
+      return std::nullopt;
   }
-  return spec.test();
 }
 
-common::Assignment ToPlan(const v1::RunSpec& spec) {
-  common::Assignment plan;
-  plan.test = TestName(spec);
-  plan.url = spec.url();
-  plan.library = spec.test_library();
-  plan.scenario = spec.scenario();
-  plan.external_command = spec.external_command();
-  plan.users.assign(spec.users().begin(), spec.users().end());
-  plan.hits.assign(spec.hits().begin(), spec.hits().end());
-  if (spec.duration() > 0) plan.duration = spec.duration();
-  plan.threads = spec.threads() ? spec.threads() : 1;
-  plan.server_url = spec.server_url();
-  plan.connect_timeout_ms = spec.connect_timeout_ms() ? spec.connect_timeout_ms() : 10'000;
-  plan.timeout_ms = spec.timeout_ms() ? spec.timeout_ms() : 30'000;
-  plan.insecure = spec.insecure();
-  return plan;
+std::string Sha256Hex(const std::string& bytes) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : digest) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+// The spec as the run keeps it: everything but the library's bytes.
+std::string StoredSpec(const v1::RunSpec& spec) {
+  v1::RunSpec copy = spec;
+  copy.clear_test_library();
+  return copy.SerializeAsString();
 }
 
 }  // namespace
 
-std::string ValidateRunSpec(const v1::RunSpec& spec) {
-  if (spec.users().empty()) return "spec.users: at least one user cycle is required";
-  for (int64_t u : spec.users()) {
-    if (u < 1 || u > 10'000'000) return "spec.users: each cycle must be 1..10000000";
-  }
-  for (int64_t h : spec.hits()) {
-    if (h < 1) return "spec.hits: each cycle must be at least 1";
-  }
-  if (spec.duration() < 0 || !std::isfinite(spec.duration())) return "spec.duration: must be >= 0";
-  if (spec.hits().empty() == (spec.duration() == 0)) {
-    return "spec.hits, spec.duration: give exactly one of them";
-  }
-  if (!spec.url().empty() + !spec.test_library().empty() + !spec.scenario().empty() +
-          !spec.external_command().empty() !=
-      1) {
-    return "spec.url, spec.test_library, spec.scenario, spec.external_command: give exactly one "
-           "of them";
-  }
-  if (!spec.external_command().empty()) {
-    // Run as given by /bin/sh on the workers.
-  } else if (!spec.scenario().empty()) {
-    std::string error;
-    if (!worker::ParseScenario(spec.scenario(), &error)) return "spec.scenario: " + error;
-  } else if (!spec.url().empty()) {
-    std::string why;
-    auto url = common::ParseUrl(spec.url(), &why);
-    if (!url) return "spec.url: " + why;
-    if (url->scheme != "http" && url->scheme != "https") return "spec.url: expected http or https";
-  } else if (std::count(spec.test().begin(), spec.test().end(), '.') < 2) {
-    return "spec.test: expected module.Class.method";
-  }
-  if (spec.workers() < 0 || spec.workers() > 1000) return "spec.workers: must be 1..1000";
-  if (spec.threads() < 0 || spec.threads() > 1024) return "spec.threads: must be 1..1024";
-  if (spec.connect_timeout_ms() < 0) return "spec.connect_timeout_ms: must be >= 0";
-  if (spec.timeout_ms() < 0) return "spec.timeout_ms: must be >= 0";
-  if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
-    return "spec.server_url: not an absolute http, https, ws or wss URL";
-  }
-  if (!spec.worker_cpu().empty() && !IsResourceQuantity(spec.worker_cpu())) {
-    return "spec.worker_cpu: not a Kubernetes quantity (such as 500m or 2)";
-  }
-  if (!spec.worker_memory().empty() && !IsResourceQuantity(spec.worker_memory())) {
-    return "spec.worker_memory: not a Kubernetes quantity (such as 256Mi or 1Gi)";
-  }
-  return "";
+grpc::Status ToGrpc(const Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
+}
+
+void DescribeRun(const RunView& view, v1::Run* out) {
+  out->Clear();
+  out->set_run_id(view.run_id);
+  out->set_state(ToProto(view.state));
+  out->mutable_spec()->ParseFromString(view.spec);
+  for (const auto& w : view.workers) out->add_workers(w);
+  for (const auto& w : view.lost_workers) out->add_lost_workers(w);
+  for (const auto& w : view.left_workers) out->add_left_workers(w);
+  out->set_degraded(view.degraded);
+  out->set_error(view.error);
+  out->set_executions(view.stats.Executions());
+  out->set_hits(view.stats.hits);
+  out->set_snapshots(view.snapshots);
+  out->set_duplicate_snapshots(view.duplicates);
+  out->set_late_snapshots(view.late_snapshots);
+  out->set_controller_restarts(view.restarts);
+  if (view.missing_executions) out->set_missing_executions(*view.missing_executions);
+  out->set_active_users(view.active_users);
+  out->set_test(view.test);
+  const auto timestamp = [](std::chrono::system_clock::time_point t,
+                            google::protobuf::Timestamp* out) {
+    *out = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  };
+  timestamp(view.started, out->mutable_started());
+  if (IsOver(view.state)) timestamp(view.ended, out->mutable_ended());
+  common::Snapshot merged;
+  merged.run_id = view.run_id;
+  merged.worker_id = "controller";
+  merged.sequence = 1;
+  merged.final = IsOver(view.state);
+  merged.active_users = view.active_users;
+  merged.stats = view.stats;
+  out->set_stats(common::EncodeSnapshot(merged));
+  common::Snapshot interval;
+  interval.run_id = view.run_id;
+  interval.worker_id = "controller";
+  interval.sequence = 1;
+  interval.interval_end = common::UnixNanos(view.last_interval_end);
+  interval.interval_start =
+      interval.interval_end >= 1'000'000'000 ? interval.interval_end - 1'000'000'000 : 0;
+  interval.stats = view.last_interval;
+  out->set_interval_stats(common::EncodeSnapshot(interval));
+  if (IsOver(view.state)) out->set_report_json(view.report_json);
+}
+
+std::string ControllerService::FinalReport(const RunView& view) {
+  v1::RunSpec spec;
+  spec.ParseFromString(view.spec);
+  common::RunInfo info;
+  info.test = view.test;
+  info.started = view.started;
+  info.duration_seconds = std::chrono::duration<double>(view.ended - view.started).count();
+  info.interrupted = view.state == RunState::kStopped;
+  info.users.assign(spec.users().begin(), spec.users().end());
+  info.hits.assign(spec.hits().begin(), spec.hits().end());
+  if (spec.duration() > 0) info.duration = spec.duration();
+  info.threads = spec.threads();  // 0: each worker its own default
+  common::ClusterRun cluster;
+  cluster.run_id = view.run_id;
+  cluster.state = std::string(RunStateName(view.state));
+  cluster.error = view.error;
+  cluster.workers = view.workers;
+  cluster.lost_workers = view.lost_workers;
+  cluster.left_workers = view.left_workers;
+  cluster.missing_executions = view.missing_executions;
+  cluster.late_snapshots = view.late_snapshots;
+  cluster.controller_restarts = view.restarts;
+  info.cluster = std::move(cluster);
+  return common::FormatJsonReport(info, view.stats);
 }
 
 ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token,
@@ -123,12 +162,16 @@ ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::st
 }
 
 ControllerService::~ControllerService() {
+  Shutdown();
+  if (supervisor_.joinable()) supervisor_.join();
+}
+
+void ControllerService::Shutdown() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   stop_.notify_all();
-  if (supervisor_.joinable()) supervisor_.join();
 }
 
 void ControllerService::Supervise() {
@@ -143,7 +186,7 @@ void ControllerService::Supervise() {
       for (const auto& failure : launcher_->Supervise(broker_->ListRunSummaries(), retire)) {
         std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
                      failure.message.c_str());
-        broker_->FailRun(failure.run_id, failure.message);
+        broker_->FailRun(failure.run_id, failure.message).IgnoreError();
       }
     } catch (const std::exception& e) {
       // A boundary: the next round tries again.
@@ -153,108 +196,51 @@ void ControllerService::Supervise() {
   }
 }
 
-Status ControllerService::Authorize(const grpc::ServerContext& context) const {
-  if (api_token_.empty()) return Status::OK;
+grpc::Status ControllerService::Authorize(const grpc::ServerContext& context) const {
+  if (api_token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   const std::string expected = "Bearer " + api_token_;
   if (it == metadata.end() || std::string(it->second.data(), it->second.size()) != expected) {
-    return Status(StatusCode::UNAUTHENTICATED,
-                  "this controller needs a token: send the metadata \"authorization: Bearer "
-                  "TOKEN\" (loads-runner --token-file FILE)");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this controller needs a token: send the metadata \"authorization: "
+                        "Bearer TOKEN\" (loads-runner --token-file FILE)");
   }
-  return Status::OK;
+  return grpc::Status::OK;
 }
 
-bool ControllerService::Describe(const std::string& run_id, v1::Run* out) {
-  auto view = broker_->GetRun(run_id);
-  if (!view) return false;
-  v1::RunSpec spec;
-  {
-    std::lock_guard lock(mu_);
-    spec = specs_[run_id];
-  }
-  out->Clear();
-  out->set_run_id(run_id);
-  out->set_state(ToProto(view->state));
-  spec.clear_test_library();
-  *out->mutable_spec() = spec;
-  for (const auto& w : view->workers) out->add_workers(w);
-  for (const auto& w : view->lost_workers) out->add_lost_workers(w);
-  out->set_degraded(view->degraded);
-  out->set_error(view->error);
-  out->set_executions(view->stats.Executions());
-  out->set_hits(view->stats.hits);
-  out->set_snapshots(view->snapshots);
-  out->set_duplicate_snapshots(view->duplicates);
-  out->set_missing_snapshots(view->gaps);
-  out->set_active_users(view->active_users);
-  out->set_test(TestName(spec));
-  common::Snapshot merged;
-  merged.run_id = run_id;
-  merged.worker_id = "controller";
-  merged.sequence = 1;
-  merged.final = IsOver(view->state);
-  merged.active_users = view->active_users;
-  merged.stats = view->stats;
-  out->set_stats(common::EncodeSnapshot(merged));
-  common::Snapshot interval;
-  interval.run_id = run_id;
-  interval.worker_id = "controller";
-  interval.sequence = 1;
-  interval.interval_end = common::UnixNanos(view->last_interval_end);
-  interval.interval_start =
-      interval.interval_end >= 1'000'000'000 ? interval.interval_end - 1'000'000'000 : 0;
-  interval.stats = view->last_interval;
-  out->set_interval_stats(common::EncodeSnapshot(interval));
-  if (IsOver(view->state)) {
-    common::RunInfo info;
-    info.test = TestName(spec);
-    info.started = view->started;
-    info.duration_seconds = std::chrono::duration<double>(view->ended - view->started).count();
-    info.interrupted = view->state == RunState::kStopped;
-    info.users.assign(spec.users().begin(), spec.users().end());
-    info.hits.assign(spec.hits().begin(), spec.hits().end());
-    if (spec.duration() > 0) info.duration = spec.duration();
-    info.threads = spec.threads() ? spec.threads() : 1;
-    out->set_report_json(common::FormatJsonReport(info, view->stats));
-  }
-  return true;
-}
-
-Status ControllerService::StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
-                                   v1::Run* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
+grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
+                                         const v1::StartRunRequest* request, v1::Run* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   const std::string& run_id = request->run_id();
-  if (run_id.empty() || run_id.size() > 200) {
-    return Status(StatusCode::INVALID_ARGUMENT, "run_id: required, at most 200 characters");
-  }
-  if (const std::string error = ValidateRunSpec(request->spec()); !error.empty()) {
-    return Status(StatusCode::INVALID_ARGUMENT, error);
-  }
+  if (Status valid = spec::ValidateRunId(run_id, "run_id"); !valid.ok()) return ToGrpc(valid);
+  if (Status valid = spec::ValidateRunSpec(request->spec()); !valid.ok()) return ToGrpc(valid);
+  const std::string spec = StoredSpec(request->spec());
+  const std::string digest =
+      request->spec().test_library().empty() ? "" : Sha256Hex(request->spec().test_library());
   std::lock_guard start_lock(start_mu_);
-  {
-    std::lock_guard lock(mu_);
-    auto it = specs_.find(run_id);
-    if (it != specs_.end()) {
-      if (!google::protobuf::util::MessageDifferencer::Equals(it->second, request->spec())) {
-        return Status(StatusCode::FAILED_PRECONDITION,
-                      "run " + run_id + " exists with another spec");
-      }
+  if (auto existing = broker_->GetRun(run_id)) {
+    // A retry of the same StartRun gets the run as it is; another spec under the id is refused.
+    v1::RunSpec stored;
+    stored.ParseFromString(existing->spec);
+    v1::RunSpec asked;
+    asked.ParseFromString(spec);
+    if (!google::protobuf::util::MessageDifferencer::Equals(stored, asked) ||
+        existing->library_digest != digest) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "run " + run_id + " exists with another spec");
     }
-  }
-  if (broker_->GetRun(run_id)) {
-    Describe(run_id, response);
-    return Status::OK;
+    DescribeRun(*existing, response);
+    return grpc::Status::OK;
   }
   const int workers = request->spec().workers() ? request->spec().workers() : 1;
   const size_t idle = broker_->IdleWorkers();
   RunRequest run;
   if (idle < static_cast<size_t>(workers)) {
     if (!launcher_) {
-      return Status(StatusCode::RESOURCE_EXHAUSTED,
-                    "run " + run_id + " needs " + std::to_string(workers) + " workers, " +
-                        std::to_string(idle) + " idle, and no launcher is configured");
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "run " + run_id + " needs " + std::to_string(workers) + " workers, " +
+                              std::to_string(idle) + " idle, and no launcher is configured");
     }
     LaunchRequest launch;
     launch.run_id = run_id;
@@ -263,106 +249,112 @@ Status ControllerService::StartRun(grpc::ServerContext* context, const v1::Start
     launch.cpu = request->spec().worker_cpu();
     launch.memory = request->spec().worker_memory();
     if (const std::string error = launcher_->Launch(launch); !error.empty()) {
-      return Status(StatusCode::RESOURCE_EXHAUSTED, error);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, error);
     }
     // The run is accepted now and assigned when its workers have registered (pods can take
     // minutes to be scheduled and pull their image); it fails if they do not come.
     run.wait_for_workers = launcher_->RegistrationTimeout();
     run.worker_prefix = launcher_->WorkerPrefix(run_id);
   }
-  run.plan = ToPlan(request->spec());
+  run.plan = spec::ToPlan(request->spec());
   run.workers = workers;
   run.loss_policy = request->spec().loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail
                                                                           : LossPolicy::kContinue;
-  {
-    std::lock_guard lock(mu_);
-    specs_[run_id] = request->spec();
+  run.spec = spec;
+  run.library_digest = digest;
+  if (Status started = broker_->StartRun(run_id, std::move(run)); !started.ok()) {
+    return ToGrpc(started);
   }
-  if (auto error = broker_->StartRun(run_id, std::move(run))) {
-    std::lock_guard lock(mu_);
-    specs_.erase(run_id);
-    return Status(StatusCode::RESOURCE_EXHAUSTED, *error);
-  }
-  Describe(run_id, response);
-  return Status::OK;
+  DescribeRun(*broker_->GetRun(run_id), response);
+  return grpc::Status::OK;
 }
 
-Status ControllerService::GetRun(grpc::ServerContext* context, const v1::GetRunRequest* request,
-                                 v1::Run* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
-  if (!Describe(request->run_id(), response)) {
-    return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
-  }
-  return Status::OK;
+grpc::Status ControllerService::GetRun(grpc::ServerContext* context,
+                                       const v1::GetRunRequest* request, v1::Run* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  auto view = broker_->GetRun(request->run_id());
+  if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
+  DescribeRun(*view, response);
+  return grpc::Status::OK;
 }
 
-Status ControllerService::ListRuns(grpc::ServerContext* context, const v1::ListRunsRequest*,
-                                   v1::ListRunsResponse* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
-  std::vector<std::string> ids;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [id, spec] : specs_) ids.push_back(id);
+grpc::Status ControllerService::ListRuns(grpc::ServerContext* context,
+                                         const v1::ListRunsRequest* request,
+                                         v1::ListRunsResponse* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (request->page_size() < 0 || request->page_size() > 1000) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_size: must be 0..1000");
   }
-  std::vector<v1::Run> runs;
-  for (const auto& id : ids) {
-    v1::Run run;
-    if (Describe(id, &run)) runs.push_back(std::move(run));
+  std::optional<RunState> state;
+  if (request->state() != v1::RUN_STATE_UNSPECIFIED) {
+    state = FromProto(request->state());
+    if (!state) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "state: unknown state");
   }
-  for (auto& run : runs) *response->add_runs() = std::move(run);
-  return Status::OK;
+  auto page = broker_->ListRuns(state, request->page_token(),
+                                request->page_size() ? request->page_size() : 100);
+  if (!page.ok()) return ToGrpc(page.status());
+  for (const RunView& view : page->runs) DescribeRun(view, response->add_runs());
+  response->set_next_page_token(page->next_page_token);
+  return grpc::Status::OK;
 }
 
-Status ControllerService::StopRun(grpc::ServerContext* context, const v1::StopRunRequest* request,
-                                  v1::Run* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
-  if (!broker_->GetRun(request->run_id())) {
-    return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
-  }
-  broker_->StopRun(request->run_id());
-  Describe(request->run_id(), response);
-  return Status::OK;
+grpc::Status ControllerService::StopRun(grpc::ServerContext* context,
+                                        const v1::StopRunRequest* request, v1::Run* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (Status stopped = broker_->StopRun(request->run_id()); !stopped.ok()) return ToGrpc(stopped);
+  auto view = broker_->GetRun(request->run_id());
+  if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
+  DescribeRun(*view, response);
+  return grpc::Status::OK;
 }
 
-Status ControllerService::WatchRun(grpc::ServerContext* context, const v1::WatchRunRequest* request,
-                                   grpc::ServerWriter<v1::Run>* writer) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
+grpc::Status ControllerService::WatchRun(grpc::ServerContext* context,
+                                         const v1::WatchRunRequest* request,
+                                         grpc::ServerWriter<v1::Run>* writer) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   while (true) {
+    auto view = broker_->GetRun(request->run_id());
+    if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
     v1::Run run;
-    if (!Describe(request->run_id(), &run)) {
-      return Status(StatusCode::NOT_FOUND, "no run " + request->run_id());
+    DescribeRun(*view, &run);
+    if (!writer->Write(run))
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    if (IsOver(view->state)) return grpc::Status::OK;
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "the controller is shutting down; watch again after its restart");
+      }
     }
-    const bool over = run.state() == v1::RUN_STATE_DONE || run.state() == v1::RUN_STATE_FAILED ||
-                      run.state() == v1::RUN_STATE_STOPPED;
-    if (!writer->Write(run)) return Status(StatusCode::CANCELLED, "the client went away");
-    if (over) return Status::OK;
-    if (context->IsCancelled()) return Status(StatusCode::CANCELLED, "cancelled");
     broker_->WaitForRun(request->run_id(), std::chrono::milliseconds(500));
   }
 }
 
-Status ControllerService::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
-                                      v1::ListWorkersResponse* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
+grpc::Status ControllerService::ListWorkers(grpc::ServerContext* context,
+                                            const v1::ListWorkersRequest*,
+                                            v1::ListWorkersResponse* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   for (const auto& worker : broker_->ListWorkers()) {
     auto* out = response->add_workers();
     out->set_worker_id(worker.id);
     out->set_threads(worker.threads);
     out->set_run_id(worker.run_id);
   }
-  return Status::OK;
+  return grpc::Status::OK;
 }
 
-Status ControllerService::GetController(grpc::ServerContext* context,
-                                        const v1::GetControllerRequest*,
-                                        v1::ControllerInfo* response) {
-  if (Status auth = Authorize(*context); !auth.ok()) return auth;
+grpc::Status ControllerService::GetController(grpc::ServerContext* context,
+                                              const v1::GetControllerRequest*,
+                                              v1::ControllerInfo* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   response->set_version(LOADS_SDK_VERSION);
   response->set_zmq_endpoint(broker_->endpoint());
   v1::ListWorkersResponse workers;
   ListWorkers(context, nullptr, &workers);
   *response->mutable_workers() = workers.workers();
-  return Status::OK;
+  return grpc::Status::OK;
 }
 
 }  // namespace loads::controller

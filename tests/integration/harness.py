@@ -840,3 +840,93 @@ def assert_report_consistent(testcase, result, hits_add_up=True):
         failed = sum(report.get("hit_errors", {}).values())
         testcase.assertEqual(answered + failed, report["hits"],
                              "status_codes + hit_errors do not add up to hits" + describe(result))
+
+
+# --------------------------------------------------------------------------
+# loads-controller and loads-worker
+
+
+class Controller:
+    """loads-controller on free loopback ports, with its own state folder, and workers started
+    by hand. kill() and restart() bring it back on the same ports with the same flags and state,
+    as an operator (or Kubernetes) would."""
+
+    def __init__(self, extra=("--max-local-workers", "2"), worker_timeout="1.5"):
+        self.state_dir = tempfile.mkdtemp(prefix="loads-state-")
+        self.extra = tuple(extra)
+        self.worker_timeout = worker_timeout
+        self.workers = []
+        self.process = None
+        self._start("127.0.0.1:0", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "127.0.0.1:0")
+
+    def _start(self, grpc, zmq, publish, metrics):
+        self._stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [binary("loads-controller"), "--grpc", grpc, "--zmq", zmq, "--publish", publish,
+             "--metrics", metrics, "--state-dir", self.state_dir,
+             "--worker-timeout", self.worker_timeout, *self.extra],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        line = self.process.stdout.readline()
+        parts = line.split()
+        if "listening:" not in line:
+            self._stderr.seek(0)
+            raise HarnessError(f"controller did not start: {line!r} "
+                               f"{self._stderr.read().decode(errors='replace')}")
+        self.grpc = parts[parts.index("grpc") + 1]
+        self.zmq = parts[parts.index("zmq") + 1]
+        self.publish = parts[parts.index("publish") + 1]
+        self.metrics = parts[parts.index("metrics") + 1]
+
+    @property
+    def stderr(self):
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def kill(self):
+        """SIGKILL: nothing is flushed, nothing is said to anyone."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+    def restart(self, timeout=20):
+        """Starts it again on the same ports (retrying while the old ones are released)."""
+        metrics_port = self.metrics.rsplit(":", 1)[1].split("/")[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._start(self.grpc, self.zmq, self.publish, f"127.0.0.1:{metrics_port}")
+                return
+            except HarnessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def start_workers(self, n, *args):
+        runner = binary("loads-runner")
+        for _ in range(n):
+            self.workers.append(subprocess.Popen(
+                [binary("loads-worker"), "--controller", self.zmq,
+                 "--id", f"w{len(self.workers)}", *args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        # Until they have registered, a run would make the controller launch workers of its own.
+        live = sum(worker.poll() is None for worker in self.workers)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ping = subprocess.run([runner, "--controller", self.grpc, "--ping"],
+                                  capture_output=True, text=True, timeout=10)
+            registered = re.search(r"^(\d+) worker\(s\)$", ping.stdout, re.M)
+            if registered and int(registered.group(1)) >= live:
+                return
+            time.sleep(0.1)
+        raise HarnessError(f"{live} workers did not register: {ping.stdout}")
+
+    def close(self):
+        for worker in self.workers:
+            stop_process(worker)
+        if self.process is not None and self.process.poll() is None:
+            stop_process(self.process)
+        if self.process is not None and not self.process.stdout.closed:
+            self.process.stdout.close()
+        self._stderr.close()
+        if not os.environ.get("LOADS_KEEP_TMP"):
+            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -5,11 +5,16 @@ is given (fixed latencies), which the tests then find in the controller's merged
 Usage as a program: python_worker.py ENDPOINT WORKER_ID LATENCIES_NS...
 """
 
+import os
 import sys
 import time
 
 import msgpack
 import zmq
+
+
+# The controller refuses workers of another major.minor SDK version.
+SDK = "0.1.0"
 
 
 def bucket_index(value):
@@ -48,14 +53,15 @@ def snapshot(run, worker, seq, latencies, final):
 def serve(endpoint, worker_id, latencies, runs=1, timeout=20.0):
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+    # The routing id: the name and a nonce, so that nobody else can speak for this worker.
+    socket.setsockopt(zmq.ROUTING_ID, f"{worker_id}/{os.urandom(8).hex()}".encode())
     socket.setsockopt(zmq.LINGER, 1000)
     socket.connect(endpoint)
-    send = lambda m: socket.send(msgpack.packb(dict({"v": 1}, **m), use_bin_type=True))
-    send({"type": "hello", "worker": worker_id, "token": "", "threads": 1, "sdk": "python"})
+    send = lambda m: socket.send(msgpack.packb(dict({"v": 2}, **m), use_bin_type=True))
+    send({"type": "hello", "worker": worker_id, "token": "", "threads": 1, "sdk": SDK, "run": ""})
     deadline = time.monotonic() + timeout
-    done_runs = 0
-    while done_runs < runs and time.monotonic() < deadline:
+    closed_runs = 0
+    while closed_runs < runs and time.monotonic() < deadline:
         if not socket.poll(200):
             send({"type": "heartbeat", "worker": worker_id})
             continue
@@ -70,11 +76,14 @@ def serve(endpoint, worker_id, latencies, runs=1, timeout=20.0):
             # A duplicate is ignored by the controller.
             socket.send(msgpack.packb(snapshot(run, worker_id, 1, latencies[:half], False)))
             socket.send(msgpack.packb(snapshot(run, worker_id, 2, latencies[half:], True)))
-            send({"type": "done", "worker": worker_id, "run": run, "ok": True, "message": ""})
-            done_runs += 1
+            send({"type": "done", "worker": worker_id, "run": run, "ok": True, "message": "",
+                  "seq": 2, "left": False})
+        elif kind == "ack" and message["closed"]:
+            # Every result of the run is merged and stored: nothing more to keep.
+            closed_runs += 1
     socket.close()
     context.term()
-    return done_runs
+    return closed_runs
 
 
 if __name__ == "__main__":

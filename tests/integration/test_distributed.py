@@ -32,49 +32,7 @@ def generate_stubs(into):
     return controller_pb2, controller_pb2_grpc
 
 
-class Controller:
-    """loads-controller on free loopback ports, and workers started by hand."""
-
-    def __init__(self, extra=("--max-local-workers", "2")):
-        self.process = subprocess.Popen(
-            [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
-             "--zmq", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-             "--metrics", "127.0.0.1:0",
-             "--worker-timeout", "1.5", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.process.stdout.readline()
-        parts = line.split()
-        if "listening:" not in line:
-            raise AssertionError(f"controller did not start: {line!r}")
-        self.grpc = parts[parts.index("grpc") + 1]
-        self.zmq = parts[parts.index("zmq") + 1]
-        self.publish = parts[parts.index("publish") + 1]
-        self.metrics = parts[parts.index("metrics") + 1]
-        self.workers = []
-
-    def start_workers(self, n):
-        for _ in range(n):
-            self.workers.append(subprocess.Popen(
-                [harness.binary("loads-worker"), "--controller", self.zmq,
-                 "--id", f"w{len(self.workers)}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        # Until they have registered, a run would make the controller launch workers of its own.
-        live = sum(worker.poll() is None for worker in self.workers)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ping = subprocess.run([harness.binary("loads-runner"), "--controller", self.grpc,
-                                   "--ping"], capture_output=True, text=True, timeout=10)
-            registered = re.search(r"^(\d+) worker\(s\)$", ping.stdout, re.M)
-            if registered and int(registered.group(1)) >= live:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{live} workers did not register: {ping.stdout}")
-
-    def close(self):
-        for worker in self.workers:
-            harness.stop_process(worker)
-        harness.stop_process(self.process)
-        self.process.stdout.close()
+Controller = harness.Controller
 
 
 class DistributedTest(unittest.TestCase):
@@ -359,8 +317,11 @@ class DistributedTest(unittest.TestCase):
             time.sleep(1.5)
             os.kill(self.controller.workers[0].pid, signal.SIGKILL)
             result = process.wait(timeout=30)
-            self.assertEqual(result.code, 0, harness.describe(result))
-            self.assertIn("Degraded: lost worker(s) w0", result.stdout)
+            # Partial: the lost worker's results from its loss on are missing (exit 8).
+            self.assertEqual(result.code, 8, harness.describe(result))
+            self.assertIn("Lost: w0", result.stdout)
+            self.assertEqual(result.report["run"]["state"], "partial")
+            self.assertEqual(result.report["run"]["lost_workers"], ["w0"])
             self.assertGreater(result.report["hits"], 0)
             self.assertLessEqual(result.report["hits"], nginx.access_log_count())
 

@@ -112,7 +112,8 @@ class Cluster:
              "--service-account-dir", self.dir, "--worker-image", image,
              "--worker-token-secret", "loads-tokens", "--advertise", f"tcp://127.0.0.1:{zmq_port}",
              "--instance", "perf", "--worker-pending-timeout", "3",
-             "--image-pull-secret", "registry-creds", "--image-pull-policy", "Always", *extra],
+             "--image-pull-secret", "registry-creds", "--image-pull-policy", "Always",
+             "--no-state", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()
         if "listening:" not in line:
@@ -352,7 +353,8 @@ class KubernetesLauncherTest(unittest.TestCase):
         for args, expected in cases:
             with self.subTest(args=args):
                 out = subprocess.run([controller, "--grpc", "127.0.0.1:0", "--zmq",
-                                      "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", *args],
+                                      "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0",
+                                      "--no-state", *args],
                                      capture_output=True, text=True, timeout=10, env=env)
                 self.assertEqual(out.returncode, 2, out.stderr)
                 self.assertIn(expected, out.stderr)

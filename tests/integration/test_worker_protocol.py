@@ -1,13 +1,15 @@
 """loads-worker speaks the documented ZeroMQ + msgpack protocol (docs/wire-protocol.md).
 
-There is no loads-controller yet: this test plays the controller itself with Python's zmq and
-msgpack modules (a ROUTER socket), the way a controller in any language would. It checks
-registration, heartbeats, an assignment (the built-in GET test, and a shipped test library), the
-start, one snapshot a second with exact counts (compared with nginx's access log), stop, a
-library that fails to load, garbage frames, and a controller that goes silent.
+This test plays the controller itself with Python's zmq and msgpack modules (a ROUTER socket),
+the way a controller in any language would. It checks registration, heartbeats, an assignment
+(the built-in GET test, and a shipped test library), the start, one snapshot a second with exact
+counts (compared with nginx's access log), acknowledgements and resends, stop, SIGTERM, a
+library that fails to load or takes long to load, garbage frames, a refusal, and a controller
+that goes silent and comes back.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ import harness  # noqa: E402
 
 
 def pack(message):
-    return msgpack.packb(dict({"v": 1}, **message), use_bin_type=True)
+    return msgpack.packb(dict({"v": 2}, **message), use_bin_type=True)
 
 
 class FakeController:
@@ -60,10 +62,31 @@ class FakeController:
     def send_raw(self, identity, frame):
         self.socket.send_multipart([identity, frame])
 
-    def register(self):
+    def register(self, run=""):
         identity, hello = self.receive(types={"hello"})
-        self.send(identity, {"type": "welcome", "worker": hello["worker"], "heartbeat_ms": 200})
+        self.send(identity, {"type": "welcome", "worker": hello["worker"], "heartbeat_ms": 200,
+                             "run": run})
         return identity, hello
+
+    def ack(self, identity, run_id, seq, closed=False):
+        self.send(identity, {"type": "ack", "run": run_id, "seq": seq, "closed": closed})
+
+    def collect(self, identity, run_id, stop_after=None, ack=True, timeout=15):
+        """Snapshots until "done", each acknowledged (unless ack=False), and "done" closed;
+        returns (snapshots in sequence order without repeats, done)."""
+        snapshots, started = {}, time.monotonic()
+        while True:
+            if stop_after is not None and time.monotonic() - started > stop_after:
+                self.send(identity, {"type": "stop", "run": run_id})
+                stop_after = None
+            _, message = self.receive(timeout=timeout, types={"snapshot", "done"})
+            if message["type"] == "done":
+                if ack:
+                    self.ack(identity, run_id, message["seq"], closed=True)
+                return [snapshots[k] for k in sorted(snapshots)], message
+            snapshots[message["seq"]] = message
+            if ack:
+                self.ack(identity, run_id, message["seq"])
 
     def run(self, identity, run_id, assignment, stop_after=None):
         """Assigns, starts and collects snapshots until "done"; returns (snapshots, done)."""
@@ -72,15 +95,7 @@ class FakeController:
         if ready["type"] == "done":
             return [], ready
         self.send(identity, {"type": "start", "run": run_id, "at": time.time_ns() + 100_000_000})
-        snapshots, started = [], time.monotonic()
-        while True:
-            if stop_after is not None and time.monotonic() - started > stop_after:
-                self.send(identity, {"type": "stop", "run": run_id})
-                stop_after = None
-            _, message = self.receive(timeout=15, types={"snapshot", "done"})
-            if message["type"] == "done":
-                return snapshots, message
-            snapshots.append(message)
+        return self.collect(identity, run_id, stop_after=stop_after)
 
 
 def url_assignment(url, users, hits=None, duration=None):
@@ -92,9 +107,12 @@ def url_assignment(url, users, hits=None, duration=None):
 class WorkerProtocolTest(unittest.TestCase):
     def setUp(self):
         self.controller = FakeController()
+        self.start_worker()
+
+    def start_worker(self, *args):
         self.worker = subprocess.Popen(
             [harness.binary("loads-worker"), "--controller", self.controller.endpoint,
-             "--id", "w1", "--controller-timeout", "2"],
+             "--id", "w1", "--controller-timeout", "2", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def tearDown(self):
@@ -109,13 +127,18 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertFalse(any(s["final"] for s in snapshots[:-1]))
         for s in snapshots:
             self.assertEqual(s["worker"], "w1")
+            self.assertEqual(s["v"], 2)
             self.assertLessEqual(s["t0"], s["t1"])
             self.assertEqual(s["latency"][0], sum(s["status"].values()))
 
     def test_registers_runs_a_url_test_and_reports_exact_counts(self):
         identity, hello = self.controller.register()
         self.assertEqual(hello["worker"], "w1")
+        self.assertEqual(hello["run"], "")
         self.assertGreaterEqual(hello["threads"], 1)
+        # The routing id is the worker's name and a per-process nonce nobody else can guess.
+        self.assertTrue(identity.startswith(b"w1/"), identity)
+        self.assertEqual(len(identity), len("w1/") + 16)
         # Heartbeats follow the period the controller asked for.
         self.controller.receive(types={"heartbeat"}, timeout=2)
         with harness.Nginx() as nginx:
@@ -123,6 +146,8 @@ class WorkerProtocolTest(unittest.TestCase):
                 identity, "run-1", url_assignment(nginx.url, [3, 2], hits=[4]))
             self.assertTrue(done["ok"], done)
             self.check_snapshots(snapshots)
+            self.assertEqual(done["seq"], snapshots[-1]["seq"])  # the final snapshot's
+            self.assertFalse(done["left"])
             hits = sum(s["hits"] for s in snapshots)
             self.assertEqual(hits, 20)  # (3 + 2) users x 4 hits
             self.assertEqual(sum(s["outcomes"][0] for s in snapshots), 20)
@@ -164,6 +189,7 @@ class WorkerProtocolTest(unittest.TestCase):
             self.assertLess(time.monotonic() - started, 8)
             self.assertTrue(done["ok"])
             self.assertEqual(done["message"], "stopped")
+            self.assertFalse(done["left"])
             self.check_snapshots(snapshots)
             self.assertEqual(sum(s["hits"] for s in snapshots), nginx.access_log_count())
 
@@ -215,6 +241,136 @@ class WorkerProtocolTest(unittest.TestCase):
         # Say nothing more: after --controller-timeout (2 s) the worker says hello again.
         identity, hello = self.controller.receive(types={"hello"}, timeout=6)
         self.assertEqual(hello["worker"], "w1")
+
+    def test_unacknowledged_snapshots_are_sent_again_in_order(self):
+        identity, _ = self.controller.register()
+        with harness.Nginx() as nginx:
+            self.controller.send(identity, {"type": "assign", "run": "r-ack",
+                                            "assignment": url_assignment(nginx.url, [2], duration=3.0)})
+            self.controller.receive(types={"ready"})
+            self.controller.send(identity, {"type": "start", "run": "r-ack", "at": time.time_ns()})
+            # Acknowledge nothing for a while (but keep the worker company with heartbeats): it
+            # sends the same numbers again.
+            seen, merged = [], {}
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                self.controller.send(identity, {"type": "heartbeat", "worker": ""})
+                try:
+                    _, m = self.controller.receive(types={"snapshot"}, timeout=0.3)
+                    seen.append(m["seq"])
+                    merged[m["seq"]] = m
+                except AssertionError:
+                    pass
+            self.assertGreater(len(seen), len(set(seen)), seen)  # repeats: resent
+            self.assertEqual(sorted(set(seen)), list(range(1, max(seen) + 1)))
+            # Acknowledged from now on, every result arrives once in the merge, exactly.
+            snapshots, done = self.controller.collect(identity, "r-ack")
+            self.assertTrue(done["ok"], done)
+            merged.update({s["seq"]: s for s in snapshots})
+            self.assertEqual(sorted(merged), list(range(1, done["seq"] + 1)))
+            self.assertEqual(sum(s["hits"] for s in merged.values()), nginx.access_log_count())
+
+    def test_a_run_rides_out_a_silent_controller_and_reattaches(self):
+        identity, _ = self.controller.register()
+        with harness.Nginx() as nginx:
+            self.controller.send(identity, {"type": "assign", "run": "r-out",
+                                            "assignment": url_assignment(nginx.url, [2], duration=6.0)})
+            self.controller.receive(types={"ready"})
+            self.controller.send(identity, {"type": "start", "run": "r-out", "at": time.time_ns()})
+            _, first = self.controller.receive(types={"snapshot"})
+            self.controller.ack(identity, "r-out", first["seq"])
+            # The controller goes away (nothing read, nothing said) for 4 s: the run goes on, and
+            # the worker says hello again, naming its run.
+            time.sleep(4)
+            identity, hello = self.controller.receive(types={"hello"}, timeout=10)
+            self.assertEqual(hello["run"], "r-out")
+            # Taken back: welcome names the run, and the ack says where the results stand.
+            self.controller.send(identity, {"type": "welcome", "worker": "w1", "heartbeat_ms": 200,
+                                            "run": "r-out"})
+            self.controller.ack(identity, "r-out", first["seq"])
+            snapshots, done = self.controller.collect(identity, "r-out", timeout=20)
+            self.assertTrue(done["ok"], done)
+            merged = {first["seq"]: first}
+            merged.update({s["seq"]: s for s in snapshots if s["seq"] > first["seq"]})
+            self.assertEqual(sorted(merged), list(range(1, done["seq"] + 1)))
+            self.assertEqual(sum(s["hits"] for s in merged.values()), nginx.access_log_count())
+
+    def test_a_controller_that_no_longer_counts_on_it_ends_its_run(self):
+        identity, _ = self.controller.register()
+        with harness.Nginx() as nginx:
+            self.controller.send(identity, {"type": "assign", "run": "r-gone",
+                                            "assignment": url_assignment(nginx.url, [1], duration=30.0)})
+            self.controller.receive(types={"ready"})
+            self.controller.send(identity, {"type": "start", "run": "r-gone", "at": time.time_ns()})
+            self.controller.receive(types={"snapshot"})
+            # Asked to register again (as a restarted controller does), and welcomed without the
+            # run: the worker stops loading the target for it.
+            self.controller.send(identity, {"type": "rejoin"})
+            identity, hello = self.controller.receive(types={"hello"}, timeout=5)
+            self.assertEqual(hello["run"], "r-gone")
+            self.controller.send(identity, {"type": "welcome", "worker": "w1", "heartbeat_ms": 200,
+                                            "run": ""})
+            time.sleep(0.5)
+            count = nginx.access_log_count()
+            time.sleep(1)
+            self.assertEqual(nginx.access_log_count(), count)
+            # And it is ready for another run.
+            _, done = self.controller.run(identity, "r-next", url_assignment(nginx.url, [1], [2]))
+            self.assertTrue(done["ok"], done)
+
+    def test_sigterm_mid_run_sends_the_final_results_and_leaves(self):
+        identity, _ = self.controller.register()
+        with harness.Nginx() as nginx:
+            self.controller.send(identity, {"type": "assign", "run": "r-term",
+                                            "assignment": url_assignment(nginx.url, [2], duration=30.0)})
+            self.controller.receive(types={"ready"})
+            self.controller.send(identity, {"type": "start", "run": "r-term", "at": time.time_ns()})
+            _, first = self.controller.receive(types={"snapshot"})
+            self.controller.ack(identity, "r-term", first["seq"])
+            self.worker.send_signal(signal.SIGTERM)
+            snapshots, done = self.controller.collect(identity, "r-term")
+            self.assertTrue(done["ok"], done)
+            self.assertTrue(done["left"], done)
+            self.assertIn("shutting down", done["message"])
+            _, bye = self.controller.receive(types={"bye"}, timeout=5)
+            self.assertEqual(bye["worker"], "w1")
+            self.assertEqual(self.worker.wait(timeout=10), 0, self.worker.stderr.read())
+            merged = {first["seq"]: first}
+            merged.update({s["seq"]: s for s in snapshots})
+            self.assertEqual(sum(s["hits"] for s in merged.values()), nginx.access_log_count())
+
+    def test_sigterm_when_idle_says_bye_and_exits_0(self):
+        self.controller.register()
+        time.sleep(0.3)
+        self.worker.send_signal(signal.SIGTERM)
+        self.controller.receive(types={"bye"}, timeout=5)
+        self.assertEqual(self.worker.wait(timeout=10), 0)
+        self.assertNotIn("Interrupted", self.worker.stderr.read())
+
+    def test_a_refused_worker_says_why_and_exits_3(self):
+        identity, _ = self.controller.receive(types={"hello"})
+        self.controller.send(identity, {"type": "refused", "message": "wrong token"})
+        self.assertEqual(self.worker.wait(timeout=10), 3)
+        self.assertIn("the controller refused this worker: wrong token", self.worker.stderr.read())
+
+    def test_a_slow_library_keeps_the_heartbeats_going_and_a_stuck_one_ends_the_worker(self):
+        harness.stop_process(self.worker)
+        self.worker.stderr.close()
+        self.start_worker("--load-timeout", "3")
+        identity, _ = self.controller.register()
+        assignment = url_assignment("", [1], hits=[1])
+        with open(os.path.join(harness.bin_dir(), "..", "tests", "sdk", "stuck_library.so"), "rb") as f:
+            assignment.update(test="stuck_library.Slow.get", url="", library=f.read())
+        self.controller.send(identity, {"type": "assign", "run": "r-stuck", "assignment": assignment})
+        # Its initializer never returns: heartbeats go on meanwhile ...
+        started = time.monotonic()
+        self.controller.receive(types={"heartbeat"}, timeout=2)
+        # ... until the load timeout fails the run and the worker exits to start clean.
+        _, done = self.controller.receive(types={"done"}, timeout=10)
+        self.assertGreaterEqual(time.monotonic() - started, 2.5)
+        self.assertFalse(done["ok"])
+        self.assertIn("took more than 3 s", done["message"])
+        self.assertEqual(self.worker.wait(timeout=10), 1)
 
 
 if __name__ == "__main__":

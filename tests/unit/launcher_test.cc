@@ -2,16 +2,18 @@
 
 #include <gtest/gtest.h>
 
+#include "loads/common/run_spec.h"
+
 namespace loads::controller {
 namespace {
 
 TEST(ResourceQuantity, AcceptsWhatKubernetesDoesForRequests) {
   for (const char* good :
        {"500m", "1", "0.5", ".5", "2", "256Mi", "1Gi", "1G", "128974848", "1k"}) {
-    EXPECT_TRUE(IsResourceQuantity(good)) << good;
+    EXPECT_TRUE(spec::IsResourceQuantity(good)) << good;
   }
   for (const char* bad : {"", "lots", "1.", "-1", "1 Gi", "1gi", "1Gib", "Mi", "1e3x", "0x10"}) {
-    EXPECT_FALSE(IsResourceQuantity(bad)) << bad;
+    EXPECT_FALSE(spec::IsResourceQuantity(bad)) << bad;
   }
 }
 

@@ -107,12 +107,27 @@ TEST(Protocol, InvalidAssignmentsNameTheField) {
   }
   ControlMessage out;
   std::string error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 1}, {"type", "start"}}), &out, &error));
+  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "start"}}), &out, &error));
   EXPECT_NE(error.find("field 'run'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 1}, {"type", "launch"}}), &out, &error));
+  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "launch"}}), &out, &error));
   EXPECT_NE(error.find("unknown message type 'launch'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "stop"}}), &out, &error));
-  EXPECT_NE(error.find("unsupported version 2"), std::string::npos) << error;
+  EXPECT_FALSE(DecodeControl(Pack({{"v", 1}, {"type", "stop"}}), &out, &error));
+  EXPECT_NE(error.find("unsupported version 1"), std::string::npos) << error;
+  // What a worker says is bounded: threads, SDK, ids.
+  EXPECT_FALSE(DecodeControl(
+      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", -1}, {"sdk", "0.1.0"}}), &out,
+      &error));
+  EXPECT_NE(error.find("field 'threads'"), std::string::npos) << error;
+  EXPECT_FALSE(DecodeControl(
+      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 5000}, {"sdk", "0.1.0"}}),
+      &out, &error));
+  EXPECT_FALSE(DecodeControl(
+      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 1}, {"sdk", ""}}), &out,
+      &error));
+  EXPECT_NE(error.find("field 'sdk'"), std::string::npos) << error;
+  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "ready"}, {"worker", "w"}, {"run", "a\nb"}}),
+                             &out, &error));
+  EXPECT_NE(error.find("field 'run'"), std::string::npos) << error;
 }
 
 }  // namespace

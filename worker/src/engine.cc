@@ -328,6 +328,25 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
   return result;
 }
 
+EngineOptions EngineOptionsFor(const common::Assignment& plan) {
+  EngineOptions options;
+  options.users = plan.users;
+  options.hits = plan.hits;
+  options.duration = plan.duration;
+  options.threads = static_cast<int>(plan.threads);
+  if (options.threads <= 0) {
+    const int64_t cpus = std::max(1u, std::thread::hardware_concurrency());
+    const int64_t users = *std::max_element(plan.users.begin(), plan.users.end());
+    options.threads = static_cast<int>(std::clamp<int64_t>(std::min(cpus, users), 1, 1024));
+  }
+  options.server_url = plan.server_url;
+  options.connect_timeout = std::chrono::milliseconds(plan.connect_timeout_ms);
+  options.timeout = std::chrono::milliseconds(plan.timeout_ms);
+  options.verify_tls = !plan.insecure;
+  options.run_id = plan.run_id.empty() ? "local" : plan.run_id;
+  return options;
+}
+
 TestSpec MakeUrlTest(const std::string& url) {
   UrlTestTarget() = url;
   return TestSpec{

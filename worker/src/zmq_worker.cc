@@ -7,14 +7,13 @@
 #include <sys/stat.h>
 
 #include <cstdio>
-#include <deque>
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 #include <zmq.hpp>
 
-#include "loads/common/protocol.h"
 #include "loads/common/snapshot.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
@@ -28,40 +27,36 @@ using common::MessageType;
 using common::UnixNanos;
 using SteadyClock = std::chrono::steady_clock;
 
-// Logs to stderr at most once per second per kind, so garbage sent at a high rate cannot flood
-// the log.
-class RateLimitedLog {
- public:
-  void Count(prometheus::Counter* counter) { counter_ = counter; }
-  void Log(const std::string& kind, const std::string& line) {
-    const auto now = SteadyClock::now();
-    ++count_;
-    if (counter_) counter_->Increment();
-    if (now - last_ < std::chrono::seconds(1)) return;
-    last_ = now;
-    std::fprintf(stderr, "loads-worker: %s: %s (%llu dropped so far)\n", kind.c_str(), line.c_str(),
-                 static_cast<unsigned long long>(count_));
-  }
+// Snapshots sent and not yet acknowledged, at most: past this, new intervals wait (merged into
+// one) instead of being sent, so that a controller that does not answer costs bounded memory.
+constexpr size_t kWindow = 16;
+// Unacknowledged snapshots are sent again after this long without an acknowledgement.
+constexpr auto kResendAfter = std::chrono::seconds(2);
+// The longest wait between two hellos while the controller is away.
+constexpr auto kMaxHelloBackoff = std::chrono::seconds(5);
 
- private:
-  SteadyClock::time_point last_{};
-  uint64_t count_ = 0;
-  prometheus::Counter* counter_ = nullptr;
+ControlMessage Message(MessageType type, const std::string& worker_id,
+                       const std::string& run_id = {}) {
+  ControlMessage m;
+  m.type = type;
+  m.worker_id = worker_id;
+  m.run_id = run_id;
+  return m;
+}
+
+// A test library being loaded on a thread of its own: its static initializers may take long or
+// never return, and the protocol loop must keep answering meanwhile.
+struct Loading {
+  std::mutex mu;
+  bool finished = false;
+  LoadResult result;
 };
 
-// One run on this worker: the assignment, its loaded test and the thread running it.
-struct RunState {
-  common::Assignment assignment;
-  TestSpec test;
-  std::thread thread;
-  std::atomic<bool> stop{false};
-  std::atomic<bool> finished{false};
-  bool started = false;
-};
+}  // namespace
 
 // The worker's own metrics (docs/metrics.md), served when --metrics is given.
-struct WorkerMetrics {
-  explicit WorkerMetrics(const std::string& address) : exposer(address) {
+struct ZmqWorker::Metrics {
+  explicit Metrics(const std::string& address) : exposer(address) {
     exposer.RegisterCollectable(registry);
   }
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -78,7 +73,19 @@ struct WorkerMetrics {
   prometheus::Family<prometheus::Counter>& snapshots =
       prometheus::BuildCounter()
           .Name("loads_worker_snapshots_sent_total")
-          .Help("Result snapshots this worker sent")
+          .Help("Result snapshots this worker sent (each once; resends are counted apart)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& resent =
+      prometheus::BuildCounter()
+          .Name("loads_worker_snapshots_resent_total")
+          .Help("Result snapshots this worker sent again for want of an acknowledgement")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& discarded =
+      prometheus::BuildCounter()
+          .Name("loads_worker_snapshots_discarded_total")
+          .Help(
+              "Result snapshots dropped unacknowledged because the controller no longer "
+              "counted on this worker for their run")
           .Register(*registry);
   prometheus::Family<prometheus::Counter>& runs =
       prometheus::BuildCounter()
@@ -100,287 +107,589 @@ struct WorkerMetrics {
           .Name("loads_worker_registered")
           .Help("1 when the controller has welcomed this worker")
           .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& unacked =
+      prometheus::BuildGauge()
+          .Name("loads_worker_unacknowledged_snapshots")
+          .Help("Snapshots sent and not yet acknowledged by the controller")
+          .Register(*registry);
 };
 
-}  // namespace
+// The run this worker has, from its assignment until the controller closes it.
+struct ZmqWorker::Assigned {
+  enum class Phase { kLoading, kReady, kRunning, kFinished };
+  common::Assignment assignment;
+  Phase phase = Phase::kLoading;
+  std::shared_ptr<Loading> loading;  // while a library loads
+  SteadyClock::time_point load_deadline;
+  TestSpec test;
+  std::thread engine;
+  std::atomic<bool> stop{false};
+  std::string stop_why;
+
+  // Filled by the engine's thread: the intervals not yet sent, merged into one.
+  std::mutex mu;
+  std::optional<common::Snapshot> pending;
+  bool engine_done = false;  // its last interval is in `pending` (or sent)
+  bool interrupted = false;
+
+  // The protocol thread's own.
+  uint64_t next_seq = 1;
+  std::deque<std::pair<uint64_t, std::string>> unacked;  // (sequence, frame), oldest first
+  uint64_t acked = 0;
+  std::optional<uint64_t> final_seq;  // the final snapshot's, once sent
+  bool done_sent = false;
+  bool ok = true;
+  std::string done_message;
+  SteadyClock::time_point last_progress{};  // last send or acknowledgement
+};
 
 ZmqWorker::ZmqWorker(WorkerOptions options) : options_(std::move(options)) {}
 
-int ZmqWorker::Run(const std::atomic<bool>& stop) {
-  zmq::context_t context(1);
-  zmq::socket_t socket(context, zmq::socket_type::dealer);
-  socket.set(zmq::sockopt::routing_id, options_.id);
+ZmqWorker::~ZmqWorker() {
+  if (run_ && run_->engine.joinable()) {
+    run_->stop = true;
+    run_->engine.join();
+  }
+}
+
+void ZmqWorker::Log(const std::string& line) {
+  std::fprintf(stderr, "loads-worker: %s\n", line.c_str());
+}
+
+void ZmqWorker::Dropped(const std::string& why) {
+  ++dropped_;
+  if (metrics_) metrics_->dropped.Add({}).Increment();
+  const auto now = SteadyClock::now();
+  if (now - last_drop_log_ < std::chrono::seconds(1)) return;
+  last_drop_log_ = now;
+  Log("dropped: " + why + " (" + std::to_string(dropped_) + " dropped so far)");
+}
+
+void ZmqWorker::SendFrame(const std::string& frame) {
+  // ZMQ_IMMEDIATE: with no connection the frame is not queued; whatever matters is sent again.
+  try {
+    socket_->send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t&) {
+    // EINTR or the like: the same.
+  }
+}
+
+void ZmqWorker::Send(const ControlMessage& m) { SendFrame(common::EncodeControl(m)); }
+
+bool ZmqWorker::Connected() const {
+  return welcomed_ && SteadyClock::now() - last_heard_ <= options_.controller_timeout;
+}
+
+void ZmqWorker::SayHello() {
+  ControlMessage hello = Message(MessageType::kHello, options_.id);
+  hello.token = options_.token;
+  hello.threads = options_.threads;
+  hello.sdk_version = LOADS_SDK_VERSION;
+  if (run_) hello.run_id = run_->assignment.run_id;
+  Send(hello);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+void ZmqWorker::OnFrame(std::string_view bytes) {
+  ControlMessage m;
+  std::string error;
+  if (!common::DecodeControl(bytes, &m, &error)) return Dropped("unreadable message: " + error);
+  last_heard_ = SteadyClock::now();
+  switch (m.type) {
+    case MessageType::kWelcome:
+      return OnWelcome(m);
+    case MessageType::kHeartbeat:
+      return;
+    case MessageType::kAssign:
+      return OnAssign(*m.assignment);
+    case MessageType::kStart:
+      return OnStart(m);
+    case MessageType::kStop:
+      return OnStop(m);
+    case MessageType::kAck:
+      return OnAck(m);
+    case MessageType::kRejoin:
+      // It does not know us (we were lost, or it restarted): hello at once.
+      if (welcomed_) Log("the controller asks this worker to register again");
+      welcomed_ = false;
+      next_hello_ = SteadyClock::now();
+      hello_backoff_ = std::chrono::milliseconds(0);
+      return;
+    case MessageType::kRefused:
+      Log("the controller refused this worker: " + m.message);
+      if (run_) StopRun("the controller refused this worker");
+      exit_code_ = kWorkerExitRefused;
+      return;
+    default:
+      return Dropped("a " + std::string(common::MessageTypeName(m.type)) +
+                     " message, which only workers send");
+  }
+}
+
+void ZmqWorker::OnWelcome(const ControlMessage& m) {
+  if (!welcomed_) Log("registered with " + options_.controller);
+  welcomed_ = true;
+  hello_backoff_ = std::chrono::milliseconds(0);
+  heartbeat_ = std::chrono::milliseconds(m.heartbeat_ms);
+  if (!run_) return;
+  if (m.run_id != run_->assignment.run_id) {
+    // The controller does not count on us for our run (it is over, or we were lost from it).
+    return Discard("the controller no longer counts on this worker for run " +
+                   run_->assignment.run_id);
+  }
+  // Back in our run: everything not acknowledged goes again (the ack that follows trims it).
+  Resend("back in the run");
+}
+
+void ZmqWorker::OnAssign(const common::Assignment& a) {
+  if (run_ && run_->phase != Assigned::Phase::kFinished) {
+    ControlMessage done = Message(MessageType::kDone, options_.id, a.run_id);
+    done.ok = false;
+    done.message = "worker " + options_.id + " is busy with run " + run_->assignment.run_id;
+    return Send(done);
+  }
+  if (run_) {
+    // A finished run the controller has closed (its ack went missing): nothing is owed on it.
+    if (run_->engine.joinable()) run_->engine.join();
+    run_.reset();
+  }
+  if (leaving_) {
+    ControlMessage done = Message(MessageType::kDone, options_.id, a.run_id);
+    done.ok = false;
+    done.message = "worker " + options_.id + " is shutting down";
+    return Send(done);
+  }
+  run_ = std::make_unique<Assigned>();
+  run_->assignment = a;
+  LoadTest();
+}
+
+void ZmqWorker::LoadTest() {
+  const common::Assignment& a = run_->assignment;
+  std::string error;
+  if (!a.url.empty()) {
+    run_->test = MakeUrlTest(a.url);
+  } else if (!a.external_command.empty()) {
+    run_->test = MakeExternalTest(a.external_command);
+  } else if (!a.scenario.empty()) {
+    auto scenario = common::ParseScenario(a.scenario, &error);
+    if (scenario) run_->test = MakeScenarioTest(std::move(*scenario));
+  } else {
+    // A library is written to its own folder per run, named after its module, and loaded from
+    // there like a local test library, on a thread of its own.
+    const std::string dir = options_.work_dir + "/" + std::to_string(++run_counter_);
+    ::mkdir(options_.work_dir.c_str(), 0700);
+    ::mkdir(dir.c_str(), 0700);
+    const std::string module = a.test.substr(0, a.test.find('.'));
+    std::ofstream file(dir + "/" + module + ".so", std::ios::binary | std::ios::trunc);
+    file.write(a.library.data(), static_cast<std::streamsize>(a.library.size()));
+    file.close();
+    if (!file) {
+      error = "cannot write the test library to " + dir;
+    } else {
+      auto loading = std::make_shared<Loading>();
+      run_->loading = loading;
+      run_->load_deadline = SteadyClock::now() + options_.load_timeout;
+      std::thread([loading, test = a.test, dir] {
+        LoadResult result = worker::LoadTest(test, {dir});
+        std::lock_guard lock(loading->mu);
+        loading->result = std::move(result);
+        loading->finished = true;
+      }).detach();
+      return;  // CheckLoading answers when it is done
+    }
+  }
+  if (!error.empty()) {
+    ControlMessage done = Message(MessageType::kDone, options_.id, a.run_id);
+    done.ok = false;
+    done.message = "invalid test: " + error;
+    Send(done);
+    run_.reset();
+    return;
+  }
+  run_->phase = Assigned::Phase::kReady;
+  Send(Message(MessageType::kReady, options_.id, a.run_id));
+}
+
+void ZmqWorker::CheckLoading() {
+  if (!run_ || run_->phase != Assigned::Phase::kLoading || !run_->loading) return;
+  const std::string run_id = run_->assignment.run_id;
+  std::unique_lock lock(run_->loading->mu);
+  if (run_->loading->finished) {
+    LoadResult result = std::move(run_->loading->result);
+    lock.unlock();
+    run_->loading.reset();
+    if (result.error != LoadError::kNone) {
+      ControlMessage done = Message(MessageType::kDone, options_.id, run_id);
+      done.ok = false;
+      done.message = result.message;
+      Send(done);
+      run_.reset();
+      return;
+    }
+    run_->test = result.test;
+    run_->phase = Assigned::Phase::kReady;
+    if (run_->stop) {
+      // Stopped while loading.
+      ControlMessage done = Message(MessageType::kDone, options_.id, run_id);
+      done.ok = false;
+      done.message = "stopped before it started";
+      done.left = leaving_;
+      Send(done);
+      run_.reset();
+      return;
+    }
+    Send(Message(MessageType::kReady, options_.id, run_id));
+    return;
+  }
+  lock.unlock();
+  if (SteadyClock::now() < run_->load_deadline) return;
+  // Its initializers still run: the library cannot be unloaded, and whatever it holds (the
+  // loader's lock among others) stays held. The run fails, and the worker leaves so that it
+  // comes back clean (Kubernetes restarts it).
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options_.load_timeout);
+  ControlMessage done = Message(MessageType::kDone, options_.id, run_id);
+  done.ok = false;
+  done.message = "loading the test library took more than " + std::to_string(seconds.count()) +
+                 " s (its static initializers do not return); worker " + options_.id +
+                 " exits to start clean";
+  Send(done);
+  Log(done.message);
+  exit_code_ = kWorkerExitFailure;
+}
+
+void ZmqWorker::OnStart(const ControlMessage& m) {
+  if (!run_ || run_->assignment.run_id != m.run_id || run_->phase != Assigned::Phase::kReady) {
+    return Dropped("start of run " + m.run_id + ", which is not ready here");
+  }
+  run_->phase = Assigned::Phase::kRunning;
+  Assigned* run = run_.get();
+  Metrics* metrics = metrics_.get();
+  const std::string worker_id = options_.id;
+  run->engine = std::thread([run, metrics, worker_id, start_at = m.start_at] {
+    // Start together with the other workers: wait for the common start time (at most 10 s).
+    const auto at = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(start_at)));
+    const auto latest = std::chrono::system_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::system_clock::now() < std::min(at, latest) && !run->stop) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const common::Assignment& a = run->assignment;
+    Engine engine(EngineOptionsFor(a));
+    engine.OnInterval(
+        [&](const Interval& interval) {
+          std::lock_guard lock(run->mu);
+          // Intervals not yet sent are merged: one snapshot covers them all.
+          if (!run->pending) {
+            run->pending.emplace();
+            run->pending->run_id = a.run_id;
+            run->pending->worker_id = worker_id;
+            run->pending->interval_start = UnixNanos(interval.start);
+          }
+          run->pending->interval_end = UnixNanos(interval.end);
+          run->pending->final = interval.final;
+          run->pending->active_users =
+              interval.final ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, ActiveUsers()));
+          run->pending->stats.Merge(interval.stats);
+          if (metrics) {
+            const auto& st = interval.stats;
+            metrics->hits.Add({}).Increment(static_cast<double>(st.hits));
+            metrics->executions.Add({{"outcome", "success"}})
+                .Increment(static_cast<double>(st.successes));
+            metrics->executions.Add({{"outcome", "failure"}})
+                .Increment(static_cast<double>(st.failures));
+            metrics->executions.Add({{"outcome", "error"}})
+                .Increment(static_cast<double>(st.errors));
+          }
+        },
+        std::chrono::seconds(1));
+    auto result = engine.Run(run->test, run->stop, nullptr, std::chrono::milliseconds(200));
+    std::lock_guard lock(run->mu);
+    run->engine_done = true;
+    run->interrupted = result.info.interrupted;
+  });
+}
+
+void ZmqWorker::OnStop(const ControlMessage& m) {
+  if (!run_ || run_->assignment.run_id != m.run_id) {
+    return Dropped("stop of run " + m.run_id + ", which is not running here");
+  }
+  StopRun("stopped");
+}
+
+void ZmqWorker::StopRun(const std::string& why) {
+  if (!run_ || run_->stop) return;
+  run_->stop = true;
+  run_->stop_why = why;
+  if (run_->phase == Assigned::Phase::kReady) {
+    // Loaded, never started: nothing to report but that.
+    ControlMessage done = Message(MessageType::kDone, options_.id, run_->assignment.run_id);
+    done.ok = false;
+    done.message = "stopped before it started";
+    done.left = leaving_;
+    Send(done);
+    run_.reset();
+  }
+  // Loading: CheckLoading answers once the library is loaded. Running: the engine stops its
+  // users and hands over its last interval, which Pump sends with `done`.
+}
+
+void ZmqWorker::OnAck(const ControlMessage& m) {
+  if (!run_ || run_->assignment.run_id != m.run_id) return;  // an old run's: nothing to do
+  Assigned& run = *run_;
+  if (m.seq > run.acked) {
+    run.acked = m.seq;
+    run.last_progress = SteadyClock::now();
+  }
+  while (!run.unacked.empty() && run.unacked.front().first <= run.acked) run.unacked.pop_front();
+  if (m.closed) {
+    if (run.phase == Assigned::Phase::kFinished && run.unacked.empty()) {
+      if (run.engine.joinable()) run.engine.join();
+      run_.reset();
+      return;
+    }
+    // Closed while results are still coming: the controller is done with us for this run.
+    Discard("the controller closed run " + run.assignment.run_id + " for this worker");
+  }
+}
+
+void ZmqWorker::Discard(const std::string& why) {
+  if (!run_) return;
+  Assigned& run = *run_;
+  run.stop = true;
+  if (run.engine.joinable()) run.engine.join();
+  size_t dropped = run.unacked.size();
+  {
+    std::lock_guard lock(run.mu);
+    dropped += run.pending ? 1 : 0;
+  }
+  if (metrics_) metrics_->discarded.Add({}).Increment(static_cast<double>(dropped));
+  Log(why +
+      (dropped ? "; discarding " + std::to_string(dropped) + " unacknowledged result(s)" : ""));
+  if (run.loading) {
+    // The library thread still runs; the worker cannot wait for it.
+    exit_code_ = kWorkerExitFailure;
+  }
+  run_.reset();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+void ZmqWorker::Pump() {
+  if (!run_ || run_->phase < Assigned::Phase::kRunning) return;
+  Assigned& run = *run_;
+  if (!Connected()) return;  // results wait, merged, until a controller takes us back
+  while (run.unacked.size() < kWindow && !run.final_seq) {
+    std::optional<common::Snapshot> next;
+    bool engine_done = false;
+    {
+      std::lock_guard lock(run.mu);
+      next = std::move(run.pending);
+      run.pending.reset();
+      engine_done = run.engine_done;
+    }
+    if (!next) break;
+    next->sequence = run.next_seq++;
+    std::string frame = common::EncodeSnapshot(*next);
+    SendFrame(frame);
+    if (metrics_) metrics_->snapshots.Add({}).Increment();
+    if (run.unacked.empty()) run.last_progress = SteadyClock::now();
+    run.unacked.emplace_back(next->sequence, std::move(frame));
+    if (next->final) {
+      run.final_seq = next->sequence;
+      (void)engine_done;
+    }
+  }
+  if (run.final_seq && !run.done_sent) {
+    if (run.engine.joinable()) run.engine.join();
+    run.phase = Assigned::Phase::kFinished;
+    bool interrupted = false;
+    {
+      std::lock_guard lock(run.mu);
+      interrupted = run.interrupted;
+    }
+    run.ok = true;
+    run.done_message = interrupted ? (run.stop_why.empty() ? "stopped" : run.stop_why) : "";
+    ControlMessage done = Message(MessageType::kDone, options_.id, run.assignment.run_id);
+    done.ok = run.ok;
+    done.message = run.done_message;
+    done.seq = *run.final_seq;
+    done.left = leaving_;
+    Send(done);
+    run.done_sent = true;
+    if (metrics_) metrics_->runs.Add({{"result", "ok"}}).Increment();
+  }
+}
+
+void ZmqWorker::Resend(const char* why) {
+  if (!run_ || !Connected()) return;
+  Assigned& run = *run_;
+  if (run.unacked.empty() && !run.done_sent) return;
+  for (const auto& [seq, frame] : run.unacked) SendFrame(frame);
+  if (metrics_) metrics_->resent.Add({}).Increment(static_cast<double>(run.unacked.size()));
+  if (run.done_sent) {
+    ControlMessage done = Message(MessageType::kDone, options_.id, run.assignment.run_id);
+    done.ok = run.ok;
+    done.message = run.done_message;
+    done.seq = *run.final_seq;
+    done.left = leaving_;
+    Send(done);
+  }
+  if (!run.unacked.empty()) {
+    Log("sending " + std::to_string(run.unacked.size()) + " unacknowledged snapshot(s) of run " +
+        run.assignment.run_id + " again (" + why + ")");
+  }
+  run.last_progress = SteadyClock::now();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+
+int ZmqWorker::Run(const std::atomic<int>& signals) {
+  context_ = std::make_unique<zmq::context_t>(1);
+  socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
+  zmq::socket_t& socket = *socket_;
+  // The routing id is this process's, unguessable: the controller binds our registration to it,
+  // so that nobody else can speak for us (docs/wire-protocol.md#transport).
+  char nonce[17];
+  std::snprintf(
+      nonce, sizeof nonce, "%016llx",
+      static_cast<unsigned long long>(std::random_device()()) << 32 | std::random_device()());
+  socket.set(zmq::sockopt::routing_id, options_.id + "/" + nonce);
   socket.set(zmq::sockopt::linger, 2000);
   socket.set(zmq::sockopt::reconnect_ivl, 100);
+  socket.set(zmq::sockopt::reconnect_ivl_max, 2000);
+  socket.set(zmq::sockopt::immediate, 1);
+  socket.set(zmq::sockopt::heartbeat_ivl, 1000);
+  socket.set(zmq::sockopt::heartbeat_timeout, 3000);
   socket.set(zmq::sockopt::maxmsgsize, int64_t{80} << 20);
   try {
     socket.connect(options_.controller);
   } catch (const zmq::error_t& e) {
-    std::fprintf(stderr, "loads-worker: cannot connect to %s: %s\n", options_.controller.c_str(),
-                 e.what());
-    return 2;
+    Log("cannot connect to " + options_.controller + ": " + e.what());
+    return kWorkerExitUsage;
   }
-
-  std::unique_ptr<WorkerMetrics> metrics;
   if (!options_.metrics.empty()) {
     try {
-      metrics = std::make_unique<WorkerMetrics>(options_.metrics);
+      metrics_ = std::make_unique<Metrics>(options_.metrics);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "loads-worker: cannot serve metrics on %s: %s\n",
-                   options_.metrics.c_str(), e.what());
-      return 1;
+      Log("cannot serve metrics on " + options_.metrics + ": " + e.what());
+      return kWorkerExitFailure;
     }
-    const auto ports = metrics->exposer.GetListeningPorts();
-    std::fprintf(stderr, "loads-worker: metrics on http://%s:%d/metrics\n",
-                 options_.metrics.substr(0, options_.metrics.rfind(':')).c_str(),
-                 ports.empty() ? 0 : ports.front());
+    const auto ports = metrics_->exposer.GetListeningPorts();
+    Log("metrics on http://" + options_.metrics.substr(0, options_.metrics.rfind(':')) + ":" +
+        std::to_string(ports.empty() ? 0 : ports.front()) + "/metrics");
   }
-  WorkerMetrics* m = metrics.get();
-  std::mutex outbox_mu;
-  std::deque<std::string> outbox;  // frames from the run thread, sent by this thread
-  auto post = [&](std::string frame) {
-    std::lock_guard lock(outbox_mu);
-    outbox.push_back(std::move(frame));
-  };
-  auto send = [&](const std::string& frame) {
-    socket.send(zmq::buffer(frame), zmq::send_flags::dontwait);
-  };
-  auto control = [&](MessageType type, const std::string& run_id = {}) {
-    ControlMessage m;
-    m.type = type;
-    m.worker_id = options_.id;
-    m.run_id = run_id;
-    return m;
-  };
-  auto done = [&, m](const std::string& run_id, bool ok, const std::string& message) {
-    if (m) m->runs.Add({{"result", ok ? "ok" : "failed"}}).Increment();
-    ControlMessage msg = control(MessageType::kDone, run_id);
-    msg.ok = ok;
-    msg.message = message;
-    return common::EncodeControl(msg);
-  };
-
-  RateLimitedLog dropped;
-  if (m) dropped.Count(&m->dropped.Add({}));
-  std::unique_ptr<RunState> run;
-  bool welcomed = false;
-  auto heartbeat = std::chrono::milliseconds(1000);
-  auto last_heard = SteadyClock::now();
-  auto next_hello = SteadyClock::now();
-  auto next_heartbeat = SteadyClock::now();
-  uint64_t run_counter = 0;
-
-  auto stop_run = [&](const char* why) {
-    if (!run) return;
-    if (run->started) {
-      run->stop = true;
-    } else {
-      send(done(run->assignment.run_id, false, why));
-      run.reset();
+  Log(options_.id + " connecting to " + options_.controller);
+  auto leave_by = SteadyClock::time_point::max();
+  next_hello_ = SteadyClock::now();
+  disconnected_since_ = SteadyClock::now();
+  while (exit_code_ < 0) {
+    const int signaled = signals.load();
+    if (signaled >= 2) {
+      Log("second signal: leaving now");
+      if (run_) run_->stop = true;
+      exit_code_ = kWorkerExitInterrupted;
+      break;
     }
-  };
-
-  auto handle_assign = [&](const common::Assignment& a) {
-    if (run) {
-      send(done(a.run_id, false,
-                "worker " + options_.id + " is busy with run " + run->assignment.run_id));
-      return;
+    if (signaled == 1 && !leaving_) {
+      leaving_ = true;
+      leave_by = SteadyClock::now() + options_.shutdown_timeout;
+      Log(run_ ? "shutting down: stopping run " + run_->assignment.run_id +
+                     " and sending its results"
+               : "shutting down");
+      StopRun("the worker is shutting down");
     }
-    auto state = std::make_unique<RunState>();
-    state->assignment = a;
-    if (!a.url.empty()) {
-      state->test = MakeUrlTest(a.url);
-    } else if (!a.external_command.empty()) {
-      state->test = MakeExternalTest(a.external_command);
-    } else if (!a.scenario.empty()) {
-      std::string error;
-      auto scenario = ParseScenario(a.scenario, &error);
-      if (!scenario) {
-        send(done(a.run_id, false, "invalid scenario: " + error));
-        return;
+    if (leaving_) {
+      if (!run_) {
+        if (welcomed_) Send(Message(MessageType::kBye, options_.id));
+        exit_code_ = kWorkerExitOk;
+        break;
       }
-      state->test = MakeScenarioTest(std::move(*scenario));
-    } else {
-      // A library is written to its own folder per run, named after its module, and loaded
-      // from there like a local test library.
-      const std::string dir = options_.work_dir + "/" + std::to_string(++run_counter);
-      ::mkdir(options_.work_dir.c_str(), 0700);
-      ::mkdir(dir.c_str(), 0700);
-      const std::string module = a.test.substr(0, a.test.find('.'));
-      {
-        std::ofstream file(dir + "/" + module + ".so", std::ios::binary | std::ios::trunc);
-        file.write(a.library.data(), static_cast<std::streamsize>(a.library.size()));
-        if (!file) {
-          send(done(a.run_id, false, "cannot write the test library to " + dir));
-          return;
-        }
+      if (SteadyClock::now() >= leave_by) {
+        Log("shutdown timeout: leaving with " + std::to_string(run_->unacked.size()) +
+            " unacknowledged snapshot(s) of run " + run_->assignment.run_id);
+        if (welcomed_) Send(Message(MessageType::kBye, options_.id));
+        exit_code_ = kWorkerExitOk;
+        break;
       }
-      LoadResult loaded = LoadTest(a.test, {dir});
-      if (loaded.error != LoadError::kNone) {
-        send(done(a.run_id, false, loaded.message));
-        return;
-      }
-      state->test = loaded.test;
     }
-    run = std::move(state);
-    send(common::EncodeControl(control(MessageType::kReady, a.run_id)));
-  };
-
-  WorkerMetrics* metrics_ptr = m;
-  auto handle_start = [&](const ControlMessage& m) {
-    if (!run || run->assignment.run_id != m.run_id || run->started) {
-      dropped.Log("start", "not assigned run " + m.run_id);
-      return;
-    }
-    run->started = true;
-    RunState* state = run.get();
-    const std::string worker_id = options_.id;
-    state->thread = std::thread([state, post, worker_id, start_at = m.start_at, done,
-                                 m = metrics_ptr] {
-      // Start together with the other workers: wait for the common start time (at most 10 s).
-      const auto at = std::chrono::system_clock::time_point(
-          std::chrono::duration_cast<std::chrono::system_clock::duration>(
-              std::chrono::nanoseconds(start_at)));
-      const auto latest = std::chrono::system_clock::now() + std::chrono::seconds(10);
-      while (std::chrono::system_clock::now() < std::min(at, latest) && !state->stop) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      const common::Assignment& a = state->assignment;
-      EngineOptions options;
-      options.users = a.users;
-      options.hits = a.hits;
-      options.duration = a.duration;
-      options.threads = static_cast<int>(a.threads);
-      options.server_url = a.server_url;
-      options.connect_timeout = std::chrono::milliseconds(a.connect_timeout_ms);
-      options.timeout = std::chrono::milliseconds(a.timeout_ms);
-      options.verify_tls = !a.insecure;
-      options.run_id = a.run_id;
-      Engine engine(options);
-      uint64_t sequence = 0;
-      engine.OnInterval(
-          [&](const Interval& interval) {
-            common::Snapshot snapshot;
-            snapshot.run_id = a.run_id;
-            snapshot.worker_id = worker_id;
-            snapshot.sequence = ++sequence;
-            snapshot.interval_start = UnixNanos(interval.start);
-            snapshot.interval_end = UnixNanos(interval.end);
-            snapshot.final = interval.final;
-            snapshot.active_users =
-                interval.final ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, ActiveUsers()));
-            snapshot.stats = interval.stats;
-            post(common::EncodeSnapshot(snapshot));
-            if (m) {
-              const auto& st = interval.stats;
-              m->hits.Add({}).Increment(static_cast<double>(st.hits));
-              m->executions.Add({{"outcome", "success"}})
-                  .Increment(static_cast<double>(st.successes));
-              m->executions.Add({{"outcome", "failure"}})
-                  .Increment(static_cast<double>(st.failures));
-              m->executions.Add({{"outcome", "error"}}).Increment(static_cast<double>(st.errors));
-              m->snapshots.Add({}).Increment();
-            }
-          },
-          std::chrono::seconds(1));
-      auto result = engine.Run(state->test, state->stop, nullptr, std::chrono::milliseconds(200));
-      post(done(a.run_id, true, result.info.interrupted ? "stopped" : ""));
-      state->finished = true;
-    });
-  };
-
-  std::fprintf(stderr, "loads-worker: %s connecting to %s\n", options_.id.c_str(),
-               options_.controller.c_str());
-  while (true) {
-    const auto now = SteadyClock::now();
-    if (stop && !run) break;
-    if (stop) stop_run("the worker is shutting down");
     zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, std::chrono::milliseconds(20));
+    try {
+      zmq::poll(items, 1, std::chrono::milliseconds(20));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal: looked at above
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       zmq::message_t frame;
-      while (socket.recv(frame, zmq::recv_flags::dontwait)) {
+      while (exit_code_ < 0 && socket.recv(frame, zmq::recv_flags::dontwait)) {
         if (frame.more()) {
           // Every message is one frame; drain and drop a multipart one.
           while (frame.more() && socket.recv(frame, zmq::recv_flags::dontwait)) {
           }
-          dropped.Log("dropped", "a multipart message");
+          Dropped("a multipart message");
           continue;
         }
-        last_heard = SteadyClock::now();
-        const std::string_view bytes(static_cast<const char*>(frame.data()), frame.size());
-        ControlMessage m;
-        std::string error;
-        if (!common::DecodeControl(bytes, &m, &error)) {
-          dropped.Log("dropped", "unreadable message: " + error);
-          continue;
-        }
-        switch (m.type) {
-          case MessageType::kWelcome:
-            if (!welcomed) {
-              std::fprintf(stderr, "loads-worker: registered with %s\n",
-                           options_.controller.c_str());
-            }
-            welcomed = true;
-            heartbeat = std::chrono::milliseconds(m.heartbeat_ms);
-            break;
-          case MessageType::kHeartbeat:
-            break;
-          case MessageType::kAssign:
-            handle_assign(*m.assignment);
-            break;
-          case MessageType::kStart:
-            handle_start(m);
-            break;
-          case MessageType::kStop:
-            if (run && run->assignment.run_id == m.run_id) {
-              stop_run("stopped before it started");
-            } else {
-              dropped.Log("stop", "not running run " + m.run_id);
-            }
-            break;
-          default:
-            dropped.Log("dropped", "a " + std::string(common::MessageTypeName(m.type)) +
-                                       " message, which only workers send");
-        }
+        OnFrame(std::string_view(static_cast<const char*>(frame.data()), frame.size()));
       }
     }
-    if (!welcomed && now >= next_hello) {
-      ControlMessage hello = control(MessageType::kHello);
-      hello.token = options_.token;
-      hello.threads = options_.threads;
-      hello.sdk_version = LOADS_SDK_VERSION;
-      send(common::EncodeControl(hello));
-      next_hello = now + std::chrono::seconds(1);
+    const auto now = SteadyClock::now();
+    if (welcomed_ && now - last_heard_ > options_.controller_timeout) {
+      Log("no word from the controller for " + std::to_string(options_.controller_timeout.count()) +
+          " ms; " +
+          (run_ ? "run " + run_->assignment.run_id + " goes on, its results wait; " : "") +
+          "registering again");
+      welcomed_ = false;
+      disconnected_since_ = now;
+      next_hello_ = now;
     }
-    if (welcomed && now >= next_heartbeat) {
-      send(common::EncodeControl(control(MessageType::kHeartbeat)));
-      next_heartbeat = now + heartbeat;
+    if (!welcomed_ && now >= next_hello_) {
+      SayHello();
+      // Quick at first (a controller restarting is back in seconds), then every few seconds.
+      hello_backoff_ = std::min<std::chrono::milliseconds>(
+          kMaxHelloBackoff,
+          std::max<std::chrono::milliseconds>(std::chrono::milliseconds(250), hello_backoff_ * 2));
+      next_hello_ = now + hello_backoff_;
     }
-    if (welcomed && now - last_heard > options_.controller_timeout) {
-      std::fprintf(stderr, "loads-worker: no word from the controller for %lld ms; %s\n",
-                   static_cast<long long>(options_.controller_timeout.count()),
-                   run ? "stopping the run and registering again" : "registering again");
-      stop_run("the controller was lost");
-      welcomed = false;
-      next_hello = now;
+    if (welcomed_ && now >= next_heartbeat_) {
+      Send(Message(MessageType::kHeartbeat, options_.id));
+      next_heartbeat_ = now + heartbeat_;
     }
-    if (m) {
-      m->active_users.Add({}).Set(static_cast<double>(ActiveUsers()));
-      m->registered.Add({}).Set(welcomed ? 1 : 0);
+    if (run_ && !welcomed_ && run_->phase == Assigned::Phase::kRunning && !run_->stop &&
+        now - disconnected_since_ > options_.orphan_timeout) {
+      Log("no controller for " +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::seconds>(options_.orphan_timeout).count()) +
+          " s: stopping run " + run_->assignment.run_id + " (its results still wait)");
+      StopRun("no controller for too long");
     }
-    std::deque<std::string> frames;
-    {
-      std::lock_guard lock(outbox_mu);
-      frames.swap(outbox);
+    CheckLoading();
+    Pump();
+    if (run_ && !run_->unacked.empty() && now - run_->last_progress > kResendAfter) {
+      Resend("no acknowledgement");
+    } else if (run_ && run_->done_sent && run_->unacked.empty() &&
+               now - run_->last_progress > kResendAfter) {
+      Resend("no acknowledgement of done");
     }
-    for (const auto& frame : frames) send(frame);
-    if (run && run->finished) {
-      run->thread.join();
-      run.reset();
+    if (metrics_) {
+      metrics_->active_users.Add({}).Set(static_cast<double>(ActiveUsers()));
+      metrics_->registered.Add({}).Set(welcomed_ ? 1 : 0);
+      metrics_->unacked.Add({}).Set(run_ ? static_cast<double>(run_->unacked.size()) : 0);
     }
   }
-  return 0;
+  if (run_ && run_->engine.joinable() && exit_code_ != kWorkerExitInterrupted) {
+    run_->stop = true;
+    run_->engine.join();
+  }
+  // Closing the socket lets what is queued (a done, a bye) go out, for at most the linger time.
+  socket_.reset();
+  context_.reset();
+  return exit_code_;
 }
 
 }  // namespace loads::worker

@@ -13,7 +13,13 @@ namespace loads::common {
 // The control messages between the controller and a worker (docs/wire-protocol.md). Each is one
 // msgpack map in one ZeroMQ frame, with "v" (the protocol version) and "type". Result snapshots
 // are in snapshot.h.
-inline constexpr uint64_t kProtocolVersion = 1;
+// Version 2 added ack, rejoin, refused and bye, `run` in hello and welcome (re-attaching to a
+// run), and `seq` and `left` in done.
+inline constexpr uint64_t kProtocolVersion = 2;
+
+// Run ids and worker ids: 1 to this many printable characters, no spaces (they become log lines,
+// file names and metric labels).
+inline constexpr size_t kMaxIdLength = 200;
 
 enum class MessageType {
   kHello,      // worker -> controller: registration, repeated until welcomed
@@ -25,9 +31,18 @@ enum class MessageType {
   kStop,       // controller -> worker: stop that run
   kDone,       // worker -> controller: the run is over on this worker (after the final snapshot)
   kSnapshot,   // worker -> controller: results (snapshot.h)
+  kAck,        // controller -> worker: snapshots merged and stored up to `seq`; `closed`: forget
+               // the run
+  kRejoin,     // controller -> worker: you are not registered (lost, or I restarted): say hello
+  kRefused,    // controller -> worker: your hello is refused for good (`message` says why)
+  kBye,        // worker -> controller: I am leaving the pool (shutting down)
 };
 
 std::string_view MessageTypeName(MessageType type);
+
+// The network timeouts of a run that does not set them.
+inline constexpr int64_t kDefaultConnectTimeoutMs = 10'000;
+inline constexpr int64_t kDefaultTimeoutMs = 30'000;
 
 // A worker's share of a run.
 struct Assignment {
@@ -40,25 +55,30 @@ struct Assignment {
   std::vector<int64_t> users;
   std::vector<int64_t> hits;       // empty in duration mode
   std::optional<double> duration;  // seconds per user cycle
-  int64_t threads = 1;
+  int64_t threads = 1;  // 0 in a plan: the broker picks for each worker (never 0 on the wire)
   std::string server_url;
-  int64_t connect_timeout_ms = 10'000;
-  int64_t timeout_ms = 30'000;
+  int64_t connect_timeout_ms = kDefaultConnectTimeoutMs;
+  int64_t timeout_ms = kDefaultTimeoutMs;
   bool insecure = false;
 };
 
-// Any control message; which fields are meaningful depends on type.
+// Any control message; which fields are meaningful depends on type (docs/wire-protocol.md).
 struct ControlMessage {
   MessageType type = MessageType::kHeartbeat;
-  std::string worker_id;                 // hello, heartbeat (from a worker), ready, done, welcome
-  std::string run_id;                    // ready, start, stop, done
+  std::string worker_id;  // hello, heartbeat (from a worker), ready, done, welcome, bye
+  // ready, start, stop, done, ack; hello: the run the worker is in (re-attaching), welcome: the
+  // run it is attached to ("" = none: it forgets any other)
+  std::string run_id;
   std::string token;                     // hello: the shared secret that admits workers
   int64_t threads = 0;                   // hello: capacity, engine threads
   std::string sdk_version;               // hello
   int64_t heartbeat_ms = 1000;           // welcome: how often both sides send heartbeats
   uint64_t start_at = 0;                 // start: Unix time, nanoseconds
   bool ok = true;                        // done
-  std::string message;                   // done: why it failed
+  std::string message;                   // done: why it failed; refused: why
+  uint64_t seq = 0;                      // done: its final snapshot (0 = none); ack: merged up to
+  bool left = false;                     // done: the worker is shutting down
+  bool closed = false;                   // ack: the run is closed for this worker
   std::optional<Assignment> assignment;  // assign
 };
 

@@ -10,6 +10,21 @@
 
 namespace loads::common {
 
+// How a run on a controller's workers ended, for its report (absent for a local run).
+struct ClusterRun {
+  std::string run_id;
+  std::string state;  // "done", "failed", "stopped", "partial"
+  std::string error;  // why it failed
+  std::vector<std::string> workers;
+  std::vector<std::string> lost_workers;  // their results from their loss on are missing
+  std::vector<std::string> left_workers;  // shut down cleanly: users stopped early, nothing missing
+  std::optional<uint64_t> missing_executions;  // planned for the lost workers, not reported
+  uint64_t late_snapshots = 0;                 // arrived after the end: not counted
+  uint32_t controller_restarts = 0;
+  // Measured by the client: how long the controller could not be reached while it watched.
+  double unreachable_seconds = 0;
+};
+
 // What was asked for and when it ran: the parts of a report that are not measurements.
 struct RunInfo {
   std::string test;  // "module.Class.method", or "GET <url>" for --url runs
@@ -20,6 +35,7 @@ struct RunInfo {
   std::vector<int64_t> hits;       // hits cycles (empty in duration mode)
   std::optional<double> duration;  // seconds per user cycle, in duration mode
   int threads = 1;
+  std::optional<ClusterRun> cluster;
 };
 
 // Version of the JSON report document; bumped on any incompatible change.

@@ -88,8 +88,18 @@ struct RunStats {
   void RecordExecution(Outcome outcome, std::string_view message);
   void IncrCounter(std::string_view name, int64_t by);
 
+  // Adds other in. Every sum saturates (at the largest value of its type) instead of wrapping.
   void Merge(const RunStats& other);
+  // Whether merging other would overflow one of the totals (hits, responses, outcomes, WebSocket
+  // counts): a receiver refuses such a delta rather than saturate.
+  bool MergeWouldOverflow(const RunStats& other) const;
 };
+
+// a + b, or the largest uint64_t when that overflows.
+inline uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
+  uint64_t sum = 0;
+  return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
+}
 
 // The index in RunStats::StatusClasses of a hit's status: 0 without a response, else its class.
 inline size_t StatusClassIndex(int status, HitError error) {

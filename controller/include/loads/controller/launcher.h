@@ -81,11 +81,8 @@ struct KubernetesOptions {
 // their run is over. Returns nullptr and says why in *error if the configuration is unusable.
 LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error);
 
-// Whether text is a Kubernetes resource quantity ("500m", "1", "0.5", "256Mi", "1G").
-bool IsResourceQuantity(const std::string& text);
-
 // The engine threads of a worker given a CPU request: the CPUs it asks for, rounded up, at
-// least 1 ("500m" -> 1, "2" -> 2, "2500m" -> 3). REQUIRES: IsResourceQuantity(cpu).
+// least 1 ("500m" -> 1, "2" -> 2, "2500m" -> 3). REQUIRES: spec::IsResourceQuantity(cpu).
 int ThreadsForCpu(const std::string& cpu);
 
 }  // namespace loads::controller

@@ -1,34 +1,47 @@
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <condition_variable>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
+#include "loads/common/status.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
 #include "loads/v1/controller.grpc.pb.h"
 
 namespace loads::controller {
 
+// The largest StartRun request: the wire protocol carries test libraries of up to 64 MiB, plus
+// room for the rest of the spec. loads-controller and loads-runner set their gRPC limits to it.
+inline constexpr int kMaxRequestBytes = 64 * 1024 * 1024 + 1024 * 1024;
+
+// A Status as gRPC's: the codes are the same.
+grpc::Status ToGrpc(const Status& status);
+
 // The gRPC API (proto/loads/v1/controller.proto) over a Broker: validates run specs, launches
 // workers when too few are idle, and turns the broker's merged results into Run messages and
 // the final JSON report.
 //
-// Thread safety: gRPC calls it from its own threads; state is the broker's (thread-safe) plus the
-// specs of runs under mu_.
+// Ownership: broker and launcher are not owned and must outlive the service; launcher may be
+// null (no worker is ever started by the controller).
+// Lock order: start_mu_, then mu_, then the broker's.
+// Thread safety: gRPC calls it from its own threads; every method is thread-safe.
 class ControllerService final : public loads::v1::Controller::Service {
  public:
-  // launcher may be null (no worker is ever started by the controller). With an api_token,
-  // every call must carry the metadata "authorization: Bearer <api_token>" or gets
-  // UNAUTHENTICATED.
-  // Launched workers connect to `advertise` ("" = the broker's bound endpoint). With a
-  // launcher, a thread supervises launched workers every second.
+  // With an api_token, every call must carry the metadata "authorization: Bearer <api_token>"
+  // or gets UNAUTHENTICATED. Launched workers connect to `advertise` ("" = the broker's bound
+  // endpoint). With a launcher, a thread supervises launched workers every second.
   ControllerService(Broker* broker, Launcher* launcher, std::string api_token = "",
                     std::string advertise = "");
   ~ControllerService() override;
+
+  // The final JSON report of a run (docs/report.md), with its `run` section: what the broker
+  // stores with a run when it ends (Broker::SetReportFormatter).
+  static std::string FinalReport(const RunView& view);
 
   grpc::Status StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                         v1::Run* response) override;
@@ -45,10 +58,11 @@ class ControllerService final : public loads::v1::Controller::Service {
   grpc::Status GetController(grpc::ServerContext* context, const v1::GetControllerRequest* request,
                              v1::ControllerInfo* response) override;
 
+  // Ends every WatchRun stream (UNAVAILABLE, so that clients come back), before a shutdown.
+  void Shutdown();
+
  private:
   grpc::Status Authorize(const grpc::ServerContext& context) const;
-  // Fills *out from the broker's view of run_id; false if unknown.
-  bool Describe(const std::string& run_id, v1::Run* out);
 
   // Reports launch failures to the broker and lets the launcher release workers.
   void Supervise();
@@ -58,14 +72,13 @@ class ControllerService final : public loads::v1::Controller::Service {
   std::string api_token_;
   std::string advertise_;
   std::mutex start_mu_;  // one StartRun at a time: idle workers are counted, then taken
-  std::mutex mu_;        // guards specs_ and stopping_
-  std::map<std::string, v1::RunSpec> specs_;
+  std::mutex mu_;        // guards stopping_
   bool stopping_ = false;
   std::condition_variable stop_;
   std::thread supervisor_;
 };
 
-// Checks a run spec; returns "" or the message of an INVALID_ARGUMENT naming the field.
-std::string ValidateRunSpec(const v1::RunSpec& spec);
+// Fills *out from the broker's view of a run.
+void DescribeRun(const RunView& view, v1::Run* out);
 
 }  // namespace loads::controller

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/protocol.h"
 #include "loads/common/report.h"
 #include "loads/common/stats.h"
 #include "loads/loads.h"
@@ -24,8 +25,9 @@ struct EngineOptions {
   int threads = 1;                 // engine threads; users are spread round-robin over them
   std::string server_url;          // TestCase::server_url()
   std::string run_id = "local";    // given to external runners (LOADS_RUN_ID)
-  std::chrono::milliseconds connect_timeout{10'000};
-  std::chrono::milliseconds timeout{30'000};  // read timeout of a request or WebSocket read
+  std::chrono::milliseconds connect_timeout{common::kDefaultConnectTimeoutMs};
+  // The read timeout of a request or WebSocket read.
+  std::chrono::milliseconds timeout{common::kDefaultTimeoutMs};
   bool verify_tls = true;
   size_t stack_size = 256 * 1024;  // per virtual user (committed lazily by the OS)
 };
@@ -96,6 +98,10 @@ class Engine {
   std::function<void(const Interval&)> on_interval_;
   std::chrono::milliseconds interval_period_{1000};
 };
+
+// The engine's options for a plan (a worker's assignment, or a local run's whole plan). A plan
+// with threads 0 gets the CPUs of this machine, at most its largest user cycle.
+EngineOptions EngineOptionsFor(const common::Assignment& plan);
 
 // Virtual users alive in this process now, across every engine (for metrics). Thread-safe.
 int64_t ActiveUsers();

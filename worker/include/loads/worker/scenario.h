@@ -1,45 +1,12 @@
 #pragma once
 
-#include <chrono>
-#include <optional>
-#include <string>
-#include <vector>
-
+#include "loads/common/scenario.h"
 #include "loads/worker/engine.h"
 
 namespace loads::worker {
 
-// A declarative test: named steps run in order by each virtual user at each execution, with no
-// code to compile (docs/scenarios.md). Parsed from JSON.
-struct ScenarioStep {
-  enum class Kind { kRequest, kThink, kWsConnect, kWsSend, kWsReceive, kWsClose };
-  Kind kind = Kind::kRequest;
-  std::string name;  // the hit name of a request; a label in failure messages
-  // kRequest
-  std::string method = "GET";
-  std::string url;  // absolute, or a path resolved against --server-url
-  Headers headers;
-  std::string body;
-  std::optional<int> expect_status;
-  // kThink
-  std::chrono::milliseconds think{0};
-  // kWsConnect (url), kWsSend (text), kWsReceive (expect: the message must equal it, if set)
-  std::string text;
-  std::optional<std::string> expect;
-};
-
-struct Scenario {
-  std::string name;
-  std::vector<ScenarioStep> steps;
-};
-
-// Parses and validates a scenario. On failure returns nullopt and says why in *error: the line
-// and column of a JSON syntax error, or the field at fault ("steps[2].request.url: ...").
-std::optional<Scenario> ParseScenario(const std::string& json, std::string* error);
-
-// The test that runs a scenario; its name is MakeScenarioName(scenario).
-TestSpec MakeScenarioTest(Scenario scenario);
-// "scenario:" + the scenario's name ("scenario:unnamed" without one).
-std::string MakeScenarioName(const Scenario& scenario);
+// The test that runs a scenario (loads/common/scenario.h); its name is
+// common::MakeScenarioName(scenario).
+TestSpec MakeScenarioTest(common::Scenario scenario);
 
 }  // namespace loads::worker

@@ -1,0 +1,385 @@
+#include "loads/common/run_spec.h"
+
+#include <charconv>
+#include <cmath>
+#include <numeric>
+#include <regex>
+
+#include "loads/common/scenario.h"
+#include "loads/common/url.h"
+
+namespace loads::spec {
+namespace {
+
+std::optional<int64_t> ParseInt(const std::string& text) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+Status Expected(const std::string& what) { return InvalidArgumentError("expected " + what); }
+
+int64_t Millis(double seconds) { return static_cast<int64_t>(std::llround(seconds * 1000)); }
+
+// The kinds of option values: each parses its text, checks its bounds and stores it.
+RunOption::ParseFn Cycles(int64_t max, const char* expected,
+                          google::protobuf::RepeatedField<int64_t>* (v1::RunSpec::*field)()) {
+  return [=](const std::string& text, v1::RunSpec* spec) {
+    auto values = ParseCycles(text, max);
+    if (!values || values->size() > kMaxCycles) return Expected(expected);
+    (spec->*field)()->Assign(values->begin(), values->end());
+    return OkStatus();
+  };
+}
+
+RunOption::ParseFn Timeout(void (v1::RunSpec::*set)(int64_t)) {
+  return [=](const std::string& text, v1::RunSpec* spec) {
+    auto seconds = ParseSeconds(text, 0.001, kMaxTimeoutSeconds);
+    if (!seconds) return Expected("seconds, 0.001 to 3600");
+    (spec->*set)(Millis(*seconds));
+    return OkStatus();
+  };
+}
+
+RunOption::ParseFn Count(int max, void (v1::RunSpec::*set)(int32_t)) {
+  return [=](const std::string& text, v1::RunSpec* spec) {
+    auto n = ParseInt(text);
+    if (!n || *n < 1 || *n > max) return Expected("1.." + std::to_string(max));
+    (spec->*set)(static_cast<int32_t>(*n));
+    return OkStatus();
+  };
+}
+
+RunOption::ParseFn Metadata(const char* key) {
+  return [=](const std::string& text, v1::RunSpec* spec) {
+    (*spec->mutable_metadata())[key] = text;
+    return OkStatus();
+  };
+}
+
+bool IsIdentifier(const std::string& s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (unsigned char c : s) {
+    if (!std::isalnum(c) && c != '_') return false;
+  }
+  return true;
+}
+
+bool Printable(const std::string& s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max) {
+  std::vector<int64_t> values;
+  size_t start = 0;
+  while (true) {
+    const size_t colon = text.find(':', start);
+    auto value = ParseInt(text.substr(start, colon - start));
+    if (!value || *value < 1 || *value > max) return std::nullopt;
+    values.push_back(*value);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return values;
+}
+
+std::optional<double> ParseSeconds(const std::string& text, double min, double max) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
+      value < min || value > max) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+bool IsResourceQuantity(const std::string& text) {
+  static const std::regex kQuantity(
+      R"(^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$)");
+  return text.size() <= 32 && std::regex_match(text, kQuantity);
+}
+
+const std::vector<RunOption>& RunOptions() {
+  static const std::vector<RunOption> options = {
+      {"--users", "-u", "users", "N[:N...]",
+       "virtual users; a colon list runs user cycles one after the other",
+       "1..10000000 each, "
+       "at most 1000 cycles",
+       "1",
+       Cycles(kMaxUsers, "a positive integer or a colon list such as 10:20:30",
+              &v1::RunSpec::mutable_users)},
+      {"--hits", "", "hits", "N[:N...]",
+       "executions of the test per user, summed over the list (not with --duration)",
+       "1..1000000000000 each", "1",
+       Cycles(kMaxHits, "a positive integer or a colon list such as 10:20",
+              &v1::RunSpec::mutable_hits)},
+      {"--duration", "-d", "duration", "SECONDS", "each user cycle lasts this long, users looping",
+       "0.001..31622400 (366 days)", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto seconds = ParseSeconds(text, 0.001, kMaxSeconds);
+         if (!seconds) return Expected("seconds, 0.001 to 31622400");
+         spec->set_duration(*seconds);
+         return OkStatus();
+       }},
+      {"--threads", "", "threads", "N", "engine threads (of each worker, with --controller)",
+       "1..1024", "local: the CPUs, at most the users; a worker: its --threads, at most its users",
+       Count(kMaxThreads, &v1::RunSpec::set_threads)},
+      {"--server-url", "", "server_url", "URL", "the target, as server_url() in tests",
+       "an absolute http, https, ws or wss URL", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         std::string why;
+         if (!common::ParseUrl(text, &why)) return Expected("an absolute URL (" + why + ")");
+         spec->set_server_url(text);
+         return OkStatus();
+       }},
+      {"--connect-timeout", "", "connect_timeout_ms", "S",
+       "connect (and TLS handshake) timeout, seconds", "0.001..3600", "10",
+       Timeout(&v1::RunSpec::set_connect_timeout_ms)},
+      {"--timeout", "", "timeout_ms", "S", "read timeout of a request, seconds", "0.001..3600",
+       "30", Timeout(&v1::RunSpec::set_timeout_ms)},
+      {"--insecure", "", "insecure", "", "do not verify TLS certificates", "", "off",
+       [](const std::string&, v1::RunSpec* spec) {
+         spec->set_insecure(true);
+         return OkStatus();
+       }},
+      {"--workers", "", "workers", "N", "workers to spread the users over (with --controller)",
+       "1..1000", "1", Count(kMaxWorkers, &v1::RunSpec::set_workers)},
+      {"--loss-policy", "", "loss_policy", "P",
+       "when a worker is lost: continue (the run ends partial) or fail", "continue or fail",
+       "continue",
+       [](const std::string& text, v1::RunSpec* spec) {
+         if (text != "continue" && text != "fail") return Expected("continue or fail");
+         spec->set_loss_policy(text == "fail" ? v1::LOSS_POLICY_FAIL : v1::LOSS_POLICY_CONTINUE);
+         return OkStatus();
+       }},
+      {"--worker-cpu", "", "worker_cpu", "Q",
+       "CPU request of each worker pod a Kubernetes controller launches", "a quantity: 500m, 2",
+       "the controller's",
+       [](const std::string& text, v1::RunSpec* spec) {
+         if (!IsResourceQuantity(text)) return Expected("a quantity such as 500m or 2");
+         spec->set_worker_cpu(text);
+         return OkStatus();
+       }},
+      {"--worker-memory", "", "worker_memory", "Q",
+       "memory request of each worker pod a Kubernetes controller launches",
+       "a quantity: 256Mi, 1Gi", "the controller's",
+       [](const std::string& text, v1::RunSpec* spec) {
+         if (!IsResourceQuantity(text)) return Expected("a quantity such as 256Mi or 1Gi");
+         spec->set_worker_memory(text);
+         return OkStatus();
+       }},
+      {"--project-name", "", "metadata", "NAME", "metadata kept with the run: project_name",
+       "256 characters", "", Metadata("project_name")},
+      {"--user-id", "", "metadata", "ID", "metadata kept with the run: user_id", "256 characters",
+       "", Metadata("user_id")},
+      {"--label", "", "metadata", "KEY=VALUE", "metadata kept with the run (repeatable)",
+       "64 entries; keys of 1..64 letters, digits, _ . -", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         const size_t eq = text.find('=');
+         if (eq == std::string::npos || eq == 0) return Expected("KEY=VALUE");
+         (*spec->mutable_metadata())[text.substr(0, eq)] = text.substr(eq + 1);
+         return OkStatus();
+       }},
+      {"--url", "", "url", "URL", "no test library: each execution GETs URL", "http or https", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         std::string why;
+         auto url = common::ParseUrl(text, &why);
+         if (!url) return Expected("an absolute URL (" + why + ")");
+         if (url->scheme != "http" && url->scheme != "https") {
+           return Expected("an http:// or https:// URL");
+         }
+         spec->set_url(text);
+         return OkStatus();
+       }},
+      {"--test-runner", "", "external_command", "CMD",
+       "an external runner: CMD ({test} = the test argument) runs once per user and reports JSON "
+       "events",
+       "1..4096 characters", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         if (text.empty() || text.size() > kMaxCommandLength) return Expected("a command");
+         spec->set_external_command(text);
+         return OkStatus();
+       }},
+  };
+  return options;
+}
+
+Status ValidateRunId(const std::string& run_id, const std::string& field) {
+  if (run_id.empty() || run_id.size() > common::kMaxIdLength) {
+    return InvalidArgumentError(field + ": required, at most 200 characters");
+  }
+  for (unsigned char c : run_id) {
+    if (c <= 0x20 || c == 0x7f) {
+      return InvalidArgumentError(field + ": printable characters only, no spaces");
+    }
+  }
+  return OkStatus();
+}
+
+Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
+  // Names the field as the caller knows it.
+  const auto name = [&](const std::string& field) -> std::string {
+    if (how.naming == Naming::kProto) return "spec." + field;
+    for (const auto& option : RunOptions()) {
+      if (field == option.field) return option.flag;
+    }
+    return field == "test" || field == "test_library" || field == "scenario" ? "the test"
+                                                                             : "--" + field;
+  };
+  const auto invalid = [&](const std::string& field, const std::string& what) {
+    return InvalidArgumentError(name(field) + ": " + what);
+  };
+  if (spec.users().empty()) return invalid("users", "at least one user cycle is required");
+  if (static_cast<size_t>(spec.users_size()) > kMaxCycles) {
+    return invalid("users", "at most 1000 cycles");
+  }
+  for (int64_t u : spec.users()) {
+    if (u < 1 || u > kMaxUsers) return invalid("users", "each cycle must be 1..10000000");
+  }
+  if (static_cast<size_t>(spec.hits_size()) > kMaxCycles)
+    return invalid("hits", "at most 1000 cycles");
+  for (int64_t h : spec.hits()) {
+    if (h < 1 || h > kMaxHits) return invalid("hits", "each cycle must be 1..1000000000000");
+  }
+  if (!std::isfinite(spec.duration()) || spec.duration() < 0 ||
+      (spec.duration() > 0 && (spec.duration() < 0.001 || spec.duration() > kMaxSeconds))) {
+    return invalid("duration", "seconds, 0.001 to 31622400 (or 0 in hits mode)");
+  }
+  if (spec.hits().empty() == (spec.duration() == 0)) {
+    return how.naming == Naming::kProto
+               ? InvalidArgumentError("spec.hits, spec.duration: give exactly one of them")
+               : InvalidArgumentError("--hits and --duration cannot be used together");
+  }
+  // Every planned execution must be countable.
+  uint64_t users = 0, hits = 0, planned = 0;
+  for (int64_t u : spec.users()) users += static_cast<uint64_t>(u);
+  for (int64_t h : spec.hits()) hits += static_cast<uint64_t>(h);
+  if (__builtin_mul_overflow(users, hits, &planned) || planned > (uint64_t{1} << 62)) {
+    return invalid("hits", "users x hits exceeds 2^62 planned executions");
+  }
+  const int sources = !spec.url().empty() + !spec.scenario().empty() +
+                      !spec.external_command().empty() +
+                      (!spec.test().empty() && spec.scenario().empty());
+  if (sources != 1) {
+    return how.naming == Naming::kProto
+               ? InvalidArgumentError(
+                     "spec.test (with spec.test_library), spec.url, spec.scenario, "
+                     "spec.external_command: give exactly one of them")
+               : InvalidArgumentError(
+                     "give one test: MODULE.Class.method, SCENARIO.json, --url or --test-runner");
+  }
+  if (!spec.url().empty()) {
+    std::string why;
+    auto url = common::ParseUrl(spec.url(), &why);
+    if (!url) return invalid("url", why);
+    if (url->scheme != "http" && url->scheme != "https") {
+      return invalid("url", "expected http or https");
+    }
+  } else if (!spec.scenario().empty()) {
+    if (spec.scenario().size() > kMaxScenarioBytes) return invalid("scenario", "larger than 1 MiB");
+    std::string error;
+    if (!common::ParseScenario(spec.scenario(), &error)) return invalid("scenario", error);
+  } else if (!spec.external_command().empty()) {
+    if (spec.external_command().size() > kMaxCommandLength ||
+        spec.external_command().find('\0') != std::string::npos) {
+      return invalid("external_command", "a command of at most 4096 characters");
+    }
+  } else {
+    const std::string& test = spec.test();
+    const size_t first = test.find('.');
+    const size_t last = test.rfind('.');
+    if (first == std::string::npos || first == last || !IsIdentifier(test.substr(last + 1)) ||
+        !IsIdentifier(test.substr(first + 1, last - first - 1)) || test.size() > 1000) {
+      return invalid("test", "expected module.Class.method");
+    }
+    if (how.library_required && spec.test_library().empty()) {
+      return invalid("test_library", "required with spec.test (the library's bytes)");
+    }
+  }
+  if (!spec.test_library().empty() &&
+      (spec.test().empty() || !spec.url().empty() || !spec.scenario().empty() ||
+       !spec.external_command().empty())) {
+    return invalid("test_library", "only with a named test");
+  }
+  if (spec.test_library().size() > kMaxLibraryBytes) {
+    return invalid("test_library", "larger than 64 MiB, the most a worker accepts");
+  }
+  if (spec.workers() < 0 || spec.workers() > kMaxWorkers)
+    return invalid("workers", "must be 1..1000");
+  if (spec.threads() < 0 || spec.threads() > kMaxThreads)
+    return invalid("threads", "must be 1..1024");
+  for (const auto& [field, ms] : {std::pair{"connect_timeout_ms", spec.connect_timeout_ms()},
+                                  std::pair{"timeout_ms", spec.timeout_ms()}}) {
+    if (ms < 0 || ms > static_cast<int64_t>(kMaxTimeoutSeconds * 1000)) {
+      return invalid(field, how.naming == Naming::kProto
+                                ? "milliseconds, 1 to 3600000 (0 = default)"
+                                : "seconds, 0.001 to 3600");
+    }
+  }
+  if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
+    return invalid("server_url", "not an absolute http, https, ws or wss URL");
+  }
+  if (!v1::LossPolicy_IsValid(spec.loss_policy())) {
+    return invalid("loss_policy", "unknown policy " + std::to_string(spec.loss_policy()));
+  }
+  if (!spec.worker_cpu().empty() && !IsResourceQuantity(spec.worker_cpu())) {
+    return invalid("worker_cpu", "not a Kubernetes quantity (such as 500m or 2)");
+  }
+  if (!spec.worker_memory().empty() && !IsResourceQuantity(spec.worker_memory())) {
+    return invalid("worker_memory", "not a Kubernetes quantity (such as 256Mi or 1Gi)");
+  }
+  if (spec.metadata_size() > static_cast<int>(kMaxMetadata)) {
+    return invalid("metadata", "at most 64 entries");
+  }
+  for (const auto& [key, value] : spec.metadata()) {
+    const bool key_ok = !key.empty() && key.size() <= 64 &&
+                        key.find_first_not_of(
+                            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+                            std::string::npos;
+    if (!key_ok) {
+      return invalid("metadata", "key '" + key + "': 1 to 64 letters, digits, '_', '.' or '-'");
+    }
+    if (value.size() > 256 || !Printable(value)) {
+      return invalid("metadata", "value of '" + key + "': at most 256 printable characters");
+    }
+  }
+  return OkStatus();
+}
+
+std::string TestName(const v1::RunSpec& spec) {
+  if (!spec.url().empty()) return "GET " + spec.url();
+  if (!spec.external_command().empty()) return "external: " + spec.external_command();
+  if (!spec.scenario().empty()) {
+    std::string error;
+    const auto scenario = common::ParseScenario(spec.scenario(), &error);
+    if (scenario) return common::MakeScenarioName(*scenario);
+  }
+  return spec.test();
+}
+
+common::Assignment ToPlan(const v1::RunSpec& spec) {
+  common::Assignment plan;
+  plan.test = TestName(spec);
+  plan.url = spec.url();
+  plan.library = spec.test_library();
+  plan.scenario = spec.scenario();
+  plan.external_command = spec.external_command();
+  plan.users.assign(spec.users().begin(), spec.users().end());
+  plan.hits.assign(spec.hits().begin(), spec.hits().end());
+  if (spec.duration() > 0) plan.duration = spec.duration();
+  plan.threads = spec.threads();
+  plan.server_url = spec.server_url();
+  plan.connect_timeout_ms =
+      spec.connect_timeout_ms() ? spec.connect_timeout_ms() : common::kDefaultConnectTimeoutMs;
+  plan.timeout_ms = spec.timeout_ms() ? spec.timeout_ms() : common::kDefaultTimeoutMs;
+  plan.insecure = spec.insecure();
+  return plan;
+}
+
+}  // namespace loads::spec
