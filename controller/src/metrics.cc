@@ -12,6 +12,8 @@
 #include <optional>
 #include <set>
 
+#include "loads/common/exposer_options.h"
+
 namespace loads::controller {
 namespace {
 
@@ -165,7 +167,7 @@ struct Metrics::Impl {
 Metrics::Metrics(const std::string& address, std::chrono::seconds retention)
     : impl_(std::make_unique<Impl>()) {
   impl_->retention = retention;
-  impl_->exposer = std::make_unique<prometheus::Exposer>(address);
+  impl_->exposer = std::make_unique<prometheus::Exposer>(common::ExposerOptions(address));
   impl_->exposer->RegisterCollectable(impl_->registry);
   impl_->merge_delay_all = &impl_->merge_delay.Add(
       {}, Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5});

@@ -901,11 +901,13 @@ class Controller:
                     raise
                 time.sleep(0.1)
 
-    def start_workers(self, n, *args):
+    def start_workers(self, n, *args, endpoint=None):
+        """n loads-worker processes named w0, w1... (connecting to `endpoint`, by default the
+        controller's), waiting until they have registered."""
         runner = binary("loads-runner")
         for _ in range(n):
             self.workers.append(subprocess.Popen(
-                [binary("loads-worker"), "--controller", self.zmq,
+                [binary("loads-worker"), "--controller", endpoint or self.zmq,
                  "--id", f"w{len(self.workers)}", *args],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         # Until they have registered, a run would make the controller launch workers of its own.
@@ -930,3 +932,95 @@ class Controller:
         self._stderr.close()
         if not os.environ.get("LOADS_KEEP_TMP"):
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class TcpProxy:
+    """A TCP forwarder on a free loopback port in front of `target` (host, port), whose traffic
+    can be cut and restored, as a network partition would: while cut, nothing is forwarded
+    either way (connections stay open, the kernel holds what was sent), and new connections
+    wait. Used where iptables is not at hand."""
+
+    def __init__(self, target_port):
+        import selectors
+        self._selectors = selectors
+        self.target = (LOOPBACK, target_port)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((LOOPBACK, 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="TcpProxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self):
+        return f"tcp://{LOOPBACK}:{self.port}"
+
+    def cut(self):
+        self._cut.set()
+
+    def restore(self):
+        self._cut.clear()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+    def _serve(self):
+        selector = self._selectors.DefaultSelector()
+        selector.register(self._listener, self._selectors.EVENT_READ, None)
+        peers = {}  # socket -> its other end
+        waiting = []  # accepted while cut
+        while not self._stop.is_set():
+            if not self._cut.is_set():
+                for client in waiting:
+                    self._connect(client, selector, peers)
+                waiting.clear()
+            for key, _ in selector.select(timeout=0.05):
+                sock = key.fileobj
+                if sock is self._listener:
+                    client, _ = self._listener.accept()
+                    if self._cut.is_set():
+                        waiting.append(client)
+                    else:
+                        self._connect(client, selector, peers)
+                    continue
+                if self._cut.is_set() or sock not in peers:
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                other = peers[sock]
+                if not data:
+                    for s in (sock, other):
+                        peers.pop(s, None)
+                        try:
+                            selector.unregister(s)
+                        except (KeyError, ValueError):
+                            pass
+                        s.close()
+                    continue
+                try:
+                    other.sendall(data)
+                except OSError:
+                    pass
+            if self._cut.is_set():
+                time.sleep(0.01)
+        for s in list(peers) + waiting:
+            s.close()
+        selector.close()
+
+    def _connect(self, client, selector, peers):
+        try:
+            upstream = socket.create_connection(self.target, timeout=2)
+        except OSError:
+            client.close()
+            return
+        peers[client] = upstream
+        peers[upstream] = client
+        selector.register(client, self._selectors.EVENT_READ, None)
+        selector.register(upstream, self._selectors.EVENT_READ, None)

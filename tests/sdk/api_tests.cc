@@ -151,8 +151,8 @@ class TestApi : public loads::TestCase {
     // A body much bigger than a socket buffer, with every byte value.
     std::string big(300000, '\0');
     for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 % 256);
-    res = session().post(url("echo"), {.headers = {{"Content-Type", "application/x-test"}},
-                                       .body = big});
+    res = session().post(url("echo"),
+                         {.headers = {{"Content-Type", "application/x-test"}}, .body = big});
     assert_equal(res.status, 200);
     assert_equal(res.body.size(), big.size(), "size of the echoed 300000-byte body");
     assert_true(res.body == big, "the echoed 300000-byte body differs");
@@ -237,8 +237,8 @@ class TestApi : public loads::TestCase {
     auto second = session().get(url("headers"));
     RemoveHeader(session().headers(), "X-Loads-Default");
     assert_equal(res.status, 200);
-    assert_equal(EchoedHeader(res.body, "X-Loads-Default").value_or("<missing>"),
-                 std::string("d1"), "session header in the first request");
+    assert_equal(EchoedHeader(res.body, "X-Loads-Default").value_or("<missing>"), std::string("d1"),
+                 "session header in the first request");
     assert_equal(EchoedHeader(second.body, "X-Loads-Default").value_or("<missing>"),
                  std::string("d1"), "session header in the second request");
     // Removed from the session: no longer sent.
@@ -248,11 +248,10 @@ class TestApi : public loads::TestCase {
   }
 
   void test_request_headers() {
-    auto res = session().get(url("headers"), {.headers = {{"X-Request-One", "r1"},
-                                                           {"X-Request-Two", "two words"}}});
+    auto res = session().get(
+        url("headers"), {.headers = {{"X-Request-One", "r1"}, {"X-Request-Two", "two words"}}});
     assert_equal(res.status, 200);
-    assert_equal(EchoedHeader(res.body, "X-Request-One").value_or("<missing>"),
-                 std::string("r1"));
+    assert_equal(EchoedHeader(res.body, "X-Request-One").value_or("<missing>"), std::string("r1"));
     assert_equal(EchoedHeader(res.body, "X-Request-Two").value_or("<missing>"),
                  std::string("two words"));
     assert_equal(CountEchoedHeader(res.body, "Host"), 1, "Host headers sent");
@@ -425,11 +424,11 @@ class TestApi : public loads::TestCase {
   void test_websocket_callback() {
     int received = 0;
     std::string bad;
-    auto& ws = create_ws(ws_url("ws?send=3&size=10"),
-                         [&](loads::WebSocket&, const std::string& message) {
-                           ++received;
-                           if (message != std::string(10, 'x')) bad = message;
-                         });
+    auto& ws =
+        create_ws(ws_url("ws?send=3&size=10"), [&](loads::WebSocket&, const std::string& message) {
+          ++received;
+          if (message != std::string(10, 'x')) bad = message;
+        });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (ws.is_open() && received < 3 && std::chrono::steady_clock::now() < deadline) {
       sleep(std::chrono::milliseconds(1));

@@ -254,10 +254,17 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     result.stats.Merge(interval.stats);
     on_interval_(interval);
   };
+  // A finish lets the executions in progress end normally (a worker leaving gracefully); a
+  // stop cancels them at once.
+  bool cancelled = false;
   auto check_stop = [&] {
-    if (!stop.load() || stopping.load()) return;
-    stopping = true;
-    result.info.interrupted = true;
+    const bool stop_now = stop.load();
+    if ((stop_now || (options_.finish && options_.finish->load())) && !stopping.load()) {
+      stopping = true;
+      result.info.interrupted = true;
+    }
+    if (!stop_now || cancelled) return;
+    cancelled = true;
     for (auto& state : threads) {
       asio::post(*state->io, [s = state.get()] {
         for (UserContext* user : s->live_users) user->Cancel();
@@ -281,7 +288,8 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     if (cycle.remaining == 0) {
       // A worker given no user in this cycle (a cluster's split of a small cycle) still lets
       // the cycle last its duration, so that its next cycles start with the other workers'.
-      while (cycle.deadline && SteadyClock::now() < *cycle.deadline && !stop.load()) {
+      while (cycle.deadline && SteadyClock::now() < *cycle.deadline && !stop.load() &&
+             !(options_.finish && options_.finish->load())) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       continue;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "loads/common/exposer_options.h"
 #include "loads/common/snapshot.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
@@ -56,7 +57,7 @@ struct Loading {
 
 // The worker's own metrics (docs/metrics.md), served when --metrics is given.
 struct ZmqWorker::Metrics {
-  explicit Metrics(const std::string& address) : exposer(address) {
+  explicit Metrics(const std::string& address) : exposer(common::ExposerOptions(address)) {
     exposer.RegisterCollectable(registry);
   }
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -123,7 +124,9 @@ struct ZmqWorker::Assigned {
   SteadyClock::time_point load_deadline;
   TestSpec test;
   std::thread engine;
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false};    // cancel what is in progress
+  std::atomic<bool> finish{false};  // start nothing new, let what is in progress end
+  SteadyClock::time_point finish_by = SteadyClock::time_point::max();  // then stop
   std::string stop_why;
 
   // Filled by the engine's thread: the intervals not yet sent, merged into one.
@@ -378,7 +381,9 @@ void ZmqWorker::OnStart(const ControlMessage& m) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     const common::Assignment& a = run->assignment;
-    Engine engine(EngineOptionsFor(a));
+    EngineOptions options = EngineOptionsFor(a);
+    options.finish = &run->finish;
+    Engine engine(options);
     engine.OnInterval(
         [&](const Interval& interval) {
           std::lock_guard lock(run->mu);
@@ -420,8 +425,17 @@ void ZmqWorker::OnStop(const ControlMessage& m) {
   StopRun("stopped");
 }
 
-void ZmqWorker::StopRun(const std::string& why) {
+void ZmqWorker::StopRun(const std::string& why, bool drain) {
   if (!run_ || run_->stop) return;
+  if (drain && run_->phase == Assigned::Phase::kRunning) {
+    // Leaving: requests in flight end normally (every one the server saw is counted), for at
+    // most half the shutdown time; then they are cancelled.
+    if (run_->finish) return;
+    run_->finish = true;
+    run_->stop_why = why;
+    run_->finish_by = SteadyClock::now() + options_.shutdown_timeout / 2;
+    return;
+  }
   run_->stop = true;
   run_->stop_why = why;
   if (run_->phase == Assigned::Phase::kReady) {
@@ -602,7 +616,7 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
       Log(run_ ? "shutting down: stopping run " + run_->assignment.run_id +
                      " and sending its results"
                : "shutting down");
-      StopRun("the worker is shutting down");
+      StopRun("the worker is shutting down", /*drain=*/true);
     }
     if (leaving_) {
       if (!run_) {
@@ -667,6 +681,10 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
               std::chrono::duration_cast<std::chrono::seconds>(options_.orphan_timeout).count()) +
           " s: stopping run " + run_->assignment.run_id + " (its results still wait)");
       StopRun("no controller for too long");
+    }
+    if (run_ && run_->finish && !run_->stop && now >= run_->finish_by) {
+      Log("executions still in progress after the drain time: cancelling them");
+      run_->stop = true;
     }
     CheckLoading();
     Pump();

@@ -74,7 +74,8 @@ class ZmqWorker {
   // The run's life.
   void LoadTest();
   void CheckLoading();
-  void StopRun(const std::string& why);
+  // drain: let the executions in progress end (a graceful shutdown) instead of cancelling them.
+  void StopRun(const std::string& why, bool drain = false);
   // Sends whatever results the run has that the window allows, then `done` once the final
   // snapshot is out.
   void Pump();

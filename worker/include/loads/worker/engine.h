@@ -30,6 +30,9 @@ struct EngineOptions {
   std::chrono::milliseconds timeout{common::kDefaultTimeoutMs};
   bool verify_tls = true;
   size_t stack_size = 256 * 1024;  // per virtual user (committed lazily by the OS)
+  // When it turns true, no new execution starts and the run ends once those in progress have
+  // ended normally (nothing cancelled, unlike Run's `stop`). Not owned; may be null.
+  const std::atomic<bool>* finish = nullptr;
 };
 
 // A test method and how to make its test case.
