@@ -98,11 +98,15 @@ void BrokerCore::Restore(std::vector<RunRecord> records) {
     run.dirty = true;
     if (record.waiting || run.view.state == RunState::kAssigning) {
       // Its workers were loading the test or not there yet; they forget it when they come back.
-      run.view.state = RunState::kFailed;
       run.view.error = "the controller restarted while the run was being assigned; start it again";
       run.view.ended = clock_->WallNow();
+      run.ending = RunState::kFailed;
       for (auto& [id, member] : run.members) member.attached = false;
-      if (format_report_) run.view.report_json = format_report_(run.view);
+      if (format_report_) {
+        RunView final_view = run.view;
+        final_view.state = RunState::kFailed;
+        run.view.report_json = format_report_(final_view);
+      }
       continue;
     }
     ++run.view.restarts;
@@ -276,7 +280,7 @@ void BrokerCore::OnHello(const std::string& route, const ControlMessage& m) {
   if (!wanted.empty()) {
     auto run = runs_.find(wanted);
     RunMember* member = nullptr;
-    if (run != runs_.end() && !IsOver(run->second.view.state)) {
+    if (run != runs_.end() && !Ended(run->second)) {
       auto it = run->second.members.find(name);
       if (it != run->second.members.end() && !it->second.Settled()) member = &it->second;
     }
@@ -316,7 +320,7 @@ void BrokerCore::OnReady(Worker& worker, const ControlMessage& m) {
   if (member == run->second.members.end()) {
     return Drop("not_in_run", "ready from " + worker.id + ", which is not in run " + m.run_id);
   }
-  if (IsOver(run->second.view.state) || member->second.lost) {
+  if (Ended(run->second) || member->second.lost) {
     Send(worker.route, Message(MessageType::kStop, m.run_id));
     return;
   }
@@ -339,7 +343,7 @@ void BrokerCore::OnDone(Worker& worker, const ControlMessage& m) {
     return Drop("not_in_run", "done from " + worker.id + ", which is not in run " + m.run_id);
   }
   RunMember& member = member_it->second;
-  if (IsOver(run.view.state) || member.lost) {
+  if (Ended(run) || member.lost) {
     QueueAck(worker.route, m.run_id, member.merged_seq, true);
     if (worker.run_id == m.run_id) worker.run_id.clear();
     return;
@@ -384,7 +388,7 @@ void BrokerCore::OnSnapshot(Worker& worker, const common::Snapshot& snapshot,
                                   ", which is not in it");
   }
   RunMember& member = member_it->second;
-  if (IsOver(run.view.state) || member.lost) {
+  if (Ended(run) || member.lost) {
     // The result is final (or the worker's part of it is): late results are counted, not merged.
     ++run.view.late_snapshots;
     Changed(run);
@@ -561,10 +565,14 @@ void BrokerCore::AssignWaitingRuns() {
 void BrokerCore::EndWaitingRun(Run& run, RunState state, const std::string& why) {
   run.waiting.reset();
   std::erase(waiting_, run.view.run_id);
-  run.view.state = state;
+  run.ending = state;
   if (state == RunState::kFailed) run.view.error = why;
   run.view.ended = clock_->WallNow();
-  if (format_report_) run.view.report_json = format_report_(run.view);
+  if (format_report_) {
+    RunView final_view = run.view;
+    final_view.state = state;
+    run.view.report_json = format_report_(final_view);
+  }
   if (metrics_) metrics_->RunEnded(run.view.run_id);
   Changed(run);
 }
@@ -608,25 +616,27 @@ void BrokerCore::Fail(Run& run, const std::string& why) {
 }
 
 void BrokerCore::MaybeFinish(Run& run) {
-  if (IsOver(run.view.state) || run.waiting) return;
+  if (Ended(run) || run.waiting) return;
   size_t lost = 0;
   for (const auto& [id, member] : run.members) {
     if (!member.Settled()) return;
     lost += member.lost;
   }
+  // The end is kept apart until it is stored (TakeCommit, Committed): a run is seen over only
+  // once a restart would find it over too.
+  RunState end = RunState::kDone;
   if (!run.view.error.empty()) {
-    run.view.state = RunState::kFailed;
+    end = RunState::kFailed;
   } else if (run.stop_requested) {
-    run.view.state = RunState::kStopped;
+    end = RunState::kStopped;
   } else if (!run.members.empty() && lost == run.members.size()) {
     // Nothing of the plan is known to have run to its end: no result to speak of.
-    run.view.state = RunState::kFailed;
+    end = RunState::kFailed;
     run.view.error = "every worker was lost (" + Join(run.view.lost_workers) + ")";
   } else if (lost > 0) {
-    run.view.state = RunState::kPartial;
-  } else {
-    run.view.state = RunState::kDone;
+    end = RunState::kPartial;
   }
+  run.ending = end;
   if (lost > 0) {
     // In hits mode the plan says what the lost workers did not report.
     bool known = true;
@@ -645,7 +655,11 @@ void BrokerCore::MaybeFinish(Run& run) {
   run.ready_deadline.reset();
   run.stop_deadline.reset();
   run.grace_deadline.reset();
-  if (format_report_) run.view.report_json = format_report_(run.view);
+  if (format_report_) {
+    RunView final_view = run.view;
+    final_view.state = end;
+    run.view.report_json = format_report_(final_view);
+  }
   if (metrics_) {
     metrics_->SetActiveUsers(run.view.run_id, 0);
     metrics_->SetQuantiles(run.view.run_id, run.view.stats.latency);
@@ -674,7 +688,7 @@ void BrokerCore::CountActiveUsers(Run& run) {
 
 void BrokerCore::MarkLost(Run& run, const std::string& worker_id, const std::string& why) {
   auto it = run.members.find(worker_id);
-  if (it == run.members.end() || it->second.Settled() || IsOver(run.view.state)) return;
+  if (it == run.members.end() || it->second.Settled() || Ended(run)) return;
   RunMember& member = it->second;
   member.lost = true;
   member.lost_why = why;
@@ -714,7 +728,7 @@ Status BrokerCore::FailRun(const std::string& run_id, const std::string& why) {
   auto it = runs_.find(run_id);
   if (it == runs_.end()) return NotFoundError("no run " + run_id);
   Run& run = it->second;
-  if (IsOver(run.view.state)) return FailedPreconditionError("run " + run_id + " is over");
+  if (Ended(run)) return FailedPreconditionError("run " + run_id + " is over");
   if (run.waiting) {
     EndWaitingRun(run, RunState::kFailed, why);
     return OkStatus();
@@ -728,7 +742,7 @@ Status BrokerCore::StopRun(const std::string& run_id) {
   auto it = runs_.find(run_id);
   if (it == runs_.end()) return NotFoundError("no run " + run_id);
   Run& run = it->second;
-  if (IsOver(run.view.state)) return OkStatus();
+  if (Ended(run)) return OkStatus();
   if (run.waiting) {
     EndWaitingRun(run, RunState::kStopped, "");
     return OkStatus();
@@ -765,7 +779,7 @@ void BrokerCore::Tick() {
   }
   if (!waiting_.empty()) AssignWaitingRuns();
   for (auto& [id, run] : runs_) {
-    if (IsOver(run.view.state) || run.waiting) continue;
+    if (Ended(run) || run.waiting) continue;
     if (run.ready_deadline && now >= *run.ready_deadline) {
       std::vector<std::string> slow;
       for (const auto& [wid, member] : run.members) {
@@ -811,7 +825,7 @@ void BrokerCore::Tick() {
                   [&](const auto& entry) { return now - entry.second > std::chrono::minutes(1); });
     // Windows of one second: the live view of every run in progress.
     for (auto& [id, run] : runs_) {
-      if (IsOver(run.view.state)) continue;
+      if (Ended(run)) continue;
       run.view.last_interval = std::move(run.current_interval);
       run.current_interval = common::RunStats();
       run.view.last_interval_end = clock_->WallNow();
@@ -871,6 +885,7 @@ CommitBatch BrokerCore::TakeCommit() {
     run.dirty = false;
     RunRecord record;
     record.view = run.view;
+    if (run.ending) record.view.state = *run.ending;
     record.view.last_interval = common::RunStats();
     record.policy = run.policy;
     record.stop_requested = run.stop_requested;
@@ -887,6 +902,14 @@ CommitBatch BrokerCore::TakeCommit() {
 
 void BrokerCore::Committed(CommitBatch batch, bool ok) {
   if (ok) {
+    // What was stored over is now seen over.
+    for (const auto& record : batch.runs) {
+      auto it = runs_.find(record.view.run_id);
+      if (it == runs_.end() || !it->second.ending || !IsOver(record.view.state)) continue;
+      it->second.view.state = *it->second.ending;
+      it->second.ending.reset();
+      ++generation_;
+    }
     for (auto& ack : batch.acks) Send(ack.route, ack.message);
     return;
   }

@@ -306,11 +306,13 @@ TEST_F(BrokerTest, WaitingRunsGetTheirOwnWorkers) {
   // A launcher's failure ends a waiting run at once; so does a stop.
   ASSERT_TRUE(broker_->StartRun("d", waiting({9}, 9, "d-")).ok());
   EXPECT_TRUE(broker_->FailRun("d", "worker pod d-0 cannot start: ErrImagePull").ok());
+  ASSERT_TRUE(broker_->WaitForRun("d", 5s));  // seen over once stored, by the broker's thread
   EXPECT_EQ(broker_->GetRun("d")->state, RunState::kFailed);
   EXPECT_EQ(broker_->GetRun("d")->error, "worker pod d-0 cannot start: ErrImagePull");
   EXPECT_FALSE(broker_->FailRun("d", "again").ok());
   ASSERT_TRUE(broker_->StartRun("e", waiting({9}, 9, "e-")).ok());
   EXPECT_TRUE(broker_->StopRun("e").ok());
+  ASSERT_TRUE(broker_->WaitForRun("e", 5s));
   EXPECT_EQ(broker_->GetRun("e")->state, RunState::kStopped);
   EXPECT_EQ(broker_->IdleWorkers(), 3u);
 }

@@ -102,6 +102,7 @@ class BrokerCoreTest : public ::testing::Test {
   std::vector<RunRecord> Commit(bool ok = true) {
     CommitBatch batch = core_->TakeCommit();
     std::vector<RunRecord> runs = batch.runs;
+    if (ok) deleted_.insert(deleted_.end(), batch.deleted.begin(), batch.deleted.end());
     core_->Committed(std::move(batch), ok);
     for (auto& r : runs) stored_[r.view.run_id] = r;
     return runs;
@@ -114,6 +115,7 @@ class BrokerCoreTest : public ::testing::Test {
       // Registered workers keep talking, unless a test has silenced them.
       for (const auto& w : talking_) core_->OnFrame(Route(w), Control(MessageType::kHeartbeat, w));
       core_->Tick();
+      Commit();
     }
   }
 
@@ -155,6 +157,11 @@ class BrokerCoreTest : public ::testing::Test {
   }
 
   RunView Run() { return *core_->GetRun("r"); }
+  // The run once what changed is stored, as a client sees it from the broker's thread.
+  RunView Stored() {
+    Commit();
+    return Run();
+  }
 
   BrokerOptions options_ = [] {
     BrokerOptions o;
@@ -166,6 +173,7 @@ class BrokerCoreTest : public ::testing::Test {
   std::unique_ptr<BrokerCore> core_;
   std::vector<std::string> talking_;
   std::map<std::string, RunRecord> stored_;
+  std::vector<std::string> deleted_;
 };
 
 TEST_F(BrokerCoreTest, RefusesWrongTokensAndOtherSdksAndSaysWhy) {
@@ -236,7 +244,7 @@ TEST_F(BrokerCoreTest, MergesInOrderExactlyAndAcknowledgesOnlyWhatIsCommitted) {
   From("w0", Done("w0", "r", 3));
   From("w1", Snap("w1", "r", 1, 10, true));
   From("w1", Done("w1", "r", 1));
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kDone);
   EXPECT_EQ(run.stats.hits, 19u);
   EXPECT_EQ(run.stats.latency.Count(), 19u);
@@ -255,12 +263,12 @@ TEST_F(BrokerCoreTest, AFinishedRunNeverChanges) {
   StartRunning(1);
   From("w0", Snap("w0", "r", 1, 5, true));
   From("w0", Done("w0", "r", 1));
-  ASSERT_EQ(Run().state, RunState::kDone);
+  ASSERT_EQ(Stored().state, RunState::kDone);
   Commit();
   transport_.Take(Route("w0"));
   From("w0", Snap("w0", "r", 2, 17));
   From("w0", Done("w0", "r", 2));
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kDone);
   EXPECT_EQ(run.stats.hits, 5u);
   EXPECT_EQ(run.late_snapshots, 1u);
@@ -271,13 +279,30 @@ TEST_F(BrokerCoreTest, AFinishedRunNeverChanges) {
   }
 }
 
+TEST_F(BrokerCoreTest, ARunIsSeenOverOnlyOnceItsEndIsStored) {
+  StartRunning(1);
+  From("w0", Snap("w0", "r", 1, 5, true));
+  From("w0", Done("w0", "r", 1));
+  // Over inside, not yet stored: a client still sees it running (a restart now would find it
+  // running, and its worker would send its results again).
+  EXPECT_EQ(Run().state, RunState::kRunning);
+  EXPECT_FALSE(core_->IsRunOver("r"));
+  Commit(/*ok=*/false);
+  EXPECT_EQ(Run().state, RunState::kRunning);
+  EXPECT_TRUE(transport_.Take(Route("w0")).empty());  // nor is the worker told to forget it
+  Commit();
+  EXPECT_EQ(Run().state, RunState::kDone);
+  EXPECT_TRUE(core_->IsRunOver("r"));
+  EXPECT_EQ(stored_.at("r").view.state, RunState::kDone);
+}
+
 TEST_F(BrokerCoreTest, DoneWaitsForTheFinalSnapshot) {
   StartRunning(1);
   From("w0", Done("w0", "r", 2));
   From("w0", Snap("w0", "r", 1, 1));
   EXPECT_EQ(Run().state, RunState::kRunning);
   From("w0", Snap("w0", "r", 2, 1, true));
-  EXPECT_EQ(Run().state, RunState::kDone);
+  EXPECT_EQ(Stored().state, RunState::kDone);
   EXPECT_EQ(Run().stats.hits, 2u);
 }
 
@@ -291,7 +316,7 @@ TEST_F(BrokerCoreTest, ALostWorkerMakesThePartialRunSayWhatIsMissing) {
   From("w1", Snap("w1", "r", 2, 6, true));
   From("w0", Snap("w0", "r", 1, 10, true));
   From("w0", Done("w0", "r", 1));
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kPartial);
   EXPECT_TRUE(run.degraded);
   EXPECT_EQ(run.stats.hits, 14u);
@@ -299,7 +324,7 @@ TEST_F(BrokerCoreTest, ALostWorkerMakesThePartialRunSayWhatIsMissing) {
   EXPECT_EQ(*run.missing_executions, 6u);  // 10 planned for w1, 4 reported
   auto sent = transport_.Take(Route("w1"));
   ASSERT_FALSE(sent.empty());
-  EXPECT_EQ(sent[0].type, MessageType::kRejoin);  // it is told to register again
+  EXPECT_EQ(sent.back().type, MessageType::kRejoin);  // it is told to register again
   // Its hello naming the run is welcomed without it: it stops loading the target for it.
   From("w1", Hello("w1", "r"));
   sent = transport_.Take(Route("w1"));
@@ -312,7 +337,7 @@ TEST_F(BrokerCoreTest, EveryWorkerLostFailsTheRun) {
   StartRunning(2);
   talking_.clear();
   Tick(3100ms);
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kFailed);
   EXPECT_NE(run.error.find("every worker was lost"), std::string::npos) << run.error;
 }
@@ -328,7 +353,7 @@ TEST_F(BrokerCoreTest, LossPolicyFailStopsTheOthersAndTellsTheLostOne) {
   // w0 answers the stop as a stopped worker does: the run fails for the loss, not for that.
   From("w0", Snap("w0", "r", 1, 3, true));
   From("w0", Done("w0", "r", 1, false, "stopped"));
-  EXPECT_EQ(Run().state, RunState::kFailed);
+  EXPECT_EQ(Stored().state, RunState::kFailed);
   EXPECT_EQ(Run().stats.hits, 3u);
 }
 
@@ -340,7 +365,7 @@ TEST_F(BrokerCoreTest, StopEndsARunInAnyState) {
   ASSERT_TRUE(core_->StopRun("r").ok());
   EXPECT_EQ(Run().state, RunState::kAssigning);
   Tick(10100ms);
-  EXPECT_EQ(Run().state, RunState::kStopped);
+  EXPECT_EQ(Stored().state, RunState::kStopped);
   // Running: a worker that answers "stopped" with ok=false does not make it FAILED.
   talking_.clear();
   core_ = nullptr;
@@ -350,7 +375,7 @@ TEST_F(BrokerCoreTest, StopEndsARunInAnyState) {
   ASSERT_TRUE(core_->StopRun("r").ok());
   From("w0", Snap("w0", "r", 1, 2, true));
   From("w0", Done("w0", "r", 1, false, "stopped"));
-  EXPECT_EQ(Run().state, RunState::kStopped);
+  EXPECT_EQ(Stored().state, RunState::kStopped);
   EXPECT_TRUE(core_->StopRun("r").ok());  // over: nothing to do
   EXPECT_EQ(core_->StopRun("nope").code(), StatusCode::kNotFound);
 }
@@ -368,7 +393,7 @@ TEST_F(BrokerCoreTest, AWorkerThatNeverGetsReadyFailsTheRunInTime) {
   // Both are told to stop; they answer, and it is over.
   From("w0", Done("w0", "r", 0, false, "stopped before it started"));
   From("w1", Done("w1", "r", 0, false, "stopped before it started"));
-  EXPECT_EQ(Run().state, RunState::kFailed);
+  EXPECT_EQ(Stored().state, RunState::kFailed);
 }
 
 TEST_F(BrokerCoreTest, AWorkerThatLeftCleanlyDoesNotDegradeTheRun) {
@@ -378,7 +403,7 @@ TEST_F(BrokerCoreTest, AWorkerThatLeftCleanlyDoesNotDegradeTheRun) {
   From("w0", Control(MessageType::kBye, "w0"));
   From("w1", Snap("w1", "r", 1, 10, true));
   From("w1", Done("w1", "r", 1));
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kDone);
   EXPECT_FALSE(run.degraded);
   EXPECT_EQ(run.left_workers, std::vector<std::string>{"w0"});
@@ -396,7 +421,7 @@ TEST_F(BrokerCoreTest, CountersThatWouldWrapAreRefused) {
   From("w0", common::EncodeSnapshot(huge));
   huge.worker_id = "w1";
   From("w1", common::EncodeSnapshot(huge));
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.stats.hits, (uint64_t{1} << 63) + 5);  // never wrapped
   EXPECT_EQ(run.lost_workers, std::vector<std::string>{"w1"});
 }
@@ -433,7 +458,7 @@ TEST_F(BrokerCoreTest, ARestartedControllerCarriesOnWithTheWorkersThatComeBack) 
   EXPECT_EQ(Run().stats.hits, 14u);
   // w1 never comes back: lost after the grace period, and the run is partial.
   Tick(15'100ms);
-  const RunView run = Run();
+  const RunView run = Stored();
   EXPECT_EQ(run.state, RunState::kPartial);
   EXPECT_EQ(run.lost_workers, std::vector<std::string>{"w1"});
   ASSERT_TRUE(run.missing_executions);
@@ -445,7 +470,7 @@ TEST_F(BrokerCoreTest, ARunBeingAssignedWhenTheControllerDiedFails) {
   ASSERT_TRUE(core_->StartRun("r", Request({1}, {1}, 1)).ok());
   auto state = Commit();
   Make(state);
-  EXPECT_EQ(Run().state, RunState::kFailed);
+  EXPECT_EQ(Stored().state, RunState::kFailed);
   EXPECT_NE(Run().error.find("restarted while the run was being assigned"), std::string::npos);
 }
 
@@ -468,7 +493,7 @@ TEST_F(BrokerCoreTest, RunsAreListedNewestFirstAndOldOnesPruned) {
   ids.clear();
   for (const RunView* v : core_->Runs()) ids.push_back(v->run_id);
   EXPECT_EQ(ids, (std::vector<std::string>{"c", "b"}));
-  EXPECT_EQ(core_->TakeCommit().deleted, std::vector<std::string>{"a"});
+  EXPECT_EQ(deleted_, std::vector<std::string>{"a"});
 }
 
 }  // namespace

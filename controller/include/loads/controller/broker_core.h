@@ -165,7 +165,11 @@ class BrokerCore {
     std::map<std::string, RunMember> members;
     common::RunStats current_interval;  // snapshots of the window in progress
     bool dirty = true;                  // to be written with the next commit
+    // How it ended, until that is stored; then it becomes view.state.
+    std::optional<RunState> ending;
   };
+  // Over, or ending (not yet stored): nothing of it is merged any more.
+  static bool Ended(const Run& run) { return IsOver(run.view.state) || run.ending.has_value(); }
 
   // One handler per message a worker sends.
   void OnHello(const std::string& route, const common::ControlMessage& m);
@@ -189,7 +193,7 @@ class BrokerCore {
   void EndWaitingRun(Run& run, RunState state, const std::string& why);
   // Starts the run when every worker is ready (or lost).
   void MaybeStart(Run& run);
-  // Ends the run when nothing more is expected of any worker.
+  // Ends the run when nothing more is expected of any worker: its end is seen once stored.
   void MaybeFinish(Run& run);
   void StopWorkers(Run& run);
   void Fail(Run& run, const std::string& why);
