@@ -144,7 +144,7 @@ class KubernetesLauncher : public Launcher {
     // An owner must live in its dependents' namespace: elsewhere the garbage collector would
     // take it for gone and delete every pod at once.
     owned_ = !o_.owner_name.empty() && !o_.owner_uid.empty() && o_.namespace_name == own_namespace;
-    DeleteLeftovers();
+    AdoptLeftovers();
     return "";
   }
 
@@ -402,20 +402,35 @@ class KubernetesLauncher : public Launcher {
   }
 
   // Pods of this release left by an earlier controller process (a restarted container keeps
-  // its pod, so their owner reference does not remove them): no run of this process uses them.
-  void DeleteLeftovers() {
+  // its pod, so their owner reference does not remove them). Those of a run are taken over: if
+  // the run is still running (the controller kept it in its state folder), its workers come back
+  // to it; otherwise the first Supervise deletes them, as the pods of any run that is over.
+  // Pods without a run are deleted at once.
+  void AdoptLeftovers() {
     std::lock_guard lock(mu_);
     const Json items = ListPods();
-    int deleted = 0;
+    int adopted = 0, deleted = 0;
     for (const auto& item : items) {
       if (!item.is_object() || !item.contains("metadata") || !item["metadata"].is_object())
         continue;
-      const Json& name = item["metadata"].value("name", Json());
-      if (name.is_string() && Delete(name.get<std::string>())) ++deleted;
+      const Json& metadata = item["metadata"];
+      const Json& name = metadata.value("name", Json());
+      if (!name.is_string()) continue;
+      const Json run_id = metadata.contains("annotations") && metadata["annotations"].is_object()
+                              ? metadata["annotations"].value("loads/run-id", Json())
+                              : Json();
+      if (run_id.is_string()) {
+        pods_[name.get<std::string>()] = Pod{run_id.get<std::string>(), SteadyClock::now()};
+        ++adopted;
+      } else if (Delete(name.get<std::string>())) {
+        ++deleted;
+      }
     }
-    if (deleted) {
-      std::fprintf(stderr, "loads-controller: deleted %d worker pod(s) of an earlier controller\n",
-                   deleted);
+    if (adopted || deleted) {
+      std::fprintf(stderr,
+                   "loads-controller: found %d worker pod(s) of an earlier controller: kept until "
+                   "their runs are over; deleted %d without a run\n",
+                   adopted, deleted);
     }
   }
 

@@ -93,7 +93,8 @@ class FakeApiServer:
 class Cluster:
     """loads-controller with the Kubernetes launcher, pointed at the fake API server."""
 
-    def __init__(self, api, pki, image="localhost/loads-worker:test", ca="ca.crt", extra=()):
+    def __init__(self, api, pki, image="localhost/loads-worker:test", ca="ca.crt", extra=(),
+                 state=False, zmq_port=None, grpc_port=None):
         self.dir = tempfile.mkdtemp(prefix="loads-sa-")
         with open(f"{self.dir}/token", "w") as f:
             f.write(SA_TOKEN + "\n")
@@ -102,10 +103,12 @@ class Cluster:
         shutil.copy(f"{pki}/{ca}", f"{self.dir}/ca.crt")
         with open(f"{self.dir}/worker-token", "w") as f:
             f.write(WORKER_TOKEN + "\n")
-        zmq_port = harness.free_port()
+        zmq_port = zmq_port or harness.free_port()
+        self.zmq_port = zmq_port
         env = dict(os.environ, LOADS_POD_NAME="loads-controller-7d9f", LOADS_POD_UID="uid-ctrl-1")
+        self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [harness.binary("loads-controller"), "--grpc", "127.0.0.1:0",
+            [harness.binary("loads-controller"), "--grpc", f"127.0.0.1:{grpc_port or 0}",
              "--zmq", f"tcp://127.0.0.1:{zmq_port}", "--publish", "tcp://127.0.0.1:*",
              "--metrics", "127.0.0.1:0", "--token-file", f"{self.dir}/worker-token",
              "--launcher", "kubernetes", "--kubernetes-api", api.url,
@@ -113,13 +116,18 @@ class Cluster:
              "--worker-token-secret", "loads-tokens", "--advertise", f"tcp://127.0.0.1:{zmq_port}",
              "--instance", "perf", "--worker-pending-timeout", "3",
              "--image-pull-secret", "registry-creds", "--image-pull-policy", "Always",
-             "--no-state", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             *([] if state else ["--no-state"]), *extra],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         line = self.process.stdout.readline()
         if "listening:" not in line:
-            raise AssertionError(f"controller did not start: {line!r} {self.process.stderr.read()}")
+            raise AssertionError(f"controller did not start: {line!r} {self.stderr()}")
         parts = line.split()
         self.grpc = parts[parts.index("grpc") + 1]
+        self.grpc_port = int(self.grpc.rsplit(":", 1)[1])
+
+    def stderr(self):
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
     def run(self, *args, timeout=60):
         return harness.run_runner(["--controller", self.grpc, *args], timeout=timeout)
@@ -127,7 +135,7 @@ class Cluster:
     def close(self):
         harness.stop_process(self.process)
         self.process.stdout.close()
-        self.process.stderr.close()
+        self._stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -280,8 +288,34 @@ class KubernetesLauncherTest(unittest.TestCase):
         first.process.kill()  # no chance to clean up, as when its container is killed
         first.process.wait()
         self.assertEqual(len(self.api.pods()), 1)
-        self.cluster()  # the same release (--instance perf) starts again
-        self.assertEqual(self.api.pods(), [])
+        # The same release (--instance perf) starts again without state: the pod's run is
+        # unknown to it, so the pod goes at its first supervision round.
+        self.cluster()
+        self.assertTrue(wait_until(lambda: not self.api.pods(), timeout=10), self.api.pods())
+
+    def test_a_restarted_controller_keeps_the_pods_of_its_running_run(self):
+        state = tempfile.mkdtemp(prefix="loads-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        extra = ("--state-dir", state)
+        first = self.cluster(extra=extra, state=True)
+        with harness.Nginx() as nginx:
+            process = harness.RunnerProcess(["--controller", first.grpc, "--url", nginx.url,
+                                             "-u", "2", "-d", "8", "--workers", "2"])
+            self.assertTrue(wait_until(lambda: nginx.access_log_count() > 0, timeout=20))
+            pods = sorted(p["metadata"]["name"] for p in self.api.pods())
+            self.assertEqual(len(pods), 2)
+            first.process.kill()
+            first.process.wait()
+            # The container restarts (same pod, same ports): the run and its pods carry on.
+            second = self.cluster(extra=extra, state=True, zmq_port=first.zmq_port,
+                                  grpc_port=first.grpc_port)
+            result = process.wait(timeout=60)
+            self.assertEqual(result.code, 0, harness.describe(result) + second.stderr())
+            self.assertEqual(result.report["hits"], nginx.access_log_count())
+            self.assertEqual(result.report["run"]["controller_restarts"], 1)
+            # Kept while the run ran (none was lost), deleted once it was over.
+            self.assertEqual(result.report["run"]["lost_workers"], [])
+            self.assertTrue(wait_until(lambda: not self.api.pods(), timeout=10))
 
     def test_stopping_a_run_deletes_its_pods_and_shutdown_deletes_the_rest(self):
         cluster = self.cluster()
