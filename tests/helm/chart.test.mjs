@@ -227,7 +227,24 @@ for (const testCase of cases) {
         "--api-token-file": "/var/run/loads/api-token",
         "--worker-timeout": String(values.controller.workerTimeout),
         "--metrics-retention": String(values.controller.metricsRetention),
+        "--state-dir": "/var/lib/loads/state",
+        "--restart-grace": String(values.controller.restartGrace),
       };
+      // The state folder is a mounted volume (the root filesystem is read-only): a claim when
+      // persistence is on, an emptyDir otherwise.
+      const state = deployment.spec.template.spec.volumes.find((v) => v.name === "state");
+      assert.ok(
+        container.volumeMounts.some((m) => m.name === "state" && m.mountPath === "/var/lib/loads"),
+      );
+      if (values.controller.persistence.enabled) {
+        assert.equal(state.persistentVolumeClaim.claimName, `${CONTROLLER}-state`);
+        const claim = find("PersistentVolumeClaim", `${CONTROLLER}-state`);
+        assert.ok(claim, "no PersistentVolumeClaim for the state folder");
+        assert.equal(claim.spec.resources.requests.storage, values.controller.persistence.size);
+      } else {
+        assert.deepEqual(state.emptyDir, {});
+        assert.equal(all("PersistentVolumeClaim").length, 0);
+      }
       if (values.launcher.enabled) {
         Object.assign(expected, {
           "--launcher": "kubernetes",
