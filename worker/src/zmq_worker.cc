@@ -309,6 +309,7 @@ void ZmqWorker::LoadTest() {
     done.ok = false;
     done.message = "invalid test: " + error;
     Send(done);
+    if (metrics_) metrics_->runs.Add({{"result", "failed"}}).Increment();
     run_.reset();
     return;
   }
@@ -329,6 +330,7 @@ void ZmqWorker::CheckLoading() {
       done.ok = false;
       done.message = result.message;
       Send(done);
+      if (metrics_) metrics_->runs.Add({{"result", "failed"}}).Increment();
       run_.reset();
       return;
     }
@@ -359,6 +361,7 @@ void ZmqWorker::CheckLoading() {
                  " s (its static initializers do not return); worker " + options_.id +
                  " exits to start clean";
   Send(done);
+  if (metrics_) metrics_->runs.Add({{"result", "failed"}}).Increment();
   Log(done.message);
   exit_code_ = kWorkerExitFailure;
 }
