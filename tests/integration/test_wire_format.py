@@ -1,8 +1,8 @@
-"""The snapshot message is plain msgpack, readable and writable from another language exactly as
-docs/wire-protocol.md describes it. This test uses Python's msgpack module as the reference
-client: it decodes the golden bytes the C++ encoder produces (tests/testdata/snapshot_v2.hex,
-checked byte for byte by the C++ unit test) and re-encodes the documented structure to the same
-bytes.
+"""The snapshot and control messages are plain msgpack, readable and writable from another
+language exactly as docs/wire-protocol.md describes them. This test uses Python's msgpack module
+as the reference client: it decodes the golden bytes the C++ encoder produces
+(tests/testdata/snapshot_v2.hex and control_v2.hex, checked byte for byte by the C++ unit tests)
+and re-encodes the documented structures to the same bytes.
 """
 
 import os
@@ -62,6 +62,27 @@ class WireFormatTest(unittest.TestCase):
                "ws": [0] * 6, "errors": {"F": 1}, "counters": {"c": 11},
                "urls": {"U": [2, 0, histogram]}}
         self.assertEqual(msgpack.packb(doc, use_bin_type=True).hex(), self.golden.hex())
+
+    def test_control_messages_encode_to_the_same_bytes(self):
+        # The documented fields of each message, in the order the document lists them.
+        documented = {
+            "hello": {"v": 2, "type": "hello", "worker": "w", "token": "t", "threads": 2,
+                      "sdk": "0.1.0", "run": "r"},
+            "welcome": {"v": 2, "type": "welcome", "worker": "w", "heartbeat_ms": 1000, "run": "r"},
+            "ack": {"v": 2, "type": "ack", "run": "r", "seq": 3, "closed": True},
+            "done": {"v": 2, "type": "done", "worker": "w", "run": "r", "ok": True, "message": "",
+                     "seq": 3, "left": False},
+            "rejoin": {"v": 2, "type": "rejoin"},
+            "refused": {"v": 2, "type": "refused", "message": "wrong token"},
+            "bye": {"v": 2, "type": "bye", "worker": "w"},
+        }
+        path = os.path.join(os.path.dirname(GOLDEN), "control_v2.hex")
+        with open(path) as f:
+            golden = dict(line.split() for line in f if line.strip() and not line.startswith("#"))
+        self.assertEqual(set(golden), set(documented))
+        for name, doc in documented.items():
+            self.assertEqual(msgpack.packb(doc).hex(), golden[name], name)
+            self.assertEqual(msgpack.unpackb(bytes.fromhex(golden[name]), raw=False), doc)
 
     def test_bucket_index_of_large_values(self):
         # 1,000,000 ns: top bit 19, shift 9, (1_000_000 >> 9) = 1953.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <map>
 #include <msgpack.hpp>
 
 namespace loads::common {
@@ -128,6 +130,62 @@ TEST(Protocol, InvalidAssignmentsNameTheField) {
   EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "ready"}, {"worker", "w"}, {"run", "a\nb"}}),
                              &out, &error));
   EXPECT_NE(error.find("field 'run'"), std::string::npos) << error;
+}
+
+// The control messages' exact bytes (tests/testdata/control_v2.hex, also re-encoded by
+// tests/integration/test_wire_format.py from the structures the document gives).
+TEST(Protocol, GoldenControlBytes) {
+  std::ifstream file(std::string(LOADS_TESTDATA_DIR) + "/control_v2.hex");
+  ASSERT_TRUE(file);
+  std::map<std::string, std::string> golden;
+  for (std::string line; std::getline(file, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    golden[line.substr(0, line.find(' '))] = line.substr(line.find(' ') + 1);
+  }
+  const auto hex = [](const std::string& bytes) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : bytes) {
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+    }
+    return out;
+  };
+  const auto message = [](MessageType type) {
+    ControlMessage m;
+    m.type = type;
+    m.worker_id = "w";
+    m.run_id = "r";
+    return m;
+  };
+  ControlMessage hello = message(MessageType::kHello);
+  hello.token = "t";
+  hello.threads = 2;
+  hello.sdk_version = "0.1.0";
+  ControlMessage welcome = message(MessageType::kWelcome);
+  ControlMessage ack = message(MessageType::kAck);
+  ack.seq = 3;
+  ack.closed = true;
+  ControlMessage done = message(MessageType::kDone);
+  done.seq = 3;
+  ControlMessage refused = message(MessageType::kRefused);
+  refused.message = "wrong token";
+  const std::map<std::string, ControlMessage> messages = {{"hello", hello},
+                                                          {"welcome", welcome},
+                                                          {"ack", ack},
+                                                          {"done", done},
+                                                          {"rejoin", message(MessageType::kRejoin)},
+                                                          {"refused", refused},
+                                                          {"bye", message(MessageType::kBye)}};
+  ASSERT_EQ(golden.size(), messages.size());
+  for (const auto& [name, m] : messages) {
+    const std::string bytes = EncodeControl(m);
+    EXPECT_EQ(hex(bytes), golden.at(name)) << name;
+    ControlMessage back;
+    std::string error;
+    EXPECT_TRUE(DecodeControl(bytes, &back, &error)) << name << ": " << error;
+    EXPECT_EQ(back.type, m.type);
+  }
 }
 
 }  // namespace
