@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """How loads-controller copes with many workers: simulated workers (DEALER sockets in this
 process, speaking docs/wire-protocol.md) each send one snapshot a second with many URL names;
-the script measures the controller's CPU use and the delay from a snapshot's send to its
-appearance on the controller's published stream, and checks that the merged hits are exact.
+the script measures the controller's CPU use, the delay from a snapshot's send to its
+appearance on the controller's published stream and to its acknowledgement (sent once the
+merge is written to the state folder), and checks that the merged hits are exact. It runs the
+controller without and with a state folder (--no-state, --state-dir), alternated, and prints one
+row per run and the medians of each.
 
     /usr/bin/python3 bench/controller_scale.py [--workers 1000] [--seconds 10] [--urls 20]
+                                               [--pairs 2]
 """
 
 import argparse
@@ -12,6 +16,8 @@ import os
 import subprocess
 import sys
 import multiprocessing
+import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -22,7 +28,7 @@ import zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from python_worker import histogram  # noqa: E402
+from python_worker import SDK, histogram  # noqa: E402
 from test_distributed import generate_stubs  # noqa: E402
 
 
@@ -58,21 +64,13 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=1000)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--urls", type=int, default=20)
-    parser.add_argument("--controller", default=os.path.join(ROOT, "build", "bin", "loads-controller"))
-    args = parser.parse_args()
-    if not os.access(args.controller, os.X_OK):
-        sys.exit(f"controller_scale: {args.controller} not found; build first (scripts/build.sh)")
-
-    pb, rpc = generate_stubs(tempfile.mkdtemp(prefix="loads-stubs-"))
+def run_once(args, pb, rpc, with_state):
+    """One run of the simulation; returns its measurements."""
+    state_dir = tempfile.mkdtemp(prefix="loads-bench-state-") if with_state else None
     controller = subprocess.Popen(
         [args.controller, "--grpc", "127.0.0.1:0", "--zmq", "tcp://127.0.0.1:*", "--publish",
          "tcp://127.0.0.1:*", "--metrics", "127.0.0.1:0", "--max-local-workers", "0",
-         "--worker-timeout", "30"],
+         "--worker-timeout", "30", *(["--state-dir", state_dir] if with_state else ["--no-state"])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     words = controller.stdout.readline().split()
     grpc_address = words[words.index("grpc") + 1]
@@ -80,17 +78,19 @@ def main():
     publish = words[words.index("publish") + 1]
     context = zmq.Context()
     context.setsockopt(zmq.MAX_SOCKETS, args.workers + 100)
+    pack = lambda m: msgpack.packb(dict({"v": 2}, **m))
     try:
         sockets = []
         for i in range(args.workers):
             s = context.socket(zmq.DEALER)
-            s.setsockopt(zmq.ROUTING_ID, f"sim-{i}".encode())
+            s.setsockopt(zmq.ROUTING_ID, f"sim-{i}/{os.urandom(8).hex()}".encode())
             s.setsockopt(zmq.LINGER, 0)
             s.connect(endpoint)
-            s.send(msgpack.packb({"v": 1, "type": "hello", "worker": f"sim-{i}", "token": "",
-                                  "threads": 1, "sdk": "sim"}))
+            s.send(pack({"type": "hello", "worker": f"sim-{i}", "token": "", "threads": 1,
+                         "sdk": SDK, "run": ""}))
             sockets.append(s)
-        stub = rpc.ControllerStub(grpc.insecure_channel(grpc_address))
+        channel = grpc.insecure_channel(grpc_address)
+        stub = rpc.ControllerStub(channel)
         while len(stub.ListWorkers(pb.ListWorkersRequest()).workers) < args.workers:
             time.sleep(0.1)
         run_id = str(uuid.uuid4())
@@ -109,27 +109,38 @@ def main():
             url="http://127.0.0.1:9/", users=[args.workers], hits=[1], workers=args.workers)))
 
         index = {s: i for i, s in enumerate(sockets)}
+        poller = zmq.Poller()
+        for s in sockets:
+            poller.register(s, zmq.POLLIN)
+        sent_at = {}  # (worker, seq) -> time.monotonic() of the send
+        ack_delays = []
+
+        def read_all(timeout_ms, on_message):
+            for s, _ in poller.poll(timeout_ms):
+                while True:
+                    try:
+                        message = msgpack.unpackb(s.recv(zmq.NOBLOCK), raw=False)
+                    except zmq.Again:
+                        break
+                    on_message(index[s], message)
+
+        def on_ack(i, message):
+            if message["type"] == "ack" and (i, message["seq"]) in sent_at:
+                ack_delays.append((time.monotonic() - sent_at.pop((i, message["seq"]))) * 1000)
 
         def drain(kind):
             """Reads every socket until each has seen a message of `kind`."""
             waiting = set(range(args.workers))
-            poller = zmq.Poller()
-            for s in sockets:
-                poller.register(s, zmq.POLLIN)
+
+            def on_message(i, message):
+                if message["type"] == kind:
+                    waiting.discard(i)
+                    if kind == "assign":
+                        sockets[i].send(pack({"type": "ready", "worker": f"sim-{i}", "run": run_id}))
+
             deadline = time.monotonic() + 60
             while waiting and time.monotonic() < deadline:
-                for s, _ in poller.poll(500):
-                    i = index[s]
-                    while True:
-                        try:
-                            message = msgpack.unpackb(s.recv(zmq.NOBLOCK), raw=False)
-                        except zmq.Again:
-                            break
-                        if message["type"] == kind:
-                            waiting.discard(i)
-                            if kind == "assign":
-                                s.send(msgpack.packb({"v": 1, "type": "ready", "worker": f"sim-{i}",
-                                                      "run": run_id}))
+                read_all(500, on_message)
             if waiting:
                 sys.exit(f"controller_scale: {len(waiting)} workers never got '{kind}'")
 
@@ -143,6 +154,7 @@ def main():
             round_start = time.monotonic()
             for i, s in enumerate(sockets):
                 now = time.time_ns()
+                sent_at[(i, second)] = time.monotonic()
                 s.send(msgpack.packb({
                     "v": 1, "type": "snapshot", "run": run_id, "worker": f"sim-{i}",
                     "seq": second, "t0": now - 1_000_000_000, "t1": now,
@@ -151,34 +163,77 @@ def main():
                     "status": {200: hits_per_snapshot}, "hit_errors": {},
                     "outcomes": [1 if second == args.seconds else 0, 0, 0], "ws": [0] * 6,
                     "errors": {}, "counters": {}, "urls": urls}))
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - round_start)))
+            # Acknowledgements are read while waiting for the next round.
+            while time.monotonic() - round_start < 1.0:
+                read_all(int(max(1, (1.0 - (time.monotonic() - round_start)) * 1000)), on_ack)
+        read_all(1000, on_ack)
         if not results.poll(60):
             sys.exit("controller_scale: the stream reader got no result")
         delays = results.recv()
         reader.join()
-        published = len(delays)
         cpu = cpu_seconds(controller.pid) - cpu_before
         wall = time.monotonic() - wall_before
         for i, s in enumerate(sockets):
-            s.send(msgpack.packb({"v": 1, "type": "done", "worker": f"sim-{i}", "run": run_id,
-                                  "ok": True, "message": ""}))
+            s.send(pack({"type": "done", "worker": f"sim-{i}", "run": run_id, "ok": True,
+                         "message": "", "seq": args.seconds, "left": False}))
         run = stub.GetRun(pb.GetRunRequest(run_id=run_id))
         deadline = time.monotonic() + 30
         while run.state != pb.RUN_STATE_DONE and time.monotonic() < deadline:
             time.sleep(0.1)
             run = stub.GetRun(pb.GetRunRequest(run_id=run_id))
-        expected = args.workers * args.seconds * hits_per_snapshot
-        print(f"| workers | snapshots/s | URL names | controller CPU | delay p50 | delay p99 | "
-              f"delay max | snapshots published | merged hits |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|:---|")
-        print(f"| {args.workers} | {args.workers} | {args.urls} | {100 * cpu / wall:.0f}% of a core "
-              f"| {percentile(delays, 50):.1f} ms | {percentile(delays, 99):.1f} ms | "
-              f"{max(delays):.1f} ms | {published}/{args.workers * args.seconds} | "
-              f"{run.hits} ({'exact' if run.hits == expected else f'expected {expected}'}) |")
+        channel.close()
+        return {
+            "state": "state folder" if with_state else "none",
+            "cpu": 100 * cpu / wall,
+            "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
+            "ack_p50": percentile(ack_delays, 50) if ack_delays else float("nan"),
+            "ack_p99": percentile(ack_delays, 99) if ack_delays else float("nan"),
+            "acked": len(ack_delays),
+            "published": len(delays),
+            "hits": run.hits,
+            "expected": args.workers * args.seconds * hits_per_snapshot,
+            "done": run.state == pb.RUN_STATE_DONE,
+        }
     finally:
         controller.terminate()
         controller.wait(timeout=10)
         context.destroy(linger=0)
+        if state_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--urls", type=int, default=20)
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="runs without and with a state folder, alternated")
+    parser.add_argument("--controller", default=os.path.join(ROOT, "build", "bin", "loads-controller"))
+    args = parser.parse_args()
+    if not os.access(args.controller, os.X_OK):
+        sys.exit(f"controller_scale: {args.controller} not found; build first (scripts/build.sh)")
+    pb, rpc = generate_stubs(tempfile.mkdtemp(prefix="loads-stubs-"))
+    runs = []
+    print("| state | workers | snapshots/s | URL names | controller CPU | published p50 | "
+          "published p99 | acknowledged p50 | acknowledged p99 | merged hits |")
+    print("|:---|---:|---:|---:|---:|---:|---:|---:|---:|:---|")
+    for _ in range(args.pairs):
+        for with_state in (False, True):
+            r = run_once(args, pb, rpc, with_state)
+            runs.append(r)
+            exact = "exact" if r["hits"] == r["expected"] and r["done"] else f"expected {r['expected']}"
+            print(f"| {r['state']} | {args.workers} | {args.workers} | {args.urls} | "
+                  f"{r['cpu']:.0f}% of a core | {r['p50']:.1f} ms | {r['p99']:.1f} ms | "
+                  f"{r['ack_p50']:.1f} ms | {r['ack_p99']:.1f} ms | {r['hits']} ({exact}) |",
+                  flush=True)
+    for state in ("none", "state folder"):
+        mine = [r for r in runs if r["state"] == state]
+        print(f"| median, {state} | | | | {statistics.median(r['cpu'] for r in mine):.0f}% | "
+              f"{statistics.median(r['p50'] for r in mine):.1f} ms | "
+              f"{statistics.median(r['p99'] for r in mine):.1f} ms | "
+              f"{statistics.median(r['ack_p50'] for r in mine):.1f} ms | "
+              f"{statistics.median(r['ack_p99'] for r in mine):.1f} ms | |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "loads/common/run_spec.h"
 
 namespace loads::runner {
@@ -115,6 +117,24 @@ TEST(Options, HelpListsEveryRunOption) {
   const std::string help = Usage();
   for (const auto& option : spec::RunOptions()) {
     EXPECT_NE(help.find(option.flag), std::string::npos) << option.flag;
+  }
+}
+
+// The docs' option tables cover the schema: every run option and every runner flag of --help.
+TEST(Options, DocsListEveryFlag) {
+  std::ifstream file(std::string(LOADS_DOCS_DIR) + "/cli.md");
+  ASSERT_TRUE(file);
+  const std::string docs((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  // In a table cell: `--flag` or `--flag VALUE`.
+  const auto documented = [&](const std::string& flag) {
+    return docs.find("`" + flag + "`") != std::string::npos ||
+           docs.find("`" + flag + " ") != std::string::npos;
+  };
+  for (const auto& option : spec::RunOptions()) EXPECT_TRUE(documented(option.flag)) << option.flag;
+  const std::string help = Usage();
+  for (size_t at = help.find("  --"); at != std::string::npos; at = help.find("  --", at + 1)) {
+    const std::string flag = help.substr(at + 2, help.find_first_of(" ,\n", at + 2) - at - 2);
+    EXPECT_TRUE(documented(flag)) << flag;
   }
 }
 
