@@ -273,7 +273,7 @@ void Broker::Loop() {
       const auto now = clock_->Now();
       // Without a store nothing is written: acknowledgements go out at once.
       if (!store_ || now >= next_commit) {
-        batch = core_->TakeCommit();
+        batch = core_->TakeCommit(/*records=*/store_ != nullptr);
         next_commit = now + kCommitInterval;
       }
       changed_.notify_all();
@@ -301,7 +301,7 @@ void Broker::Loop() {
   std::optional<CommitBatch> last;
   {
     std::lock_guard lock(mu_);
-    if (core_) last = core_->TakeCommit();
+    if (core_ && store_) last = core_->TakeCommit();
   }
   if (last && store_ && !last->runs.empty()) store_->Save(last->runs).IgnoreError();
 }

@@ -119,8 +119,9 @@ class BrokerCore {
   void Tick();
 
   // What changed since the last call and must be stored before the acknowledgements in it are
-  // sent. Without a store, the caller sends the acknowledgements at once.
-  CommitBatch TakeCommit();
+  // sent. Without a store (records false) only the runs that ended are listed, by id and state:
+  // the caller passes the batch to Committed at once.
+  CommitBatch TakeCommit(bool records = true);
   // The batch was stored (ok) or not: on failure its runs are written again with the next
   // batch and its acknowledgements wait for it.
   void Committed(CommitBatch batch, bool ok);
