@@ -97,8 +97,13 @@ int ResolveTest(RunnerOptions& options, bool local, loads::worker::TestSpec* tes
     if (!file) return Fail(kExitNotFound, "cannot read the scenario " + options.scenario_path);
     spec.set_scenario(
         std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>()));
-    const Status valid = loads::spec::ValidateRunSpec(
-        spec, {.naming = loads::spec::Naming::kFlags, .library_required = false});
+    // Its `load` object fills what the command line did not say.
+    Status valid = loads::spec::ApplyScenarioLoad(&spec, &options.given_fields);
+    loads::spec::ApplyDefaults(&spec);
+    if (valid.ok()) {
+      valid = loads::spec::ValidateRunSpec(
+          spec, {.naming = loads::spec::Naming::kFlags, .library_required = false});
+    }
     if (!valid.ok()) {
       return Fail(kExitUsage, options.scenario_path + ": " +
                                   valid.message().substr(valid.message().find(": ") + 2));

@@ -119,10 +119,6 @@ const std::set<std::string>& ClusterOnly() {
   return flags;
 }
 
-// A scenario file is read when the run starts; until then this stands for it, so that the
-// rest of the spec is checked at once.
-constexpr char kScenarioPlaceholder[] = R"({"steps": [{"think": 0}]})";
-
 }  // namespace
 
 std::string Usage() {
@@ -225,6 +221,7 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
                   set.message() + ")");
     }
     given.insert(name);
+    if (run_option) o.given_fields.insert(run_option->field);
   }
   if (o.help || o.version) return o;
   if (positional.size() > 1) return fail("too many arguments: " + Quote(positional[1]));
@@ -261,12 +258,12 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
   } else {
     o.spec.set_test(test);
   }
-  if (o.spec.users().empty()) o.spec.add_users(1);
-  if (o.spec.hits().empty() && o.spec.duration() == 0) o.spec.add_hits(1);
-  v1::RunSpec checked = o.spec;
-  if (!o.scenario_path.empty()) checked.set_scenario(kScenarioPlaceholder);
+  // The closed model's defaults (one user, one execution) unless a rate or stages say how hard.
+  // A scenario file's `load` object may say it too: its run is checked once the file is read.
+  if (!o.scenario_path.empty()) return o;
+  spec::ApplyDefaults(&o.spec);
   const Status valid =
-      spec::ValidateRunSpec(checked, {.naming = spec::Naming::kFlags, .library_required = false});
+      spec::ValidateRunSpec(o.spec, {.naming = spec::Naming::kFlags, .library_required = false});
   if (!valid.ok()) return valid;
   return o;
 }

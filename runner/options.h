@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ struct RunnerOptions {
   // A named test's library is looked up here (then $LOADS_TEST_PATH, then the current folder).
   std::vector<std::string> test_paths;
   std::string scenario_path;  // SCENARIO.json, read when the run starts
+  // The RunSpec fields the command line set: a scenario's `load` object fills the others.
+  std::set<std::string> given_fields;
   std::vector<std::string> json_outputs;
   bool quiet = false;
   std::string controller;  // HOST:PORT of loads-controller; empty: run locally
@@ -36,8 +39,8 @@ struct RunnerOptions {
 };
 
 // Parses argv[1..]. INVALID_ARGUMENT with one line naming the flag at fault (the first problem
-// found), or the options. The run's fields are validated here (loads::spec::ValidateRunSpec);
-// a scenario file's content is checked once it is read.
+// found), or the options. The run's fields are validated here (loads::spec::ValidateRunSpec),
+// except for a scenario file's run, checked once the file (and its `load` object) is read.
 StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args);
 
 // The --help text.

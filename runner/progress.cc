@@ -18,6 +18,16 @@ void ProgressDisplay::Update(const worker::Progress& p) {
   }
   detail += ", " + std::to_string(p.hits) + " hits";
   if (rate_ >= 0) detail += " (" + std::to_string(static_cast<uint64_t>(rate_ + 0.5)) + "/s)";
+  char load[96] = "";
+  if (p.target_rate > 0) {
+    std::snprintf(
+        load, sizeof load,
+        p.target_rate >= 100 ? ", target %.0f executions/s" : ", target %.3g executions/s",
+        p.target_rate);
+    detail += load;
+  }
+  if (p.target_rate > 0 || p.ramped) detail += ", " + std::to_string(p.active_users) + " users";
+  if (p.dropped) detail += ", " + std::to_string(p.dropped) + " dropped";
   if (p.cycles > 1) detail += ", cycle " + std::to_string(p.cycle) + "/" + std::to_string(p.cycles);
   char elapsed[32];
   std::snprintf(elapsed, sizeof elapsed, ", %.1fs", p.elapsed_seconds);

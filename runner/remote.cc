@@ -95,6 +95,7 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   info.hits.assign(spec.hits().begin(), spec.hits().end());
   if (spec.duration() > 0) info.duration = spec.duration();
   info.threads = spec.threads();  // 0: each worker its own default
+  info.load = spec::ToPlan(spec).load;
   common::ClusterRun cluster;
   cluster.run_id = run.run_id();
   cluster.state = StateName(run.state());
@@ -279,8 +280,18 @@ StatusOr<RunOutcome> RemoteBackend::Watch(const std::string& run_id, const std::
           p.planned_executions
               ? static_cast<double>(p.executions) / static_cast<double>(p.planned_executions)
               : std::min(1.0, p.elapsed_seconds / std::max(planned_seconds, 1e-9));
-      p.cycles = users.size();
+      p.cycles = std::max<size_t>(1, users.size());
       p.cycle = 1;
+      p.target_rate = latest.target_rate();
+      p.active_users = static_cast<int64_t>(latest.active_users());
+      p.ramped = !spec.stages().empty();
+      if (spec.rate() != 0 || !spec.rate_stages().empty() || p.ramped) {
+        // The load model's own length: stages, or the rate's duration.
+        double length = spec.duration();
+        for (const auto& stage : spec.rate_stages()) length += stage.seconds();
+        for (const auto& stage : spec.stages()) length += stage.seconds();
+        p.fraction = std::min(1.0, p.elapsed_seconds / std::max(length, 1e-9));
+      }
       sink.progress(p);
     }
     receiver.join();

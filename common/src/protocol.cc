@@ -60,6 +60,125 @@ bool ReadCycles(Reader& r, const msgpack::object& o, std::string_view field, boo
   return true;
 }
 
+void PackStages(Packer& pk, const std::vector<Stage>& stages) {
+  pk.pack_array(static_cast<uint32_t>(stages.size()));
+  for (const Stage& stage : stages) {
+    pk.pack_array(2);
+    pk.pack_double(stage.seconds);
+    pk.pack_double(stage.target);
+  }
+}
+
+void PackOptional(Packer& pk, const std::optional<double>& value) {
+  if (value) {
+    pk.pack_double(*value);
+  } else {
+    pk.pack_nil();
+  }
+}
+
+bool ReadNumber(Reader& r, const msgpack::object& v, std::string_view field, double* out) {
+  if (v.type == msgpack::type::FLOAT64 || v.type == msgpack::type::FLOAT32) {
+    *out = v.via.f64;
+  } else if (v.type == msgpack::type::POSITIVE_INTEGER) {
+    *out = static_cast<double>(v.via.u64);
+  } else {
+    return r.Fail(field, "expected a number");
+  }
+  if (!std::isfinite(*out) || *out < 0) return r.Fail(field, "expected a number >= 0");
+  return true;
+}
+
+bool ReadOptional(Reader& r, const msgpack::object& v, std::string_view field,
+                  std::optional<double>* out) {
+  if (v.type == msgpack::type::NIL) {
+    out->reset();
+    return true;
+  }
+  double value = 0;
+  if (!ReadNumber(r, v, field, &value)) return false;
+  *out = value;
+  return true;
+}
+
+bool ReadStages(Reader& r, const msgpack::object& v, std::string_view field,
+                std::vector<Stage>* out) {
+  if (!r.Array(v, field, SIZE_MAX)) return false;
+  if (v.via.array.size > 1000) return r.Fail(field, "more than 1000 stages");
+  out->clear();
+  for (uint32_t i = 0; i < v.via.array.size; ++i) {
+    const msgpack::object& item = v.via.array.ptr[i];
+    Stage stage;
+    if (!r.Array(item, field, 2) || !ReadNumber(r, item.via.array.ptr[0], field, &stage.seconds) ||
+        !ReadNumber(r, item.via.array.ptr[1], field, &stage.target)) {
+      return false;
+    }
+    if (stage.seconds <= 0) return r.Fail(field, "a stage lasts more than 0 seconds");
+    out->push_back(stage);
+  }
+  return true;
+}
+
+bool ReadLoad(Reader& r, const msgpack::object& o, LoadModel* load) {
+  if (!r.Map(o, "assignment.load", 16)) return false;
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    std::string key;
+    if (!r.String(o.via.map.ptr[i].key, "assignment.load", &key)) return false;
+    const msgpack::object& v = o.via.map.ptr[i].val;
+    const std::string field = "assignment.load." + key;
+    bool ok = true;
+    if (key == "stages") {
+      ok = ReadStages(r, v, field, &load->stages);
+    } else if (key == "rate") {
+      ok = ReadOptional(r, v, field, &load->rate);
+    } else if (key == "rate_stages") {
+      ok = ReadStages(r, v, field, &load->rate_stages);
+    } else if (key == "max_users") {
+      ok = r.Int(v, field, &load->max_users);
+      if (ok && (load->max_users < 0 || load->max_users > 10'000'000)) {
+        return r.Fail(field, "expected 0..10000000");
+      }
+    } else if (key == "arrivals") {
+      std::string arrivals;
+      ok = r.String(v, field, &arrivals);
+      if (ok && arrivals != "constant" && arrivals != "poisson") {
+        return r.Fail(field, "expected constant or poisson");
+      }
+      load->poisson = arrivals == "poisson";
+    } else if (key == "pause") {
+      if (v.type == msgpack::type::NIL) {
+        load->pause_min.reset();
+        load->pause_max.reset();
+      } else {
+        double low = 0, high = 0;
+        if (!r.Array(v, field, 2) || !ReadNumber(r, v.via.array.ptr[0], field, &low) ||
+            !ReadNumber(r, v.via.array.ptr[1], field, &high)) {
+          return false;
+        }
+        if (high < low) return r.Fail(field, "[min, max] with min <= max");
+        load->pause_min = low;
+        load->pause_max = high;
+      }
+    } else if (key == "pacing") {
+      ok = ReadOptional(r, v, field, &load->pacing);
+    } else if (key == "share") {
+      if (!r.Array(v, field, 2) || !r.Int(v.via.array.ptr[0], field, &load->share_offset) ||
+          !r.Int(v.via.array.ptr[1], field, &load->share_stride)) {
+        return false;
+      }
+      if (load->share_stride < 1 || load->share_stride > 100'000 || load->share_offset < 0 ||
+          load->share_offset >= load->share_stride) {
+        return r.Fail(field, "expected [offset, stride] with 0 <= offset < stride");
+      }
+    } else {
+      return r.Fail(field, "unknown field");
+    }
+    if (!ok) return false;
+  }
+  if (load->open() && load->ramped()) return r.Fail("assignment.load", "stages with a rate");
+  return true;
+}
+
 bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
   if (!r.Map(o, "assignment", 32)) return false;
   bool seen_users = false;
@@ -81,7 +200,7 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       if (v.type != msgpack::type::BIN) return r.Fail(field, "expected bin (the library's bytes)");
       a->library.assign(v.via.bin.ptr, v.via.bin.size);
     } else if (key == "users") {
-      ok = ReadCycles(r, v, field, false, 0, &a->users);
+      ok = ReadCycles(r, v, field, true, 0, &a->users);
       seen_users = true;
     } else if (key == "hits") {
       ok = ReadCycles(r, v, field, true, 1, &a->hits);
@@ -110,13 +229,25 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
     } else if (key == "insecure") {
       if (v.type != msgpack::type::BOOLEAN) return r.Fail(field, "expected a boolean");
       a->insecure = v.via.boolean;
+    } else if (key == "load") {
+      ok = ReadLoad(r, v, &a->load);
     } else {
       return r.Fail(field, "unknown field");
     }
     if (!ok) return false;
   }
   if (!seen_users) return r.Fail("assignment.users", "missing");
-  if (a->hits.empty() == !a->duration.has_value()) {
+  if (a->users.empty() && !a->load.open() && !a->load.ramped()) {
+    return r.Fail("assignment.users", "expected at least one value");
+  }
+  if (a->load.open() || a->load.ramped()) {
+    // Arrivals and ramps set their own length: a rate runs for `duration` (unless its stages
+    // give it), stages for theirs; neither counts executions.
+    if (!a->hits.empty()) return r.Fail("assignment.hits", "not with a rate or stages");
+    if (a->load.open() && a->load.rate_stages.empty() && !a->duration) {
+      return r.Fail("assignment.duration", "a rate needs a duration");
+    }
+  } else if (a->hits.empty() == !a->duration.has_value()) {
     return r.Fail("assignment.hits", "give either hits or duration");
   }
   if (!a->url.empty() + !a->library.empty() + !a->scenario.empty() + !a->external_command.empty() !=
@@ -175,7 +306,7 @@ std::string EncodeControl(const ControlMessage& m) {
       if (m.assignment) {
         fields.emplace_back("assignment", [&] {
           const Assignment& a = *m.assignment;
-          pk.pack_map(10);
+          pk.pack_map(11);
           PackString(pk, "test");
           PackString(pk, a.test);
           if (!a.library.empty()) {
@@ -212,6 +343,33 @@ std::string EncodeControl(const ControlMessage& m) {
           pk.pack(a.timeout_ms);
           PackString(pk, "insecure");
           pk.pack(a.insecure);
+          PackString(pk, "load");
+          const LoadModel& l = a.load;
+          pk.pack_map(8);
+          PackString(pk, "stages");
+          PackStages(pk, l.stages);
+          PackString(pk, "rate");
+          PackOptional(pk, l.rate);
+          PackString(pk, "rate_stages");
+          PackStages(pk, l.rate_stages);
+          PackString(pk, "max_users");
+          pk.pack(l.max_users);
+          PackString(pk, "arrivals");
+          PackString(pk, l.poisson ? "poisson" : "constant");
+          PackString(pk, "pause");
+          if (l.pause_min) {
+            pk.pack_array(2);
+            pk.pack_double(*l.pause_min);
+            pk.pack_double(*l.pause_max);
+          } else {
+            pk.pack_nil();
+          }
+          PackString(pk, "pacing");
+          PackOptional(pk, l.pacing);
+          PackString(pk, "share");
+          pk.pack_array(2);
+          pk.pack(l.share_offset);
+          pk.pack(l.share_stride);
         });
       }
       break;
@@ -288,6 +446,25 @@ bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* co
   if (!TypeOf(handle.get(), type, error)) return false;
   return *type == MessageType::kSnapshot ? DecodeSnapshotObject(handle.get(), snapshot, error)
                                          : DecodeControlObject(handle.get(), control, error);
+}
+
+std::optional<std::string> AssignmentRunId(std::string_view bytes) {
+  msgpack::object_handle handle;
+  std::string error;
+  if (!UnpackBounded(bytes, &handle, &error)) return std::nullopt;
+  const msgpack::object& root = handle.get();
+  if (root.type != msgpack::type::MAP) return std::nullopt;
+  std::optional<std::string> type, run;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::STR) continue;
+    const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+    std::string value(kv.val.via.str.ptr, kv.val.via.str.size);
+    if (key == "type") type = std::move(value);
+    if (key == "run") run = std::move(value);
+  }
+  if (type != "assign" || !run || run->empty() || run->size() > kMaxIdLength) return std::nullopt;
+  return run;
 }
 
 bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error) {

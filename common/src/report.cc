@@ -75,6 +75,73 @@ std::vector<std::pair<std::string, uint64_t>> CommonErrors(const RunStats& stats
   return errors;
 }
 
+std::string Join(const std::vector<int64_t>& values) {
+  std::string out;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ':';
+    out += std::to_string(values[i]);
+  }
+  return out;
+}
+
+// "min 0.090ms  p50 0.182ms ... max 0.865ms" of a latency histogram.
+std::string PercentileLine(const Histogram& h) {
+  std::string out = "min " + Millis(h.Min());
+  for (const auto& spec : kPercentiles)
+    out += std::string("  ") + spec.label + " " + Millis(h.Percentile(spec.p));
+  return out + "  max " + Millis(h.Max());
+}
+
+nlohmann::json PercentilesJson(const Histogram& h) {
+  nlohmann::json out = {
+      {"count", h.Count()}, {"mean", h.Mean() / kNanosPerSecond}, {"min", Seconds(h.Min())}};
+  for (const auto& spec : kPercentiles) out[spec.key] = Seconds(h.Percentile(spec.p));
+  out["max"] = Seconds(h.Max());
+  return out;
+}
+
+// How the run loaded its target, for the Tests line: "users 10:20, hits 5", "rate 1000/s for
+// 10 seconds, at most 500 users", "users ramped 0 -> 100 -> 0 (30s:100,60s:100,30s:0)"...
+std::string DescribeLoad(const RunInfo& info) {
+  const LoadModel& load = info.load;
+  char text[256];
+  std::string out;
+  if (load.open()) {
+    if (load.rate_stages.empty()) {
+      std::snprintf(text, sizeof text, "rate %g/s for %g seconds", load.rate.value_or(0),
+                    info.duration.value_or(0));
+      out = text;
+    } else {
+      std::snprintf(text, sizeof text, "rate ramped from %g/s", load.rate.value_or(0));
+      out = std::string(text) + " along " + FormatStages(load.rate_stages);
+    }
+    out += load.poisson ? ", poisson arrivals" : ", constant arrivals";
+    if (load.max_users > 0) out += ", at most " + std::to_string(load.max_users) + " users";
+    return out;
+  }
+  if (load.ramped()) {
+    out = "users ramped from " + std::to_string(info.users.empty() ? 0 : info.users[0]) +
+          " along " + FormatStages(load.stages);
+  } else {
+    out = "users " + Join(info.users);
+    if (info.duration) {
+      std::snprintf(text, sizeof text, ", %g seconds per user cycle", *info.duration);
+      out += text;
+    } else {
+      out += ", hits " + Join(info.hits);
+    }
+  }
+  if (load.pacing) {
+    std::snprintf(text, sizeof text, ", pacing %g s", *load.pacing);
+    out += text;
+  } else if (load.pause_min) {
+    std::snprintf(text, sizeof text, ", pause %g..%g s", *load.pause_min,
+                  load.pause_max.value_or(*load.pause_min));
+    out += text;
+  }
+  return out;
+}
+
 std::string JoinNames(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
@@ -117,15 +184,6 @@ void FormatCluster(const ClusterRun& run, std::ostringstream& out) {
   }
 }
 
-std::string Join(const std::vector<int64_t>& values) {
-  std::string out;
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ':';
-    out += std::to_string(values[i]);
-  }
-  return out;
-}
-
 }  // namespace
 
 uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits) {
@@ -153,24 +211,27 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
   out << "Errors: " << stats.errors << '\n';
   out << "Failures: " << stats.failures << '\n';
   out << '\n';
-  out << "Tests: " << stats.Executions() << " executions of " << info.test << " (users "
-      << Join(info.users);
-  if (info.duration) {
-    std::snprintf(line, sizeof line, ", %g seconds per user cycle)", *info.duration);
-    out << line;
-  } else {
-    out << ", hits " << Join(info.hits) << ')';
-  }
-  out << '\n';
+  out << "Tests: " << stats.Executions() << " executions of " << info.test << " ("
+      << DescribeLoad(info) << ")\n";
   if (info.interrupted) out << "Interrupted: the run was stopped before its planned end\n";
 
-  if (stats.latency.Count() > 0) {
-    out << "Request time: min " << Millis(stats.latency.Min());
-    for (const auto& spec : kPercentiles) {
-      out << "  " << spec.label << ' ' << Millis(stats.latency.Percentile(spec.p));
-    }
-    out << "  max " << Millis(stats.latency.Max()) << '\n';
+  if (stats.latency.Count() > 0) out << "Request time: " << PercentileLine(stats.latency) << '\n';
+  if (stats.corrected_latency.Count() > 0) {
+    out << "Latency from intended start: " << PercentileLine(stats.corrected_latency) << '\n';
+  } else if (stats.latency.Count() > 0 && !info.load.open()) {
+    out << "Latency: uncorrected (closed model: users wait for the server, so a stall shows as "
+           "fewer requests, not slower ones; --rate measures from each execution's intended "
+           "start)\n";
   }
+  if (stats.schedule_lag.Count() > 0) {
+    out << "Schedule lag: " << PercentileLine(stats.schedule_lag) << '\n';
+  }
+  if (info.load.open()) {
+    out << "Executions: " << stats.started << " started, " << stats.dropped
+        << " dropped (no free user when due: not run)\n";
+  }
+  if (info.load.paced())
+    out << "Missed pace: " << stats.missed_pace << " executions started late\n";
 
   std::string codes;
   for (size_t code = 0; code < stats.status_codes.size(); ++code) {
@@ -226,20 +287,41 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
   doc["started"] = FormatStarted(info.started, true);
   doc["duration_seconds"] = info.duration_seconds;
   doc["interrupted"] = info.interrupted;
-  doc["plan"] = {{"users", info.users},
-                 {"hits", info.hits},
-                 {"duration_seconds", info.duration ? json(*info.duration) : json(nullptr)},
-                 {"threads", info.threads}};
+  const LoadModel& load = info.load;
+  const auto stages = [](const std::vector<Stage>& list) {
+    json out = json::array();
+    for (const Stage& stage : list)
+      out.push_back({{"seconds", stage.seconds}, {"target", stage.target}});
+    return out;
+  };
+  const auto optional = [](const std::optional<double>& value) {
+    return value ? json(*value) : json(nullptr);
+  };
+  doc["plan"] = {
+      {"users", info.users},
+      {"hits", info.hits},
+      {"duration_seconds", info.duration ? json(*info.duration) : json(nullptr)},
+      {"threads", info.threads},
+      {"stages", stages(load.stages)},
+      {"rate", optional(load.rate)},
+      {"rate_stages", stages(load.rate_stages)},
+      {"max_users", load.max_users},
+      {"arrivals", load.poisson ? "poisson" : "constant"},
+      {"pause_seconds",
+       load.pause_min ? json::array({*load.pause_min, load.pause_max.value_or(*load.pause_min)})
+                      : json(nullptr)},
+      {"pacing_seconds", optional(load.pacing)}};
+  doc["model"] = load.open() ? "open" : "closed";
+  doc["latency_corrected"] = stats.corrected_latency.Count() > 0;
   doc["hits"] = stats.hits;
   doc["rps"] = Rps(info, stats);
-  json latency = {{"count", stats.latency.Count()},
-                  {"mean", stats.latency.Mean() / kNanosPerSecond},
-                  {"min", Seconds(stats.latency.Min())}};
-  for (const auto& spec : kPercentiles) {
-    latency[spec.key] = Seconds(stats.latency.Percentile(spec.p));
-  }
-  latency["max"] = Seconds(stats.latency.Max());
-  doc["latency_seconds"] = latency;
+  doc["latency_seconds"] = PercentilesJson(stats.latency);
+  doc["corrected_latency_seconds"] =
+      stats.corrected_latency.Count() ? PercentilesJson(stats.corrected_latency) : json(nullptr);
+  doc["schedule_lag_seconds"] =
+      stats.schedule_lag.Count() ? PercentilesJson(stats.schedule_lag) : json(nullptr);
+  doc["executions"] = {
+      {"started", stats.started}, {"dropped", stats.dropped}, {"missed_pace", stats.missed_pace}};
   doc["tests"] = {{"total", stats.Executions()},
                   {"success", stats.successes},
                   {"failures", stats.failures},

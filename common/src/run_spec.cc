@@ -5,6 +5,7 @@
 #include <numeric>
 #include <regex>
 
+#include "loads/common/load_model.h"
 #include "loads/common/scenario.h"
 #include "loads/common/url.h"
 
@@ -127,6 +128,87 @@ const std::vector<RunOption>& RunOptions() {
          spec->set_duration(*seconds);
          return OkStatus();
        }},
+      {"--stages", "", "stages", "D:N[,D:N...]",
+       "ramp the users linearly to each target over each duration (30s:100,1m:100,30s:0); "
+       "closed model, from -u or 0",
+       "durations with s, m or h; targets 0..10000000", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         std::string why;
+         auto stages = common::ParseStages(text, &why);
+         if (!stages) return Expected("stages such as 30s:100,1m:100 (" + why + ")");
+         spec->clear_stages();
+         for (const auto& stage : *stages) {
+           auto* out = spec->add_stages();
+           out->set_seconds(stage.seconds);
+           out->set_target(stage.target);
+         }
+         return OkStatus();
+       }},
+      {"--rate", "", "rate", "R",
+       "open model: start R executions per second, whatever the response times (with -d, or "
+       "the rate --rate-stages starts from)",
+       "0.001..10000000 per second", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto rate = ParseSeconds(text, 0.001, kMaxRate);
+         if (!rate) return Expected("executions per second, 0.001 to 10000000");
+         spec->set_rate(*rate);
+         return OkStatus();
+       }},
+      {"--rate-stages", "", "rate_stages", "D:R[,D:R...]",
+       "open model: ramp the arrival rate linearly to each target over each duration",
+       "durations with s, m or h; rates 0..10000000", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         std::string why;
+         auto stages = common::ParseStages(text, &why);
+         if (!stages) return Expected("stages such as 30s:100,2m:1000 (" + why + ")");
+         spec->clear_rate_stages();
+         for (const auto& stage : *stages) {
+           auto* out = spec->add_rate_stages();
+           out->set_seconds(stage.seconds);
+           out->set_target(stage.target);
+         }
+         return OkStatus();
+       }},
+      {"--max-users", "", "max_users", "N",
+       "open model: the most users at once; an arrival finding none free is dropped", "1..10000000",
+       "the peak rate x --timeout, at most 10000",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto n = ParseInt(text);
+         if (!n || *n < 1 || *n > kMaxUsers) return Expected("1..10000000");
+         spec->set_max_users(*n);
+         return OkStatus();
+       }},
+      {"--arrivals", "", "arrivals", "KIND",
+       "open model: constant (evenly spaced) or poisson (exponential gaps)", "constant or poisson",
+       "constant",
+       [](const std::string& text, v1::RunSpec* spec) {
+         if (text != "constant" && text != "poisson") return Expected("constant or poisson");
+         spec->set_arrivals(text == "poisson" ? v1::ARRIVALS_POISSON : v1::ARRIVALS_CONSTANT);
+         return OkStatus();
+       }},
+      {"--pause", "", "pause_min", "MIN[:MAX]",
+       "closed model: think time between a user's executions, uniform in MIN..MAX seconds",
+       "0..86400 seconds", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         const size_t colon = text.find(':');
+         auto low = ParseSeconds(text.substr(0, colon), 0, kMaxPauseSeconds);
+         auto high = colon == std::string::npos
+                         ? low
+                         : ParseSeconds(text.substr(colon + 1), 0, kMaxPauseSeconds);
+         if (!low || !high || *high < *low) return Expected("seconds MIN or MIN:MAX, 0 to 86400");
+         spec->set_pause_min(*low);
+         spec->set_pause_max(*high);
+         return OkStatus();
+       }},
+      {"--pacing", "", "pacing", "S",
+       "closed model: each execution of a user starts S seconds after its previous one started",
+       "0.001..86400 seconds", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto seconds = ParseSeconds(text, 0.001, kMaxPauseSeconds);
+         if (!seconds) return Expected("seconds, 0.001 to 86400");
+         spec->set_pacing(*seconds);
+         return OkStatus();
+       }},
       {"--threads", "", "threads", "N", "engine threads (of each worker, with --controller)",
        "1..1024", "local: the CPUs, at most the users; a worker: its --threads, at most its users",
        Count(kMaxThreads, &v1::RunSpec::set_threads)},
@@ -210,6 +292,103 @@ const std::vector<RunOption>& RunOptions() {
   return options;
 }
 
+namespace {
+
+// The load model's fields (docs/load-models.md): each bounded, and the models not mixed.
+template <typename Name, typename Invalid>
+Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& invalid) {
+  const bool open = spec.rate() != 0 || !spec.rate_stages().empty();
+  const bool ramped = !spec.stages().empty();
+  const auto stages = [&](const auto& list, const std::string& field, double max_target) {
+    if (static_cast<size_t>(list.size()) > kMaxCycles) return invalid(field, "at most 1000 stages");
+    double total = 0;
+    for (const auto& stage : list) {
+      if (!std::isfinite(stage.seconds()) || stage.seconds() <= 0 ||
+          !std::isfinite(stage.target()) || stage.target() < 0 || stage.target() > max_target) {
+        return invalid(field, "each stage lasts more than 0 seconds and targets 0 to " +
+                                  std::to_string(static_cast<int64_t>(max_target)));
+      }
+      total += stage.seconds();
+    }
+    if (total > kMaxSeconds) return invalid(field, "longer than 366 days in all");
+    return OkStatus();
+  };
+  if (Status s = stages(spec.stages(), "stages", static_cast<double>(kMaxUsers)); !s.ok()) {
+    return s;
+  }
+  if (Status s = stages(spec.rate_stages(), "rate_stages", kMaxRate); !s.ok()) return s;
+  if (!std::isfinite(spec.rate()) || spec.rate() < 0 || spec.rate() > kMaxRate) {
+    return invalid("rate", "executions per second, more than 0 and at most 10000000");
+  }
+  if (spec.max_users() < 0 || spec.max_users() > kMaxUsers) {
+    return invalid("max_users", "must be 1..10000000 (0: the default)");
+  }
+  if (!v1::Arrivals_IsValid(spec.arrivals())) {
+    return invalid("arrivals", "unknown kind " + std::to_string(spec.arrivals()));
+  }
+  if (!std::isfinite(spec.pause_min()) || !std::isfinite(spec.pause_max()) ||
+      spec.pause_min() < 0 || spec.pause_max() < 0 || spec.pause_min() > kMaxPauseSeconds ||
+      spec.pause_max() > kMaxPauseSeconds ||
+      (spec.pause_max() != 0 && spec.pause_max() < spec.pause_min())) {
+    return invalid("pause_min", "seconds MIN:MAX with 0 <= MIN <= MAX <= 86400");
+  }
+  if (!std::isfinite(spec.pacing()) || spec.pacing() < 0 || spec.pacing() > kMaxPauseSeconds) {
+    return invalid("pacing", "seconds, more than 0 and at most 86400");
+  }
+  const bool paused = spec.pause_min() != 0 || spec.pause_max() != 0;
+  if (paused && spec.pacing() != 0) {
+    return invalid("pacing", "give pacing or a pause, not both");
+  }
+  if (open && ramped) {
+    return invalid("stages", "ramps users (closed model): not with a rate (open model)");
+  }
+  if (open) {
+    if (!spec.users().empty()) {
+      return invalid("users", "not with a rate: the open model's users are its max_users");
+    }
+    if (!spec.hits().empty()) {
+      return invalid("hits", "not with a rate: the rate and its duration say how many");
+    }
+    if (spec.rate_stages().empty() && spec.duration() == 0) {
+      return invalid("duration", "a rate needs a duration (-d)");
+    }
+    if (!spec.rate_stages().empty() && spec.duration() != 0) {
+      return invalid("duration", "not with rate stages: they set the run's length");
+    }
+    if (paused || spec.pacing() != 0) {
+      return invalid(paused ? "pause_min" : "pacing",
+                     "not with a rate: the open model's arrivals set the pace");
+    }
+    if (!spec.external_command().empty()) {
+      return invalid("external_command", "an external runner loops by itself: no rate");
+    }
+  } else {
+    if (spec.max_users() != 0) return invalid("max_users", "only with a rate (the open model)");
+    if (spec.arrivals() == v1::ARRIVALS_POISSON) {
+      return invalid("arrivals", "only with a rate (the open model)");
+    }
+  }
+  if (ramped) {
+    if (!spec.hits().empty() || spec.duration() != 0) {
+      return invalid(spec.hits().empty() ? "duration" : "hits",
+                     "not with stages: they set the users and the run's length");
+    }
+    if (spec.users_size() > 1) {
+      return invalid("users", "with stages, at most one value: the users the ramp starts from");
+    }
+    if (!spec.external_command().empty()) {
+      return invalid("external_command", "an external runner loops by itself: no stages");
+    }
+  }
+  if ((paused || spec.pacing() != 0) && !spec.external_command().empty()) {
+    return invalid("external_command", "an external runner loops by itself: no pause or pacing");
+  }
+  (void)name;
+  return OkStatus();
+}
+
+}  // namespace
+
 Status ValidateRunId(const std::string& run_id, const std::string& field) {
   if (run_id.empty() || run_id.size() > common::kMaxIdLength) {
     return InvalidArgumentError(field + ": required, at most 200 characters");
@@ -235,7 +414,12 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
   const auto invalid = [&](const std::string& field, const std::string& what) {
     return InvalidArgumentError(name(field) + ": " + what);
   };
-  if (spec.users().empty()) return invalid("users", "at least one user cycle is required");
+  const bool open = spec.rate() != 0 || !spec.rate_stages().empty();
+  const bool ramped = !spec.stages().empty();
+  if (Status load = ValidateLoad(spec, name, invalid); !load.ok()) return load;
+  if (spec.users().empty() && !open && !ramped) {
+    return invalid("users", "at least one user cycle is required");
+  }
   if (static_cast<size_t>(spec.users_size()) > kMaxCycles) {
     return invalid("users", "at most 1000 cycles");
   }
@@ -251,7 +435,7 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
       (spec.duration() > 0 && (spec.duration() < 0.001 || spec.duration() > kMaxSeconds))) {
     return invalid("duration", "seconds, 0.001 to 31622400 (or 0 in hits mode)");
   }
-  if (spec.hits().empty() == (spec.duration() == 0)) {
+  if (!open && !ramped && spec.hits().empty() == (spec.duration() == 0)) {
     return how.naming == Naming::kProto
                ? InvalidArgumentError("spec.hits, spec.duration: give exactly one of them")
                : InvalidArgumentError("--hits and --duration cannot be used together");
@@ -352,6 +536,76 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
   return OkStatus();
 }
 
+Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) {
+  if (spec->scenario().empty()) return OkStatus();
+  std::string error;
+  auto scenario = common::ParseScenario(spec->scenario(), &error);
+  if (!scenario) return InvalidArgumentError("scenario: " + error);
+  static const std::set<std::string> kLoadKeys = {"users", "hits",        "duration",  "stages",
+                                                  "rate",  "rate_stages", "max_users", "arrivals",
+                                                  "pause", "pacing",      "threads"};
+  // Whether the spec (gRPC) already says something of this field.
+  const auto set_in_spec = [&](const std::string& field) {
+    const auto* descriptor = spec->GetDescriptor()->FindFieldByName(field);
+    const auto* reflection = spec->GetReflection();
+    return descriptor && (descriptor->is_repeated() ? reflection->FieldSize(*spec, descriptor) > 0
+                                                    : reflection->HasField(*spec, descriptor));
+  };
+  v1::RunSpec loaded;
+  std::set<std::string> fields;
+  for (const auto& [key, text] : scenario->load) {
+    if (!kLoadKeys.count(key)) {
+      return InvalidArgumentError("scenario: load." + key +
+                                  ": not a load option (users, hits, duration, stages, rate, "
+                                  "rate_stages, max_users, arrivals, pause, pacing, threads)");
+    }
+    const std::string flag = "--" + (key == "rate_stages" ? std::string("rate-stages")
+                                     : key == "max_users" ? std::string("max-users")
+                                                          : key);
+    const RunOption* option = nullptr;
+    for (const auto& o : RunOptions()) {
+      if (flag == o.flag) option = &o;
+    }
+    if (Status parsed = option->parse(text, &loaded); !parsed.ok()) {
+      return InvalidArgumentError("scenario: load." + key + ": '" + text + "' (" +
+                                  parsed.message() + ")");
+    }
+    fields.insert(option->field);
+  }
+  for (const std::string& field : fields) {
+    const bool already = given ? given->count(field) > 0 : set_in_spec(field);
+    if (already) continue;
+    const auto* descriptor = spec->GetDescriptor()->FindFieldByName(field);
+    const auto* reflection = spec->GetReflection();
+    // Copies the field (and pause_max with pause_min) from what the scenario said.
+    for (const std::string& name : field == "pause_min"
+                                       ? std::vector<std::string>{"pause_min", "pause_max"}
+                                       : std::vector<std::string>{field}) {
+      const auto* d = spec->GetDescriptor()->FindFieldByName(name);
+      reflection->ClearField(spec, d);
+    }
+    (void)descriptor;
+    v1::RunSpec only;
+    only.CopyFrom(loaded);
+    for (int i = 0; i < only.GetDescriptor()->field_count(); ++i) {
+      const auto* d = only.GetDescriptor()->field(i);
+      if (d->name() != field && !(field == "pause_min" && d->name() == "pause_max")) {
+        only.GetReflection()->ClearField(&only, d);
+      }
+    }
+    spec->MergeFrom(only);
+  }
+  return OkStatus();
+}
+
+void ApplyDefaults(v1::RunSpec* spec) {
+  const bool open = spec->rate() != 0 || !spec->rate_stages().empty();
+  const bool ramped = !spec->stages().empty();
+  if (open || ramped) return;
+  if (spec->users().empty()) spec->add_users(1);
+  if (spec->hits().empty() && spec->duration() == 0) spec->add_hits(1);
+}
+
 std::string TestName(const v1::RunSpec& spec) {
   if (!spec.url().empty()) return "GET " + spec.url();
   if (!spec.external_command().empty()) return "external: " + spec.external_command();
@@ -379,6 +633,19 @@ common::Assignment ToPlan(const v1::RunSpec& spec) {
       spec.connect_timeout_ms() ? spec.connect_timeout_ms() : common::kDefaultConnectTimeoutMs;
   plan.timeout_ms = spec.timeout_ms() ? spec.timeout_ms() : common::kDefaultTimeoutMs;
   plan.insecure = spec.insecure();
+  common::LoadModel& load = plan.load;
+  for (const auto& stage : spec.stages()) load.stages.push_back({stage.seconds(), stage.target()});
+  for (const auto& stage : spec.rate_stages()) {
+    load.rate_stages.push_back({stage.seconds(), stage.target()});
+  }
+  if (spec.rate() != 0) load.rate = spec.rate();
+  load.max_users = spec.max_users();
+  load.poisson = spec.arrivals() == v1::ARRIVALS_POISSON;
+  if (spec.pause_min() != 0 || spec.pause_max() != 0) {
+    load.pause_min = spec.pause_min();
+    load.pause_max = spec.pause_max() != 0 ? spec.pause_max() : spec.pause_min();
+  }
+  if (spec.pacing() != 0) load.pacing = spec.pacing();
   return plan;
 }
 

@@ -140,12 +140,42 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
     return std::nullopt;
   }
   for (const auto& [key, value] : doc.items()) {
-    if (key != "name" && key != "steps") {
+    if (key != "name" && key != "steps" && key != "load") {
       *error = key + ": unknown field";
       return std::nullopt;
     }
   }
   Scenario scenario;
+  if (doc.contains("load")) {
+    // How hard, as the run options say it: each key a run option's name, each value its text
+    // (checked with the option itself, loads/common/run_spec.h: ApplyScenarioLoad).
+    const json& load = doc["load"];
+    if (!load.is_object()) {
+      *error = "load: expected an object such as {\"rate\": 100, \"duration\": 60}";
+      return std::nullopt;
+    }
+    for (const auto& [key, value] : load.items()) {
+      std::string text;
+      if (value.is_number()) {
+        text = value.dump();
+      } else if (value.is_string()) {
+        text = value.get<std::string>();
+      } else if (value.is_array() && !value.empty()) {
+        // [10, 20] for cycles and pauses: "10:20".
+        for (const auto& item : value) {
+          if (!item.is_number()) {
+            *error = "load." + key + ": expected a number, a string or an array of numbers";
+            return std::nullopt;
+          }
+          text += (text.empty() ? "" : ":") + item.dump();
+        }
+      } else {
+        *error = "load." + key + ": expected a number, a string or an array of numbers";
+        return std::nullopt;
+      }
+      scenario.load.emplace_back(key, text);
+    }
+  }
   if (doc.contains("name")) {
     if (!doc["name"].is_string()) {
       *error = "name: expected a string";

@@ -1,6 +1,7 @@
 #include "loads/common/snapshot.h"
 
 #include <algorithm>
+#include <cmath>
 #include <msgpack.hpp>
 #include <vector>
 
@@ -42,6 +43,11 @@ void PackMap(Packer& pk, const Map& map, PackValue&& pack_value) {
 bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunStats* s) {
   if (key == "hits") return r.Uint(v, key, &s->hits);
   if (key == "latency") return r.Histo(v, key, &s->latency);
+  if (key == "started") return r.Uint(v, key, &s->started);
+  if (key == "dropped") return r.Uint(v, key, &s->dropped);
+  if (key == "missed_pace") return r.Uint(v, key, &s->missed_pace);
+  if (key == "corrected") return r.Histo(v, key, &s->corrected_latency);
+  if (key == "lag") return r.Histo(v, key, &s->schedule_lag);
   if (key == "status") {
     if (!r.Map(v, key, s->status_codes.size())) return false;
     for (uint32_t i = 0; i < v.via.map.size; ++i) {
@@ -156,7 +162,7 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   const RunStats& s = snapshot.stats;
   msgpack::sbuffer buffer;
   Packer pk(&buffer);
-  pk.pack_map(19);
+  pk.pack_map(25);
   PackString(pk, "v");
   pk.pack(kSnapshotVersion);
   PackString(pk, "type");
@@ -175,6 +181,8 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   pk.pack(snapshot.final);
   PackString(pk, "users");
   pk.pack(snapshot.active_users);
+  PackString(pk, "rate");
+  pk.pack_double(snapshot.target_rate);
   PackString(pk, "hits");
   pk.pack(s.hits);
   PackString(pk, "latency");
@@ -202,6 +210,16 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   pk.pack(s.successes);
   pk.pack(s.failures);
   pk.pack(s.errors);
+  PackString(pk, "started");
+  pk.pack(s.started);
+  PackString(pk, "dropped");
+  pk.pack(s.dropped);
+  PackString(pk, "missed_pace");
+  pk.pack(s.missed_pace);
+  PackString(pk, "corrected");
+  PackHistogram(pk, s.corrected_latency);
+  PackString(pk, "lag");
+  PackHistogram(pk, s.schedule_lag);
   PackString(pk, "methods");
   PackMap(pk, s.methods, [&](const RunStats::StatusClasses& classes) {
     pk.pack_array(static_cast<uint32_t>(classes.size()));
@@ -277,6 +295,19 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
           return true;
         }
         if (key == "users") return r.Uint(v, key, &out->active_users);
+        if (key == "rate") {
+          if (v.type == msgpack::type::FLOAT64 || v.type == msgpack::type::FLOAT32) {
+            out->target_rate = v.via.f64;
+          } else if (v.type == msgpack::type::POSITIVE_INTEGER) {
+            out->target_rate = static_cast<double>(v.via.u64);
+          } else {
+            return r.Fail(key, "expected a number");
+          }
+          if (!std::isfinite(out->target_rate) || out->target_rate < 0 || out->target_rate > 1e9) {
+            return r.Fail(key, "expected a rate of 0 to 1e9 per second");
+          }
+          return true;
+        }
         return DecodeStats(r, key, v, &out->stats);
       },
       kOldestSnapshotVersion, &version);
@@ -294,6 +325,11 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
       if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
     }
   }
+  if (version >= 3) {
+    for (const char* key : {"rate", "started", "dropped", "missed_pace", "corrected", "lag"}) {
+      if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
+    }
+  }
   if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
   RunStats& stats = out->stats;
   // Saturating sums: a hostile message cannot wrap a total around to look consistent.
@@ -303,6 +339,12 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   uint64_t answered = 0;
   for (uint64_t n : stats.status_codes) add(answered, n);
   if (answered > stats.hits) return r.Fail("status", "more responses than hits");
+  if (stats.corrected_latency.Count() > stats.latency.Count()) {
+    return r.Fail("corrected", "more latencies from the intended start than responses");
+  }
+  if (stats.schedule_lag.Count() > stats.started) {
+    return r.Fail("lag", "more schedule lags than started executions");
+  }
   uint64_t failed = 0;
   for (uint64_t n : stats.hit_errors) add(failed, n);
   if (SaturatingAdd(answered, failed) > stats.hits) {

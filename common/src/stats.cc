@@ -100,6 +100,11 @@ void RunStats::Merge(const RunStats& other) {
   add(successes, other.successes);
   add(failures, other.failures);
   add(errors, other.errors);
+  add(started, other.started);
+  corrected_latency.Merge(other.corrected_latency);
+  schedule_lag.Merge(other.schedule_lag);
+  add(dropped, other.dropped);
+  add(missed_pace, other.missed_pace);
   for (const auto& [message, count] : other.error_messages) {
     add(BoundedSlot<decltype(error_messages), uint64_t>(error_messages, message, kMaxErrorMessages,
                                                         kOtherErrors),

@@ -418,11 +418,15 @@ void BrokerCore::OnSnapshot(Worker& worker, const common::Snapshot& snapshot,
   member.executions = common::SaturatingAdd(member.executions, snapshot.stats.Executions());
   // The run's sum moves by this worker's change (a thousand workers: no loop over them all).
   const uint64_t users = snapshot.final ? 0 : snapshot.active_users;
-  run.view.active_users = run.view.active_users - std::min(run.view.active_users, member.active_users) +
-                          users;
+  run.view.active_users =
+      run.view.active_users - std::min(run.view.active_users, member.active_users) + users;
   member.active_users = users;
+  const double rate = snapshot.final ? 0 : snapshot.target_rate;
+  run.view.target_rate = std::max(0.0, run.view.target_rate - member.target_rate + rate);
+  member.target_rate = rate;
   if (metrics_) {
     metrics_->SetActiveUsers(run.view.run_id, static_cast<int64_t>(run.view.active_users));
+    metrics_->SetTargetRate(run.view.run_id, run.view.target_rate);
   }
   run.view.stats.Merge(snapshot.stats);
   run.current_interval.Merge(snapshot.stats);
@@ -449,7 +453,9 @@ void BrokerCore::OnSnapshot(Worker& worker, const common::Snapshot& snapshot,
 Status BrokerCore::StartRun(const std::string& run_id, RunRequest request) {
   if (run_id.empty()) return InvalidArgumentError("the run id is empty");
   if (request.workers < 1) return InvalidArgumentError("a run needs at least one worker");
-  if (request.plan.users.empty()) return InvalidArgumentError("the plan has no users");
+  if (request.plan.users.empty() && !request.plan.load.open() && !request.plan.load.ramped()) {
+    return InvalidArgumentError("the plan has no users");
+  }
   if (runs_.count(run_id)) return AlreadyExistsError("run " + run_id + " exists already");
   std::vector<Worker*> idle;
   for (auto& [id, worker] : workers_) {
@@ -465,7 +471,13 @@ Status BrokerCore::StartRun(const std::string& run_id, RunRequest request) {
   Run& run = runs_[run_id];
   run.view.run_id = run_id;
   run.view.test = request.plan.test;
-  run.view.planned_users = *std::max_element(request.plan.users.begin(), request.plan.users.end());
+  const common::LoadModel& load = request.plan.load;
+  run.view.planned_users =
+      load.ramped() ? common::UserSchedule(request.plan.users.empty() ? 0 : request.plan.users[0],
+                                           load.stages)
+                          .PeakUsers()
+      : load.open() ? load.max_users
+                    : *std::max_element(request.plan.users.begin(), request.plan.users.end());
   run.view.spec = request.spec;
   run.view.library_digest = request.library_digest;
   run.view.started = clock_->WallNow();
@@ -498,21 +510,40 @@ void BrokerCore::Assign(Run& run, const RunRequest& request, const std::vector<W
     Worker& worker = *workers[static_cast<size_t>(i)];
     worker.run_id = run_id;
     run.view.workers.push_back(worker.id);
-    // Each cycle's users are split as evenly as possible; hits per user stay the same, so the
-    // run's total executions are those of one process running the whole plan.
     common::Assignment share = plan;
     share.run_id = run_id;
     RunMember member;
-    for (size_t c = 0; c < share.users.size(); ++c) {
-      const int64_t users = plan.users[c];
-      share.users[c] = users / n + (i < users % n ? 1 : 0);
-      if (!plan.duration)
-        member.planned_executions += static_cast<uint64_t>(share.users[c]) * hits_per_user;
+    if (plan.load.open() || plan.load.ramped()) {
+      // Arrivals and ramped users are dealt out: worker i takes every n-th, from the i-th, so
+      // that the workers' shares add up to the plan at every instant.
+      share.load.share_offset = i;
+      share.load.share_stride = n;
+      if (plan.load.max_users > 0) {
+        share.load.max_users = std::max<int64_t>(1, common::ShareOf(plan.load.max_users, i, n));
+      }
+    } else {
+      // Each cycle's users are split as evenly as possible; hits per user stay the same, so the
+      // run's total executions are those of one process running the whole plan.
+      for (size_t c = 0; c < share.users.size(); ++c) {
+        const int64_t users = plan.users[c];
+        share.users[c] = users / n + (i < users % n ? 1 : 0);
+        if (!plan.duration) {
+          member.planned_executions += static_cast<uint64_t>(share.users[c]) * hits_per_user;
+        }
+      }
     }
     run.members[worker.id] = member;
     if (share.threads <= 0) {
       // By default a worker uses its capacity, but no more threads than it has users.
-      const int64_t most = *std::max_element(share.users.begin(), share.users.end());
+      int64_t most = worker.threads;
+      if (plan.load.ramped()) {
+        most = common::ShareOf(
+            common::UserSchedule(plan.users.empty() ? 0 : plan.users[0], plan.load.stages)
+                .PeakUsers(),
+            i, n);
+      } else if (!plan.load.open()) {
+        most = *std::max_element(share.users.begin(), share.users.end());
+      }
       share.threads = std::clamp<int64_t>(std::min(worker.threads, most), 1, 1024);
     }
     ControlMessage assign = Message(MessageType::kAssign, run_id);
@@ -658,6 +689,7 @@ void BrokerCore::MaybeFinish(Run& run) {
   }
   run.view.ended = clock_->WallNow();
   run.view.active_users = 0;
+  run.view.target_rate = 0;
   run.ready_deadline.reset();
   run.stop_deadline.reset();
   run.grace_deadline.reset();
@@ -668,7 +700,8 @@ void BrokerCore::MaybeFinish(Run& run) {
   }
   if (metrics_) {
     metrics_->SetActiveUsers(run.view.run_id, 0);
-    metrics_->SetQuantiles(run.view.run_id, run.view.stats.latency);
+    metrics_->SetTargetRate(run.view.run_id, 0);
+    metrics_->SetQuantiles(run.view.run_id, run.view.stats);
     metrics_->RunEnded(run.view.run_id);
   }
   Changed(run);
@@ -685,11 +718,19 @@ void BrokerCore::Release(Run& run, const std::string& worker_id) {
 
 void BrokerCore::CountActiveUsers(Run& run) {
   uint64_t users = 0;
+  double rate = 0;
   for (const auto& [id, member] : run.members) {
-    if (!member.lost && !member.done) users += member.active_users;
+    if (!member.lost && !member.done) {
+      users += member.active_users;
+      rate += member.target_rate;
+    }
   }
   run.view.active_users = users;
-  if (metrics_) metrics_->SetActiveUsers(run.view.run_id, static_cast<int64_t>(users));
+  run.view.target_rate = rate;
+  if (metrics_) {
+    metrics_->SetActiveUsers(run.view.run_id, static_cast<int64_t>(users));
+    metrics_->SetTargetRate(run.view.run_id, rate);
+  }
 }
 
 void BrokerCore::MarkLost(Run& run, const std::string& worker_id, const std::string& why) {
@@ -835,7 +876,7 @@ void BrokerCore::Tick() {
       run.view.last_interval = std::move(run.current_interval);
       run.current_interval = common::RunStats();
       run.view.last_interval_end = clock_->WallNow();
-      if (metrics_) metrics_->SetQuantiles(id, run.view.stats.latency);
+      if (metrics_) metrics_->SetQuantiles(id, run.view.stats);
       ++generation_;
     }
     if (metrics_) {

@@ -104,6 +104,34 @@ struct Metrics::Impl {
           .Name("loads_active_users")
           .Help("Virtual users running now, summed over the run's workers")
           .Register(*registry);
+  Family<Counter>& started = BuildCounter()
+                                 .Name("loads_executions_started_total")
+                                 .Help("Executions started (the achieved rate)")
+                                 .Register(*registry);
+  Family<Counter>& dropped_executions =
+      BuildCounter()
+          .Name("loads_dropped_executions_total")
+          .Help("Arrivals of the open model that found no free user: not run")
+          .Register(*registry);
+  Family<Counter>& missed_pace = BuildCounter()
+                                     .Name("loads_missed_pace_total")
+                                     .Help("Paced executions that started late")
+                                     .Register(*registry);
+  Family<Gauge>& target_rate = BuildGauge()
+                                   .Name("loads_target_rate")
+                                   .Help("Executions per second the open model asks for now")
+                                   .Register(*registry);
+  Family<Histogram>& corrected = BuildHistogram()
+                                     .Name("loads_corrected_request_duration_seconds")
+                                     .Help(
+                                         "Latency of requests from their execution's intended "
+                                         "start (open model, pacing)")
+                                     .Register(*registry);
+  Family<Gauge>& corrected_quantiles =
+      BuildGauge()
+          .Name("loads_corrected_request_duration_percentile_seconds")
+          .Help("Exact merged percentiles of the latency from the intended start")
+          .Register(*registry);
   Family<Gauge>& planned_users = BuildGauge()
                                      .Name("loads_planned_users")
                                      .Help("Virtual users of the run's largest user cycle")
@@ -220,6 +248,21 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
   if (d.latency.Count()) {
     histogram.ObserveMultiple(increments, static_cast<double>(d.latency.Sum()) / 1e9);
   }
+  if (d.corrected_latency.Count()) {
+    std::vector<double> corrected(kBuckets.size() + 1, 0);
+    d.corrected_latency.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
+      const double seconds = static_cast<double>(high) / 1e9;
+      corrected[std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin()] +=
+          static_cast<double>(count);
+    });
+    m.Track(m.corrected, run, m.corrected.Add({{"run", run}}, kBuckets))
+        .ObserveMultiple(corrected, static_cast<double>(d.corrected_latency.Sum()) / 1e9);
+  }
+  // Every run has these series, at 0 when its model does not drop or pace: a dashboard shows 0,
+  // not "no data".
+  m.Get(m.started, run, {}).Increment(static_cast<double>(d.started));
+  m.Get(m.dropped_executions, run, {}).Increment(static_cast<double>(d.dropped));
+  m.Get(m.missed_pace, run, {}).Increment(static_cast<double>(d.missed_pace));
   for (const auto& [name, url] : d.urls) {
     m.Get(m.url_hits, run, {{"name", m.Capped(run, "url", name)}})
         .Increment(static_cast<double>(url.hits));
@@ -247,14 +290,25 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
   }
 }
 
-void Metrics::SetQuantiles(const std::string& run, const common::Histogram& latency) {
+void Metrics::SetQuantiles(const std::string& run, const common::RunStats& stats) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
-  if (!latency.Count()) return;
   for (const auto& [label, p] : kPercentiles) {
-    m.Get(m.quantiles, run, {{"percentile", label}})
-        .Set(static_cast<double>(latency.Percentile(p)) / 1e9);
+    if (stats.latency.Count()) {
+      m.Get(m.quantiles, run, {{"percentile", label}})
+          .Set(static_cast<double>(stats.latency.Percentile(p)) / 1e9);
+    }
+    if (stats.corrected_latency.Count()) {
+      m.Get(m.corrected_quantiles, run, {{"percentile", label}})
+          .Set(static_cast<double>(stats.corrected_latency.Percentile(p)) / 1e9);
+    }
   }
+}
+
+void Metrics::SetTargetRate(const std::string& run, double rate) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.Get(m.target_rate, run, {}).Set(rate);
 }
 
 void Metrics::RunStarted(const std::string& run, const std::string& test, int64_t planned_users) {
@@ -300,7 +354,7 @@ void Metrics::SetWorkers(int64_t idle, int64_t busy) {
 }
 
 void Metrics::SetRuns(const std::map<std::string, int64_t>& by_state) {
-  for (const char* state : {"assigning", "running", "done", "failed", "stopped"}) {
+  for (const char* state : {"assigning", "running", "done", "failed", "stopped", "partial"}) {
     auto it = by_state.find(state);
     impl_->runs.Add({{"state", state}})
         .Set(it == by_state.end() ? 0 : static_cast<double>(it->second));

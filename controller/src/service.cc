@@ -98,6 +98,7 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   out->set_controller_restarts(view.restarts);
   if (view.missing_executions) out->set_missing_executions(*view.missing_executions);
   out->set_active_users(view.active_users);
+  out->set_target_rate(view.target_rate);
   out->set_test(view.test);
   const auto timestamp = [](std::chrono::system_clock::time_point t,
                             google::protobuf::Timestamp* out) {
@@ -112,6 +113,7 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   merged.sequence = 1;
   merged.final = IsOver(view.state);
   merged.active_users = view.active_users;
+  merged.target_rate = view.target_rate;
   merged.stats = view.stats;
   out->set_stats(common::EncodeSnapshot(merged));
   common::Snapshot interval;
@@ -138,6 +140,7 @@ std::string ControllerService::FinalReport(const RunView& view) {
   info.hits.assign(spec.hits().begin(), spec.hits().end());
   if (spec.duration() > 0) info.duration = spec.duration();
   info.threads = spec.threads();  // 0: each worker its own default
+  info.load = spec::ToPlan(spec).load;
   common::ClusterRun cluster;
   cluster.run_id = view.run_id;
   cluster.state = std::string(RunStateName(view.state));
@@ -214,10 +217,15 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
   const std::string& run_id = request->run_id();
   if (Status valid = spec::ValidateRunId(run_id, "run_id"); !valid.ok()) return ToGrpc(valid);
-  if (Status valid = spec::ValidateRunSpec(request->spec()); !valid.ok()) return ToGrpc(valid);
-  const std::string spec = StoredSpec(request->spec());
+  // A scenario's `load` object fills what the spec does not say, as on the command line.
+  v1::RunSpec asked_spec = request->spec();
+  if (Status applied = spec::ApplyScenarioLoad(&asked_spec, nullptr); !applied.ok()) {
+    return ToGrpc(Status(StatusCode::kInvalidArgument, "spec." + applied.message()));
+  }
+  if (Status valid = spec::ValidateRunSpec(asked_spec); !valid.ok()) return ToGrpc(valid);
+  const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
-      request->spec().test_library().empty() ? "" : Sha256Hex(request->spec().test_library());
+      asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());
   std::lock_guard start_lock(start_mu_);
   if (auto existing = broker_->GetRun(run_id)) {
     // A retry of the same StartRun gets the run as it is; another spec under the id is refused.
@@ -233,7 +241,7 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     DescribeRun(*existing, response);
     return grpc::Status::OK;
   }
-  const int workers = request->spec().workers() ? request->spec().workers() : 1;
+  const int workers = asked_spec.workers() ? asked_spec.workers() : 1;
   const size_t idle = broker_->IdleWorkers();
   RunRequest run;
   if (idle < static_cast<size_t>(workers)) {
@@ -246,8 +254,8 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     launch.run_id = run_id;
     launch.workers = workers - static_cast<int>(idle);
     launch.endpoint = advertise_.empty() ? broker_->endpoint() : advertise_;
-    launch.cpu = request->spec().worker_cpu();
-    launch.memory = request->spec().worker_memory();
+    launch.cpu = asked_spec.worker_cpu();
+    launch.memory = asked_spec.worker_memory();
     if (const std::string error = launcher_->Launch(launch); !error.empty()) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, error);
     }
@@ -256,10 +264,10 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     run.wait_for_workers = launcher_->RegistrationTimeout();
     run.worker_prefix = launcher_->WorkerPrefix(run_id);
   }
-  run.plan = spec::ToPlan(request->spec());
+  run.plan = spec::ToPlan(asked_spec);
   run.workers = workers;
-  run.loss_policy = request->spec().loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail
-                                                                          : LossPolicy::kContinue;
+  run.loss_policy =
+      asked_spec.loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail : LossPolicy::kContinue;
   run.spec = spec;
   run.library_digest = digest;
   if (Status started = broker_->StartRun(run_id, std::move(run)); !started.ok()) {

@@ -11,7 +11,7 @@ import unittest
 import msgpack
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata",
-                      "snapshot_v2.hex")
+                      "snapshot_v3.hex")
 
 
 def bucket_index(value):
@@ -30,7 +30,12 @@ class WireFormatTest(unittest.TestCase):
 
     def test_decodes_the_documented_fields(self):
         doc = msgpack.unpackb(self.golden, raw=False, strict_map_key=False)
-        self.assertEqual(doc["v"], 2)
+        self.assertEqual(doc["v"], 3)
+        # The load model's measures (version 3).
+        self.assertEqual(doc["rate"], 2.5)
+        self.assertEqual((doc["started"], doc["dropped"], doc["missed_pace"]), (2, 1, 0))
+        self.assertEqual(doc["corrected"][:4], [2, 1500, 2500, 4000])
+        self.assertEqual(doc["lag"][:4], [1, 500, 500, 500])
         self.assertEqual(doc["type"], "snapshot")
         self.assertEqual((doc["run"], doc["worker"], doc["seq"]), ("r", "w", 1))
         self.assertEqual(doc["t1"] - doc["t0"], 1_000_000_000)
@@ -55,10 +60,12 @@ class WireFormatTest(unittest.TestCase):
 
     def test_encodes_to_the_same_bytes(self):
         histogram = [2, 1000, 2000, 3000, [1000, 1, 1000, 1]]
-        doc = {"v": 2, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
+        doc = {"v": 3, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
                "t0": 1_700_000_000_000_000_000, "t1": 1_700_000_001_000_000_000, "final": False,
-               "users": 3, "hits": 2, "latency": histogram, "status": {200: 2},
-               "hit_errors": {}, "outcomes": [1, 1, 0], "methods": {"GET": [0, 0, 2, 0, 0, 0]},
+               "users": 3, "rate": 2.5, "hits": 2, "latency": histogram, "status": {200: 2},
+               "hit_errors": {}, "outcomes": [1, 1, 0], "started": 2, "dropped": 1,
+               "missed_pace": 0, "corrected": [2, 1500, 2500, 4000, [1500, 1, 774, 1]],
+               "lag": [1, 500, 500, 500, [500, 1]], "methods": {"GET": [0, 0, 2, 0, 0, 0]},
                "ws": [0] * 6, "errors": {"F": 1}, "counters": {"c": 11},
                "urls": {"U": [2, 0, histogram]}}
         self.assertEqual(msgpack.packb(doc, use_bin_type=True).hex(), self.golden.hex())

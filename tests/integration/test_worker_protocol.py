@@ -41,9 +41,9 @@ class FakeController:
         self.socket.close()
         self.context.term()
 
-    def receive(self, timeout=10.0, types=None):
-        """The next message (identity, decoded map) whose type is in `types`; heartbeats and
-        other types are skipped."""
+    def receive(self, timeout=10.0, types=None, run=None):
+        """The next message (identity, decoded map) whose type is in `types` (and of `run`, if
+        given); heartbeats and other messages are skipped."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -53,7 +53,8 @@ class FakeController:
                 continue
             identity, frame = self.socket.recv_multipart()
             message = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-            if types is None or message["type"] in types:
+            if (types is None or message["type"] in types) and \
+                    (run is None or message.get("run") == run):
                 return identity, message
 
     def send(self, identity, message):
@@ -79,7 +80,7 @@ class FakeController:
             if stop_after is not None and time.monotonic() - started > stop_after:
                 self.send(identity, {"type": "stop", "run": run_id})
                 stop_after = None
-            _, message = self.receive(timeout=timeout, types={"snapshot", "done"})
+            _, message = self.receive(timeout=timeout, types={"snapshot", "done"}, run=run_id)
             if message["type"] == "done":
                 if ack:
                     self.ack(identity, run_id, message["seq"], closed=True)
@@ -91,7 +92,7 @@ class FakeController:
     def run(self, identity, run_id, assignment, stop_after=None):
         """Assigns, starts and collects snapshots until "done"; returns (snapshots, done)."""
         self.send(identity, {"type": "assign", "run": run_id, "assignment": assignment})
-        _, ready = self.receive(types={"ready", "done"})
+        _, ready = self.receive(types={"ready", "done"}, run=run_id)
         if ready["type"] == "done":
             return [], ready
         self.send(identity, {"type": "start", "run": run_id, "at": time.time_ns() + 100_000_000})
@@ -127,7 +128,7 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertFalse(any(s["final"] for s in snapshots[:-1]))
         for s in snapshots:
             self.assertEqual(s["worker"], "w1")
-            self.assertEqual(s["v"], 2)
+            self.assertEqual(s["v"], 3)
             self.assertLessEqual(s["t0"], s["t1"])
             self.assertEqual(s["latency"][0], sum(s["status"].values()))
 
@@ -201,6 +202,10 @@ class WorkerProtocolTest(unittest.TestCase):
                       msgpack.packb({"v": 99, "type": "heartbeat"})]:
             self.controller.send_raw(identity, frame)
         self.controller.socket.send_multipart([identity, b"part one", b"part two"])
+        # The assignment it could not read is answered at once, with why: its run need not wait.
+        _, refused = self.controller.receive(types={"done"}, run="x")
+        self.assertFalse(refused["ok"])
+        self.assertIn("cannot read its assignment: field 'assignment': missing", refused["message"])
         with harness.Nginx() as nginx:
             _, done = self.controller.run(identity, "run-ok", url_assignment(nginx.url, [1], [3]))
             self.assertTrue(done["ok"], done)

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include "loads/common/run_spec.h"
 
@@ -181,6 +182,60 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
       {"spec.worker_cpu", [](v1::RunSpec& s) { s.set_worker_cpu("1e3"); }},
       {"spec.metadata", [](v1::RunSpec& s) { (*s.mutable_metadata())["a b"] = "c"; }},
       {"spec.metadata", [](v1::RunSpec& s) { (*s.mutable_metadata())["k"] = "x\ny"; }},
+      // The load models, not mixed and bounded.
+      {"spec.users",
+       [](v1::RunSpec& s) {
+         s.clear_hits();
+         s.set_rate(10);
+         s.set_duration(1);
+       }},
+      {"spec.hits",
+       [](v1::RunSpec& s) {
+         s.clear_users();
+         s.set_rate(10);
+       }},
+      {"spec.duration",
+       [](v1::RunSpec& s) {
+         s.clear_users();
+         s.clear_hits();
+         s.set_rate(10);
+       }},
+      {"spec.rate", [](v1::RunSpec& s) { s.set_rate(-1); }},
+      {"spec.rate", [](v1::RunSpec& s) { s.set_rate(2e7); }},
+      {"spec.stages",
+       [](v1::RunSpec& s) {
+         s.clear_hits();
+         s.add_stages()->set_seconds(0);
+       }},
+      {"spec.stages",
+       [](v1::RunSpec& s) {
+         s.clear_users();
+         s.clear_hits();
+         s.set_rate(10);
+         auto* stage = s.add_stages();
+         stage->set_seconds(1);
+         stage->set_target(5);
+       }},
+      {"spec.hits",
+       [](v1::RunSpec& s) {
+         auto* stage = s.add_stages();
+         stage->set_seconds(1);
+         stage->set_target(5);
+       }},
+      {"spec.max_users", [](v1::RunSpec& s) { s.set_max_users(5); }},
+      {"spec.arrivals", [](v1::RunSpec& s) { s.set_arrivals(v1::ARRIVALS_POISSON); }},
+      {"spec.arrivals", [](v1::RunSpec& s) { s.set_arrivals(static_cast<v1::Arrivals>(9)); }},
+      {"spec.pacing", [](v1::RunSpec& s) { s.set_pacing(-1); }},
+      {"spec.pacing",
+       [](v1::RunSpec& s) {
+         s.set_pacing(1);
+         s.set_pause_min(1);
+       }},
+      {"spec.pause_min",
+       [](v1::RunSpec& s) {
+         s.set_pause_min(2);
+         s.set_pause_max(1);
+       }},
   };
   for (auto& [field, change] : bad) {
     v1::RunSpec spec = UrlSpec();
@@ -200,6 +255,50 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
   EXPECT_FALSE(spec::ValidateRunId("a\nb", "run_id").ok());
   EXPECT_FALSE(spec::ValidateRunId("", "run_id").ok());
   EXPECT_FALSE(spec::ValidateRunId(std::string(201, 'x'), "run_id").ok());
+}
+
+TEST(RunSpec, LoadModelsReachThePlan) {
+  v1::RunSpec open;
+  open.set_url("http://127.0.0.1:1/");
+  open.set_rate(0.5);
+  open.set_duration(10);
+  open.set_max_users(3);
+  open.set_arrivals(v1::ARRIVALS_POISSON);
+  ASSERT_TRUE(spec::ValidateRunSpec(open).ok()) << spec::ValidateRunSpec(open).message();
+  const common::Assignment plan = spec::ToPlan(open);
+  EXPECT_TRUE(plan.load.open());
+  EXPECT_EQ(plan.load.rate, 0.5);
+  EXPECT_EQ(plan.load.max_users, 3);
+  EXPECT_TRUE(plan.load.poisson);
+  EXPECT_TRUE(plan.users.empty());
+  auto paced = Parse({"t.A.b", "-u", "3", "-d", "5", "--pause", "0.5:1.5"});
+  ASSERT_TRUE(paced.ok()) << paced.status().message();
+  const common::Assignment paced_plan = spec::ToPlan(paced->spec);
+  EXPECT_EQ(paced_plan.load.pause_min, 0.5);
+  EXPECT_EQ(paced_plan.load.pause_max, 1.5);
+  auto ramp = Parse({"t.A.b", "--stages", "30s:100,1m:100,30s:0"});
+  ASSERT_TRUE(ramp.ok()) << ramp.status().message();
+  EXPECT_EQ(ramp->spec.users_size(), 0);  // no default user: the ramp starts from 0
+  EXPECT_EQ(ramp->spec.hits_size(), 0);
+  EXPECT_EQ(spec::ToPlan(ramp->spec).load.stages.size(), 3u);
+}
+
+TEST(RunSpec, AScenarioSaysHowHardWhereTheCommandLineDoesNot) {
+  v1::RunSpec spec;
+  spec.set_scenario(
+      R"({"load": {"rate": 200, "duration": 1.5, "pause": [1, 2]}, "steps": [{"think": 0}]})");
+  spec.set_rate(100);
+  const std::set<std::string> given = {"rate"};
+  EXPECT_TRUE(spec::ApplyScenarioLoad(&spec, &given).ok());
+  EXPECT_EQ(spec.rate(), 100);      // the command line wins
+  EXPECT_EQ(spec.duration(), 1.5);  // the scenario fills the rest
+  EXPECT_EQ(spec.pause_min(), 1);
+  EXPECT_EQ(spec.pause_max(), 2);
+  v1::RunSpec bad;
+  bad.set_scenario(R"({"load": {"rate": "fast"}, "steps": [{"think": 0}]})");
+  const Status status = spec::ApplyScenarioLoad(&bad, nullptr);
+  EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("load.rate"), std::string::npos) << status.message();
 }
 
 TEST(RunSpec, PlanAppliesTheDefaults) {

@@ -125,11 +125,11 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
   ExpectSameStats(single, merged);
 }
 
-// A small snapshot's exact bytes (tests/testdata/snapshot_v2.hex, also read by the Python test
+// A small snapshot's exact bytes (tests/testdata/snapshot_v3.hex, also read by the Python test
 // of the wire format and shown in docs/wire-protocol.md). A change here is a change of the wire
 // format: bump kSnapshotVersion and update the document.
-std::string GoldenHex() {
-  std::ifstream file(LOADS_TESTDATA_DIR "/snapshot_v2.hex");
+std::string GoldenHex(const char* file_name = "snapshot_v3.hex") {
+  std::ifstream file(std::string(LOADS_TESTDATA_DIR) + "/" + file_name);
   std::string hex;
   file >> hex;
   return hex;
@@ -148,6 +148,13 @@ Snapshot Golden() {
   snap.stats.RecordExecution(Outcome::kSuccess, "");
   snap.stats.RecordExecution(Outcome::kFailure, "F");
   snap.stats.IncrCounter("c", 11);
+  // The load model's measures (version 3).
+  snap.target_rate = 2.5;
+  snap.stats.started = 2;
+  snap.stats.dropped = 1;
+  snap.stats.corrected_latency.Record(1500);
+  snap.stats.corrected_latency.Record(2500);
+  snap.stats.schedule_lag.Record(500);
   return snap;
 }
 
@@ -160,7 +167,23 @@ TEST(Snapshot, GoldenBytes) {
   ASSERT_TRUE(DecodeSnapshot(Unhex(golden), &decoded, &error)) << error;
   EXPECT_FALSE(decoded.final);
   EXPECT_EQ(decoded.active_users, 3u);
+  EXPECT_EQ(decoded.target_rate, 2.5);
+  EXPECT_EQ(decoded.stats.started, 2u);
+  EXPECT_EQ(decoded.stats.dropped, 1u);
+  EXPECT_EQ(decoded.stats.corrected_latency.Max(), 2500u);
+  EXPECT_EQ(decoded.stats.schedule_lag.Count(), 1u);
   ExpectSameStats(Golden().stats, decoded.stats);
+}
+
+TEST(Snapshot, VersionTwoIsStillRead) {
+  // The golden bytes of version 2, without the load model's fields: they read as zeros.
+  Snapshot decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v2.hex")), &decoded, &error)) << error;
+  EXPECT_EQ(decoded.stats.hits, 2u);
+  EXPECT_EQ(decoded.stats.started, 0u);
+  EXPECT_EQ(decoded.target_rate, 0);
+  EXPECT_EQ(decoded.stats.corrected_latency.Count(), 0u);
 }
 
 TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
@@ -179,7 +202,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   const std::vector<Case> cases = {
       {"c1", "not a msgpack document"},       // reserved byte
       {"93010203", "expected a map"},         // [1, 2, 3]
-      {"81a17603", "unsupported version 3"},  // {"v": 3}
+      {"81a17604", "unsupported version 4"},  // {"v": 4}
       {"81a17601", "field 'type': missing"},  // {"v": 1}
       {"82a17601a474797065a3666f6f", "expected \"snapshot\""},
       {"81a17601c0", "trailing bytes"},
@@ -230,7 +253,7 @@ std::string Pack(const Fields& fields) {
 TEST(Snapshot, EveryFieldIsRequired) {
   msgpack::object_handle handle;
   const Fields whole = Unpack(EncodeSnapshot(Rich()), &handle);
-  ASSERT_EQ(whole.size(), 19u);
+  ASSERT_EQ(whole.size(), 25u);
   for (const auto& [key, value] : whole) {
     Fields without = whole;
     without.erase(key);
@@ -241,7 +264,7 @@ TEST(Snapshot, EveryFieldIsRequired) {
   }
   // A key given twice is refused too (its counts would be added twice).
   std::string twice = EncodeSnapshot(Rich());
-  twice[2] = static_cast<char>(twice[2] + 1);  // map of 20 entries (de 0013 -> de 0014)
+  twice[2] = static_cast<char>(twice[2] + 1);  // map of 26 entries (de 0019 -> de 001a)
   twice += Pack({{"hits", whole.at("hits")}}).substr(1);
   Snapshot out;
   std::string error;
@@ -296,8 +319,10 @@ TEST(Snapshot, CountsHitsOfAWorkerWithoutMethodsAsUnknown) {
   v1.stats.status_codes[503] = 1;
   const std::string v2 = EncodeSnapshot(v1);
   Fields fields = Unpack(v2, &handle);
-  fields.erase("users");
-  fields.erase("methods");
+  for (const char* key :
+       {"users", "methods", "rate", "started", "dropped", "missed_pace", "corrected", "lag"}) {
+    fields.erase(key);
+  }
   msgpack::zone zone;
   fields["v"] = msgpack::object(1, zone);
   Snapshot out;

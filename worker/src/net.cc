@@ -876,6 +876,12 @@ void UserContext::RecordHit(std::string_view name, std::string_view method, int 
                             common::HitError error, uint64_t latency_ns) {
   thread_->stats.RecordHit(name, method, status, error, latency_ns);
   thread_->hits.fetch_add(1, std::memory_order_relaxed);
+  if (intended_start_ && error == common::HitError::kNone) {
+    // The closed model reads no clock here: only scheduled executions pay for it.
+    const auto since = SteadyClock::now() - *intended_start_;
+    thread_->stats.corrected_latency.Record(static_cast<uint64_t>(
+        std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(since).count())));
+  }
 }
 
 WebSocket& UserContext::CreateWebSocket(std::string_view url, WebSocket::Callback callback,
@@ -918,6 +924,18 @@ void UserContext::Sleep(std::chrono::duration<double> seconds) {
   Await([&](Yield& y) { timer.async_wait(y[ec]); });
   sleep_timer_ = nullptr;
   if (cancelled_) throw NetworkError("cancelled", "sleep: the run was interrupted");
+}
+
+bool UserContext::SleepUntil(SteadyClock::time_point when) {
+  if (cancelled_) return false;
+  if (SteadyClock::now() >= when) return true;
+  asio::steady_timer timer(*thread_->io);
+  timer.expires_at(when);
+  sleep_timer_ = &timer;
+  beast::error_code ec;
+  Await([&](Yield& y) { timer.async_wait(y[ec]); });
+  sleep_timer_ = nullptr;
+  return !cancelled_;
 }
 
 void UserContext::Cancel() {

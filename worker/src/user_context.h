@@ -4,6 +4,7 @@
 #include <chrono>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -62,8 +63,17 @@ class UserContext {
   // WebSocket callback raised during it, if any.
   std::exception_ptr CloseExecutionSockets();
 
-  // Suspends this user for `seconds` (think time).
+  // Suspends this user for `seconds` (think time). Throws NetworkError(cancelled) once the run
+  // is stopped.
   void Sleep(std::chrono::duration<double> seconds);
+  // Suspends this user until `when` (the engine's pacing). False if the run was stopped first.
+  bool SleepUntil(std::chrono::steady_clock::time_point when);
+
+  // The intended start of the execution in progress (an open model's arrival, a paced user's
+  // schedule): its hits also record their latency from it. Cleared between executions.
+  void set_intended_start(std::optional<std::chrono::steady_clock::time_point> at) {
+    intended_start_ = at;
+  }
 
   // Interrupts whatever this user waits for (sockets closed, timer cancelled); every later
   // network call fails with a "cancelled" NetworkError.
@@ -123,6 +133,7 @@ class UserContext {
   bool timed_out_ = false;
   int64_t cycle_users_ = 0;
   bool cycle_timed_ = false;
+  std::optional<std::chrono::steady_clock::time_point> intended_start_;
 };
 
 // Stops the thread's watchdog timer so that its io_context can run out of work. Thread-safe.

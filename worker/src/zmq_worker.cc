@@ -198,7 +198,16 @@ void ZmqWorker::SayHello() {
 void ZmqWorker::OnFrame(std::string_view bytes) {
   ControlMessage m;
   std::string error;
-  if (!common::DecodeControl(bytes, &m, &error)) return Dropped("unreadable message: " + error);
+  if (!common::DecodeControl(bytes, &m, &error)) {
+    if (auto run = common::AssignmentRunId(bytes)) {
+      // An assignment this worker cannot read fails its run at once, saying why.
+      ControlMessage done = Message(MessageType::kDone, options_.id, *run);
+      done.ok = false;
+      done.message = "worker " + options_.id + " cannot read its assignment: " + error;
+      Send(done);
+    }
+    return Dropped("unreadable message: " + error);
+  }
   last_heard_ = SteadyClock::now();
   switch (m.type) {
     case MessageType::kWelcome:
@@ -401,6 +410,7 @@ void ZmqWorker::OnStart(const ControlMessage& m) {
           run->pending->final = interval.final;
           run->pending->active_users =
               interval.final ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, ActiveUsers()));
+          run->pending->target_rate = interval.target_rate;
           run->pending->stats.Merge(interval.stats);
           if (metrics) {
             const auto& st = interval.stats;

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "loads/common/load_model.h"
 #include "loads/common/snapshot.h"
 
 namespace loads::common {
@@ -54,7 +55,8 @@ struct Assignment {
   std::string external_command;  // an external runner command (docs/external-runners.md)
   std::vector<int64_t> users;
   std::vector<int64_t> hits;       // empty in duration mode
-  std::optional<double> duration;  // seconds per user cycle
+  std::optional<double> duration;  // seconds per user cycle; the open model's length
+  LoadModel load;                  // ramps, arrival rate, pacing; this worker's share of them
   int64_t threads = 1;  // 0 in a plan: the broker picks for each worker (never 0 on the wire)
   std::string server_url;
   int64_t connect_timeout_ms = kDefaultConnectTimeoutMs;
@@ -93,5 +95,9 @@ bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* co
 // Decodes and validates a control message (not a snapshot). Never throws; names the field at
 // fault.
 bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error);
+
+// The run of an `assign` message that DecodeControl refused, so that the worker can answer it
+// (done, ok=false, with why) instead of leaving the run waiting. nullopt for anything else.
+std::optional<std::string> AssignmentRunId(std::string_view bytes);
 
 }  // namespace loads::common

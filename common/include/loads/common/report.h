@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/load_model.h"
 #include "loads/common/stats.h"
 
 namespace loads::common {
@@ -35,6 +36,7 @@ struct RunInfo {
   std::vector<int64_t> hits;       // hits cycles (empty in duration mode)
   std::optional<double> duration;  // seconds per user cycle, in duration mode
   int threads = 1;
+  LoadModel load;  // ramps, arrival rate, pacing (max_users as the engine used it)
   std::optional<ClusterRun> cluster;
 };
 

@@ -8,6 +8,7 @@
 // checks the docs against it.
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@ inline constexpr int64_t kMaxHits = 1'000'000'000'000;  // executions per user, 
 inline constexpr size_t kMaxCycles = 1000;
 inline constexpr double kMaxSeconds = 366.0 * 24 * 3600;  // a cycle's duration
 inline constexpr double kMaxTimeoutSeconds = 3600;
+inline constexpr double kMaxRate = 10'000'000;  // executions per second, the open model
+inline constexpr double kMaxPauseSeconds = 86400;
 inline constexpr int kMaxThreads = 1024;
 inline constexpr int kMaxWorkers = 1000;
 inline constexpr size_t kMaxMetadata = 64;
@@ -62,6 +65,14 @@ struct Validation {
 Status ValidateRunSpec(const v1::RunSpec& spec, Validation how = {});
 // A run id: 1 to 200 printable characters without spaces.
 Status ValidateRunId(const std::string& run_id, const std::string& field);
+
+// The scenario file's `load` object ({"rate": 100, "duration": 60, ...}: keys are run options,
+// --max-users as max_users) applied to the spec, for every option whose field is not in `given`
+// (the fields the command line set; nullptr: those with a non-default value in the spec).
+// INVALID_ARGUMENT naming "load.KEY" for a key that is not a load option or a bad value.
+Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given);
+// The closed model's defaults where the spec says nothing of the load: one user, one execution.
+void ApplyDefaults(v1::RunSpec* spec);
 
 // The run's test as its report and metrics name it: "module.Class.method", "GET URL",
 // "scenario:NAME" or "external: COMMAND". REQUIRES: a valid spec.

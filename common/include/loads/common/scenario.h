@@ -31,6 +31,9 @@ struct ScenarioStep {
 struct Scenario {
   std::string name;
   std::vector<ScenarioStep> steps;
+  // The file's `load` object: (run option, its value as text), such as ("rate", "100"). Applied
+  // to the run where the command line (or the gRPC spec) does not say (run_spec.h).
+  std::vector<std::pair<std::string, std::string>> load;
 };
 
 // Parses and validates a scenario. On failure returns nullopt and says why in *error: the line

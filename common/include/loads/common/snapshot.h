@@ -16,8 +16,9 @@ inline uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
 }
 
 // Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
-// and `methods`; the decoder still accepts version 1, which has neither.
-inline constexpr uint64_t kSnapshotVersion = 2;
+// and `methods`, version 3 the load model's `started`, `dropped`, `missed_pace`, `corrected`,
+// `lag` and `rate`; the decoder still accepts versions 1 and 2, which lack them.
+inline constexpr uint64_t kSnapshotVersion = 3;
 inline constexpr uint64_t kOldestSnapshotVersion = 1;
 
 // What a worker reports about one run at most a second apart: the statistics of one interval
@@ -31,7 +32,10 @@ struct Snapshot {
   uint64_t interval_end = 0;
   bool final = false;         // the worker's last snapshot for this run
   uint64_t active_users = 0;  // virtual users running at interval_end (0 in a final snapshot)
-  RunStats stats;             // this interval only
+  // The worker's target arrival rate at interval_end, executions per second (open model; 0 in
+  // the closed model and in a final snapshot).
+  double target_rate = 0;
+  RunStats stats;  // this interval only
 };
 
 // Encodes a snapshot as one msgpack map, byte for byte as docs/wire-protocol.md describes.

@@ -67,6 +67,18 @@ struct RunStats {
   uint64_t successes = 0;
   uint64_t failures = 0;
   uint64_t errors = 0;
+  // Executions started (finished ones are successes + failures + errors; the rest were in flight
+  // at the end of the interval).
+  uint64_t started = 0;
+
+  // The load model's measures (docs/load-models.md). An execution with an intended start (the
+  // open model's arrivals, a paced user) records how late it started, and each of its hits the
+  // time from that intended start to the hit's response: the latency a user arriving on schedule
+  // would have seen (wrk2's corrected latency), which includes the time spent waiting for a user.
+  Histogram corrected_latency;  // nanoseconds, hits that got a response, from the intended start
+  Histogram schedule_lag;       // nanoseconds, from an execution's intended start to its start
+  uint64_t dropped = 0;         // arrivals that found no free user (open model): not run
+  uint64_t missed_pace = 0;     // paced executions that started after their intended start
   // Failure and error messages of executions, with their counts.
   std::map<std::string, uint64_t, std::less<>> error_messages;
 

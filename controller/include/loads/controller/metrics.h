@@ -33,8 +33,11 @@ class Metrics {
 
   // A snapshot's interval was merged into run_id.
   void OnSnapshot(const std::string& run_id, const common::RunStats& delta, double merge_delay);
-  // The run's merged latency, for the exact quantile gauges.
-  void SetQuantiles(const std::string& run_id, const common::Histogram& latency);
+  // The run's merged latencies (from the send, and from the intended start), for the exact
+  // quantile gauges.
+  void SetQuantiles(const std::string& run_id, const common::RunStats& stats);
+  // The open model's arrival rate asked now, summed over the run's workers.
+  void SetTargetRate(const std::string& run_id, double rate);
   // A run was assigned: its test (the `test` label of its hits) and its planned users.
   void RunStarted(const std::string& run_id, const std::string& test, int64_t planned_users);
   // Virtual users running now, summed over the run's workers.

@@ -34,6 +34,7 @@ struct RunMember {
   uint64_t planned_executions = 0;  // its share of the plan in hits mode; 0 in duration mode
   uint64_t executions = 0;          // executions in its merged snapshots
   uint64_t active_users = 0;        // as of its last snapshot
+  double target_rate = 0;           // open model: its target rate as of its last snapshot
   bool ready = false;               // it loaded the test
   bool done = false;                // its `done` arrived
   bool ok = true;                   // ... saying ok
@@ -73,6 +74,7 @@ struct RunView {
   uint64_t duplicates = 0;      // snapshots ignored because their sequence number was merged
   uint64_t late_snapshots = 0;  // arrived after the run (or their worker) was over: not merged
   uint64_t active_users = 0;    // virtual users running now, summed over the run's live workers
+  double target_rate = 0;       // open model: the arrival rate asked now, summed likewise
   uint32_t restarts = 0;        // times the controller restarted while the run was running
   // Executions the lost workers were planned to run and did not report (hits mode only).
   std::optional<uint64_t> missing_executions;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/load_model.h"
 #include "loads/common/protocol.h"
 #include "loads/common/report.h"
 #include "loads/common/stats.h"
@@ -16,15 +17,18 @@
 
 namespace loads::worker {
 
-// What to run and how hard: the seed's load model (user cycles run one after the other; in each,
-// every user runs sum(hits) executions, or loops until the cycle's duration is over).
+// What to run and how hard. By default the seed's closed model: user cycles run one after the
+// other; in each, every user runs sum(hits) executions, or loops until the cycle's duration is
+// over. `load` ramps the users instead (stages), or starts executions at a rate (the open model),
+// and may pace or pause users between executions (docs/load-models.md).
 struct EngineOptions {
   std::vector<int64_t> users{1};
   std::vector<int64_t> hits{1};    // empty in duration mode
-  std::optional<double> duration;  // seconds per user cycle
-  int threads = 1;                 // engine threads; users are spread round-robin over them
-  std::string server_url;          // TestCase::server_url()
-  std::string run_id = "local";    // given to external runners (LOADS_RUN_ID)
+  std::optional<double> duration;  // seconds per user cycle; the open model's length
+  common::LoadModel load;
+  int threads = 1;               // engine threads; users are spread round-robin over them
+  std::string server_url;        // TestCase::server_url()
+  std::string run_id = "local";  // given to external runners (LOADS_RUN_ID)
   std::chrono::milliseconds connect_timeout{common::kDefaultConnectTimeoutMs};
   // The read timeout of a request or WebSocket read.
   std::chrono::milliseconds timeout{common::kDefaultTimeoutMs};
@@ -50,6 +54,10 @@ struct Progress {
   uint64_t executions = 0;          // finished executions
   uint64_t planned_executions = 0;  // 0 in duration mode
   uint64_t hits = 0;
+  uint64_t dropped = 0;      // open model: arrivals that found no free user
+  double target_rate = 0;    // open model: executions per second asked for now
+  int64_t active_users = 0;  // users alive now
+  bool ramped = false;       // the users follow stages
   double elapsed_seconds = 0;
   double fraction = 0;  // 0..1 of the whole plan
   size_t cycle = 0;     // 1-based user cycle being run
@@ -67,7 +75,8 @@ struct Interval {
   common::RunStats stats;
   std::chrono::system_clock::time_point start;
   std::chrono::system_clock::time_point end;
-  bool final = false;  // the last interval of the run
+  bool final = false;      // the last interval of the run
+  double target_rate = 0;  // open model: this engine's target rate at `end` (0 when final)
 };
 
 // The load engine: runs one test with many virtual users on a few threads, each virtual user on
