@@ -165,7 +165,8 @@ class MetricsTest(unittest.TestCase):
         target = self.controller.metrics.split("//")[1].split("/")[0]
         prometheus = Prometheus(target)
         # A load that exercises every panel: HTTP, a WebSocket, and a request to a closed port
-        # (an error outcome and a hit error).
+        # (an error outcome and a hit error), in the open model (target and achieved rates, the
+        # latency from the intended start) with a pool too small (dropped executions).
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({"name": "dashboard", "steps": [
                 {"ws_connect": {"url": "/ws"}}, {"ws_send": {"text": "hi"}},
@@ -182,8 +183,8 @@ class MetricsTest(unittest.TestCase):
             intruder.send(b"garbage")  # so that loads_messages_dropped_total exists
             with harness.DemoTarget() as demo:
                 result = harness.run_runner(["--controller", self.controller.grpc, f.name,
-                                             "--server-url", demo.url, "-u", "3", "-d", "4",
-                                             "--workers", "2"], timeout=60)
+                                             "--server-url", demo.url, "--rate", "40", "-d", "4",
+                                             "--max-users", "2", "--workers", "2"], timeout=60)
             self.assertEqual(result.code, 1, harness.describe(result))  # the closed port errors
             intruder.close()
             context.term()
