@@ -14,6 +14,10 @@ their intended start) and their drops; then the medians and the ratio open/close
 CPU-second, which is the open model's overhead (a timer per arrival, a user handed each one).
 
     /usr/bin/python3 bench/open_model.py [--pairs 3] [--duration 5] [--connections 50]
+
+With --idle-rates 1000,5000,20000 it runs instead the open model at those rates, well below what
+the client can do, on the default threads, and prints the CPU the client used (cores, the median
+of --pairs runs): the cost of waiting between arrivals, which a shared machine's target pays for.
 """
 
 import argparse
@@ -30,9 +34,9 @@ import harness  # noqa: E402
 from vs_wrk import BenchError, run_measured  # noqa: E402
 
 
-def run(runner, url, args, workdir):
+def run(runner, url, args, workdir, threads=("--threads", "1")):
     report_path = os.path.join(workdir, "report.json")
-    argv = [runner, "--url", url, *args, "--threads", "1", "--quiet", "--output",
+    argv = [runner, "--url", url, *args, *threads, "--quiet", "--output",
             f"json:{report_path}"]
     code, stdout, stderr, cpu, wall = run_measured(argv, 120, workdir)
     if code != 0:
@@ -57,7 +61,10 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--runner", default=os.path.join(REPO, "build", "bin", "loads-runner"))
+    parser.add_argument("--idle-rates", help="comma-separated rates: measure idle CPU instead")
     args = parser.parse_args()
+    if args.idle_rates:
+        return idle(args)
     try:
         with harness.Nginx(access_log=False) as nginx, \
                 tempfile.TemporaryDirectory(prefix="loads-bench-") as workdir:
@@ -101,6 +108,39 @@ def main():
     print()
     print(f"open/closed requests per CPU-second: "
           f"{medians['open']['per_cpu'] / medians['closed']['per_cpu']:.2f}")
+    return 0
+
+
+def idle(args):
+    try:
+        rates = [int(r) for r in args.idle_rates.split(",")]
+    except ValueError:
+        print(f"open_model: --idle-rates: not a list of integers: {args.idle_rates}",
+              file=sys.stderr)
+        return 2
+    rows = []
+    try:
+        with harness.Nginx(access_log=False) as nginx, \
+                tempfile.TemporaryDirectory(prefix="loads-bench-") as workdir:
+            for rate in rates:
+                runs = [run(args.runner, nginx.url,
+                            ["--rate", str(rate), "-d", str(args.duration), "--max-users",
+                             str(args.connections)], workdir, threads=())
+                        for _ in range(args.pairs)]
+                rows.append((rate, runs))
+                print(f"# rate {rate}: done", file=sys.stderr)
+    except (BenchError, harness.HarnessError) as error:
+        print(f"open_model: {error}", file=sys.stderr)
+        return 1
+    print(f"# {args.pairs} runs of {args.duration} s per rate, default threads, "
+          f"{os.cpu_count()} CPUs; medians")
+    print("| --rate | requests/s | client CPU (cores) | schedule lag p99 | dropped |")
+    print("|---:|---:|---:|---:|---:|")
+    for rate, runs in rows:
+        med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        cores = statistics.median(r["cpu"] / r["seconds"] for r in runs)
+        print(f"| {rate} | {med('rps'):.0f} | {cores:.2f} | {ms(med('lag_p99'))} ms | "
+              f"{med('dropped'):.0f} |")
     return 0
 
 
