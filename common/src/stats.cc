@@ -35,6 +35,10 @@ std::string_view HitErrorName(HitError error) {
       return "cancelled";
     case HitError::kNetwork:
       return "network";
+    case HitError::kBodyTooLarge:
+      return "body_too_large";
+    case HitError::kHeaderTooLarge:
+      return "header_too_large";
   }
   return "network";
 }

@@ -99,6 +99,59 @@ def demo_target_path():
 # Ports
 
 
+def _openssl(*args, cwd=None):
+    done = subprocess.run(["openssl", *args], cwd=cwd, timeout=60, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise HarnessError(f"openssl {args[0]} failed:\n{done.stderr.decode(errors='replace')}")
+
+
+def make_ca(directory, name):
+    """A certificate authority (self-signed, EC key) in `directory`: returns
+    (cert_path, key_path). A runner trusts it with SSL_CERT_FILE=cert_path."""
+    cert, key = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+    _openssl("req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return cert, key
+
+
+def make_certificate(directory, name, ca, san, expired=False):
+    """A server certificate signed by `ca` (from make_ca) for the subjectAltName
+    `san` ("IP:127.0.0.1", "DNS:example.test"); expired=True makes one whose
+    validity ended in 2020. Returns (cert_path, key_path)."""
+    work = os.path.join(directory, f"{name}.ca")
+    os.makedirs(work)
+    with open(os.path.join(work, "index.txt"), "w"):
+        pass
+    with open(os.path.join(work, "serial"), "w") as f:
+        f.write(secrets.token_hex(8) + "\n")
+    config = os.path.join(work, "ca.conf")
+    with open(config, "w") as f:
+        f.write(f"""[ ca ]
+default_ca = test_ca
+[ test_ca ]
+database = {work}/index.txt
+new_certs_dir = {work}
+serial = {work}/serial
+default_md = sha256
+policy = policy_any
+copy_extensions = copy
+[ policy_any ]
+commonName = supplied
+""")
+    cert, key = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+    csr = os.path.join(work, "request.csr")
+    _openssl("req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-keyout", key, "-out", csr, "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}")
+    dates = (["-startdate", "20200101000000Z", "-enddate", "20200102000000Z"] if expired
+             else ["-days", "2"])
+    _openssl("ca", "-batch", "-notext", "-config", config, "-cert", ca[0], "-keyfile", ca[1],
+             "-in", csr, "-out", cert, *dates)
+    return cert, key
+
+
 def free_port():
     """A loopback TCP port that was free a moment ago.
 
@@ -183,6 +236,12 @@ class Nginx:
       /            200 "ok\\n"
       /redirect/N  302 to /redirect/N-1, ..., /redirect/1 302 to /  (N <= 10)
       /fail        500
+      /static/NAME a file of static_files ({name: size in bytes}, sparse zeros)
+      /headers/K   200 with about K KiB of extra response header fields
+                   (header_kib=[K, ...])
+
+    certificate=(cert_path, key_path) serves HTTPS with that certificate
+    instead of a fresh self-signed one for 127.0.0.1.
 
     access_log=True logs one line per request ("METHOD URI STATUS") so tests
     can compare what the runner reports with what the server really saw.
@@ -191,9 +250,13 @@ class Nginx:
 
     MAX_REDIRECTS = 10
 
-    def __init__(self, https=False, access_log=True):
-        self.https = https
+    def __init__(self, https=False, access_log=True, static_files=None, header_kib=(),
+                 certificate=None):
+        self.https = https or certificate is not None
         self.access_log = access_log
+        self.static_files = dict(static_files or {})
+        self.header_kib = list(header_kib)
+        self.certificate = certificate
         # Answer of a private readiness URL: proves that what answers on our
         # port is this nginx and not something else that holds the port.
         self._token = secrets.token_hex(8)
@@ -228,8 +291,15 @@ class Nginx:
             raise HarnessError(f"{NGINX_BINARY} not found: install nginx-light (scripts/install-deps.sh)")
         self.dir = tempfile.mkdtemp(prefix="loads-nginx-")
         try:
-            if self.https:
+            if self.certificate:
+                self.cert_path, self.key_path = self.certificate
+            elif self.https:
                 self._make_certificate()
+            if self.static_files:
+                os.makedirs(os.path.join(self.dir, "static"))
+                for name, size in self.static_files.items():
+                    with open(os.path.join(self.dir, "static", name), "wb") as f:
+                        f.truncate(size)  # sparse: no disk space, nginx sends zeros
             # A port chosen by free_port() may be taken by a parallel test
             # before nginx binds it: then try again with other ports.
             for attempt in range(5):
@@ -332,6 +402,12 @@ class Nginx:
         for n in range(1, self.MAX_REDIRECTS + 1):
             target = "/" if n == 1 else f"/redirect/{n - 1}"
             lines.append(f"    location = /redirect/{n} {{ return 302 {target}; }}")
+        if self.static_files:
+            lines.append(f"    location /static/ {{ root {self.dir}; }}")
+        for kib in self.header_kib:
+            # One field per KiB: a configuration token may not be much longer than 4 KiB.
+            fields = "".join(f" add_header X-Filler-{i} {'x' * 1000};" for i in range(kib))
+            lines.append(f'    location = /headers/{kib} {{{fields} return 200 "ok\\n"; }}')
         return "\n".join(lines)
 
     def _write_config(self):

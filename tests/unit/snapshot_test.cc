@@ -125,10 +125,10 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
   ExpectSameStats(single, merged);
 }
 
-// A small snapshot's exact bytes (tests/testdata/snapshot_v3.hex, also read by the Python test
+// A small snapshot's exact bytes (tests/testdata/snapshot_v4.hex, also read by the Python test
 // of the wire format and shown in docs/wire-protocol.md). A change here is a change of the wire
 // format: bump kSnapshotVersion and update the document.
-std::string GoldenHex(const char* file_name = "snapshot_v3.hex") {
+std::string GoldenHex(const char* file_name = "snapshot_v4.hex") {
   std::ifstream file(std::string(LOADS_TESTDATA_DIR) + "/" + file_name);
   std::string hex;
   file >> hex;
@@ -175,6 +175,26 @@ TEST(Snapshot, GoldenBytes) {
   ExpectSameStats(Golden().stats, decoded.stats);
 }
 
+TEST(Snapshot, VersionThreeIsStillRead) {
+  // Version 4 only added error kinds: version 3's golden bytes read the same.
+  Snapshot decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v3.hex")), &decoded, &error)) << error;
+  ExpectSameStats(Golden().stats, decoded.stats);
+  EXPECT_EQ(decoded.target_rate, 2.5);
+}
+
+TEST(Snapshot, NewErrorKindsRoundTrip) {
+  Snapshot snap = Golden();
+  snap.stats.RecordHit("U", "GET", 0, HitError::kBodyTooLarge, 0);
+  snap.stats.RecordHit("U", "GET", 0, HitError::kHeaderTooLarge, 0);
+  Snapshot decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeSnapshot(EncodeSnapshot(snap), &decoded, &error)) << error;
+  EXPECT_EQ(decoded.stats.hit_errors[static_cast<int>(HitError::kBodyTooLarge)], 1u);
+  EXPECT_EQ(decoded.stats.hit_errors[static_cast<int>(HitError::kHeaderTooLarge)], 1u);
+}
+
 TEST(Snapshot, VersionTwoIsStillRead) {
   // The golden bytes of version 2, without the load model's fields: they read as zeros.
   Snapshot decoded;
@@ -202,7 +222,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   const std::vector<Case> cases = {
       {"c1", "not a msgpack document"},       // reserved byte
       {"93010203", "expected a map"},         // [1, 2, 3]
-      {"81a17604", "unsupported version 4"},  // {"v": 4}
+      {"81a17605", "unsupported version 5"},  // {"v": 5}
       {"81a17601", "field 'type': missing"},  // {"v": 1}
       {"82a17601a474797065a3666f6f", "expected \"snapshot\""},
       {"81a17601c0", "trailing bytes"},

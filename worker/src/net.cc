@@ -92,6 +92,7 @@ ThreadState::~ThreadState() = default;
 namespace {
 
 constexpr uint64_t kBodyLimit = 64ull << 20;
+constexpr uint32_t kHeaderLimit = 64 * 1024;
 constexpr char kUserAgent[] = "loads/" LOADS_SDK_VERSION;
 
 struct Failure {
@@ -121,17 +122,44 @@ HitError Classify(const beast::error_code& ec, bool cancelled) {
     return HitError::kDns;
   }
   if (IsTlsError(ec)) return HitError::kTls;
+  if (ec == http::error::body_limit) return HitError::kBodyTooLarge;
+  if (ec == http::error::header_limit) return HitError::kHeaderTooLarge;
   if (ec.category() == http::make_error_code(http::error::bad_version).category()) {
     return HitError::kMalformedResponse;
   }
   return HitError::kNetwork;
 }
 
+// Why a TLS handshake failed, in words: for a refused certificate OpenSSL's verify result
+// (self-signed, unknown issuer, expired, host name mismatch...), which its error code alone does
+// not say ("certificate verify failed").
+std::string TlsFailureReason(SSL* ssl, const beast::error_code& ec) {
+  const long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK) {
+    return "certificate verify failed: " + std::string(X509_verify_cert_error_string(verify));
+  }
+  return ec.message();
+}
+
+std::string ErrorText(const beast::error_code& ec) {
+  if (ec == http::error::body_limit) {
+    return "response body larger than " + std::to_string(kBodyLimit >> 20) + " MiB (the limit)";
+  }
+  if (ec == http::error::header_limit) {
+    return "response header section larger than " + std::to_string(kHeaderLimit >> 10) +
+           " KiB (the limit)";
+  }
+  if (ec == websocket::error::message_too_big) {
+    return "message larger than " + std::to_string(kBodyLimit >> 20) + " MiB (the limit)";
+  }
+  return ec.message();
+}
+
 Failure MakeFailure(const beast::error_code& ec, bool cancelled, std::string_view what) {
   Failure f;
   f.kind = Classify(ec, cancelled);
   f.message = std::string(what) + ": " +
-              (cancelled ? std::string("the run was interrupted") : ec.message());
+              (cancelled ? std::string("the run was interrupted") : ErrorText(ec));
   return f;
 }
 
@@ -178,7 +206,15 @@ void PrepareTls(TlsStream& tls, const Url& url, bool verify) {
   if (!IsIpLiteral(url.host)) SSL_set_tlsext_host_name(tls.native_handle(), url.host.c_str());
   if (verify) {
     tls.set_verify_mode(ssl::verify_peer);
-    tls.set_verify_callback(ssl::host_name_verification(url.host));
+    // OpenSSL checks the name itself (rather than a verify callback) so that a mismatch has a
+    // verify result of its own: "hostname mismatch", "IP address mismatch".
+    X509_VERIFY_PARAM* param = SSL_get0_param(tls.native_handle());
+    if (IsIpLiteral(url.host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), 0);
+    }
   } else {
     tls.set_verify_mode(ssl::verify_none);
   }
@@ -370,8 +406,11 @@ Connection* SessionImpl::Connect(const Url& url, Failure* failure) {
         failure->kind = HitError::kCancelled;
       } else if (ctx_->TimedOut()) {
         failure->kind = HitError::kTimeout;
+        failure->message = "TLS handshake with " + where + ": not done within the connect timeout";
       } else {
         failure->kind = HitError::kTls;
+        failure->message =
+            "TLS handshake with " + where + ": " + TlsFailureReason(conn->tls->native_handle(), ec);
       }
       return nullptr;
     }
@@ -390,11 +429,17 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::s
   if (ec) return ec;
   http::response_parser<http::string_body> parser;
   parser.body_limit(kBodyLimit);
-  parser.header_limit(64 * 1024);
-  parser.eager(true);
+  parser.header_limit(kHeaderLimit);
+  // The header is parsed alone, then the body eagerly: Boost 1.74's parser, when eager, forgets
+  // a body_limit error found at the end of the header if body bytes follow in the same buffer,
+  // and reads (and first reserves) a body of any size.
+  parser.eager(false);
   if (head) parser.skip(true);
   beast::flat_buffer& buffer = conn.buffer;
   bool need_read = buffer.size() == 0;
+  // Beast 1.74 applies header_limit to what one put() sees, and consumes complete fields as it
+  // goes: a header section fed in pieces would have no limit.
+  size_t header_bytes = 0;
   while (true) {
     if (need_read) {
       const size_t n =
@@ -412,9 +457,17 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::s
         return ec;
       }
     }
+    const bool in_header = !parser.is_header_done();
     const size_t used = parser.put(buffer.data(), ec);
     buffer.consume(used);
     *got_some = *got_some || parser.got_some();
+    if (in_header) {
+      header_bytes += used;
+      if (header_bytes > kHeaderLimit ||
+          (!parser.is_header_done() && header_bytes + buffer.size() > kHeaderLimit)) {
+        return http::error::header_limit;
+      }
+    }
     if (ec == http::error::need_more) {
       ec = {};
       need_read = true;
@@ -422,6 +475,7 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::s
     }
     if (ec) return ec;
     if (parser.is_done()) break;
+    if (parser.is_header_done()) parser.eager(true);
     need_read = buffer.size() == 0;
   }
   auto& message = parser.get();
@@ -462,7 +516,11 @@ Failure SessionImpl::SendOne(const Url& url, std::string_view method, std::strin
       reused = true;
     } else {
       conn = Connect(url, &failure);
-      if (!conn) return failure;
+      if (!conn) {
+        // Which request it was: the test may make many.
+        failure.message = std::string(method) + " " + url.WithoutQuery() + ": " + failure.message;
+        return failure;
+      }
     }
     bool got_some = false;
     bool keep_alive = false;
@@ -667,6 +725,9 @@ class WebSocketImpl : public std::enable_shared_from_this<WebSocketImpl> {
   bool Cancelled() const { return ctx_ ? ctx_->cancelled() : true; }
   [[noreturn]] void Throw(const beast::error_code& ec, std::string_view what) {
     Failure f = MakeFailure(ec, Cancelled(), std::string(what) + " " + url_);
+    if (ec == websocket::error::message_too_big && !Cancelled()) {
+      throw NetworkError("message_too_large", f.message);
+    }
     throw NetworkError(
         f.kind == HitError::kNetwork ? "websocket" : std::string(common::HitErrorName(f.kind)),
         f.message);
@@ -720,6 +781,10 @@ void WebSocketImpl::Open(const Headers& headers) {
     PrepareTls(tls_->next_layer(), url, options.verify_tls);
     Lowest().expires_after(options.connect_timeout);
     Await([&](Yield& y) { tls_->next_layer().async_handshake(ssl::stream_base::client, y[ec]); });
+    if (ec && !Cancelled()) {
+      throw NetworkError("tls", "TLS handshake with " + url_ + ": " +
+                                    TlsFailureReason(tls_->next_layer().native_handle(), ec));
+    }
     if (ec) Throw(ec, "TLS handshake with");
   }
   // The WebSocket stream keeps its own timeouts; the TCP stream's must be off.

@@ -25,8 +25,10 @@ enum class HitError {
   kMalformedResponse,
   kCancelled,  // the run was interrupted while the request was in flight
   kNetwork,    // any other socket error
+  kBodyTooLarge,    // the response body was larger than the limit (64 MiB)
+  kHeaderTooLarge,  // the response's header section was larger than the limit (64 KiB)
 };
-inline constexpr int kHitErrorCount = 9;
+inline constexpr int kHitErrorCount = 11;
 
 // Stable lower_snake_case name of a hit error kind, used in reports and messages.
 std::string_view HitErrorName(HitError error);
