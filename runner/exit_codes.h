@@ -13,6 +13,9 @@ inline constexpr int kExitReportNotWritten = 6;
 inline constexpr int kExitController = 7;  // the controller is unreachable or refused the run
 // The run ended partial: a worker was lost, its results from then on are missing.
 inline constexpr int kExitPartial = 8;
+// A local run's engine process crashed, or test code kept the run from ending (a user stuck, or
+// past its planned end); the report has what the engine had sent.
+inline constexpr int kExitEngineFault = 9;
 inline constexpr int kExitInternal = 70;
 inline constexpr int kExitInterrupted = 130;
 

@@ -30,10 +30,21 @@ using loads::StatusCode;
 using loads::StatusOr;
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_kill_engine{false};
+std::atomic<int> g_interrupts{0};
+std::atomic<bool> g_local{false};
 
-// First Ctrl-C: stop the run and still print the report. Second: leave at once.
+// First Ctrl-C: stop the run and still print the report. Second: a local run's engine is killed
+// at once and the report printed with what it sent; otherwise (or at the third) leave at once.
 void OnSignal(int) {
-  if (g_stop.exchange(true)) _exit(kExitInterrupted);
+  const int count = g_interrupts.fetch_add(1) + 1;
+  if (count == 1) {
+    g_stop = true;
+  } else if (count == 2 && g_local.load()) {
+    g_kill_engine = true;
+  } else {
+    _exit(kExitInterrupted);
+  }
 }
 
 int Fail(int code, const std::string& message) {
@@ -87,10 +98,20 @@ int LoadErrorCode(loads::worker::LoadError error) {
   return kExitInternal;
 }
 
-// Finds the run's test: reads a scenario file into the spec, and for a named test either loads
-// its library (a local run) or reads its bytes into the spec (a controller's). Returns 0 or
-// the exit status of the failure, having said why.
-int ResolveTest(RunnerOptions& options, bool local, loads::worker::TestSpec* test) {
+// A test made in this process, for the engine process to run.
+loads::runner::LocalTest Ready(loads::worker::TestSpec test) {
+  std::string name = test.name;
+  return {name, [test = std::move(test)] {
+            loads::worker::LoadResult result;
+            result.test = test;
+            return result;
+          }};
+}
+
+// Finds the run's test: reads a scenario file into the spec, and for a named test either finds
+// its library (a local run's engine process loads it) or reads its bytes into the spec (a
+// controller's). Returns 0 or the exit status of the failure, having said why.
+int ResolveTest(RunnerOptions& options, bool local, loads::runner::LocalTest* test) {
   loads::v1::RunSpec& spec = options.spec;
   if (!options.scenario_path.empty()) {
     std::ifstream file(options.scenario_path);
@@ -110,23 +131,23 @@ int ResolveTest(RunnerOptions& options, bool local, loads::worker::TestSpec* tes
     }
     if (local) {
       std::string error;
-      *test =
-          loads::worker::MakeScenarioTest(*loads::common::ParseScenario(spec.scenario(), &error));
+      *test = Ready(
+          loads::worker::MakeScenarioTest(*loads::common::ParseScenario(spec.scenario(), &error)));
     }
   } else if (!spec.url().empty()) {
-    if (local) *test = loads::worker::MakeUrlTest(spec.url());
+    if (local) *test = Ready(loads::worker::MakeUrlTest(spec.url()));
   } else if (!spec.external_command().empty()) {
-    if (local) *test = loads::worker::MakeExternalTest(spec.external_command());
+    if (local) *test = Ready(loads::worker::MakeExternalTest(spec.external_command()));
   } else {
     const auto path = SearchPath(options.test_paths);
-    // With a controller, the library is only found here and shipped; workers load it.
-    auto loaded = local ? loads::worker::LoadTest(spec.test(), path)
-                        : loads::worker::FindTestLibrary(spec.test(), path);
+    // The library is only found here: the engine process loads it, or workers do.
+    auto loaded = loads::worker::FindTestLibrary(spec.test(), path);
     if (loaded.error != loads::worker::LoadError::kNone) {
       return Fail(LoadErrorCode(loaded.error), loaded.message);
     }
     if (local) {
-      *test = loaded.test;
+      *test = {spec.test(),
+               [name = spec.test(), path] { return loads::worker::LoadTest(name, path); }};
     } else {
       std::ifstream file(loaded.library_path, std::ios::binary);
       std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
@@ -173,6 +194,10 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
   }
   const std::string run = outcome.info.cluster ? "run " + outcome.info.cluster->run_id : "the run";
   switch (outcome.end) {
+    case RunEnd::kNotLoaded:  // handled before any report
+    case RunEnd::kEngineFault:
+      Fail(kExitEngineFault, outcome.error);
+      return written ? kExitEngineFault : kExitReportNotWritten;
     case RunEnd::kFailed:
       return Fail(kExitTestProblems, run + " failed: " + outcome.error);
     case RunEnd::kPartial:
@@ -216,7 +241,7 @@ int Main(int argc, char** argv) {
     if (options.ping) return remote->Ping();
   }
 
-  loads::worker::TestSpec test;
+  loads::runner::LocalTest test;
   if (options.attach.empty()) {
     if (int code = ResolveTest(options, !remote, &test); code != kExitOk) return code;
   }
@@ -248,6 +273,7 @@ int Main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  g_local = !remote;
   const bool terminal = isatty(STDOUT_FILENO);
   ProgressDisplay display(stdout, terminal);
   ProgressSink sink;
@@ -263,13 +289,20 @@ int Main(int argc, char** argv) {
                  run_id->c_str());
     return kExitOk;
   }
-  StatusOr<RunOutcome> outcome = !options.attach.empty()
-                                     ? remote->Watch(options.attach, g_stop, sink)
-                                 : remote ? remote->Run(options.spec, g_stop, sink)
-                                          : MakeLocalBackend(test)->Run(options.spec, g_stop, sink);
+  StatusOr<RunOutcome> outcome =
+      !options.attach.empty() ? remote->Watch(options.attach, g_stop, sink)
+      : remote                ? remote->Run(options.spec, g_stop, sink)
+                              : MakeLocalBackend(test, {.stuck_limit = options.stuck_limit,
+                                                        .stop_timeout = options.stop_timeout,
+                                                        .kill_now = &g_kill_engine})
+                     ->Run(options.spec, g_stop, sink);
   if (!outcome.ok()) {
     if (!options.quiet) display.Finish();
     return Fail(ExitCodeFor(outcome.status()), outcome.status().message());
+  }
+  if (outcome->end == RunEnd::kNotLoaded) {
+    if (!options.quiet) display.Finish();
+    return Fail(LoadErrorCode(outcome->load_error), outcome->error);
   }
   return Report(*outcome, options, &display);
 }

@@ -41,6 +41,24 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          o->quiet = true;
          return OkStatus();
        }},
+      {"--stuck-limit", "S",
+       "report a user that holds its engine thread this long without yielding (a busy loop, a "
+       "blocking call); 0: never (default 2)",
+       [](const std::string& v, RunnerOptions* o) {
+         auto seconds = spec::ParseSeconds(v, 0, 3600);
+         if (!seconds) return Expected("seconds, 0 to 3600");
+         o->stuck_limit = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+         return OkStatus();
+       }},
+      {"--stop-timeout", "S",
+       "after Ctrl-C (or past the planned end, with a stuck user), how long the engine has to "
+       "finish before it is killed and the report printed with what it sent (default 5)",
+       [](const std::string& v, RunnerOptions* o) {
+         auto seconds = spec::ParseSeconds(v, 0.1, 3600);
+         if (!seconds) return Expected("seconds, 0.1 to 3600");
+         o->stop_timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+         return OkStatus();
+       }},
       {"--controller", "HOST:PORT",
        "run on a loads-controller's workers instead of locally (the test library is shipped)",
        [](const std::string& v, RunnerOptions* o) {
@@ -155,7 +173,8 @@ std::string Usage() {
       "2 bad command line, 3 test library or scenario not found, 4 test library failed to\n"
       "load or is built for another SDK, 5 no such test in the library, 6 the JSON report\n"
       "could not be written, 7 the controller cannot be reached or refused the run, 8 the\n"
-      "run is partial (a worker was lost; its results from then on are missing), 70 internal\n"
+      "run is partial (a worker was lost; its results from then on are missing), 9 the\n"
+      "engine crashed or was killed stuck (report printed with what it had sent), 70 internal\n"
       "error, 130 interrupted (report printed).\n";
   return out;
 }
@@ -236,6 +255,12 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
       if (given.count(flag)) return fail(flag + " needs --controller");
     }
     if (operations > 0 || o.detach) return fail("cluster operations need --controller HOST:PORT");
+  } else {
+    // A controller's workers run their engine in their own process, under their own limits.
+    for (const std::string flag : {"--stuck-limit", "--stop-timeout"}) {
+      if (given.count(flag))
+        return fail(flag + " applies to local runs only, not with --controller");
+    }
   }
   if (o.check_cluster && o.spec.url().empty()) {
     return fail("--check-cluster needs --url, the target of the smoke run");

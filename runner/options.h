@@ -23,6 +23,10 @@ struct RunnerOptions {
   std::set<std::string> given_fields;
   std::vector<std::string> json_outputs;
   bool quiet = false;
+  // Local runs: a user that holds its engine thread this long is reported (zero: never).
+  std::chrono::milliseconds stuck_limit{2000};
+  // Local runs: how long a stopped engine has to send its report before it is killed.
+  std::chrono::milliseconds stop_timeout{5000};
   std::string controller;  // HOST:PORT of loads-controller; empty: run locally
   std::string token_file;  // the controller's API token (first line)
   // How long a watched run waits for an unreachable controller (a restart) before giving up.

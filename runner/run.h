@@ -11,6 +11,7 @@
 #include "loads/common/status.h"
 #include "loads/v1/controller.pb.h"
 #include "loads/worker/engine.h"
+#include "loads/worker/test_loader.h"
 #include "runner/options.h"
 
 namespace loads::runner {
@@ -21,11 +22,16 @@ enum class RunEnd {
   kInterrupted,  // stopped (Ctrl-C, or StopRun on the controller)
   kPartial,      // ended, but a lost worker's results from its loss on are missing
   kFailed,       // the run itself failed (see error)
+  // The local engine process crashed, or test code kept the run from ending and the runner ended
+  // it: results from then on may be missing.
+  kEngineFault,
+  kNotLoaded,  // the local engine could not load the test (load_error, error); nothing ran
 };
 
 struct RunOutcome {
   RunEnd end = RunEnd::kDone;
-  std::string error;     // kFailed: why
+  std::string error;  // kFailed, kEngineFault, kNotLoaded: why
+  worker::LoadError load_error = worker::LoadError::kNone;  // kNotLoaded
   common::RunInfo info;  // what ran, when; info.cluster for a controller's run
   common::RunStats stats;
   // The JSON report when the back end wrote it (a controller's, with its `run` section); empty:
@@ -54,8 +60,25 @@ class RunBackend {
                                    const ProgressSink& sink) = 0;
 };
 
-// The engine in this process. The test was resolved already (a loaded library, a scenario, a
-// URL or an external command).
-std::unique_ptr<RunBackend> MakeLocalBackend(worker::TestSpec test);
+// The test of a local run. `load` runs in the engine process: it loads a test library there (so
+// that its initializers cannot take the runner down), or returns a test made already (a scenario,
+// a URL, an external command).
+struct LocalTest {
+  std::string name;
+  std::function<worker::LoadResult()> load;
+};
+
+struct LocalOptions {
+  // A user that holds its engine thread this long is reported (--stuck-limit; zero: never).
+  std::chrono::milliseconds stuck_limit{2000};
+  // After a stop, how long the engine process has to send its report before it is killed; also
+  // how long past its planned end a run with a stuck user may go (--stop-timeout).
+  std::chrono::milliseconds stop_timeout{5000};
+  // When it turns true (a second Ctrl-C), the engine process is killed at once. May be null.
+  const std::atomic<bool>* kill_now = nullptr;
+};
+
+// The engine in a child process of this one (runner/engine_process.h).
+std::unique_ptr<RunBackend> MakeLocalBackend(LocalTest test, LocalOptions options);
 
 }  // namespace loads::runner

@@ -214,6 +214,7 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
   out << "Tests: " << stats.Executions() << " executions of " << info.test << " ("
       << DescribeLoad(info) << ")\n";
   if (info.interrupted) out << "Interrupted: the run was stopped before its planned end\n";
+  for (const std::string& incident : info.incidents) out << "Engine: " << incident << '\n';
 
   if (stats.latency.Count() > 0) out << "Request time: " << PercentileLine(stats.latency) << '\n';
   if (stats.corrected_latency.Count() > 0) {
@@ -287,6 +288,7 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
   doc["started"] = FormatStarted(info.started, true);
   doc["duration_seconds"] = info.duration_seconds;
   doc["interrupted"] = info.interrupted;
+  doc["incidents"] = info.incidents;
   const LoadModel& load = info.load;
   const auto stages = [](const std::vector<Stage>& list) {
     json out = json::array();

@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "loads/worker/crash.h"
 #include "worker/src/fiber.h"
 #include "worker/src/user_context.h"
 
@@ -206,7 +207,7 @@ struct Pool {
   double stride = 1;              // arrivals of the whole run per arrival of this thread
   bool poisson = false;
   std::mt19937_64 rng;
-  bool closed = false;  // no more arrivals
+  bool closed = false;        // no more arrivals
   bool looked_again = false;  // the next arrival was already looked for again
   uint64_t hits_at_look = 0;  // the thread's hits when it was
   std::atomic<bool>* all_closed_flag = nullptr;
@@ -249,6 +250,7 @@ void SpawnPooledUser(Pool* pool, SteadyTime job) {
   const int64_t index = pool->next_index++;
   internal::SpawnCoroutine(*thread->io, thread->options.stack_size, [=](internal::Yield yield) {
     internal::CurrentYield() = &yield;
+    internal::SetCurrentUser(index);
     try {
       UserContext ctx(thread, index);
       std::unique_ptr<TestCase> instance = MakeTestCase(ctx, *shared->test);
@@ -275,6 +277,7 @@ void SpawnPooledUser(Pool* pool, SteadyTime job) {
       // RunExecution classifies everything test code throws; this only guards the thread.
     }
     internal::CurrentYield() = nullptr;
+    internal::SetCurrentUser(-1);
     --pool->users;
     shared->UserDone();
   });
@@ -361,6 +364,7 @@ void SpawnClosedUser(ThreadState* thread, Shared* shared, int64_t user_index, Cy
                      Ramp* ramp) {
   internal::SpawnCoroutine(*thread->io, thread->options.stack_size, [=](internal::Yield yield) {
     internal::CurrentYield() = &yield;
+    internal::SetCurrentUser(user_index);
     try {
       RunClosedUser(thread, shared, user_index, cycle, ramp);
     } catch (const internal::ForcedUnwind&) {
@@ -369,25 +373,104 @@ void SpawnClosedUser(ThreadState* thread, Shared* shared, int64_t user_index, Cy
       // RunClosedUser classifies everything test code throws; this only guards the thread.
     }
     internal::CurrentYield() = nullptr;
+    internal::SetCurrentUser(-1);
     if (ramp) ramp->running[static_cast<size_t>(user_index)]->store(false);
     shared->UserDone();
   });
 }
 
-// Takes every thread's statistics since the last call, each swapped out on its own thread.
-common::RunStats TakeInterval(const std::vector<std::unique_ptr<ThreadState>>& threads) {
-  std::vector<std::promise<common::RunStats>> parts(threads.size());
-  for (size_t i = 0; i < threads.size(); ++i) {
-    asio::post(*threads[i]->io, [state = threads[i].get(), part = &parts[i]] {
-      common::RunStats taken;
-      std::swap(taken, state->stats);
-      part->set_value(std::move(taken));
+// Takes the engine threads' statistics for intervals, each swapped out on its own thread so that
+// the threads never lock. A thread that does not answer within a short wait (a user holding it)
+// is not waited for: its statistics come with a later interval, still counted once.
+//
+// Thread safety: Take from one thread; the swaps run on the engine threads. Must outlive the
+// engine threads' handlers (it lives as long as the run).
+class IntervalCollector {
+ public:
+  explicit IntervalCollector(const std::vector<std::unique_ptr<ThreadState>>& threads)
+      : threads_(threads), parts_(threads.size()), pending_(threads.size(), false) {}
+
+  common::RunStats Take(std::chrono::milliseconds wait) {
+    std::unique_lock lock(mu_);
+    for (size_t i = 0; i < threads_.size(); ++i) {
+      if (pending_[i]) continue;  // still stuck since the last time
+      pending_[i] = true;
+      asio::post(*threads_[i]->io, [this, i, state = threads_[i].get()] {
+        common::RunStats taken;
+        std::swap(taken, state->stats);
+        std::lock_guard hold(mu_);
+        parts_[i].Merge(taken);
+        pending_[i] = false;
+        cv_.notify_all();
+      });
+    }
+    cv_.wait_for(lock, wait, [&] {
+      return std::none_of(pending_.begin(), pending_.end(), [](bool p) { return p; });
     });
+    common::RunStats delta;
+    for (auto& part : parts_) {
+      delta.Merge(part);
+      part = common::RunStats();
+    }
+    return delta;
   }
-  common::RunStats delta;
-  for (auto& part : parts) delta.Merge(part.get_future().get());
-  return delta;
-}
+
+  // After the engine threads have ended: what they answered late.
+  common::RunStats Rest() {
+    std::lock_guard lock(mu_);
+    common::RunStats rest;
+    for (auto& part : parts_) rest.Merge(part);
+    return rest;
+  }
+
+ private:
+  const std::vector<std::unique_ptr<ThreadState>>& threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<common::RunStats> parts_;
+  std::vector<bool> pending_;
+};
+
+// Watches the engine threads' beats: a thread whose beat stops for longer than the limit has a
+// user that does not yield.
+class StuckWatch {
+ public:
+  StuckWatch(const std::vector<std::unique_ptr<ThreadState>>& threads,
+             std::chrono::milliseconds limit)
+      : threads_(threads), limit_(limit), seen_(threads.size()) {
+    const auto now = SteadyClock::now();
+    for (size_t i = 0; i < threads.size(); ++i) seen_[i] = {threads[i]->beats.load(), now, false};
+  }
+
+  void Check(const std::function<void(const StuckUser&)>& report) {
+    if (limit_.count() <= 0) return;
+    const auto now = SteadyClock::now();
+    for (size_t i = 0; i < threads_.size(); ++i) {
+      Seen& seen = seen_[i];
+      const uint64_t beats = threads_[i]->beats.load(std::memory_order_relaxed);
+      const double silent = std::chrono::duration<double>(now - seen.since).count();
+      if (beats != seen.beats) {
+        if (seen.reported && report) {
+          report({static_cast<int>(i), threads_[i]->running_user.load(), silent, true});
+        }
+        seen = {beats, now, false};
+      } else if (!seen.reported && now - seen.since > limit_) {
+        seen.reported = true;
+        if (report) report({static_cast<int>(i), threads_[i]->running_user.load(), silent, false});
+      }
+    }
+  }
+
+ private:
+  struct Seen {
+    uint64_t beats = 0;
+    SteadyTime since;
+    bool reported = false;
+  };
+  const std::vector<std::unique_ptr<ThreadState>>& threads_;
+  std::chrono::milliseconds limit_;
+  std::vector<Seen> seen_;
+};
 
 // The built-in test of --url.
 std::string& UrlTestTarget() {
@@ -404,6 +487,10 @@ class UrlTest : public TestCase {
 
 Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
 Engine::~Engine() = default;
+
+void Engine::OnStuck(std::function<void(const StuckUser&)> on_stuck) {
+  on_stuck_ = std::move(on_stuck);
+}
 
 void Engine::OnInterval(std::function<void(const Interval&)> on_interval,
                         std::chrono::milliseconds period) {
@@ -424,7 +511,11 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     guards.push_back(asio::make_work_guard(*threads.back()->io));
   }
   for (auto& state : threads) {
-    workers.emplace_back([io = state->io.get()] { io->run(); });
+    workers.emplace_back([state = state.get()] {
+      internal::RunningUserSlot() = &state->running_user;
+      CrashReportStack crash_stack;
+      state->io->run();
+    });
   }
 
   RunResult result;
@@ -514,6 +605,11 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
     on_interval_(out);
   };
 
+  IntervalCollector collector(threads);
+  StuckWatch stuck_watch(threads, options_.stuck_limit);
+  // Healthy threads answer an interval's swap within microseconds; a stuck one is not waited for.
+  constexpr auto kIntervalWait = std::chrono::milliseconds(200);
+
   // The open model's pools, one per thread.
   std::vector<std::unique_ptr<Pool>> pools;
   std::atomic<int> open_pools{0};
@@ -532,6 +628,9 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
       shared.stopping = true;
       result.info.interrupted = true;
       close_pools();
+      // What is counted up to the stop goes out now: if a stuck user keeps the run from ending,
+      // the process may be ended before the next interval.
+      if (on_interval_) emit_interval(collector.Take(kIntervalWait), false);
     }
     if (!stop_now || cancelled) return;
     cancelled = true;
@@ -555,8 +654,9 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
       lock.unlock();
       check_stop();
       if (tick) tick();
+      stuck_watch.Check(on_stuck_);
       if (on_interval_ && SteadyClock::now() - last_interval >= interval_period_) {
-        emit_interval(TakeInterval(threads), false);
+        emit_interval(collector.Take(kIntervalWait), false);
       }
       if (SteadyClock::now() - last_report >= interval) {
         last_report = SteadyClock::now();
@@ -676,7 +776,7 @@ RunResult Engine::Run(const TestSpec& test, const std::atomic<bool>& stop,
   guards.clear();
   for (auto& worker : workers) worker.join();
   pools.clear();
-  common::RunStats rest;
+  common::RunStats rest = collector.Rest();
   for (const auto& state : threads) rest.Merge(state->stats);
   if (on_interval_) {
     emit_interval(std::move(rest), true);

@@ -7,10 +7,13 @@
 // and Await() restores it after every suspension. Test code never sees yield contexts: that is
 // what lets it read top to bottom with no callbacks and no co_await.
 
+#include <atomic>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/spawn.hpp>
 #include <boost/coroutine/exceptions.hpp>
+#include <boost/coroutine/standard_stack_allocator.hpp>
+#include <cstdint>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -26,6 +29,16 @@ using Yield = boost::asio::basic_yield_context<CoroutineHandler>;
 
 Yield*& CurrentYield();
 
+// The virtual user whose coroutine runs now on this thread (-1: none). Kept like CurrentYield()
+// and mirrored into the thread's slot (ThreadState::running_user, set by the engine) so that the
+// stuck-user watchdog, on another thread, and a crash report can name the user.
+int64_t& CurrentUserIndex();
+std::atomic<int64_t>*& RunningUserSlot();
+inline void SetCurrentUser(int64_t user) {
+  CurrentUserIndex() = user;
+  if (std::atomic<int64_t>* slot = RunningUserSlot()) slot->store(user, std::memory_order_relaxed);
+}
+
 inline void CoroutineDone() {}
 
 // Starts fn(Yield) as a new coroutine on io, with a stack of stack_size bytes. When called from a
@@ -34,9 +47,11 @@ inline void CoroutineDone() {}
 template <typename Fn>
 void SpawnCoroutine(boost::asio::io_context& io, size_t stack_size, Fn&& fn) {
   Yield* caller = CurrentYield();
+  const int64_t caller_user = CurrentUserIndex();
   boost::asio::spawn(boost::asio::bind_executor(io.get_executor(), &CoroutineDone),
                      std::forward<Fn>(fn), boost::coroutines::attributes(stack_size));
   CurrentYield() = caller;
+  SetCurrentUser(caller_user);
 }
 
 // Runs one asynchronous operation, op(yield), on the calling coroutine and makes this coroutine
@@ -47,12 +62,15 @@ auto Await(Op&& op) {
   if (self == nullptr) {
     throw std::logic_error("network calls are only possible inside a running virtual user");
   }
+  const int64_t user = CurrentUserIndex();
   if constexpr (std::is_void_v<decltype(op(*self))>) {
     op(*self);
     CurrentYield() = self;
+    SetCurrentUser(user);
   } else {
     auto result = op(*self);
     CurrentYield() = self;
+    SetCurrentUser(user);
     return result;
   }
 }
@@ -62,3 +80,14 @@ auto Await(Op&& op) {
 using ForcedUnwind = boost::coroutines::detail::forced_unwind;
 
 }  // namespace loads::internal
+
+// Boost.Coroutine's standard allocator takes coroutine stacks from malloc, with nothing below
+// them: a test that recursed too deep would silently write over other users' stacks and the
+// heap. These specializations (defined in crash.cc, declared here before any use) map each stack
+// with an inaccessible guard page below it, so an overflow is a SIGSEGV the crash report can name.
+namespace boost::coroutines {
+template <>
+void basic_standard_stack_allocator<stack_traits>::allocate(stack_context& ctx, std::size_t size);
+template <>
+void basic_standard_stack_allocator<stack_traits>::deallocate(stack_context& ctx);
+}  // namespace boost::coroutines

@@ -45,6 +45,16 @@ Yield*& CurrentYield() {
   return current;
 }
 
+int64_t& CurrentUserIndex() {
+  thread_local int64_t current = -1;
+  return current;
+}
+
+std::atomic<int64_t>*& RunningUserSlot() {
+  thread_local std::atomic<int64_t>* slot = nullptr;
+  return slot;
+}
+
 // Per-thread network state shared by the users of one engine thread.
 class NetShared {
  public:
@@ -66,6 +76,8 @@ void StartWatchdog(ThreadState* thread) {
   thread->net->watchdog.expires_after(kWatchdogPeriod);
   thread->net->watchdog.async_wait([thread](const boost::system::error_code& ec) {
     if (ec || thread->net->watchdog_stopped) return;
+    // The engine's stuck-user check watches this: a thread whose users yield keeps beating.
+    thread->beats.fetch_add(1, std::memory_order_relaxed);
     const auto now = std::chrono::steady_clock::now();
     for (UserContext* user : thread->live_users) user->CheckDeadline(now);
     StartWatchdog(thread);
@@ -503,6 +515,7 @@ Failure SessionImpl::SendOne(const Url& url, std::string_view method, std::strin
   // connection, as browsers and other HTTP clients do.
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (ctx_->cancelled()) {
+      ctx_->PauseAfterCancel();
       failure =
           Failure{HitError::kCancelled, "request to " + url.host + ": the run was interrupted"};
       failure.sent = false;
@@ -871,8 +884,10 @@ void WebSocketImpl::StartReader(WebSocket* owner, WebSocket::Callback callback) 
   callback_ = std::move(callback);
   reader_ = true;
   auto self = shared_from_this();
-  SpawnCoroutine(*thread_->io, thread_->options.stack_size, [self](Yield yield) {
+  const int64_t user = ctx_ ? ctx_->user_index() : -1;
+  SpawnCoroutine(*thread_->io, thread_->options.stack_size, [self, user](Yield yield) {
     CurrentYield() = &yield;
+    SetCurrentUser(user);
     try {
       self->ReadLoop();
     } catch (const ForcedUnwind&) {
@@ -951,8 +966,10 @@ void UserContext::RecordHit(std::string_view name, std::string_view method, int 
 
 WebSocket& UserContext::CreateWebSocket(std::string_view url, WebSocket::Callback callback,
                                         const Headers& headers) {
-  if (cancelled_)
+  if (cancelled_) {
+    PauseAfterCancel();
     throw NetworkError("cancelled", "WebSocket " + std::string(url) + ": the run was interrupted");
+  }
   auto impl = std::make_shared<WebSocketImpl>(this, std::string(url));
   impl->Open(headers);
   sockets_.push_back(std::unique_ptr<WebSocket>(new WebSocket(impl)));
@@ -979,8 +996,19 @@ std::exception_ptr UserContext::CloseExecutionSockets() {
   return first;
 }
 
+void UserContext::PauseAfterCancel(std::chrono::duration<double> at_most) {
+  asio::steady_timer pause(*thread_->io);
+  pause.expires_after(std::chrono::duration_cast<SteadyClock::duration>(
+      std::clamp(at_most, std::chrono::duration<double>(0), std::chrono::duration<double>(0.01))));
+  beast::error_code ec;
+  Await([&](Yield& y) { pause.async_wait(y[ec]); });
+}
+
 void UserContext::Sleep(std::chrono::duration<double> seconds) {
-  if (cancelled_) throw NetworkError("cancelled", "sleep: the run was interrupted");
+  if (cancelled_) {
+    PauseAfterCancel(seconds);
+    throw NetworkError("cancelled", "sleep: the run was interrupted");
+  }
   if (seconds.count() <= 0) return;
   asio::steady_timer timer(*thread_->io);
   timer.expires_after(std::chrono::duration_cast<SteadyClock::duration>(seconds));

@@ -36,6 +36,10 @@ struct ThreadState {
   std::set<UserContext*> live_users;
   alignas(64) std::atomic<uint64_t> executions{0};
   std::atomic<uint64_t> hits{0};
+  // For the stuck-user watchdog: the thread's watchdog timer counts beats while the thread's
+  // users yield, and running_user is the user whose coroutine ran last (-1: none).
+  std::atomic<uint64_t> beats{0};
+  std::atomic<int64_t> running_user{-1};
 };
 
 // One virtual user: its session, its WebSockets, its place in the run. Lives on the user's
@@ -65,6 +69,10 @@ class UserContext {
 
   // Suspends this user for `seconds` (think time). Throws NetworkError(cancelled) once the run
   // is stopped.
+  // After a cancellation, every call that would wait for the network or a timer fails at once;
+  // this pauses the user up to 10 ms first, so that a test that catches `cancelled` in a loop
+  // cannot spin its thread (other users still end, and the watchdog still beats).
+  void PauseAfterCancel(std::chrono::duration<double> at_most = std::chrono::milliseconds(10));
   void Sleep(std::chrono::duration<double> seconds);
   // Suspends this user until `when` (the engine's pacing). False if the run was stopped first.
   bool SleepUntil(std::chrono::steady_clock::time_point when);

@@ -38,6 +38,9 @@ struct RunInfo {
   int threads = 1;
   LoadModel load;  // ramps, arrival rate, pacing (max_users as the engine used it)
   std::optional<ClusterRun> cluster;
+  // What went wrong with the engine itself, one line each (a crashed engine process, a user
+  // that held its thread): printed as "Engine:" lines and the JSON report's `incidents`.
+  std::vector<std::string> incidents;
 };
 
 // Version of the JSON report document; bumped on any incompatible change.

@@ -34,6 +34,9 @@ struct EngineOptions {
   std::chrono::milliseconds timeout{common::kDefaultTimeoutMs};
   bool verify_tls = true;
   size_t stack_size = 256 * 1024;  // per virtual user (committed lazily by the OS)
+  // A user that holds its engine thread longer than this without yielding (a busy loop, a
+  // blocking call) is reported through Engine::OnStuck. Zero: never.
+  std::chrono::milliseconds stuck_limit{2000};
   // When it turns true, no new execution starts and the run ends once those in progress have
   // ended normally (nothing cancelled, unlike Run's `stop`). Not owned; may be null.
   const std::atomic<bool>* finish = nullptr;
@@ -62,6 +65,14 @@ struct Progress {
   double fraction = 0;  // 0..1 of the whole plan
   size_t cycle = 0;     // 1-based user cycle being run
   size_t cycles = 0;
+};
+
+// An engine thread that stopped yielding: its users are frozen, and its statistics wait with it.
+struct StuckUser {
+  int thread = 0;        // the engine thread, 0-based
+  int64_t user = -1;     // the user whose coroutine ran last on it (-1: none known)
+  double seconds = 0;    // how long the thread has not yielded
+  bool resumed = false;  // the thread yields again, after a report that it was stuck
 };
 
 struct RunResult {
@@ -105,9 +116,18 @@ class Engine {
   void OnInterval(std::function<void(const Interval&)> on_interval,
                   std::chrono::milliseconds period);
 
+  // Before Run: calls on_stuck from Run's thread once when an engine thread has not yielded for
+  // options.stuck_limit, and once more if it resumes. The run goes on meanwhile: progress and
+  // intervals keep coming from the other threads (an interval never waits long for a stuck one;
+  // its statistics come later), and a stop still ends every other user. Run itself returns only
+  // once the stuck user yields: a process that must end anyway (loads-runner's engine process)
+  // is ended from outside.
+  void OnStuck(std::function<void(const StuckUser&)> on_stuck);
+
  private:
   EngineOptions options_;
   std::function<void(const Interval&)> on_interval_;
+  std::function<void(const StuckUser&)> on_stuck_;
   std::chrono::milliseconds interval_period_{1000};
 };
 
