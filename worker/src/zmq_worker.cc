@@ -396,6 +396,14 @@ void ZmqWorker::OnStart(const ControlMessage& m) {
     EngineOptions options = EngineOptionsFor(a);
     options.finish = &run->finish;
     Engine engine(options);
+    // A stuck user cannot be ended from here (the engine runs in this process): say so, so that
+    // the worker's log explains a run that stops making progress.
+    engine.OnStuck([run_id = a.run_id](const StuckUser& stuck) {
+      std::fprintf(stderr, "loads-worker: run %s: user %lld %s engine thread %d %s %.1f s\n",
+                   run_id.c_str(), static_cast<long long>(stuck.user),
+                   stuck.resumed ? "yields again on" : "has held", stuck.thread,
+                   stuck.resumed ? "after" : "without yielding for", stuck.seconds);
+    });
     engine.OnInterval(
         [&](const Interval& interval) {
           std::lock_guard lock(run->mu);
