@@ -201,9 +201,14 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
   std::snprintf(line, sizeof line, "Duration: %.2f seconds\n", info.duration_seconds);
   out << line;
   out << "Approximate Average RPS: " << static_cast<uint64_t>(Rps(info, stats) + 0.5) << '\n';
-  std::snprintf(line, sizeof line, "Average request time: %.6fs\n",
-                stats.latency.Mean() / kNanosPerSecond);
-  out << line;
+  if (stats.latency.Count() == 0 && stats.ws_opened > 0) {
+    // A WebSocket-only run has no request time: its times are the WebSocket lines below.
+    out << "Average request time: n/a (no HTTP response; see the WebSocket times)\n";
+  } else {
+    std::snprintf(line, sizeof line, "Average request time: %.6fs\n",
+                  stats.latency.Mean() / kNanosPerSecond);
+    out << line;
+  }
   out << "Opened web sockets: " << stats.ws_opened << '\n';
   out << "Bytes received via web sockets: " << stats.ws_bytes_received << '\n';
   out << '\n';
@@ -226,6 +231,13 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
   }
   if (stats.schedule_lag.Count() > 0) {
     out << "Schedule lag: " << PercentileLine(stats.schedule_lag) << '\n';
+  }
+  if (stats.ws_connect.Count() > 0) {
+    out << "WebSocket connect time: " << PercentileLine(stats.ws_connect) << '\n';
+  }
+  if (stats.ws_round_trip.Count() > 0) {
+    out << "WebSocket round trip: " << PercentileLine(stats.ws_round_trip) << " ("
+        << stats.ws_round_trip.Count() << " answered sends)\n";
   }
   if (info.load.open()) {
     out << "Executions: " << stats.started << " started, " << stats.dropped
@@ -328,12 +340,17 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
                   {"success", stats.successes},
                   {"failures", stats.failures},
                   {"errors", stats.errors}};
-  doc["websockets"] = {{"opened", stats.ws_opened},
-                       {"closed", stats.ws_closed},
-                       {"messages_received", stats.ws_messages_received},
-                       {"bytes_received", stats.ws_bytes_received},
-                       {"messages_sent", stats.ws_messages_sent},
-                       {"bytes_sent", stats.ws_bytes_sent}};
+  doc["websockets"] = {
+      {"opened", stats.ws_opened},
+      {"closed", stats.ws_closed},
+      {"messages_received", stats.ws_messages_received},
+      {"bytes_received", stats.ws_bytes_received},
+      {"messages_sent", stats.ws_messages_sent},
+      {"bytes_sent", stats.ws_bytes_sent},
+      {"connect_seconds",
+       stats.ws_connect.Count() ? PercentilesJson(stats.ws_connect) : json(nullptr)},
+      {"round_trip_seconds",
+       stats.ws_round_trip.Count() ? PercentilesJson(stats.ws_round_trip) : json(nullptr)}};
   json codes = json::object();
   for (size_t code = 0; code < stats.status_codes.size(); ++code) {
     if (stats.status_codes[code]) codes[std::to_string(code)] = stats.status_codes[code];

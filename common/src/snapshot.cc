@@ -48,6 +48,8 @@ bool DecodeStats(Reader& r, std::string_view key, const msgpack::object& v, RunS
   if (key == "missed_pace") return r.Uint(v, key, &s->missed_pace);
   if (key == "corrected") return r.Histo(v, key, &s->corrected_latency);
   if (key == "lag") return r.Histo(v, key, &s->schedule_lag);
+  if (key == "ws_connect") return r.Histo(v, key, &s->ws_connect);
+  if (key == "ws_round_trip") return r.Histo(v, key, &s->ws_round_trip);
   if (key == "status") {
     if (!r.Map(v, key, s->status_codes.size())) return false;
     for (uint32_t i = 0; i < v.via.map.size; ++i) {
@@ -162,7 +164,7 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   const RunStats& s = snapshot.stats;
   msgpack::sbuffer buffer;
   Packer pk(&buffer);
-  pk.pack_map(25);
+  pk.pack_map(27);
   PackString(pk, "v");
   pk.pack(kSnapshotVersion);
   PackString(pk, "type");
@@ -231,6 +233,10 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
                      s.ws_messages_sent, s.ws_bytes_sent}) {
     pk.pack(v);
   }
+  PackString(pk, "ws_connect");
+  PackHistogram(pk, s.ws_connect);
+  PackString(pk, "ws_round_trip");
+  PackHistogram(pk, s.ws_round_trip);
   PackString(pk, "errors");
   PackMap(pk, s.error_messages, [&](uint64_t n) { pk.pack(n); });
   PackString(pk, "counters");
@@ -330,6 +336,11 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
       if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
     }
   }
+  if (version >= 5) {
+    for (const char* key : {"ws_connect", "ws_round_trip"}) {
+      if (std::find(seen.begin(), seen.end(), key) == seen.end()) return r.Fail(key, "missing");
+    }
+  }
   if (out->interval_end < out->interval_start) return r.Fail("t1", "before t0");
   RunStats& stats = out->stats;
   // Saturating sums: a hostile message cannot wrap a total around to look consistent.
@@ -344,6 +355,12 @@ bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::strin
   }
   if (stats.schedule_lag.Count() > stats.started) {
     return r.Fail("lag", "more schedule lags than started executions");
+  }
+  if (stats.ws_connect.Count() > stats.ws_opened) {
+    return r.Fail("ws_connect", "more connect times than WebSockets opened");
+  }
+  if (stats.ws_round_trip.Count() > stats.ws_messages_received) {
+    return r.Fail("ws_round_trip", "more round trips than messages received");
   }
   uint64_t failed = 0;
   for (uint64_t n : stats.hit_errors) add(failed, n);

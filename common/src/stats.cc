@@ -120,6 +120,8 @@ void RunStats::Merge(const RunStats& other) {
   add(ws_bytes_received, other.ws_bytes_received);
   add(ws_messages_sent, other.ws_messages_sent);
   add(ws_bytes_sent, other.ws_bytes_sent);
+  ws_connect.Merge(other.ws_connect);
+  ws_round_trip.Merge(other.ws_round_trip);
   for (const auto& [name, value] : other.counters) {
     int64_t& mine =
         BoundedSlot<decltype(counters), int64_t>(counters, name, kMaxCounters, kOtherCounters);

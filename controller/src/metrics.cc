@@ -94,6 +94,16 @@ struct Metrics::Impl {
           .Name("loads_websocket_bytes_total")
           .Help("WebSocket payload bytes by run and direction (received, sent)")
           .Register(*registry);
+  Family<Histogram>& ws_connect =
+      BuildHistogram()
+          .Name("loads_websocket_connect_duration_seconds")
+          .Help("Time from create_ws() to the end of the WebSocket handshake, by run")
+          .Register(*registry);
+  Family<Histogram>& ws_round_trip =
+      BuildHistogram()
+          .Name("loads_websocket_round_trip_seconds")
+          .Help("Time from a WebSocket send() to the message that answers it, by run")
+          .Register(*registry);
   Family<Counter>& custom =
       BuildCounter()
           .Name("loads_custom_counter_total")
@@ -237,27 +247,22 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
     if (n) counter.Increment(static_cast<double>(n));
   }
   // The HDR buckets are folded into the classic ones by each bucket's highest value, so counts
-  // are exact and each request lands in the bucket of its (rounded-up) latency.
-  std::vector<double> increments(kBuckets.size() + 1, 0);
-  d.latency.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
-    const double seconds = static_cast<double>(high) / 1e9;
-    const size_t i = std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin();
-    increments[i] += static_cast<double>(count);
-  });
-  auto& histogram = m.Track(m.duration, run, m.duration.Add({{"run", run}}, kBuckets));
-  if (d.latency.Count()) {
-    histogram.ObserveMultiple(increments, static_cast<double>(d.latency.Sum()) / 1e9);
-  }
-  if (d.corrected_latency.Count()) {
-    std::vector<double> corrected(kBuckets.size() + 1, 0);
-    d.corrected_latency.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
+  // are exact and each value lands in the bucket of its (rounded-up) latency.
+  const auto observe = [&](Family<Histogram>& family, const common::Histogram& h, bool always) {
+    if (!always && h.Count() == 0) return;
+    std::vector<double> increments(kBuckets.size() + 1, 0);
+    h.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
       const double seconds = static_cast<double>(high) / 1e9;
-      corrected[std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin()] +=
+      increments[std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin()] +=
           static_cast<double>(count);
     });
-    m.Track(m.corrected, run, m.corrected.Add({{"run", run}}, kBuckets))
-        .ObserveMultiple(corrected, static_cast<double>(d.corrected_latency.Sum()) / 1e9);
-  }
+    auto& histogram = m.Track(family, run, family.Add({{"run", run}}, kBuckets));
+    if (h.Count()) histogram.ObserveMultiple(increments, static_cast<double>(h.Sum()) / 1e9);
+  };
+  observe(m.duration, d.latency, true);
+  observe(m.corrected, d.corrected_latency, false);
+  observe(m.ws_connect, d.ws_connect, false);
+  observe(m.ws_round_trip, d.ws_round_trip, false);
   // Every run has these series, at 0 when its model does not drop or pace: a dashboard shows 0,
   // not "no data".
   m.Get(m.started, run, {}).Increment(static_cast<double>(d.started));

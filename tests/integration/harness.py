@@ -631,15 +631,21 @@ class WsServer:
     """A WebSocket server on 127.0.0.1 that, on every connection, sends
     `messages` messages of `size` bytes, then closes normally (code 1000).
 
+    With `echo_delay` (seconds) it instead echoes every message it receives,
+    each after that delay, until the client closes; `handshake_delay` holds
+    every opening handshake that long (to check the runner's WebSocket times).
+
     It counts what it really sent so a test can compare it with what the
     runner says it received. It runs in its own thread with its own asyncio
     loop (websockets 10.4 has no synchronous server).
     """
 
-    def __init__(self, messages=5, size=1000, binary=False):
+    def __init__(self, messages=5, size=1000, binary=False, echo_delay=None, handshake_delay=0):
         self.messages = messages
         self.size = size
         self.binary = binary
+        self.echo_delay = echo_delay
+        self.handshake_delay = handshake_delay
         self.port = None
         self._lock = threading.Lock()
         self._connections = 0
@@ -717,7 +723,13 @@ class WsServer:
         self._stop = asyncio.Event()
         # compression=None: with permessage-deflate the bytes on the wire
         # would differ from the payload bytes that are being compared.
-        async with websockets.serve(self._handle, LOOPBACK, 0, compression=None) as server:
+        async def delay_handshake(path, headers):
+            if self.handshake_delay:
+                await asyncio.sleep(self.handshake_delay)
+            return None
+
+        async with websockets.serve(self._handle, LOOPBACK, 0, compression=None,
+                                    process_request=delay_handshake) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()
@@ -734,6 +746,14 @@ class WsServer:
             self._connections += 1
             self._active += 1
         try:
+            if self.echo_delay is not None:
+                async for message in websocket:
+                    await asyncio.sleep(self.echo_delay)
+                    await websocket.send(message)
+                    with self._lock:
+                        self._messages_sent += 1
+                        self._bytes_sent += len(message)
+                return
             for index in range(self.messages):
                 await websocket.send(self._payload(index))
                 with self._lock:

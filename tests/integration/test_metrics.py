@@ -129,6 +129,31 @@ class MetricsTest(unittest.TestCase):
             time.sleep(4.5)
             self.assertNotIn(run, scrape(self.controller.metrics))
 
+    def test_websocket_times(self):
+        # The echo test on the cluster: the connect and round-trip histograms count what the
+        # report counts.
+        with harness.WsServer(echo_delay=0.01) as server:
+            result = harness.run_runner([
+                "websocket_example.TestWebSocket.test_echo", "--test-path",
+                harness.examples_dir(), "--server-url", server.url, "--controller",
+                self.controller.grpc, "--workers", "2", "-u", "2", "--hits", "2"], timeout=60)
+            self.assertEqual(result.code, 0, harness.describe(result))
+        text = scrape(self.controller.metrics)
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                               text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        ws = result.report["websockets"]
+        self.assertEqual(ws["connect_seconds"]["count"], 4, harness.describe(result))
+        self.assertEqual(ws["round_trip_seconds"]["count"], 40, harness.describe(result))
+        self.assertGreaterEqual(ws["round_trip_seconds"]["min"], 0.01)
+        connect = samples(text, "loads_websocket_connect_duration_seconds_count")
+        trips = samples(text, "loads_websocket_round_trip_seconds_count")
+        self.assertEqual(list(connect.values()), [4.0], text)
+        self.assertEqual(list(trips.values()), [40.0], text)
+        # Every round trip took at least the server's 10 ms: the 5 ms bucket holds none.
+        buckets = samples(text, "loads_websocket_round_trip_seconds_bucket")
+        self.assertEqual([v for k, v in buckets.items() if 'le="0.005"' in k], [0.0], buckets)
+
     def test_a_real_prometheus_scrapes_it(self):
         target = self.controller.metrics.split("//")[1].split("/")[0]
         prometheus = Prometheus(target)

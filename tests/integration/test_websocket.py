@@ -85,6 +85,42 @@ class WebSocketTest(unittest.TestCase):
         self.assertEqual(delta["websocket_messages_sent"], executions * len(ECHO_MESSAGES))
         self.assertEqual(delta["websocket_bytes_sent"], executions * ECHO_BYTES)
 
+    def test_connect_and_round_trip_times(self):
+        # A server that holds each handshake 100 ms and answers each message after 50 ms: every
+        # time the runner reports is at least that, and not much more on an idle loopback.
+        users, hits = 2, 2
+        sockets, round_trips = users * hits, users * hits * len(ECHO_MESSAGES)
+        with harness.WsServer(echo_delay=0.05, handshake_delay=0.1) as server:
+            result = self.run_ws_test("test_echo", server.url, "-u", str(users), "--hits",
+                                      str(hits))
+            server.wait_idle()
+            echoed = server.messages_sent
+        ws = result.report["websockets"]
+        self.assertEqual(echoed, round_trips)
+        connect, trip = ws["connect_seconds"], ws["round_trip_seconds"]
+        self.assertEqual(connect["count"], sockets, harness.describe(result))
+        self.assertGreaterEqual(connect["min"], 0.1)
+        self.assertLess(connect["p50"], 0.1 + 0.5)
+        self.assertEqual(trip["count"], round_trips, harness.describe(result))
+        self.assertGreaterEqual(trip["min"], 0.05)
+        self.assertLess(trip["p50"], 0.05 + 0.5)
+        self.assertLessEqual(trip["p50"], trip["p99"])
+        self.assertIn("WebSocket round trip: min ", result.stdout)
+        self.assertIn(f"({round_trips} answered sends)", result.stdout)
+        self.assertIn("WebSocket connect time: min ", result.stdout)
+        # No HTTP request: the request time says so instead of 0.
+        self.assertEqual(harness.stdout_value(result.stdout, "Average request time"),
+                         "n/a (no HTTP response; see the WebSocket times)")
+
+    def test_a_callback_reader_times_its_answers_and_a_push_is_not_timed(self):
+        with harness.WsServer(echo_delay=0.02) as server:
+            result = self.run_ws_test("test_callback", server.url, "-u", "2", "--hits", "2")
+        self.assertEqual(result.report["websockets"]["round_trip_seconds"]["count"], 4)
+        # A server that only pushes: messages received, no round trip.
+        result = self.check_receive(messages=3, size=10, binary=False, users=1, hits=1)
+        self.assertIsNone(result.report["websockets"]["round_trip_seconds"])
+        self.assertEqual(result.report["websockets"]["connect_seconds"]["count"], 1)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -51,6 +51,9 @@ Snapshot Rich() {
   s.ws_bytes_received = 1000;
   s.ws_messages_sent = 4;
   s.ws_bytes_sent = 40;
+  s.ws_connect.Record(250'000);
+  s.ws_connect.Record(310'000);
+  for (uint64_t i = 1; i <= 4; ++i) s.ws_round_trip.Record(i * 41'000);
   return snap;
 }
 
@@ -67,6 +70,10 @@ void ExpectSameStats(const RunStats& a, const RunStats& b) {
   EXPECT_EQ(a.ws_opened, b.ws_opened);
   EXPECT_EQ(a.ws_bytes_received, b.ws_bytes_received);
   EXPECT_EQ(a.ws_bytes_sent, b.ws_bytes_sent);
+  for (auto h : {&Histogram::Count, &Histogram::Min, &Histogram::Max, &Histogram::Sum}) {
+    EXPECT_EQ((a.ws_connect.*h)(), (b.ws_connect.*h)());
+    EXPECT_EQ((a.ws_round_trip.*h)(), (b.ws_round_trip.*h)());
+  }
   EXPECT_EQ(a.latency.Count(), b.latency.Count());
   EXPECT_EQ(a.latency.Min(), b.latency.Min());
   EXPECT_EQ(a.latency.Max(), b.latency.Max());
@@ -125,10 +132,10 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
   ExpectSameStats(single, merged);
 }
 
-// A small snapshot's exact bytes (tests/testdata/snapshot_v4.hex, also read by the Python test
+// A small snapshot's exact bytes (tests/testdata/snapshot_v5.hex, also read by the Python test
 // of the wire format and shown in docs/wire-protocol.md). A change here is a change of the wire
 // format: bump kSnapshotVersion and update the document.
-std::string GoldenHex(const char* file_name = "snapshot_v4.hex") {
+std::string GoldenHex(const char* file_name = "snapshot_v5.hex") {
   std::ifstream file(std::string(LOADS_TESTDATA_DIR) + "/" + file_name);
   std::string hex;
   file >> hex;
@@ -173,6 +180,28 @@ TEST(Snapshot, GoldenBytes) {
   EXPECT_EQ(decoded.stats.corrected_latency.Max(), 2500u);
   EXPECT_EQ(decoded.stats.schedule_lag.Count(), 1u);
   ExpectSameStats(Golden().stats, decoded.stats);
+}
+
+TEST(Snapshot, VersionFourIsStillRead) {
+  // Version 5 added the WebSocket timings: version 4's golden bytes read with none.
+  Snapshot decoded;
+  std::string error;
+  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v4.hex")), &decoded, &error)) << error;
+  ExpectSameStats(Golden().stats, decoded.stats);
+  EXPECT_EQ(decoded.stats.ws_round_trip.Count(), 0u);
+}
+
+TEST(Snapshot, WebSocketTimingsCannotOutnumberTheirEvents) {
+  std::string error;
+  Snapshot out;
+  Snapshot snap = Golden();
+  snap.stats.ws_connect.Record(1000);  // no WebSocket opened
+  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_NE(error.find("ws_connect"), std::string::npos) << error;
+  snap = Golden();
+  snap.stats.ws_round_trip.Record(1000);  // no message received
+  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_NE(error.find("ws_round_trip"), std::string::npos) << error;
 }
 
 TEST(Snapshot, VersionThreeIsStillRead) {
@@ -222,7 +251,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   const std::vector<Case> cases = {
       {"c1", "not a msgpack document"},       // reserved byte
       {"93010203", "expected a map"},         // [1, 2, 3]
-      {"81a17605", "unsupported version 5"},  // {"v": 5}
+      {"81a17606", "unsupported version 6"},  // {"v": 6}
       {"81a17601", "field 'type': missing"},  // {"v": 1}
       {"82a17601a474797065a3666f6f", "expected \"snapshot\""},
       {"81a17601c0", "trailing bytes"},
@@ -273,7 +302,7 @@ std::string Pack(const Fields& fields) {
 TEST(Snapshot, EveryFieldIsRequired) {
   msgpack::object_handle handle;
   const Fields whole = Unpack(EncodeSnapshot(Rich()), &handle);
-  ASSERT_EQ(whole.size(), 25u);
+  ASSERT_EQ(whole.size(), 27u);
   for (const auto& [key, value] : whole) {
     Fields without = whole;
     without.erase(key);
@@ -284,7 +313,7 @@ TEST(Snapshot, EveryFieldIsRequired) {
   }
   // A key given twice is refused too (its counts would be added twice).
   std::string twice = EncodeSnapshot(Rich());
-  twice[2] = static_cast<char>(twice[2] + 1);  // map of 26 entries (de 0019 -> de 001a)
+  twice[2] = static_cast<char>(twice[2] + 1);  // map of 28 entries (de 001b -> de 001c)
   twice += Pack({{"hits", whole.at("hits")}}).substr(1);
   Snapshot out;
   std::string error;

@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -746,6 +747,30 @@ class WebSocketImpl : public std::enable_shared_from_this<WebSocketImpl> {
         f.message);
   }
   void ReadLoop();
+  // A message arrived: it answers the oldest send() not yet answered, if any.
+  void Received(size_t bytes) {
+    ++thread_->stats.ws_messages_received;
+    thread_->stats.ws_bytes_received += bytes;
+    if (unanswered_ == 0) return;
+    const SteadyClock::time_point sent = sends_[first_unanswered_];
+    first_unanswered_ = (first_unanswered_ + 1) % sends_.size();
+    --unanswered_;
+    thread_->stats.ws_round_trip.Record(Nanos(SteadyClock::now() - sent));
+  }
+  void Sent(SteadyClock::time_point at) {
+    // A socket that only sends (or whose answers stopped) keeps its latest sends: the oldest
+    // give way, so a late answer never pairs with a send long gone.
+    if (unanswered_ == sends_.size()) {
+      first_unanswered_ = (first_unanswered_ + 1) % sends_.size();
+      --unanswered_;
+    }
+    sends_[(first_unanswered_ + unanswered_) % sends_.size()] = at;
+    ++unanswered_;
+  }
+  static uint64_t Nanos(SteadyClock::duration d) {
+    return static_cast<uint64_t>(
+        std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+  }
 
   ThreadState* thread_;
   UserContext* ctx_;  // reset when the user's execution ends; the reader may outlive it
@@ -760,6 +785,10 @@ class WebSocketImpl : public std::enable_shared_from_this<WebSocketImpl> {
   WebSocket* owner_ = nullptr;
   WebSocket::Callback callback_;
   std::exception_ptr callback_error_;
+  // Times of the sends not yet answered, oldest first (a ring).
+  std::array<SteadyClock::time_point, 16> sends_{};
+  size_t first_unanswered_ = 0;
+  size_t unanswered_ = 0;
 
   friend class UserContext;
 };
@@ -784,6 +813,7 @@ void WebSocketImpl::Open(const Headers& headers) {
     plain_ = std::make_unique<websocket::stream<beast::tcp_stream>>(io);
   }
   const auto& options = thread_->options;
+  const auto started = SteadyClock::now();
   Failure failure;
   ConnectTcp(*ctx_, Lowest(), url, options.connect_timeout, &failure);
   if (failure.kind != HitError::kNone) {
@@ -818,6 +848,7 @@ void WebSocketImpl::Open(const Headers& headers) {
   if (ec) Throw(ec, "WebSocket handshake with");
   open_ = true;
   ++thread_->stats.ws_opened;
+  thread_->stats.ws_connect.Record(Nanos(SteadyClock::now() - started));
 }
 
 void WebSocketImpl::Send(std::string_view data, bool binary) {
@@ -825,6 +856,9 @@ void WebSocketImpl::Send(std::string_view data, bool binary) {
   if (writing_) throw std::logic_error("another send() is in progress on WebSocket " + url_);
   if (Cancelled()) throw NetworkError("cancelled", "send to " + url_ + ": the run was interrupted");
   writing_ = true;
+  // Timed from before the write: an answer may arrive (and a callback reader take it) before
+  // the write completes.
+  Sent(SteadyClock::now());
   beast::error_code ec;
   Visit([&](auto& ws) {
     ws.binary(binary);
@@ -855,8 +889,7 @@ std::optional<std::string> WebSocketImpl::Receive() {
     MarkClosed();
     Throw(ec, "receive from");
   }
-  ++thread_->stats.ws_messages_received;
-  thread_->stats.ws_bytes_received += buffer_.size();
+  Received(buffer_.size());
   return beast::buffers_to_string(buffer_.data());
 }
 
@@ -910,8 +943,7 @@ void WebSocketImpl::ReadLoop() {
       if (!expected) Throw(ec, "receive from");
       return;
     }
-    ++thread_->stats.ws_messages_received;
-    thread_->stats.ws_bytes_received += buffer_.size();
+    Received(buffer_.size());
     if (closing_ || !owner_ || !callback_) continue;
     const std::string message = beast::buffers_to_string(buffer_.data());
     try {

@@ -17,9 +17,10 @@ inline uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
 
 // Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
 // and `methods`, version 3 the load model's `started`, `dropped`, `missed_pace`, `corrected`,
-// `lag` and `rate`, version 4 the hit error kinds `body_too_large` and `header_too_large`; the
-// decoder still accepts versions 1 to 3.
-inline constexpr uint64_t kSnapshotVersion = 4;
+// `lag` and `rate`, version 4 the hit error kinds `body_too_large` and `header_too_large`,
+// version 5 the WebSocket timings `ws_connect` and `ws_round_trip`; the decoder still accepts
+// versions 1 to 4.
+inline constexpr uint64_t kSnapshotVersion = 5;
 inline constexpr uint64_t kOldestSnapshotVersion = 1;
 
 // What a worker reports about one run at most a second apart: the statistics of one interval

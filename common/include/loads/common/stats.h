@@ -23,8 +23,8 @@ enum class HitError {
   kDns,
   kTls,
   kMalformedResponse,
-  kCancelled,  // the run was interrupted while the request was in flight
-  kNetwork,    // any other socket error
+  kCancelled,       // the run was interrupted while the request was in flight
+  kNetwork,         // any other socket error
   kBodyTooLarge,    // the response body was larger than the limit (64 MiB)
   kHeaderTooLarge,  // the response's header section was larger than the limit (64 KiB)
 };
@@ -90,6 +90,14 @@ struct RunStats {
   uint64_t ws_bytes_received = 0;
   uint64_t ws_messages_sent = 0;
   uint64_t ws_bytes_sent = 0;
+  // Nanoseconds from create_ws() to the end of the WebSocket handshake (TCP connect, TLS, HTTP
+  // upgrade), one per WebSocket opened.
+  Histogram ws_connect;
+  // Nanoseconds from a send() to the message that answers it: each message received pairs with
+  // the oldest send() of that socket not yet answered, so request/response exchanges (and
+  // pipelined ones) measure their round trips; a message received with no send() waiting is
+  // not timed.
+  Histogram ws_round_trip;
 
   std::map<std::string, int64_t, std::less<>> counters;
 
