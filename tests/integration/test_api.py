@@ -208,6 +208,9 @@ class ApiTest(unittest.TestCase):
     def test_websocket(self):
         result = self.run_api("test_websocket", hits_add_up=False)
         ws = result.report["websockets"]
+        # Every socket's connect time, and both sends answered: two round trips per execution.
+        self.assertEqual(ws.pop("connect_seconds")["count"], EXECUTIONS)
+        self.assertEqual(ws.pop("round_trip_seconds")["count"], 2 * EXECUTIONS)
         # "hello" (5 bytes) and a 6-byte binary message, each sent and echoed.
         self.assertEqual(ws, {"opened": EXECUTIONS, "closed": EXECUTIONS,
                               "messages_sent": 2 * EXECUTIONS, "bytes_sent": 11 * EXECUTIONS,
@@ -219,6 +222,9 @@ class ApiTest(unittest.TestCase):
         result = self.run_api("test_websocket_callback", hits_add_up=False)
         delta = stats.delta()
         ws = result.report["websockets"]
+        # Pushed messages, no send: nothing to time as a round trip.
+        self.assertEqual(ws.pop("connect_seconds")["count"], EXECUTIONS)
+        self.assertIsNone(ws.pop("round_trip_seconds"))
         self.assertEqual(ws, {"opened": EXECUTIONS, "closed": EXECUTIONS,
                               "messages_sent": 0, "bytes_sent": 0,
                               "messages_received": 3 * EXECUTIONS, "bytes_received": 30 * EXECUTIONS},
