@@ -42,6 +42,10 @@
 
 #include "loads/version.h"
 
+// libloads.so is built with hidden visibility (its Boost, JSON and common code stay inside it):
+// what this header declares is its interface, and exported.
+#pragma GCC visibility push(default)
+
 namespace loads {
 
 namespace internal {
@@ -311,6 +315,8 @@ bool RegisterTest(int abi_version, const char* sdk_version, const char* class_na
 }  // namespace internal
 
 }  // namespace loads
+
+#pragma GCC visibility pop
 
 namespace loads_registration {
 // Gives LOADS_TEST access to test methods even when they are private (as in the seed's example):

@@ -12,6 +12,9 @@
 // Thread safety: InstallCrashReport once, before any engine thread starts. The writer is called
 // from a signal handler: it must be async-signal-safe (write(2), nothing that allocates or
 // locks).
+// Exported from libloads.so, which hides everything else (see loads/loads.h).
+#pragma GCC visibility push(default)
+
 namespace loads::worker {
 
 using CrashWriter = void (*)(const char* text, size_t size);
@@ -34,3 +37,5 @@ class CrashReportStack {
 };
 
 }  // namespace loads::worker
+
+#pragma GCC visibility pop

@@ -15,6 +15,9 @@
 #include "loads/common/stats.h"
 #include "loads/loads.h"
 
+// Exported from libloads.so, which hides everything else (see loads/loads.h).
+#pragma GCC visibility push(default)
+
 namespace loads::worker {
 
 // What to run and how hard. By default the seed's closed model: user cycles run one after the
@@ -147,3 +150,5 @@ TestSpec MakeUrlTest(const std::string& url);
 TestSpec MakeExternalTest(const std::string& command);
 
 }  // namespace loads::worker
+
+#pragma GCC visibility pop

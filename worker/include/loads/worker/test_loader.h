@@ -5,6 +5,9 @@
 
 #include "loads/worker/engine.h"
 
+// Exported from libloads.so, which hides everything else (see loads/loads.h).
+#pragma GCC visibility push(default)
+
 namespace loads::worker {
 
 // Why a test could not be loaded; each maps to its own exit code in loads-runner.
@@ -37,3 +40,5 @@ LoadResult LoadTest(const std::string& name, const std::vector<std::string>& sea
 LoadResult FindTestLibrary(const std::string& name, const std::vector<std::string>& search_path);
 
 }  // namespace loads::worker
+
+#pragma GCC visibility pop
