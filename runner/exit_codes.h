@@ -16,6 +16,8 @@ inline constexpr int kExitPartial = 8;
 // A local run's engine process crashed, or test code kept the run from ending (a user stuck, or
 // past its planned end); the report has what the engine had sent.
 inline constexpr int kExitEngineFault = 9;
+// The run ended and a threshold (--threshold) failed.
+inline constexpr int kExitThresholds = 10;
 inline constexpr int kExitInternal = 70;
 inline constexpr int kExitInterrupted = 130;
 

@@ -193,15 +193,22 @@ class LocalBackend : public RunBackend {
 
     if (outcome.end == RunEnd::kNotLoaded) return outcome;
     const EngineProcess::Exit& exit = engine.exit();
+    // Verdicts on what the report holds, whatever ended the run.
+    const auto judge = [&] {
+      info.thresholds = common::EvaluateThresholds(
+          {spec.thresholds().begin(), spec.thresholds().end()}, info, outcome.stats);
+    };
     for (const auto& line : crash_lines) info.incidents.push_back(line);
     if (ended && killed.empty() && overran.empty()) {
       outcome.end = info.interrupted ? RunEnd::kInterrupted : RunEnd::kDone;
+      judge();
       return outcome;
     }
     outcome.end = RunEnd::kEngineFault;
     if (ended && killed.empty()) {  // stopped, every result in
       outcome.error = overran;
       info.incidents.push_back(overran);
+      judge();
       return outcome;
     }
     // The engine process ended before its run did: report what it sent.
@@ -221,6 +228,7 @@ class LocalBackend : public RunBackend {
     }
     info.incidents.push_back(outcome.error);
     outcome.error += "; the report has the results it sent up to then (at most 250 ms are lost)";
+    judge();
     return outcome;
   }
 

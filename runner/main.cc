@@ -211,6 +211,21 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
       break;
   }
   if (!written) return kExitReportNotWritten;
+  // Given thresholds are the verdict; without them, any failed or errored execution is.
+  if (!outcome.info.thresholds.empty()) {
+    std::string failed;
+    size_t count = 0;
+    for (const auto& t : outcome.info.thresholds) {
+      if (t.passed) continue;
+      ++count;
+      if (count <= 3)
+        failed += (failed.empty() ? "" : ", ") + t.text + " (" + t.observed_text + ")";
+    }
+    if (count == 0) return kExitOk;
+    return Fail(kExitThresholds, std::to_string(count) + " of " +
+                                     std::to_string(outcome.info.thresholds.size()) +
+                                     " thresholds failed: " + failed + (count > 3 ? ", ..." : ""));
+  }
   return outcome.stats.failures + outcome.stats.errors > 0 ? kExitTestProblems : kExitOk;
 }
 

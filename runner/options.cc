@@ -174,7 +174,8 @@ std::string Usage() {
       "load or is built for another SDK, 5 no such test in the library, 6 the JSON report\n"
       "could not be written, 7 the controller cannot be reached or refused the run, 8 the\n"
       "run is partial (a worker was lost; its results from then on are missing), 9 the\n"
-      "engine crashed or was killed stuck (report printed with what it had sent), 70 internal\n"
+      "engine crashed or was killed stuck (report printed with what it had sent), 10 a\n"
+      "threshold failed (with --threshold, the thresholds decide: 0 or 10), 70 internal\n"
       "error, 130 interrupted (report printed).\n";
   return out;
 }

@@ -109,6 +109,8 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   cluster.unreachable_seconds = unreachable_seconds;
   info.cluster = std::move(cluster);
   outcome.stats = std::move(merged.stats);
+  info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
+                                               info, outcome.stats);
   outcome.error = run.error();
   switch (run.state()) {
     case v1::RUN_STATE_FAILED:

@@ -220,6 +220,15 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
       << DescribeLoad(info) << ")\n";
   if (info.interrupted) out << "Interrupted: the run was stopped before its planned end\n";
   for (const std::string& incident : info.incidents) out << "Engine: " << incident << '\n';
+  if (!info.thresholds.empty()) {
+    size_t failed = 0;
+    for (const auto& t : info.thresholds) failed += !t.passed;
+    out << "Thresholds: " << info.thresholds.size() - failed << " passed, " << failed
+        << " failed\n";
+    for (const auto& t : info.thresholds) {
+      out << (t.passed ? "  PASS  " : "  FAIL  ") << t.text << ": " << t.observed_text << '\n';
+    }
+  }
 
   if (stats.latency.Count() > 0) out << "Request time: " << PercentileLine(stats.latency) << '\n';
   if (stats.corrected_latency.Count() > 0) {
@@ -301,6 +310,14 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
   doc["duration_seconds"] = info.duration_seconds;
   doc["interrupted"] = info.interrupted;
   doc["incidents"] = info.incidents;
+  json thresholds = json::array();
+  for (const auto& t : info.thresholds) {
+    thresholds.push_back({{"threshold", t.text},
+                          {"passed", t.passed},
+                          {"observed", t.observed ? json(*t.observed) : json(nullptr)},
+                          {"observed_text", t.observed_text}});
+  }
+  doc["thresholds"] = thresholds;
   const LoadModel& load = info.load;
   const auto stages = [](const std::vector<Stage>& list) {
     json out = json::array();

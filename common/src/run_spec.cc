@@ -7,6 +7,7 @@
 
 #include "loads/common/load_model.h"
 #include "loads/common/scenario.h"
+#include "loads/common/threshold.h"
 #include "loads/common/url.h"
 
 namespace loads::spec {
@@ -256,6 +257,19 @@ const std::vector<RunOption>& RunOptions() {
          spec->set_worker_memory(text);
          return OkStatus();
        }},
+      {"--threshold", "", "thresholds", "EXPR",
+       "a verdict on the run, such as p99<250ms, errors<1%, rps>500 or 'NAME p95<1s' "
+       "(repeatable; a failed one exits 10)",
+       "at most 100", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto parsed = common::ParseThreshold(text);
+         if (!parsed.ok()) return parsed.status();
+         if (spec->thresholds_size() >= static_cast<int>(kMaxThresholds)) {
+           return Expected("at most 100 thresholds");
+         }
+         spec->add_thresholds(parsed->text);
+         return OkStatus();
+       }},
       {"--project-name", "", "metadata", "NAME", "metadata kept with the run: project_name",
        "256 characters", "", Metadata("project_name")},
       {"--user-id", "", "metadata", "ID", "metadata kept with the run: user_id", "256 characters",
@@ -447,6 +461,14 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
   if (__builtin_mul_overflow(users, hits, &planned) || planned > (uint64_t{1} << 62)) {
     return invalid("hits", "users x hits exceeds 2^62 planned executions");
   }
+  if (static_cast<size_t>(spec.thresholds_size()) > kMaxThresholds) {
+    return invalid("thresholds", "at most 100");
+  }
+  for (const std::string& threshold : spec.thresholds()) {
+    if (auto parsed = common::ParseThreshold(threshold); !parsed.ok()) {
+      return invalid("thresholds", "'" + threshold + "': " + parsed.status().message());
+    }
+  }
   const int sources = !spec.url().empty() + !spec.scenario().empty() +
                       !spec.external_command().empty() +
                       (!spec.test().empty() && spec.scenario().empty());
@@ -541,9 +563,9 @@ Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) 
   std::string error;
   auto scenario = common::ParseScenario(spec->scenario(), &error);
   if (!scenario) return InvalidArgumentError("scenario: " + error);
-  static const std::set<std::string> kLoadKeys = {"users", "hits",        "duration",  "stages",
-                                                  "rate",  "rate_stages", "max_users", "arrivals",
-                                                  "pause", "pacing",      "threads"};
+  static const std::set<std::string> kLoadKeys = {
+      "users",     "hits",     "duration", "stages", "rate",    "rate_stages",
+      "max_users", "arrivals", "pause",    "pacing", "threads", "thresholds"};
   // Whether the spec (gRPC) already says something of this field.
   const auto set_in_spec = [&](const std::string& field) {
     const auto* descriptor = spec->GetDescriptor()->FindFieldByName(field);
@@ -557,11 +579,13 @@ Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) 
     if (!kLoadKeys.count(key)) {
       return InvalidArgumentError("scenario: load." + key +
                                   ": not a load option (users, hits, duration, stages, rate, "
-                                  "rate_stages, max_users, arrivals, pause, pacing, threads)");
+                                  "rate_stages, max_users, arrivals, pause, pacing, threads, "
+                                  "thresholds)");
     }
-    const std::string flag = "--" + (key == "rate_stages" ? std::string("rate-stages")
-                                     : key == "max_users" ? std::string("max-users")
-                                                          : key);
+    const std::string flag = "--" + (key == "rate_stages"  ? std::string("rate-stages")
+                                     : key == "max_users"  ? std::string("max-users")
+                                     : key == "thresholds" ? std::string("threshold")
+                                                           : key);
     const RunOption* option = nullptr;
     for (const auto& o : RunOptions()) {
       if (flag == o.flag) option = &o;

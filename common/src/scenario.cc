@@ -160,6 +160,16 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
         text = value.dump();
       } else if (value.is_string()) {
         text = value.get<std::string>();
+      } else if (key == "thresholds" && value.is_array()) {
+        // Thresholds are a list of expressions, each one its own entry.
+        for (const auto& item : value) {
+          if (!item.is_string()) {
+            *error = "load.thresholds: expected an array of strings such as [\"p99<250ms\"]";
+            return std::nullopt;
+          }
+          scenario.load.emplace_back(key, item.get<std::string>());
+        }
+        continue;
       } else if (value.is_array() && !value.empty()) {
         // [10, 20] for cycles and pauses: "10:20".
         for (const auto& item : value) {

@@ -152,6 +152,8 @@ std::string ControllerService::FinalReport(const RunView& view) {
   cluster.late_snapshots = view.late_snapshots;
   cluster.controller_restarts = view.restarts;
   info.cluster = std::move(cluster);
+  info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
+                                               info, view.stats);
   return common::FormatJsonReport(info, view.stats);
 }
 

@@ -8,6 +8,7 @@
 
 #include "loads/common/load_model.h"
 #include "loads/common/stats.h"
+#include "loads/common/threshold.h"
 
 namespace loads::common {
 
@@ -41,6 +42,8 @@ struct RunInfo {
   // What went wrong with the engine itself, one line each (a crashed engine process, a user
   // that held its thread): printed as "Engine:" lines and the JSON report's `incidents`.
   std::vector<std::string> incidents;
+  // The run's thresholds with their verdicts (EvaluateThresholds), in the order given.
+  std::vector<ThresholdResult> thresholds;
 };
 
 // Version of the JSON report document; bumped on any incompatible change.

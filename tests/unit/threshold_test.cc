@@ -1,0 +1,106 @@
+// Thresholds (loads/common/threshold.h): what parses, what is refused and why, and verdicts on
+// known statistics.
+
+#include "loads/common/threshold.h"
+
+#include <gtest/gtest.h>
+
+#include "loads/common/report.h"
+
+namespace loads::common {
+namespace {
+
+TEST(Threshold, Parses) {
+  auto t = ParseThreshold("p99.9<250ms");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->measure, Threshold::Measure::kPercentile);
+  EXPECT_DOUBLE_EQ(t->percentile, 99.9);
+  EXPECT_EQ(t->op, Threshold::Op::kLess);
+  EXPECT_DOUBLE_EQ(t->value, 0.25);
+  EXPECT_TRUE(t->name.empty());
+
+  t = ParseThreshold("  GET http://h/items?a=1 mean<=1.5s ");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->name, "GET http://h/items?a=1");
+  EXPECT_EQ(t->text, "GET http://h/items?a=1 mean<=1.5s");
+  EXPECT_EQ(t->op, Threshold::Op::kLessOrEqual);
+  EXPECT_DOUBLE_EQ(t->value, 1.5);
+
+  t = ParseThreshold("errors<1%");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->percent);
+  EXPECT_DOUBLE_EQ(t->value, 0.01);
+  t = ParseThreshold("failures==0");
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->percent);
+  EXPECT_EQ(t->op, Threshold::Op::kEqual);
+  EXPECT_TRUE(ParseThreshold("rps>=500/s").ok());
+  EXPECT_TRUE(ParseThreshold("max<800us").ok());
+  EXPECT_TRUE(ParseThreshold("dropped<0.5%").ok());
+}
+
+TEST(Threshold, RefusesWithOneLineSayingWhy) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"", "empty"},
+      {"p99", "expected MEASURE OP VALUE"},
+      {"p99<250", "a latency needs its unit"},
+      {"p0<1s", "a percentile is p1 to p100"},
+      {"p101<1s", "a percentile is p1 to p100"},
+      {"latency<1s", "unknown measure 'latency'"},
+      {"p99=<1s", "expected one of the operators"},
+      {"p99!1s", "expected MEASURE OP VALUE"},
+      {"errors<101%", "a share is 0% to 100%"},
+      {"errors<1ms", "expected a count, or a share"},
+      {"rps>fast", "expected a non-negative number"},
+      {"rps>5ms", "rps is requests per second"},
+      {"GET /x rps>5", "only latencies and errors are measured per hit name"},
+      {"p99<-1ms", "expected a non-negative number"},
+  };
+  for (const auto& [text, why] : cases) {
+    auto t = ParseThreshold(text);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_NE(t.status().message().find(why), std::string::npos)
+        << text << " -> " << t.status().message();
+  }
+}
+
+TEST(Threshold, VerdictsOnKnownStatistics) {
+  RunStats stats;
+  for (uint64_t ms = 1; ms <= 100; ++ms) {
+    stats.RecordHit("GET http://h/a", "GET", 200, HitError::kNone, ms * 1'000'000);
+  }
+  stats.RecordHit("GET http://h/a", "GET", 0, HitError::kTimeout, 0);
+  for (int i = 0; i < 99; ++i) stats.RecordExecution(Outcome::kSuccess, "");
+  stats.RecordExecution(Outcome::kError, "timeout");
+  RunInfo info;
+  info.duration_seconds = 2;
+
+  const auto verdict = [&](const char* text) {
+    auto t = ParseThreshold(text);
+    EXPECT_TRUE(t.ok()) << text;
+    return EvaluateThreshold(*t, info, stats);
+  };
+  auto r = verdict("p50<=51ms");  // the histogram gives a bucket's highest value: 50.004 ms
+  EXPECT_TRUE(r.passed) << r.observed_text;
+  EXPECT_EQ(*r.observed, static_cast<double>(stats.latency.Percentile(50)) / 1e9);
+  EXPECT_FALSE(verdict("p99<99ms").passed);
+  EXPECT_TRUE(verdict("max<=100ms").passed);
+  r = verdict("errors<1%");  // 1 of 100 executions
+  EXPECT_FALSE(r.passed);
+  EXPECT_EQ(r.observed_text, "1.00% (1 of 100)");
+  EXPECT_TRUE(verdict("errors<=1%").passed);
+  EXPECT_TRUE(verdict("failures==0").passed);
+  r = verdict("hit_errors==1");
+  EXPECT_TRUE(r.passed) << r.observed_text;
+  r = verdict("rps>50");  // 101 hits in 2 s
+  EXPECT_TRUE(r.passed);
+  EXPECT_EQ(r.observed_text, "50.5/s");
+  EXPECT_TRUE(verdict("GET http://h/a p90<95ms").passed);
+  r = verdict("GET http://h/b p90<95ms");
+  EXPECT_FALSE(r.passed);
+  EXPECT_EQ(r.observed_text, "no hit named 'GET http://h/b'");
+  EXPECT_FALSE(EvaluateThreshold(*ParseThreshold("p99<1s"), info, RunStats{}).passed);
+}
+
+}  // namespace
+}  // namespace loads::common
