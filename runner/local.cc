@@ -101,6 +101,15 @@ class LocalBackend : public RunBackend {
     std::string error;
     if (!engine.Start(job, &error)) return Status(StatusCode::kInternal, error);
 
+    // Thresholds with `abort` are judged on the results so far at every interval.
+    std::vector<common::Threshold> aborts;
+    for (const std::string& text : spec.thresholds()) {
+      if (auto parsed = common::ParseThreshold(text); parsed.ok() && parsed->abort) {
+        aborts.push_back(*parsed);
+      }
+    }
+    std::optional<std::pair<std::string, double>> aborted;  // the threshold, seconds into the run
+
     RateWindow rate;
     bool ended = false;  // the engine said its run is over, every interval sent
     bool stop_sent = false;
@@ -134,6 +143,24 @@ class LocalBackend : public RunBackend {
           case Event::Kind::kInterval:
             if (sink.rate && !event.interval.final) sink.rate(rate.Add(event.interval));
             outcome.stats.Merge(event.interval.stats);
+            if (!aborts.empty() && !aborted && !stop_sent) {
+              common::RunInfo so_far = info;
+              so_far.duration_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+              for (const common::Threshold& t : aborts) {
+                if (so_far.duration_seconds < t.abort_after ||
+                    common::EvaluateThreshold(t, so_far, outcome.stats).passed) {
+                  continue;
+                }
+                aborted.emplace(t.text, so_far.duration_seconds);
+                stop_sent = true;
+                engine.RequestStop();
+                stop_deadline = Clock::now() + options_.stop_timeout;
+                std::fprintf(stderr,
+                             "\nloads-runner: threshold %s failed at %.1f s: stopping the run\n",
+                             t.text.c_str(), so_far.duration_seconds);
+                break;
+              }
+            }
             break;
           case Event::Kind::kStuck:
             OnStuck(event.stuck, &stuck, &stuck_incident, &info.incidents);
@@ -197,10 +224,19 @@ class LocalBackend : public RunBackend {
     const auto judge = [&] {
       info.thresholds = common::EvaluateThresholds(
           {spec.thresholds().begin(), spec.thresholds().end()}, info, outcome.stats);
+      if (!aborted) return;
+      // The threshold that stopped the run failed, whatever the last results say.
+      for (auto& t : info.thresholds) {
+        if (t.text != aborted->first) continue;
+        t.passed = false;
+        t.aborted_at = aborted->second;
+        break;
+      }
     };
     for (const auto& line : crash_lines) info.incidents.push_back(line);
     if (ended && killed.empty() && overran.empty()) {
-      outcome.end = info.interrupted ? RunEnd::kInterrupted : RunEnd::kDone;
+      // A run a threshold stopped is judged by its thresholds (exit 10), not as interrupted.
+      outcome.end = info.interrupted && !aborted ? RunEnd::kInterrupted : RunEnd::kDone;
       judge();
       return outcome;
     }

@@ -186,11 +186,17 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
                                ? loads::common::FormatJsonReport(outcome.info, outcome.stats)
                                : outcome.report_json;
   bool written = true;
-  for (const auto& path : options.json_outputs) {
-    if (!WriteFile(path, json)) {
-      Fail(kExitReportNotWritten, "could not write the report to " + path);
-      written = false;
+  const auto write = [&](const std::vector<std::string>& paths, const std::string& text) {
+    for (const auto& path : paths) {
+      if (!WriteFile(path, text)) {
+        Fail(kExitReportNotWritten, "could not write the report to " + path);
+        written = false;
+      }
     }
+  };
+  write(options.json_outputs, json);
+  if (!options.junit_outputs.empty()) {
+    write(options.junit_outputs, loads::common::FormatJUnitReport(outcome.info, outcome.stats));
   }
   const std::string run = outcome.info.cluster ? "run " + outcome.info.cluster->run_id : "the run";
   switch (outcome.end) {
@@ -276,9 +282,11 @@ int Main(int argc, char** argv) {
 
   // A run whose report cannot be written should not start. The check appends nothing and
   // truncates nothing: an interrupted run leaves a previous report as it was.
-  for (const auto& path : options.json_outputs) {
-    std::ofstream probe(path, std::ios::app);
-    if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);
+  for (const auto* paths : {&options.json_outputs, &options.junit_outputs}) {
+    for (const auto& path : *paths) {
+      std::ofstream probe(path, std::ios::app);
+      if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);
+    }
   }
 
   struct sigaction action {};

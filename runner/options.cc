@@ -5,6 +5,7 @@
 #include <set>
 
 #include "loads/common/run_spec.h"
+#include "loads/common/threshold.h"
 
 namespace loads::runner {
 namespace {
@@ -30,10 +31,17 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          o->test_paths.push_back(v);
          return OkStatus();
        }},
-      {"--output", "json:FILE", "also write the report as JSON to FILE (repeatable)",
+      {"--output", "FORMAT:FILE",
+       "also write the report to FILE: json:FILE (the JSON report) or junit:FILE (the verdicts "
+       "as JUnit XML); repeatable",
        [](const std::string& v, RunnerOptions* o) {
-         if (!v.starts_with("json:") || v.size() == 5) return Expected("json:FILE");
-         o->json_outputs.push_back(v.substr(5));
+         if (v.starts_with("json:") && v.size() > 5) {
+           o->json_outputs.push_back(v.substr(5));
+         } else if (v.starts_with("junit:") && v.size() > 6) {
+           o->junit_outputs.push_back(v.substr(6));
+         } else {
+           return Expected("json:FILE or junit:FILE");
+         }
          return OkStatus();
        }},
       {"--quiet", "", "no progress bar and no report on stdout",
@@ -261,6 +269,12 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
     for (const std::string flag : {"--stuck-limit", "--stop-timeout"}) {
       if (given.count(flag))
         return fail(flag + " applies to local runs only, not with --controller");
+    }
+    for (const std::string& text : o.spec.thresholds()) {
+      if (auto t = common::ParseThreshold(text); t.ok() && t->abort) {
+        return fail("--threshold '" + text +
+                    "': abort stops local runs only; a controller's run is judged at its end");
+      }
     }
   }
   if (o.check_cluster && o.spec.url().empty()) {

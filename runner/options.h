@@ -22,6 +22,7 @@ struct RunnerOptions {
   // The RunSpec fields the command line set: a scenario's `load` object fills the others.
   std::set<std::string> given_fields;
   std::vector<std::string> json_outputs;
+  std::vector<std::string> junit_outputs;  // --output junit:FILE
   bool quiet = false;
   // Local runs: a user that holds its engine thread this long is reported (zero: never).
   std::chrono::milliseconds stuck_limit{2000};

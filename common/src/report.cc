@@ -186,6 +186,120 @@ void FormatCluster(const ClusterRun& run, std::ostringstream& out) {
 
 }  // namespace
 
+namespace {
+
+std::string XmlEscape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        // XML 1.0 has no way to carry other control characters: they become spaces.
+        out += static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t' ? ' ' : c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FormatJUnitReport(const RunInfo& info, const RunStats& stats) {
+  struct Case {
+    std::string classname, name;
+    const char* kind = nullptr;  // "failure", "error", or none: passed
+    std::string type, message, details;
+  };
+  std::vector<Case> cases;
+  for (const auto& t : info.thresholds) {
+    Case c{"loads.thresholds", t.text, nullptr, "", "", ""};
+    if (!t.passed) {
+      c.kind = "failure";
+      c.type = "threshold";
+      c.message = "observed " + t.observed_text;
+      c.details = t.text + ": observed " + t.observed_text;
+    }
+    cases.push_back(std::move(c));
+  }
+  Case executions{"loads.run", "executions", nullptr, "", "", ""};
+  if (stats.failures + stats.errors > 0) {
+    executions.kind = "failure";
+    executions.type = "executions";
+    executions.message = std::to_string(stats.failures) + " failed and " +
+                         std::to_string(stats.errors) + " errored of " +
+                         std::to_string(stats.Executions()) + " executions";
+    std::vector<std::pair<uint64_t, std::string>> messages;
+    for (const auto& [message, count] : stats.error_messages) messages.emplace_back(count, message);
+    std::sort(messages.rbegin(), messages.rend());
+    for (size_t i = 0; i < messages.size() && i < 10; ++i) {
+      executions.details += std::to_string(messages[i].first) + " x " + messages[i].second + "\n";
+    }
+  }
+  cases.push_back(std::move(executions));
+  for (const std::string& incident : info.incidents) {
+    cases.push_back({"loads.run", "engine", "error", "engine", incident, incident});
+  }
+  if (info.cluster && (info.cluster->state == "failed" || info.cluster->state == "partial")) {
+    const std::string why = info.cluster->state == "failed"
+                                ? "the run failed: " + info.cluster->error
+                                : "the run is partial: a worker was lost";
+    cases.push_back({"loads.run", "cluster", "error", info.cluster->state, why, why});
+  }
+
+  size_t failures = 0, errors = 0;
+  for (const Case& c : cases) {
+    failures += c.kind && std::string_view(c.kind) == "failure";
+    errors += c.kind && std::string_view(c.kind) == "error";
+  }
+  char time[32];
+  std::snprintf(time, sizeof time, "%.3f", info.duration_seconds);
+  std::ostringstream out;
+  out << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  out << "<testsuites name=\"loads\" tests=\"" << cases.size() << "\" failures=\"" << failures
+      << "\" errors=\"" << errors << "\" time=\"" << time << "\">\n";
+  out << "  <testsuite name=\"" << XmlEscape(info.test) << "\" tests=\"" << cases.size()
+      << "\" failures=\"" << failures << "\" errors=\"" << errors << "\" skipped=\"0\" time=\""
+      << time << "\" timestamp=\"" << FormatStarted(info.started, true) << "\">\n";
+  out << "    <properties>\n";
+  const std::pair<const char*, std::string> properties[] = {
+      {"hits", std::to_string(stats.hits)},
+      {"executions", std::to_string(stats.Executions())},
+      {"rps", std::to_string(Rps(info, stats))},
+      {"load", DescribeLoad(info)},
+      {"run", info.cluster ? info.cluster->run_id : "local"}};
+  for (const auto& [name, value] : properties) {
+    out << "      <property name=\"" << name << "\" value=\"" << XmlEscape(value) << "\"/>\n";
+  }
+  out << "    </properties>\n";
+  for (const Case& c : cases) {
+    out << "    <testcase classname=\"" << c.classname << "\" name=\"" << XmlEscape(c.name)
+        << "\" time=\"" << time << "\"";
+    if (!c.kind) {
+      out << "/>\n";
+      continue;
+    }
+    out << ">\n      <" << c.kind << " type=\"" << XmlEscape(c.type) << "\" message=\""
+        << XmlEscape(c.message) << "\">" << XmlEscape(c.details) << "</" << c.kind << ">\n";
+    out << "    </testcase>\n";
+  }
+  out << "  </testsuite>\n</testsuites>\n";
+  return out.str();
+}
+
 uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits) {
   if (hits.empty()) return 0;
   const int64_t u = std::accumulate(users.begin(), users.end(), int64_t{0});
@@ -226,7 +340,12 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats) {
     out << "Thresholds: " << info.thresholds.size() - failed << " passed, " << failed
         << " failed\n";
     for (const auto& t : info.thresholds) {
-      out << (t.passed ? "  PASS  " : "  FAIL  ") << t.text << ": " << t.observed_text << '\n';
+      out << (t.passed ? "  PASS  " : "  FAIL  ") << t.text << ": " << t.observed_text;
+      if (t.aborted_at) {
+        std::snprintf(line, sizeof line, " (stopped the run at %.1f s)", *t.aborted_at);
+        out << line;
+      }
+      out << '\n';
     }
   }
 
@@ -312,10 +431,12 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
   doc["incidents"] = info.incidents;
   json thresholds = json::array();
   for (const auto& t : info.thresholds) {
-    thresholds.push_back({{"threshold", t.text},
-                          {"passed", t.passed},
-                          {"observed", t.observed ? json(*t.observed) : json(nullptr)},
-                          {"observed_text", t.observed_text}});
+    thresholds.push_back(
+        {{"threshold", t.text},
+         {"passed", t.passed},
+         {"observed", t.observed ? json(*t.observed) : json(nullptr)},
+         {"observed_text", t.observed_text},
+         {"aborted_at_seconds", t.aborted_at ? json(*t.aborted_at) : json(nullptr)}});
   }
   doc["thresholds"] = thresholds;
   const LoadModel& load = info.load;

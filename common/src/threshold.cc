@@ -69,6 +69,34 @@ StatusOr<Threshold> ParseThreshold(std::string_view text) {
   std::string_view rest = t.text;
   if (rest.empty()) return invalid("empty; expected such as p99<250ms or errors<1%");
   if (rest.size() > 1000) return invalid("longer than 1000 characters");
+  // `abort` or `abort:DELAY` ends the text.
+  if (const size_t space = rest.find_last_of(" \t");
+      space != std::string_view::npos && rest.substr(space + 1).starts_with("abort")) {
+    const std::string_view abort = rest.substr(space + 1);
+    t.abort = true;
+    if (abort != "abort") {
+      std::string_view delay = abort.substr(5);
+      if (!delay.starts_with(":"))
+        return invalid("expected abort or abort:DELAY, such as abort:10s");
+      delay.remove_prefix(1);
+      double scale = 1;
+      if (delay.ends_with("ms")) {
+        scale = 1e-3;
+        delay.remove_suffix(2);
+      } else if (delay.ends_with("s")) {
+        delay.remove_suffix(1);
+      } else if (delay.ends_with("m")) {
+        scale = 60;
+        delay.remove_suffix(1);
+      }
+      const auto seconds = Number(delay);
+      if (!seconds || *seconds * scale > 86400) {
+        return invalid("an abort delay is 0 to 86400 seconds, such as abort:10s");
+      }
+      t.abort_after = *seconds * scale;
+    }
+    rest = Trim(rest.substr(0, space));
+  }
   // A hit name, if any, is everything before the last space.
   if (const size_t space = rest.find_last_of(" \t"); space != std::string_view::npos) {
     t.name = std::string(Trim(rest.substr(0, space)));

@@ -225,6 +225,13 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     return ToGrpc(Status(StatusCode::kInvalidArgument, "spec." + applied.message()));
   }
   if (Status valid = spec::ValidateRunSpec(asked_spec); !valid.ok()) return ToGrpc(valid);
+  for (const std::string& text : asked_spec.thresholds()) {
+    // Verdicts are given at the end; stopping a run early is the local runner's only, so far.
+    if (auto t = common::ParseThreshold(text); t.ok() && t->abort) {
+      return ToGrpc(InvalidArgumentError("spec.thresholds: '" + text +
+                                         "': abort is not supported on a controller (yet)"));
+    }
+  }
   const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
       asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());

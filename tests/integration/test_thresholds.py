@@ -11,7 +11,10 @@ import json
 import os
 import sys
 import tempfile
+import time
 import unittest
+
+import junitparser
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -124,6 +127,80 @@ class ThresholdsTest(unittest.TestCase):
                 self.assertIn(f"invalid value for --threshold: '{expression}' ({why}",
                               result.stderr)
                 self.assertIsNone(result.report)
+
+    def test_abort_stops_a_local_run(self):
+        # A count can only grow: the first error fails errors==0 for good, and the run stops.
+        with harness.ClosedPort() as closed:
+            started = time.monotonic()
+            result, verdicts = self.run_checked(
+                ["--url", closed.url, "-u", "1", "-d", "60",
+                 *thresholds("errors==0 abort", "p99<1s")], EXIT_THRESHOLDS)
+            elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 5, harness.describe(result))
+        stopped = verdicts["errors==0 abort"]
+        self.assertFalse(stopped["passed"])
+        self.assertLess(stopped["aborted_at_seconds"], 2)
+        self.assertIsNone(verdicts["p99<1s"]["aborted_at_seconds"])
+        self.assertIn("loads-runner: threshold errors==0 abort failed at", result.stderr)
+        self.assertIn("(stopped the run at", result.stdout)
+        self.assertTrue(result.report["interrupted"])
+
+        # With a delay, not before it.
+        with harness.DemoTarget() as demo:
+            result, verdicts = self.run_checked(
+                ["--url", demo.url + "delay/20", "-u", "2", "-d", "60",
+                 *thresholds("p99<1ms abort:1.5s")], EXIT_THRESHOLDS)
+        at = verdicts["p99<1ms abort:1.5s"]["aborted_at_seconds"]
+        self.assertGreaterEqual(at, 1.5)
+        self.assertLess(at, 3)
+        self.assertLess(result.report["duration_seconds"], 4)
+
+        # A controller's runs are judged at their end only: refused before anything runs.
+        refused = harness.run_runner(["--controller", "127.0.0.1:1", "--url", "http://h/",
+                                      "--threshold", "errors==0 abort"])
+        self.assertEqual(refused.code, 2, harness.describe(refused))
+        self.assertIn("abort stops local runs only", refused.stderr)
+
+    def test_junit_report(self):
+        # Read back by junitparser, as a CI system's test view would.
+        with harness.Nginx() as nginx, tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "verdicts.xml")
+            result, _ = self.run_checked(
+                ["--url", nginx.url, "-u", "2", "--hits", "10", "--output", f"junit:{path}",
+                 *thresholds("p99<10s", "rps>100000000", "errors==0")], EXIT_THRESHOLDS)
+            xml = junitparser.JUnitXml.fromfile(path)
+            with harness.ClosedPort() as closed:
+                failing = os.path.join(tmp, "failing.xml")
+                self.run_checked(["--url", closed.url, "--hits", "3", "--output",
+                                  f"junit:{failing}"], 1)
+                failing_xml = junitparser.JUnitXml.fromfile(failing)
+        suites = list(xml)
+        self.assertEqual(len(suites), 1)
+        suite = suites[0]
+        self.assertEqual(suite.name, f"GET {nginx.url}")
+        self.assertEqual((suite.tests, suite.failures, suite.errors), (4, 1, 0))
+        properties = {p.name: p.value for p in suite.properties()}
+        self.assertEqual(int(properties["hits"]), result.report["hits"])
+        cases = {(case.classname, case.name): case for case in suite}
+        self.assertEqual(sorted(cases), [("loads.run", "executions"),
+                                         ("loads.thresholds", "errors==0"),
+                                         ("loads.thresholds", "p99<10s"),
+                                         ("loads.thresholds", "rps>100000000")])
+        self.assertTrue(cases[("loads.thresholds", "p99<10s")].is_passed)
+        self.assertTrue(cases[("loads.run", "executions")].is_passed)
+        failed = cases[("loads.thresholds", "rps>100000000")].result
+        self.assertEqual(len(failed), 1)
+        self.assertIsInstance(failed[0], junitparser.Failure)
+        self.assertEqual(failed[0].type, "threshold")
+        verdict = {t["threshold"]: t for t in result.report["thresholds"]}["rps>100000000"]
+        self.assertEqual(failed[0].message, "observed " + verdict["observed_text"])
+
+        # Errored executions fail the executions case, with their message.
+        suite = list(failing_xml)[0]
+        (case,) = [c for c in suite if c.name == "executions"]
+        self.assertIsInstance(case.result[0], junitparser.Failure)
+        self.assertEqual(case.result[0].message, "0 failed and 3 errored of 3 executions")
+        self.assertIn("Connection refused", case.result[0].text)
 
     def test_a_scenario_carries_thresholds(self):
         with harness.Nginx() as nginx, tempfile.TemporaryDirectory() as tmp:

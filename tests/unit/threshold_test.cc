@@ -37,6 +37,17 @@ TEST(Threshold, Parses) {
   EXPECT_TRUE(ParseThreshold("rps>=500/s").ok());
   EXPECT_TRUE(ParseThreshold("max<800us").ok());
   EXPECT_TRUE(ParseThreshold("dropped<0.5%").ok());
+
+  t = ParseThreshold("GET http://h/x p99<1s abort:1.5m");
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_EQ(t->name, "GET http://h/x");
+  EXPECT_TRUE(t->abort);
+  EXPECT_DOUBLE_EQ(t->abort_after, 90);
+  t = ParseThreshold("errors==0 abort");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->abort);
+  EXPECT_EQ(t->abort_after, 0);
+  EXPECT_TRUE(t->name.empty());
 }
 
 TEST(Threshold, RefusesWithOneLineSayingWhy) {
@@ -55,6 +66,8 @@ TEST(Threshold, RefusesWithOneLineSayingWhy) {
       {"rps>5ms", "rps is requests per second"},
       {"GET /x rps>5", "only latencies and errors are measured per hit name"},
       {"p99<-1ms", "expected a non-negative number"},
+      {"errors==0 abort:soon", "an abort delay is 0 to 86400 seconds"},
+      {"errors==0 aborts", "expected abort or abort:DELAY"},
   };
   for (const auto& [text, why] : cases) {
     auto t = ParseThreshold(text);

@@ -57,6 +57,12 @@ std::string FormatTextReport(const RunInfo& info, const RunStats& stats);
 // The same report as a versioned JSON document (see docs/report.md).
 std::string FormatJsonReport(const RunInfo& info, const RunStats& stats);
 
+// The verdicts as JUnit XML, for CI systems: one test suite named after the test, one test case
+// per threshold (a failure when it failed), one for the executions (a failure when some failed
+// or errored, with the most common messages), and one error test case for each thing that went
+// wrong with the run itself (an engine incident, a failed or partial cluster run).
+std::string FormatJUnitReport(const RunInfo& info, const RunStats& stats);
+
 // Executions that are known to be planned: sum(users) * sum(hits), or 0 in duration mode.
 uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits);
 

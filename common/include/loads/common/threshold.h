@@ -35,6 +35,10 @@ struct Threshold {
   Op op = Op::kLess;
   double value = 0;      // seconds for latencies, a fraction with `percent`, else a count or rate
   bool percent = false;  // a share (of executions, hits or arrivals) rather than a count
+  // ` abort` or ` abort:10s` after the expression: a local run stops as soon as the threshold
+  // fails on the results so far, once `abort_after` seconds have passed.
+  bool abort = false;
+  double abort_after = 0;
 };
 
 // Parses a threshold. INVALID_ARGUMENT with one line naming the problem (not repeating the text).
@@ -44,8 +48,9 @@ StatusOr<Threshold> ParseThreshold(std::string_view text);
 struct ThresholdResult {
   std::string text;
   bool passed = false;
-  std::optional<double> observed;  // in the threshold's unit (seconds, fraction, count, rate)
-  std::string observed_text;       // "0.812ms", "0.25%", "12", "118932.4/s", or why there is none
+  std::optional<double> observed;    // in the threshold's unit (seconds, fraction, count, rate)
+  std::string observed_text;         // "0.812ms", "0.25%", "12", "118932.4/s", or why there is none
+  std::optional<double> aborted_at;  // seconds into the run when it stopped the run (abort)
 };
 
 ThresholdResult EvaluateThreshold(const Threshold& threshold, const RunInfo& info,
