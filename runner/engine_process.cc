@@ -253,9 +253,17 @@ std::vector<Event> EngineProcess::Poll(std::chrono::milliseconds timeout) {
   if (count > 0) ::poll(fds, count, static_cast<int>(timeout.count()));
   Drain(&data_fd_, &data_);
   Drain(&crash_fd_, &crash_);
-  // Both pipes end when the process does (nothing it starts inherits them).
+  // Both pipes end when the process does (what it execs does not inherit them). A process that
+  // test code forked without exec could keep them open: the child's exit ends it all the same.
   int status = 0;
-  if (data_fd_ < 0 && crash_fd_ < 0 && ::waitpid(pid_, &status, 0) == pid_) {
+  const bool pipes_closed = data_fd_ < 0 && crash_fd_ < 0;
+  if (::waitpid(pid_, &status, pipes_closed ? 0 : WNOHANG) == pid_) {
+    Drain(&data_fd_, &data_);  // everything the child wrote is in the pipes by now
+    Drain(&crash_fd_, &crash_);
+    for (int* fd : {&data_fd_, &crash_fd_}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
+    }
     finished_ = true;
     exit_.signaled = WIFSIGNALED(status);
     exit_.signal = exit_.signaled ? WTERMSIG(status) : 0;

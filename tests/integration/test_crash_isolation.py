@@ -13,8 +13,10 @@ Run: LOADS_BIN_DIR=build/bin LOADS_EXAMPLES_DIR=build/examples \\
 
 import os
 import sys
+import tempfile
 import time
 import unittest
+from xml.etree import ElementTree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -90,9 +92,28 @@ class CrashIsolationTest(unittest.TestCase):
                 self.assertTrue(result.report["interrupted"])
 
     def test_a_test_that_calls_exit_is_told_apart(self):
-        with harness.Nginx() as nginx:
-            result, _ = self.run_bad("exit", nginx, "-d", "10")
+        with harness.Nginx() as nginx, tempfile.TemporaryDirectory() as tmp:
+            junit = os.path.join(tmp, "verdicts.xml")
+            result, _ = self.run_bad("exit", nginx, "-d", "10", "--output", f"junit:{junit}")
             self.check_report(result, nginx, "exited with status 3 before the run ended")
+            # The JUnit file says it too, as an error.
+            cases = ElementTree.parse(junit).getroot().findall("./testsuite/testcase")
+        errors = [c.find("error") for c in cases if c.get("name") == "engine"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("exited with status 3 before the run ended", errors[0].get("message"))
+
+    def test_a_process_forked_by_test_code_does_not_hold_the_run(self):
+        # The forked process sleeps 8 s with the engine's pipes open; the run ends with its
+        # engine after 2 s all the same.
+        with harness.Nginx() as nginx:
+            started = time.monotonic()
+            result = harness.run_runner(bad_run("fork_and_leave", nginx, "-d", "2"), timeout=30)
+            elapsed = time.monotonic() - started
+            logged = nginx.access_log_count()
+        harness.assert_no_crash(self, result)
+        self.assertEqual(result.code, 0, harness.describe(result))
+        self.assertLess(elapsed, 6)
+        self.assertEqual(result.report["hits"], logged)
 
     def test_a_busy_user_is_reported_and_the_run_ends_after_its_planned_end(self):
         with harness.Nginx() as nginx:

@@ -4,6 +4,7 @@
 // (tests/integration/test_crash_isolation.py).
 
 #include <loads/loads.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -56,6 +57,14 @@ class Bad : public loads::TestCase {
     }
     Get();
   }
+  // Forks a process that outlives the run without exec: it holds whatever the engine had open.
+  void fork_and_leave() {
+    if (user_index() == 0 && execution_index() == 0 && ::fork() == 0) {
+      ::sleep(8);
+      ::_exit(0);
+    }
+    Get();
+  }
   // A test that calls exit() itself.
   void exit() {
     if (Due()) std::exit(3);
@@ -85,3 +94,4 @@ LOADS_TEST(Bad, stack_overflow);
 LOADS_TEST(Bad, busy_loop);
 LOADS_TEST(Bad, catch_all_loop);
 LOADS_TEST(Bad, exit);
+LOADS_TEST(Bad, fork_and_leave);
