@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -160,6 +161,8 @@ std::string CurrentExceptionText() {
         snapshot.interval_end = common::UnixNanos(interval.end);
         snapshot.final = interval.final;
         snapshot.target_rate = interval.target_rate;
+        snapshot.active_users =
+            interval.final ? 0 : static_cast<uint64_t>(std::max<int64_t>(0, worker::ActiveUsers()));
         snapshot.stats = interval.stats;
         SendFrame(kIntervalFrame, common::EncodeSnapshot(snapshot));
       },
@@ -325,6 +328,7 @@ void EngineProcess::Parse(std::vector<Event>* events) {
           event.interval.end = time(snapshot.interval_end);
           event.interval.final = snapshot.final;
           event.interval.target_rate = snapshot.target_rate;
+          event.active_users = static_cast<int64_t>(snapshot.active_users);
           event.interval.stats = std::move(snapshot.stats);
         }
         break;

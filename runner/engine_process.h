@@ -47,6 +47,7 @@ class EngineProcess {
     Kind kind = Kind::kProgress;
     worker::Progress progress;
     worker::Interval interval;
+    int64_t active_users = 0;  // kInterval: users alive at the interval's end
     worker::StuckUser stuck;
     worker::LoadError load_error = worker::LoadError::kNone;
     std::string text;

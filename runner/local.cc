@@ -110,6 +110,9 @@ class LocalBackend : public RunBackend {
     }
     std::optional<std::pair<std::string, double>> aborted;  // the threshold, seconds into the run
 
+    common::SeriesBuilder series;
+    std::optional<std::chrono::system_clock::time_point> series_start;  // the first interval's
+
     RateWindow rate;
     bool ended = false;  // the engine said its run is over, every interval sent
     bool stop_sent = false;
@@ -143,6 +146,13 @@ class LocalBackend : public RunBackend {
           case Event::Kind::kInterval:
             if (sink.rate && !event.interval.final) sink.rate(rate.Add(event.interval));
             outcome.stats.Merge(event.interval.stats);
+            if (!series_start) series_start = event.interval.start;
+            // An interval counts in the second that holds its middle.
+            series.Add(
+                std::chrono::duration<double>(event.interval.start - *series_start +
+                                              (event.interval.end - event.interval.start) / 2)
+                    .count(),
+                event.interval.stats, event.active_users);
             if (!aborts.empty() && !aborted && !stop_sent) {
               common::RunInfo so_far = info;
               so_far.duration_seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -219,6 +229,7 @@ class LocalBackend : public RunBackend {
     }
 
     if (outcome.end == RunEnd::kNotLoaded) return outcome;
+    info.series = series.Finish();
     const EngineProcess::Exit& exit = engine.exit();
     // Verdicts on what the report holds, whatever ended the run.
     const auto judge = [&] {

@@ -198,6 +198,10 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
   if (!options.junit_outputs.empty()) {
     write(options.junit_outputs, loads::common::FormatJUnitReport(outcome.info, outcome.stats));
   }
+  if (!options.csv_outputs.empty()) {
+    write(options.csv_outputs,
+          loads::common::FormatCsvSeries(outcome.info.series.value_or(loads::common::Series{})));
+  }
   const std::string run = outcome.info.cluster ? "run " + outcome.info.cluster->run_id : "the run";
   switch (outcome.end) {
     case RunEnd::kNotLoaded:  // handled before any report
@@ -282,7 +286,7 @@ int Main(int argc, char** argv) {
 
   // A run whose report cannot be written should not start. The check appends nothing and
   // truncates nothing: an interrupted run leaves a previous report as it was.
-  for (const auto* paths : {&options.json_outputs, &options.junit_outputs}) {
+  for (const auto* paths : {&options.json_outputs, &options.junit_outputs, &options.csv_outputs}) {
     for (const auto& path : *paths) {
       std::ofstream probe(path, std::ios::app);
       if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);

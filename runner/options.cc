@@ -32,15 +32,17 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          return OkStatus();
        }},
       {"--output", "FORMAT:FILE",
-       "also write the report to FILE: json:FILE (the JSON report) or junit:FILE (the verdicts "
-       "as JUnit XML); repeatable",
+       "also write the report to FILE: json:FILE (the JSON report), junit:FILE (the verdicts "
+       "as JUnit XML) or csv:FILE (the run second by second); repeatable",
        [](const std::string& v, RunnerOptions* o) {
          if (v.starts_with("json:") && v.size() > 5) {
            o->json_outputs.push_back(v.substr(5));
          } else if (v.starts_with("junit:") && v.size() > 6) {
            o->junit_outputs.push_back(v.substr(6));
+         } else if (v.starts_with("csv:") && v.size() > 4) {
+           o->csv_outputs.push_back(v.substr(4));
          } else {
-           return Expected("json:FILE or junit:FILE");
+           return Expected("json:FILE, junit:FILE or csv:FILE");
          }
          return OkStatus();
        }},
@@ -269,6 +271,9 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
     for (const std::string flag : {"--stuck-limit", "--stop-timeout"}) {
       if (given.count(flag))
         return fail(flag + " applies to local runs only, not with --controller");
+    }
+    if (!o.csv_outputs.empty()) {
+      return fail("--output csv: needs a local run (a controller does not keep the series yet)");
     }
     for (const std::string& text : o.spec.thresholds()) {
       if (auto t = common::ParseThreshold(text); t.ok() && t->abort) {

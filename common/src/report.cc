@@ -300,6 +300,25 @@ std::string FormatJUnitReport(const RunInfo& info, const RunStats& stats) {
   return out.str();
 }
 
+std::string FormatCsvSeries(const Series& s) {
+  std::ostringstream out;
+  out << "second,hits,hit_errors,executions,errors,failures,active_users,p50_ms,p90_ms,p99_ms\n";
+  const auto ms = [](const std::optional<double>& seconds) {
+    if (!seconds) return std::string();
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", *seconds * 1e3);
+    return std::string(text);
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    char second[32];
+    std::snprintf(second, sizeof second, "%g", s.seconds[i]);
+    out << second << ',' << s.hits[i] << ',' << s.hit_errors[i] << ',' << s.executions[i] << ','
+        << s.errors[i] << ',' << s.failures[i] << ',' << s.active_users[i] << ',' << ms(s.p50[i])
+        << ',' << ms(s.p90[i]) << ',' << ms(s.p99[i]) << '\n';
+  }
+  return out.str();
+}
+
 uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits) {
   if (hits.empty()) return 0;
   const int64_t u = std::accumulate(users.begin(), users.end(), int64_t{0});
@@ -439,6 +458,27 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats) {
          {"aborted_at_seconds", t.aborted_at ? json(*t.aborted_at) : json(nullptr)}});
   }
   doc["thresholds"] = thresholds;
+  if (info.series) {
+    const Series& series = *info.series;
+    const auto optional_column = [](const std::vector<std::optional<double>>& values) {
+      json out = json::array();
+      for (const auto& v : values) out.push_back(v ? json(*v) : json(nullptr));
+      return out;
+    };
+    doc["series"] = {{"step_seconds", series.step_seconds},
+                     {"seconds", series.seconds},
+                     {"hits", series.hits},
+                     {"hit_errors", series.hit_errors},
+                     {"executions", series.executions},
+                     {"errors", series.errors},
+                     {"failures", series.failures},
+                     {"active_users", series.active_users},
+                     {"p50_seconds", optional_column(series.p50)},
+                     {"p90_seconds", optional_column(series.p90)},
+                     {"p99_seconds", optional_column(series.p99)}};
+  } else {
+    doc["series"] = nullptr;
+  }
   const LoadModel& load = info.load;
   const auto stages = [](const std::vector<Stage>& list) {
     json out = json::array();

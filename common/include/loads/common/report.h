@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "loads/common/load_model.h"
+#include "loads/common/series.h"
 #include "loads/common/stats.h"
 #include "loads/common/threshold.h"
 
@@ -44,6 +45,8 @@ struct RunInfo {
   std::vector<std::string> incidents;
   // The run's thresholds with their verdicts (EvaluateThresholds), in the order given.
   std::vector<ThresholdResult> thresholds;
+  // The run second by second (a local run's; a controller's runs do not keep one yet).
+  std::optional<Series> series;
 };
 
 // Version of the JSON report document; bumped on any incompatible change.
@@ -62,6 +65,9 @@ std::string FormatJsonReport(const RunInfo& info, const RunStats& stats);
 // or errored, with the most common messages), and one error test case for each thing that went
 // wrong with the run itself (an engine incident, a failed or partial cluster run).
 std::string FormatJUnitReport(const RunInfo& info, const RunStats& stats);
+
+// The series as CSV: a header line, then one line per point (docs/report.md#csv).
+std::string FormatCsvSeries(const Series& series);
 
 // Executions that are known to be planned: sum(users) * sum(hits), or 0 in duration mode.
 uint64_t PlannedExecutions(const std::vector<int64_t>& users, const std::vector<int64_t>& hits);
