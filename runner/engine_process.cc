@@ -319,13 +319,9 @@ void EngineProcess::Parse(std::vector<Event>* events) {
         std::string error;
         ok = common::DecodeSnapshot(payload, &snapshot, &error);
         if (ok) {
-          const auto time = [](uint64_t nanos) {
-            return std::chrono::system_clock::time_point(
-                std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                    std::chrono::nanoseconds(nanos)));
-          };
-          event.interval.start = time(snapshot.interval_start);
-          event.interval.end = time(snapshot.interval_end);
+          event.interval.start =
+              common::FromUnixNanos(static_cast<int64_t>(snapshot.interval_start));
+          event.interval.end = common::FromUnixNanos(static_cast<int64_t>(snapshot.interval_end));
           event.interval.final = snapshot.final;
           event.interval.target_rate = snapshot.target_rate;
           event.active_users = static_cast<int64_t>(snapshot.active_users);

@@ -96,6 +96,12 @@ class LocalBackend : public RunBackend {
     info.started = std::chrono::system_clock::now();
     const auto start = Clock::now();
     const std::optional<double> planned = PlannedSeconds(job.engine);
+    // Only read when `planned` has a value.
+    const Clock::time_point planned_end = planned
+                                              ? start + std::chrono::duration_cast<Clock::duration>(
+                                                            std::chrono::duration<double>(*planned))
+                                              : start;
+    const double grace = std::chrono::duration<double>(options_.stop_timeout).count();
 
     EngineProcess engine;
     std::string error;
@@ -122,6 +128,12 @@ class LocalBackend : public RunBackend {
     std::map<int, worker::StuckUser> stuck;  // by engine thread, while stuck
     std::map<int, size_t> stuck_incident;    // where each stuck thread's incident is
     std::vector<std::string> crash_lines;
+    // A stop as after Ctrl-C: users cancelled, then --stop-timeout before the process is killed.
+    const auto request_stop = [&] {
+      stop_sent = true;
+      engine.RequestStop();
+      stop_deadline = Clock::now() + options_.stop_timeout;
+    };
     const auto kill = [&](const std::string& why) {
       if (!killed.empty()) return;
       killed = why;
@@ -162,9 +174,7 @@ class LocalBackend : public RunBackend {
                   continue;
                 }
                 aborted.emplace(t.text, so_far.duration_seconds);
-                stop_sent = true;
-                engine.RequestStop();
-                stop_deadline = Clock::now() + options_.stop_timeout;
+                request_stop();
                 std::fprintf(stderr,
                              "\nloads-runner: threshold %s failed at %.1f s: stopping the run\n",
                              t.text.c_str(), so_far.duration_seconds);
@@ -195,36 +205,25 @@ class LocalBackend : public RunBackend {
       }
       if (engine.Finished()) break;
       const auto now = Clock::now();
-      if (stop.load() && !stop_sent) {
-        stop_sent = true;
-        engine.RequestStop();
-        stop_deadline = now + options_.stop_timeout;
-      }
-      const double grace = std::chrono::duration<double>(options_.stop_timeout).count();
-      const auto planned_end =
-          planned ? std::optional(start + std::chrono::duration_cast<Clock::duration>(
-                                              std::chrono::duration<double>(*planned)))
-                  : std::nullopt;
+      if (stop.load() && !stop_sent) request_stop();
       if (options_.kill_now && options_.kill_now->load()) {
         kill("a second interrupt ended the engine process at once");
       } else if (stop_sent && now >= stop_deadline) {
         kill("the engine process did not stop within " + Seconds(grace) + " of " +
              (overran.empty() ? "the interrupt" : "being stopped") +
              (stuck.empty() ? "" : " (" + describe_stuck() + ")") + ", and was killed");
-      } else if (!stuck.empty() && planned_end && now >= *planned_end + options_.stop_timeout) {
+      } else if (!stuck.empty() && planned && now >= planned_end + options_.stop_timeout) {
         kill("the run was still going " + Seconds(grace) + " after its planned end (" +
              describe_stuck() + "), and the engine process was killed");
-      } else if (!stop_sent && planned_end &&
-                 now >= *planned_end + job.engine.timeout + options_.stop_timeout) {
+      } else if (!stop_sent && planned &&
+                 now >= planned_end + job.engine.timeout + options_.stop_timeout) {
         // An execution that never ends (a test that loops, catching every error) would keep the
         // run going forever: past its planned end, the request timeout and a grace, stop it.
         overran = "the run was still going " +
-                  Seconds(std::chrono::duration<double>(now - *planned_end).count()) +
+                  Seconds(std::chrono::duration<double>(now - planned_end).count()) +
                   " after its planned end (an execution that does not end), and its users were "
                   "cancelled";
-        stop_sent = true;
-        engine.RequestStop();
-        stop_deadline = now + options_.stop_timeout;
+        request_stop();
       }
     }
 

@@ -58,9 +58,7 @@ bool IsOver(v1::RunState state) {
 }
 
 std::chrono::system_clock::time_point TimeOf(const google::protobuf::Timestamp& t) {
-  return std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::nanoseconds(TimeUtil::TimestampToNanoseconds(t))));
+  return common::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
 }
 
 // A controller that cannot be reached (or is restarting) is waited for; other refusals are

@@ -27,11 +27,6 @@ constexpr int kSchemaVersion = 1;
 int64_t Nanos(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
-std::chrono::system_clock::time_point FromNanos(int64_t ns) {
-  return std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::nanoseconds(ns)));
-}
 
 Json MemberToJson(const RunMember& m) {
   return Json{{"merged_seq", m.merged_seq},
@@ -188,8 +183,8 @@ class SqliteStore : public StateStore {
       try {
         if (!state) throw std::runtime_error("unknown state " + Text(stmt, 1));
         v.state = *state;
-        v.started = FromNanos(sqlite3_column_int64(stmt, 2));
-        v.ended = FromNanos(sqlite3_column_int64(stmt, 3));
+        v.started = common::FromUnixNanos(sqlite3_column_int64(stmt, 2));
+        v.ended = common::FromUnixNanos(sqlite3_column_int64(stmt, 3));
         const std::string cbor = Blob(stmt, 4);
         DecodeRecord(std::vector<uint8_t>(cbor.begin(), cbor.end()), &record);
         common::Snapshot stats;

@@ -129,41 +129,43 @@ class CrashIsolationTest(unittest.TestCase):
                               "thread 0 without yielding")
             self.assertLess(elapsed, 3 + 1 + 3)
 
+    def interrupt_stuck_run(self, nginx, stop_timeout, while_stuck):
+        """Runs busy_loop until user 0 is reported stuck, calls while_stuck(process), then sends
+        Ctrl-C. Checks the exit (9, no crash) and returns (result, seconds from that Ctrl-C to
+        the exit)."""
+        process = harness.RunnerProcess(bad_run("busy_loop", nginx, "-d", "60", "--stuck-limit",
+                                                "0.5", "--stop-timeout", str(stop_timeout)))
+        try:
+            wait_for_stderr(process, "has held engine thread 0")
+            while_stuck(process)
+            result, seconds = process.interrupt_and_wait(timeout=15)
+        finally:
+            process.close()
+        harness.assert_no_crash(self, result)
+        self.assertEqual(result.code, EXIT_ENGINE_FAULT, harness.describe(result))
+        return result, seconds
+
     def test_ctrl_c_works_while_a_user_is_stuck(self):
+        def other_thread_goes_on(process):
+            # Thread 1's users go on loading nginx meanwhile.
+            before = nginx._read(nginx.access_log_path).count("\n")
+            time.sleep(1)
+            self.assertGreater(nginx._read(nginx.access_log_path).count("\n"), before + 100)
+
         with harness.Nginx() as nginx:
-            process = harness.RunnerProcess(bad_run("busy_loop", nginx, "-d", "60",
-                                                    "--stuck-limit", "0.5",
-                                                    "--stop-timeout", "1"))
-            try:
-                wait_for_stderr(process, "has held engine thread 0")
-                # Thread 1's users go on loading nginx meanwhile.
-                before = nginx._read(nginx.access_log_path).count("\n")
-                time.sleep(1)
-                self.assertGreater(nginx._read(nginx.access_log_path).count("\n"), before + 100)
-                result, seconds = process.interrupt_and_wait(timeout=15)
-            finally:
-                process.close()
-            harness.assert_no_crash(self, result)
-            self.assertEqual(result.code, EXIT_ENGINE_FAULT, harness.describe(result))
+            result, seconds = self.interrupt_stuck_run(nginx, 1, other_thread_goes_on)
             self.assertIn("did not stop within 1.0 s of the interrupt (user 0 held engine thread "
                           "0 without yielding), and was killed", result.stderr)
             self.assertLess(seconds, 1 + 2)
             self.check_report(result, nginx, "did not stop within 1.0 s of the interrupt")
 
     def test_a_second_ctrl_c_ends_a_stuck_run_at_once(self):
+        def first_ctrl_c(process):
+            process.interrupt()
+            time.sleep(0.3)
+
         with harness.Nginx() as nginx:
-            process = harness.RunnerProcess(bad_run("busy_loop", nginx, "-d", "60",
-                                                    "--stuck-limit", "0.5",
-                                                    "--stop-timeout", "60"))
-            try:
-                wait_for_stderr(process, "has held engine thread 0")
-                process.interrupt()
-                time.sleep(0.3)
-                result, seconds = process.interrupt_and_wait(timeout=15)
-            finally:
-                process.close()
-            harness.assert_no_crash(self, result)
-            self.assertEqual(result.code, EXIT_ENGINE_FAULT, harness.describe(result))
+            result, seconds = self.interrupt_stuck_run(nginx, 60, first_ctrl_c)
             self.assertLess(seconds, 2)
             self.check_report(result, nginx, "a second interrupt ended the engine process")
 

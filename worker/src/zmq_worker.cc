@@ -24,6 +24,7 @@ namespace loads::worker {
 namespace {
 
 using common::ControlMessage;
+using common::FromUnixNanos;
 using common::MessageType;
 using common::UnixNanos;
 using SteadyClock = std::chrono::steady_clock;
@@ -385,9 +386,7 @@ void ZmqWorker::OnStart(const ControlMessage& m) {
   const std::string worker_id = options_.id;
   run->engine = std::thread([run, metrics, worker_id, start_at = m.start_at] {
     // Start together with the other workers: wait for the common start time (at most 10 s).
-    const auto at = std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::nanoseconds(start_at)));
+    const auto at = FromUnixNanos(static_cast<int64_t>(start_at));
     const auto latest = std::chrono::system_clock::now() + std::chrono::seconds(10);
     while (std::chrono::system_clock::now() < std::min(at, latest) && !run->stop) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));

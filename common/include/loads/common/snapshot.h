@@ -15,6 +15,13 @@ inline uint64_t UnixNanos(std::chrono::system_clock::time_point t) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
 }
 
+// The time a count of nanoseconds since the Unix epoch stands for (UnixNanos' inverse).
+inline std::chrono::system_clock::time_point FromUnixNanos(int64_t nanos) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(nanos)));
+}
+
 // Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
 // and `methods`, version 3 the load model's `started`, `dropped`, `missed_pace`, `corrected`,
 // `lag` and `rate`, version 4 the hit error kinds `body_too_large` and `header_too_large`,
