@@ -434,9 +434,13 @@ daemon off;
 master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
+# Room for every user a run may have open at once (the open model's default is at most 10,000):
+# short of connections, nginx closes kept-alive ones and stops accepting, and a brief stall of the
+# machine would turn into resets and dropped arrivals that are nginx's, not the runner's.
+worker_rlimit_nofile 16384;
 
 events {{
-  worker_connections 4096;
+  worker_connections 12288;
 }}
 
 http {{
