@@ -458,7 +458,9 @@ http {{
   scgi_temp_path {d}/scgi_temp;
 
   server {{
-    listen {LOOPBACK}:{self.port};
+    # A frozen nginx (SIGSTOP) must queue a second's worth of new connections: with nginx's
+    # default backlog of 511 the kernel's accept queue overflows and some are reset.
+    listen {LOOPBACK}:{self.port} backlog=4096;
 {self._locations()}
   }}{https_server}
 }}
