@@ -130,7 +130,9 @@ class LoadModelsTest(unittest.TestCase):
         self.assertEqual(opened.report["executions"]["dropped"], 0)
         corrected = opened.report["corrected_latency_seconds"]
         self.assertGreaterEqual(corrected["p99"], 0.85, corrected)
-        self.assertGreaterEqual(corrected["max"], 1.0, corrected)
+        # An arrival lands at most 0.5 ms after the freeze and waits out the rest of it; the
+        # histogram reports bucket bounds, so allow a few milliseconds below the 1 s stall.
+        self.assertGreaterEqual(corrected["max"], 0.98, corrected)
         # The schedule was kept while the server stood still: the arrivals due in the stall were
         # started on time (and waited for the server), none was held back.
         self.assertLess(opened.report["schedule_lag_seconds"]["p99"], 0.05,
@@ -149,7 +151,7 @@ class LoadModelsTest(unittest.TestCase):
         self.assertEqual(closed.code, 0, harness.describe(closed))
         self.assertEqual(closed.report["hits"], self.nginx.access_log_count() - before)
         self.assertLess(closed.report["latency_seconds"]["p99"], 0.1, closed.report["latency_seconds"])
-        self.assertGreaterEqual(closed.report["latency_seconds"]["max"], 1.0)
+        self.assertGreaterEqual(closed.report["latency_seconds"]["max"], 0.98)
         self.assertIsNone(closed.report["corrected_latency_seconds"])
         self.assertFalse(closed.report["latency_corrected"])
         self.assertIn("Latency: uncorrected (closed model", closed.stdout)
