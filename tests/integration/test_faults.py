@@ -7,6 +7,8 @@ Run: LOADS_BIN_DIR=build/bin LOADS_EXAMPLES_DIR=build/examples \\
 """
 
 import os
+import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -106,6 +108,40 @@ class FaultsTest(unittest.TestCase):
         # Requests in flight at the interruption may be abandoned: at most
         # one per user can differ between the runner's count and nginx's.
         self.assertLessEqual(abs(logged - report["hits"]), 2, f"nginx logged {logged}" + harness.describe(result))
+
+    def test_sigterm_is_an_interrupt_with_the_report(self):
+        # What a CI job's timeout or `kill` sends: the same as Ctrl-C, report included.
+        with harness.Nginx() as nginx:
+            run = harness.RunnerProcess(["--url", nginx.url, "-u", "2", "-d", "30"])
+            self.addCleanup(run.close)
+            nginx.wait_for_requests(minimum=1, timeout=10)
+            time.sleep(0.5)
+            run.process.send_signal(signal.SIGTERM)
+            result = run.wait(timeout=15)
+            logged = nginx.access_log_count()
+        harness.assert_no_crash(self, result)
+        self.assertEqual(result.code, 130, harness.describe(result))
+        self.assertTrue(result.report["interrupted"], harness.describe(result))
+        self.assertGreater(result.report["hits"], 0)
+        self.assertLessEqual(abs(logged - result.report["hits"]), 2, f"nginx logged {logged}")
+
+    def test_a_killed_runner_leaves_no_load_behind(self):
+        # kill -9 cannot be caught: the engine process (a child) must not go on loading the
+        # target on its own. nginx's log stops growing once the runner is gone.
+        with harness.Nginx() as nginx:
+            run = harness.RunnerProcess(["--url", nginx.url, "-u", "4", "-d", "30"])
+            self.addCleanup(run.close)
+            nginx.wait_for_requests(minimum=100, timeout=10)
+            run.process.kill()
+            run.process.wait(timeout=10)
+            time.sleep(0.5)  # requests in flight land
+            after_kill = nginx.access_log_count()
+            time.sleep(1.5)
+            self.assertEqual(nginx.access_log_count(), after_kill,
+                             "requests went on after loads-runner was killed")
+            engines = subprocess.run(["pgrep", "-f", run.report_path], capture_output=True,
+                                     text=True).stdout.split()
+            self.assertEqual(engines, [], "a process of the killed run is still alive")
 
 
 if __name__ == "__main__":

@@ -377,6 +377,24 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertIn("took more than 3 s", done["message"])
         self.assertEqual(self.worker.wait(timeout=10), 1)
 
+    def test_a_throwing_initializer_fails_the_run_and_the_worker_starts_clean(self):
+        identity, _ = self.controller.register()
+        assignment = url_assignment("", [1], hits=[1])
+        with open(os.path.join(harness.bin_dir(), "..", "tests", "sdk", "throwing_library.so"),
+                  "rb") as f:
+            assignment.update(test="throwing_library.Bad.segfault", url="", library=f.read())
+        self.controller.send(identity, {"type": "assign", "run": "r-throw", "assignment": assignment})
+        # Told as a load failure that names the exception, not a SIGABRT of the worker ...
+        _, done = self.controller.receive(types={"done"}, timeout=10)
+        self.assertFalse(done["ok"])
+        self.assertEqual(done["message"],
+                         "cannot load the test library: a global initializer threw (the "
+                         "configuration file /nonexistent/loads.cfg is missing); worker w1 exits "
+                         "to start clean")
+        # ... and the worker leaves (the loader's lock stays held by the parked thread).
+        self.assertEqual(self.worker.wait(timeout=10), 1)
+        self.assertIn("a global initializer threw", self.worker.stderr.read())
+
 
 if __name__ == "__main__":
     unittest.main()

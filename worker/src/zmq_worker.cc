@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -51,8 +52,43 @@ ControlMessage Message(MessageType type, const std::string& worker_id,
 struct Loading {
   std::mutex mu;
   bool finished = false;
+  // An initializer threw: the loading thread is parked for good, holding the loader's lock.
+  bool poisoned = false;
   LoadResult result;
 };
+
+// The Loading of the library this thread loads, if any.
+thread_local Loading* t_loading = nullptr;
+std::terminate_handler g_previous_terminate = nullptr;
+
+// An exception thrown by a library's initializer cannot cross dlopen and ends in
+// std::terminate on the loading thread. That is a load failure: it is told as one, and the
+// thread parks (unwinding is impossible, and the loader's lock it holds is never released, so
+// the worker leaves once it has told the controller).
+[[noreturn]] void OnTerminate() {
+  Loading* loading = t_loading;
+  if (loading == nullptr) {
+    (g_previous_terminate != nullptr ? g_previous_terminate : std::abort)();
+    std::abort();
+  }
+  std::string what = "not a std::exception";
+  try {
+    if (auto current = std::current_exception()) std::rethrow_exception(current);
+    what = "no exception";
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  {
+    std::lock_guard lock(loading->mu);
+    loading->result.error = LoadError::kLoadFailed;
+    loading->result.message =
+        "cannot load the test library: a global initializer threw (" + what + ")";
+    loading->poisoned = true;
+    loading->finished = true;
+  }
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
 
 }  // namespace
 
@@ -305,8 +341,13 @@ void ZmqWorker::LoadTest() {
       auto loading = std::make_shared<Loading>();
       run_->loading = loading;
       run_->load_deadline = SteadyClock::now() + options_.load_timeout;
+      static std::once_flag terminate_installed;
+      std::call_once(terminate_installed,
+                     [] { g_previous_terminate = std::set_terminate(OnTerminate); });
       std::thread([loading, test = a.test, dir] {
+        t_loading = loading.get();
         LoadResult result = worker::LoadTest(test, {dir});
+        t_loading = nullptr;
         std::lock_guard lock(loading->mu);
         loading->result = std::move(result);
         loading->finished = true;
@@ -333,15 +374,21 @@ void ZmqWorker::CheckLoading() {
   std::unique_lock lock(run_->loading->mu);
   if (run_->loading->finished) {
     LoadResult result = std::move(run_->loading->result);
+    const bool poisoned = run_->loading->poisoned;
     lock.unlock();
     run_->loading.reset();
     if (result.error != LoadError::kNone) {
       ControlMessage done = Message(MessageType::kDone, options_.id, run_id);
       done.ok = false;
       done.message = result.message;
+      if (poisoned) done.message += "; worker " + options_.id + " exits to start clean";
       Send(done);
       if (metrics_) metrics_->runs.Add({{"result", "failed"}}).Increment();
       run_.reset();
+      if (poisoned) {
+        Log(done.message);
+        exit_code_ = kWorkerExitFailure;
+      }
       return;
     }
     run_->test = result.test;
