@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/html_report.h"
 #include "loads/common/report.h"
 #include "loads/common/run_spec.h"
 #include "loads/worker/engine.h"
@@ -198,6 +199,9 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
   if (!options.junit_outputs.empty()) {
     write(options.junit_outputs, loads::common::FormatJUnitReport(outcome.info, outcome.stats));
   }
+  if (!options.html_outputs.empty()) {
+    write(options.html_outputs, loads::common::FormatHtmlReport(json));
+  }
   if (!options.csv_outputs.empty()) {
     write(options.csv_outputs,
           loads::common::FormatCsvSeries(outcome.info.series.value_or(loads::common::Series{})));
@@ -286,7 +290,8 @@ int Main(int argc, char** argv) {
 
   // A run whose report cannot be written should not start. The check appends nothing and
   // truncates nothing: an interrupted run leaves a previous report as it was.
-  for (const auto* paths : {&options.json_outputs, &options.junit_outputs, &options.csv_outputs}) {
+  for (const auto* paths : {&options.json_outputs, &options.junit_outputs, &options.csv_outputs,
+                            &options.html_outputs}) {
     for (const auto& path : *paths) {
       std::ofstream probe(path, std::ios::app);
       if (!probe) return Fail(kExitUsage, "cannot write the report to " + path);

@@ -33,7 +33,8 @@ const std::vector<RunnerFlag>& RunnerFlags() {
        }},
       {"--output", "FORMAT:FILE",
        "also write the report to FILE: json:FILE (the JSON report), junit:FILE (the verdicts "
-       "as JUnit XML) or csv:FILE (the run second by second); repeatable",
+       "as JUnit XML), csv:FILE (the run second by second) or html:FILE (a page with charts that "
+       "needs nothing else to be viewed); repeatable",
        [](const std::string& v, RunnerOptions* o) {
          if (v.starts_with("json:") && v.size() > 5) {
            o->json_outputs.push_back(v.substr(5));
@@ -41,8 +42,10 @@ const std::vector<RunnerFlag>& RunnerFlags() {
            o->junit_outputs.push_back(v.substr(6));
          } else if (v.starts_with("csv:") && v.size() > 4) {
            o->csv_outputs.push_back(v.substr(4));
+         } else if (v.starts_with("html:") && v.size() > 5) {
+           o->html_outputs.push_back(v.substr(5));
          } else {
-           return Expected("json:FILE, junit:FILE or csv:FILE");
+           return Expected("json:FILE, junit:FILE, csv:FILE or html:FILE");
          }
          return OkStatus();
        }},

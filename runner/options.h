@@ -24,6 +24,7 @@ struct RunnerOptions {
   std::vector<std::string> json_outputs;
   std::vector<std::string> junit_outputs;  // --output junit:FILE
   std::vector<std::string> csv_outputs;    // --output csv:FILE
+  std::vector<std::string> html_outputs;   // --output html:FILE
   bool quiet = false;
   // Local runs: a user that holds its engine thread this long is reported (zero: never).
   std::chrono::milliseconds stuck_limit{2000};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, starts the bundled demo target on a free
 # loopback port, runs the bundled example load test against it (progress bar, then the report)
-# and stops the target. Arguments replace the default load (-u 20 -d 5: 20 virtual users
+# and stops the target. The report is also written as a page with charts, build/demo-report.html. Arguments replace the default load (-u 20 -d 5: 20 virtual users
 # looping the test for 5 seconds).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,8 +25,9 @@ echo "demo: loads-demo-target is serving $url"
 load=("$@")
 ((${#load[@]})) || load=(-u 20 -d 5)
 cmd=("$build/bin/loads-runner" example.TestWebSite.test_es --test-path "$build/examples"
-  --server-url "$url/" "${load[@]}")
+  --server-url "$url/" --output "html:$build/demo-report.html" "${load[@]}")
 echo "demo: ${cmd[*]}"
 status=0
 "${cmd[@]}" || status=$?
+[[ -s "$build/demo-report.html" ]] && echo "demo: the report with charts: $build/demo-report.html"
 exit "$status"
