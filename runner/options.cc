@@ -275,15 +275,6 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
       if (given.count(flag))
         return fail(flag + " applies to local runs only, not with --controller");
     }
-    if (!o.csv_outputs.empty()) {
-      return fail("--output csv: needs a local run (a controller does not keep the series yet)");
-    }
-    for (const std::string& text : o.spec.thresholds()) {
-      if (auto t = common::ParseThreshold(text); t.ok() && t->abort) {
-        return fail("--threshold '" + text +
-                    "': abort stops local runs only; a controller's run is judged at its end");
-      }
-    }
   }
   if (o.check_cluster && o.spec.url().empty()) {
     return fail("--check-cluster needs --url, the target of the smoke run");

@@ -107,8 +107,41 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   cluster.unreachable_seconds = unreachable_seconds;
   info.cluster = std::move(cluster);
   outcome.stats = std::move(merged.stats);
+  common::Series series;
+  series.step_seconds = run.series_step_seconds() > 0 ? run.series_step_seconds() : 1;
+  for (const v1::SeriesPoint& point : run.series()) {
+    series.seconds.push_back(point.second());
+    series.hits.push_back(point.hits());
+    series.hit_errors.push_back(point.hit_errors());
+    series.executions.push_back(point.executions());
+    series.errors.push_back(point.errors());
+    series.failures.push_back(point.failures());
+    series.active_users.push_back(point.active_users());
+    const auto optional = [](bool has, double value) {
+      return has ? std::optional<double>(value) : std::nullopt;
+    };
+    series.p50.push_back(optional(point.has_p50_seconds(), point.p50_seconds()));
+    series.p90.push_back(optional(point.has_p90_seconds(), point.p90_seconds()));
+    series.p99.push_back(optional(point.has_p99_seconds(), point.p99_seconds()));
+  }
+  info.series = std::move(series);
   info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
                                                info, outcome.stats);
+  // A threshold that stopped the run is known to the controller only: its report says which.
+  try {
+    const auto doc = nlohmann::json::parse(run.report_json());
+    const auto& judged = doc.at("thresholds");
+    for (size_t i = 0; i < info.thresholds.size() && i < judged.size(); ++i) {
+      if (judged[i].at("threshold") != info.thresholds[i].text) continue;
+      if (!judged[i].at("aborted_at_seconds").is_null()) {
+        info.thresholds[i].passed = false;
+        info.thresholds[i].aborted_at = judged[i].at("aborted_at_seconds").get<double>();
+        info.interrupted = true;
+      }
+    }
+  } catch (const std::exception&) {
+    // An older controller's report, or none: the verdicts above stand.
+  }
   outcome.error = run.error();
   switch (run.state()) {
     case v1::RUN_STATE_FAILED:

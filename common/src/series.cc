@@ -74,6 +74,27 @@ void SeriesBuilder::Downsample() {
   open_ /= 2;
 }
 
+Series SeriesBuilder::Peek() const {
+  SeriesBuilder copy = *this;
+  return copy.Finish();
+}
+
+SeriesBuilder::Saved SeriesBuilder::Save() const {
+  return Saved{series_, open_, hits_, hit_errors_, executions_, errors_, failures_, active_users_};
+}
+
+void SeriesBuilder::Restore(Saved saved) {
+  series_ = std::move(saved.closed);
+  open_ = saved.open;
+  hits_ = saved.hits;
+  hit_errors_ = saved.hit_errors;
+  executions_ = saved.executions;
+  errors_ = saved.errors;
+  failures_ = saved.failures;
+  active_users_ = saved.active_users;
+  latency_.Clear();
+}
+
 Series SeriesBuilder::Finish() {
   if (open_ >= 0) Close();
   open_ = -1;

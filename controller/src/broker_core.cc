@@ -430,6 +430,15 @@ void BrokerCore::OnSnapshot(Worker& worker, const common::Snapshot& snapshot,
   }
   run.view.stats.Merge(snapshot.stats);
   run.current_interval.Merge(snapshot.stats);
+  if (run.view.load_start.time_since_epoch().count() != 0) {
+    // A worker's clock says when; a clock ahead of ours (or garbage) cannot put results in the
+    // future, so they count at most now.
+    const uint64_t middle = std::min(snapshot.interval_start / 2 + snapshot.interval_end / 2,
+                                     UnixNanos(clock_->WallNow()));
+    const double at =
+        (static_cast<double>(middle) - static_cast<double>(UnixNanos(run.view.load_start))) / 1e9;
+    run.view.series.Add(at, snapshot.stats, static_cast<int64_t>(run.view.active_users));
+  }
   ++run.view.snapshots;
   if (metrics_) {
     const double delay = static_cast<double>(UnixNanos(clock_->WallNow())) / 1e9 -
@@ -439,6 +448,7 @@ void BrokerCore::OnSnapshot(Worker& worker, const common::Snapshot& snapshot,
   // The single stream: every merged snapshot as received, under its run id as topic.
   transport_->Publish(snapshot.run_id, std::string(frame));
   Changed(run);
+  Judge(run);
   if (member.Settled()) {
     Release(run, worker.id);
     MaybeFinish(run);
@@ -628,12 +638,32 @@ void BrokerCore::MaybeStart(Run& run) {
   run.view.state = RunState::kRunning;
   run.ready_deadline.reset();
   ControlMessage start = Message(MessageType::kStart, run.view.run_id);
-  start.start_at = UnixNanos(clock_->WallNow() + kStartDelay);
+  run.view.load_start = clock_->WallNow() + kStartDelay;
+  start.start_at = UnixNanos(run.view.load_start);
   for (const auto& [id, member] : run.members) {
     auto worker = workers_.find(id);
     if (!member.lost && worker != workers_.end()) Send(worker->second.route, start);
   }
   Changed(run);
+}
+
+void BrokerCore::Judge(Run& run) {
+  if (!judge_ || run.stop_requested || Ended(run) || run.view.state != RunState::kRunning) return;
+  const SteadyTime now = clock_->Now();
+  if (now < run.next_judgement) return;
+  run.next_judgement = now + std::chrono::milliseconds(250);
+  const double seconds =
+      std::chrono::duration<double>(clock_->WallNow() - run.view.load_start).count();
+  std::optional<std::string> failed = judge_(run.view, seconds);
+  if (!failed) return;
+  run.view.aborted_by = *failed;
+  run.view.aborted_at = seconds;
+  std::fprintf(stderr, "loads-controller: run %s: threshold %s failed at %.1f s: stopping it\n",
+               run.view.run_id.c_str(), failed->c_str(), seconds);
+  run.stop_requested = true;
+  StopWorkers(run);
+  Changed(run);
+  MaybeFinish(run);
 }
 
 void BrokerCore::StopWorkers(Run& run) {
@@ -665,7 +695,9 @@ void BrokerCore::MaybeFinish(Run& run) {
   if (!run.view.error.empty()) {
     end = RunState::kFailed;
   } else if (run.stop_requested) {
-    end = RunState::kStopped;
+    // A run its threshold stopped ran as planned until the verdict was certain: done, and its
+    // report says which threshold failed.
+    end = run.view.aborted_by.empty() ? RunState::kStopped : RunState::kDone;
   } else if (!run.members.empty() && lost == run.members.size()) {
     // Nothing of the plan is known to have run to its end: no result to speak of.
     end = RunState::kFailed;

@@ -126,6 +126,22 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   interval.stats = view.last_interval;
   out->set_interval_stats(common::EncodeSnapshot(interval));
   if (IsOver(view.state)) out->set_report_json(view.report_json);
+  const common::Series series =
+      IsOver(view.state) ? common::SeriesBuilder(view.series).Finish() : view.series.closed();
+  out->set_series_step_seconds(series.step_seconds);
+  for (size_t i = 0; i < series.size(); ++i) {
+    v1::SeriesPoint* point = out->add_series();
+    point->set_second(series.seconds[i]);
+    point->set_hits(series.hits[i]);
+    point->set_hit_errors(series.hit_errors[i]);
+    point->set_executions(series.executions[i]);
+    point->set_errors(series.errors[i]);
+    point->set_failures(series.failures[i]);
+    point->set_active_users(series.active_users[i]);
+    if (series.p50[i]) point->set_p50_seconds(*series.p50[i]);
+    if (series.p90[i]) point->set_p90_seconds(*series.p90[i]);
+    if (series.p99[i]) point->set_p99_seconds(*series.p99[i]);
+  }
 }
 
 std::string ControllerService::FinalReport(const RunView& view) {
@@ -152,9 +168,33 @@ std::string ControllerService::FinalReport(const RunView& view) {
   cluster.late_snapshots = view.late_snapshots;
   cluster.controller_restarts = view.restarts;
   info.cluster = std::move(cluster);
+  info.series = common::SeriesBuilder(view.series).Finish();
   info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
                                                info, view.stats);
+  if (!view.aborted_by.empty()) {
+    // Stopped by its threshold: failed, whatever the last results say (as in a local run).
+    info.interrupted = true;
+    for (auto& t : info.thresholds) {
+      if (t.text != view.aborted_by) continue;
+      t.passed = false;
+      t.aborted_at = view.aborted_at;
+      break;
+    }
+  }
   return common::FormatJsonReport(info, view.stats);
+}
+
+std::optional<std::string> ControllerService::JudgeAbort(const RunView& view, double seconds) {
+  v1::RunSpec spec;
+  spec.ParseFromString(view.spec);
+  common::RunInfo so_far;
+  so_far.duration_seconds = seconds;
+  for (const std::string& text : spec.thresholds()) {
+    auto t = common::ParseThreshold(text);
+    if (!t.ok() || !t->abort || seconds < t->abort_after) continue;
+    if (!common::EvaluateThreshold(*t, so_far, view.stats).passed) return t->text;
+  }
+  return std::nullopt;
 }
 
 ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token,
@@ -225,13 +265,6 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     return ToGrpc(Status(StatusCode::kInvalidArgument, "spec." + applied.message()));
   }
   if (Status valid = spec::ValidateRunSpec(asked_spec); !valid.ok()) return ToGrpc(valid);
-  for (const std::string& text : asked_spec.thresholds()) {
-    // Verdicts are given at the end; stopping a run early is the local runner's only, so far.
-    if (auto t = common::ParseThreshold(text); t.ok() && t->abort) {
-      return ToGrpc(InvalidArgumentError("spec.thresholds: '" + text +
-                                         "': abort is not supported on a controller (yet)"));
-    }
-  }
   const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
       asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "loads/common/snapshot.h"
 #include "loads/controller/state_store.h"
@@ -58,6 +59,70 @@ RunMember MemberFromJson(const Json& j) {
   return m;
 }
 
+// The series as columns; a point without a response has null percentiles.
+Json SeriesToJson(const common::SeriesBuilder::Saved& saved) {
+  const common::Series& c = saved.closed;
+  const auto optional = [](const std::vector<std::optional<double>>& column) {
+    Json out = Json::array();
+    for (const auto& v : column) out.push_back(v ? Json(*v) : Json(nullptr));
+    return out;
+  };
+  return Json{{"step", c.step_seconds},
+              {"seconds", c.seconds},
+              {"hits", c.hits},
+              {"hit_errors", c.hit_errors},
+              {"executions", c.executions},
+              {"errors", c.errors},
+              {"failures", c.failures},
+              {"active_users", c.active_users},
+              {"p50", optional(c.p50)},
+              {"p90", optional(c.p90)},
+              {"p99", optional(c.p99)},
+              {"open", saved.open},
+              {"open_counts",
+               {saved.hits, saved.hit_errors, saved.executions, saved.errors, saved.failures}},
+              {"open_users", saved.active_users}};
+}
+
+common::SeriesBuilder::Saved SeriesFromJson(const Json& j) {
+  common::SeriesBuilder::Saved saved;
+  common::Series& c = saved.closed;
+  const auto optional = [](const Json& column) {
+    std::vector<std::optional<double>> out;
+    for (const auto& v : column) {
+      out.push_back(v.is_null() ? std::nullopt : std::optional<double>(v.get<double>()));
+    }
+    return out;
+  };
+  c.step_seconds = j.at("step").get<double>();
+  c.seconds = j.at("seconds").get<std::vector<double>>();
+  c.hits = j.at("hits").get<std::vector<uint64_t>>();
+  c.hit_errors = j.at("hit_errors").get<std::vector<uint64_t>>();
+  c.executions = j.at("executions").get<std::vector<uint64_t>>();
+  c.errors = j.at("errors").get<std::vector<uint64_t>>();
+  c.failures = j.at("failures").get<std::vector<uint64_t>>();
+  c.active_users = j.at("active_users").get<std::vector<int64_t>>();
+  c.p50 = optional(j.at("p50"));
+  c.p90 = optional(j.at("p90"));
+  c.p99 = optional(j.at("p99"));
+  const size_t n = c.seconds.size();
+  for (size_t size :
+       {c.hits.size(), c.hit_errors.size(), c.executions.size(), c.errors.size(), c.failures.size(),
+        c.active_users.size(), c.p50.size(), c.p90.size(), c.p99.size()}) {
+    if (size != n) throw std::runtime_error("series columns of different lengths");
+  }
+  saved.open = j.at("open").get<int64_t>();
+  const auto counts = j.at("open_counts").get<std::vector<uint64_t>>();
+  if (counts.size() != 5) throw std::runtime_error("series: open_counts needs 5 counts");
+  saved.hits = counts[0];
+  saved.hit_errors = counts[1];
+  saved.executions = counts[2];
+  saved.errors = counts[3];
+  saved.failures = counts[4];
+  saved.active_users = j.at("open_users").get<int64_t>();
+  return saved;
+}
+
 Json RecordToJson(const RunRecord& r) {
   const RunView& v = r.view;
   Json members = Json::object();
@@ -80,6 +145,10 @@ Json RecordToJson(const RunRecord& r) {
          {"waiting", r.waiting},
          {"members", members}};
   if (v.missing_executions) j["missing_executions"] = *v.missing_executions;
+  j["load_start_ns"] = Nanos(v.load_start);
+  j["aborted_by"] = v.aborted_by;
+  j["aborted_at"] = v.aborted_at;
+  j["series"] = SeriesToJson(v.series.Save());
   return j;
 }
 
@@ -105,6 +174,13 @@ void DecodeRecord(const std::vector<uint8_t>& cbor, RunRecord* r) {
   v.restarts = j.at("restarts").get<uint32_t>();
   if (j.contains("missing_executions")) {
     v.missing_executions = j.at("missing_executions").get<uint64_t>();
+  }
+  // Absent in records of controllers before the series (the same schema version): no series.
+  if (j.contains("load_start_ns")) {
+    v.load_start = common::FromUnixNanos(j.at("load_start_ns").get<int64_t>());
+    v.aborted_by = j.at("aborted_by").get<std::string>();
+    v.aborted_at = j.at("aborted_at").get<double>();
+    v.series.Restore(SeriesFromJson(j.at("series")));
   }
   r->policy =
       j.at("policy").get<std::string>() == "fail" ? LossPolicy::kFail : LossPolicy::kContinue;

@@ -299,8 +299,8 @@ class DistributedTest(unittest.TestCase):
             (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], workers=5000)), "spec.workers"),
             (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], thresholds=["p99<1"])),
              "spec.thresholds: 'p99<1': a latency needs its unit"),
-            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], thresholds=["errors==0 abort"])),
-             "abort is not supported on a controller"),
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], thresholds=["errors==0 abort:soon"])),
+             "spec.thresholds: 'errors==0 abort:soon'"),
         ]
         for request, field in cases:
             with self.assertRaises(grpc.RpcError) as error:

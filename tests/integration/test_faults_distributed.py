@@ -98,6 +98,12 @@ class FaultsTest(unittest.TestCase):
         self.assertGreater(result.report["run"]["unreachable_seconds"], 1)
         self.assertIn("Controller restarts: 1", result.stdout)
         self.assertIn(f"Hits: {served}", result.stdout)
+        # The series went on across the restart: every hit in one of its seconds, and the
+        # seconds of the run (12 s of load) all there.
+        series = result.report["series"]
+        self.assertEqual(sum(series["hits"]), served, series)
+        self.assertGreaterEqual(len(series["seconds"]), 12, series)
+        self.assertEqual(series["seconds"], list(range(len(series["seconds"]))))
         self.assert_final_numbers_stay(controller, result, wait=0.5)
         controller.close()
         self.controllers.remove(controller)

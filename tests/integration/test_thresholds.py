@@ -155,11 +155,39 @@ class ThresholdsTest(unittest.TestCase):
         self.assertLess(at, 3)
         self.assertLess(result.report["duration_seconds"], 4)
 
-        # A controller's runs are judged at their end only: refused before anything runs.
-        refused = harness.run_runner(["--controller", "127.0.0.1:1", "--url", "http://h/",
-                                      "--threshold", "errors==0 abort"])
-        self.assertEqual(refused.code, 2, harness.describe(refused))
-        self.assertIn("abort stops local runs only", refused.stderr)
+    def test_abort_stops_a_distributed_run(self):
+        # The controller judges the merged results as they arrive: the first error of either
+        # worker fails errors==0 for good, and both workers are stopped.
+        controller = Controller()
+        try:
+            controller.start_workers(2)
+            with harness.ClosedPort() as closed:
+                started = time.monotonic()
+                result = harness.run_runner(
+                    ["--controller", controller.grpc, "--url", closed.url, "--workers", "2",
+                     "-u", "2", "-d", "60", *thresholds("errors==0 abort", "p99<1s")],
+                    timeout=60)
+                elapsed = time.monotonic() - started
+        finally:
+            log = controller.stderr
+            controller.close()
+        harness.assert_no_crash(self, result)
+        self.assertEqual(result.code, EXIT_THRESHOLDS, harness.describe(result) + log)
+        verdicts = {t["threshold"]: t for t in result.report["thresholds"]}
+        stopped = verdicts["errors==0 abort"]
+        self.assertFalse(stopped["passed"])
+        # Certain at the first merged snapshot (the workers send one a second) ...
+        self.assertLess(stopped["aborted_at_seconds"], 2)
+        self.assertIsNone(verdicts["p99<1s"]["aborted_at_seconds"])
+        # ... and over within 2 s of it: the run's duration counts from its assignment, 0.2 s
+        # before its workers start.
+        self.assertLess(result.report["duration_seconds"] - 0.2 - stopped["aborted_at_seconds"], 2,
+                        result.report)
+        self.assertLess(elapsed, 10)
+        self.assertEqual(result.report["run"]["state"], "done")
+        self.assertTrue(result.report["interrupted"])
+        self.assertIn("threshold errors==0 abort failed at", log)
+        self.assertIn("(stopped the run at", result.stdout)
 
     def test_junit_report(self):
         # Read back by junitparser, as a CI system's test view would.

@@ -42,6 +42,14 @@ RunRecord Record(const std::string& id) {
   v.stats.RecordHit("GET /", "GET", 200, common::HitError::kNone, 1234);
   v.stats.RecordExecution(common::Outcome::kFailure, "assertion");
   v.report_json = "{}";
+  v.load_start = v.started + std::chrono::milliseconds(200);
+  v.aborted_by = "errors==0 abort";
+  v.aborted_at = 1.25;
+  common::RunStats second;
+  second.RecordHit("GET /", "GET", 200, common::HitError::kNone, 5'000'000);
+  v.series.Add(0.5, second, 3);
+  v.series.Add(1.5, second, 2);  // closes second 0; second 1 stays open
+  v.series.Add(1.7, second, 2);
   r.policy = LossPolicy::kFail;
   r.stop_requested = true;
   RunMember m;
@@ -94,6 +102,16 @@ TEST(SqliteStore, WhatIsSavedIsLoadedBackAfterARestart) {
   EXPECT_EQ(r.view.started, want.view.started);
   EXPECT_EQ(r.view.ended, want.view.ended);
   EXPECT_EQ(r.view.report_json, "{}");
+  EXPECT_EQ(r.view.load_start, want.view.load_start);
+  EXPECT_EQ(r.view.aborted_by, "errors==0 abort");
+  EXPECT_EQ(r.view.aborted_at, 1.25);
+  // The closed second whole; the open one's counts (its latency is not kept).
+  const common::Series series = common::SeriesBuilder(r.view.series).Finish();
+  ASSERT_EQ(series.size(), 2u);
+  EXPECT_EQ(series.hits, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(series.active_users, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(series.p50[0], want.view.series.Peek().p50[0]);
+  EXPECT_FALSE(series.p50[1].has_value());
   EXPECT_EQ(r.policy, LossPolicy::kFail);
   EXPECT_TRUE(r.stop_requested);
   const RunMember& m = r.members.at("w1");

@@ -40,7 +40,23 @@ class SeriesBuilder {
  public:
   // `at`: seconds into the run.
   void Add(double at, const RunStats& interval, int64_t active_users);
+  // The points closed so far (not the one being filled).
+  const Series& closed() const { return series_; }
+  // The points so far and the one being filled (the builder is unchanged).
+  Series Peek() const;
   Series Finish();
+
+  // What a restarted controller needs to go on: the closed points and the counts of the open
+  // one. Its latency is not kept, so a restart loses that one point's percentiles, never a
+  // count.
+  struct Saved {
+    Series closed;
+    int64_t open = -1;
+    uint64_t hits = 0, hit_errors = 0, executions = 0, errors = 0, failures = 0;
+    int64_t active_users = 0;
+  };
+  Saved Save() const;
+  void Restore(Saved saved);
 
  private:
   void Close();

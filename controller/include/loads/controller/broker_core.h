@@ -105,6 +105,10 @@ class BrokerCore {
   // wait restart_grace for their workers to say hello again; runs that were being assigned fail.
   void Restore(std::vector<RunRecord> runs);
   // Called with each run as it ends, to fill RunView::report_json.
+  // Judges a running run on its results so far (`seconds` from its workers' start): the text
+  // of an `abort` threshold that has failed, or nothing. Called at most every 250 ms per run.
+  using AbortJudge = std::function<std::optional<std::string>(const RunView&, double seconds)>;
+  void SetAbortJudge(AbortJudge judge) { judge_ = std::move(judge); }
   void SetReportFormatter(std::function<std::string(const RunView&)> formatter) {
     format_report_ = std::move(formatter);
   }
@@ -164,8 +168,9 @@ class BrokerCore {
     std::optional<std::chrono::steady_clock::time_point> grace_deadline;
     std::map<std::string, std::chrono::steady_clock::time_point> done_at;
     std::map<std::string, RunMember> members;
-    common::RunStats current_interval;  // snapshots of the window in progress
-    bool dirty = true;                  // to be written with the next commit
+    common::RunStats current_interval;                       // snapshots of the window in progress
+    std::chrono::steady_clock::time_point next_judgement{};  // of its abort thresholds
+    bool dirty = true;                                       // to be written with the next commit
     // How it ended, until that is stored; then it becomes view.state.
     std::optional<RunState> ending;
   };
@@ -197,6 +202,8 @@ class BrokerCore {
   // Ends the run when nothing more is expected of any worker: its end is seen once stored.
   void MaybeFinish(Run& run);
   void StopWorkers(Run& run);
+  // Stops the run when one of its `abort` thresholds has failed (judge_).
+  void Judge(Run& run);
   void Fail(Run& run, const std::string& why);
   // The worker leaves the registry (silent, restarted, left).
   void Forget(const std::string& worker_id, const std::string& why);
@@ -213,6 +220,7 @@ class BrokerCore {
   BrokerTransport* transport_;
   Metrics* metrics_;
   std::function<std::string(const RunView&)> format_report_;
+  AbortJudge judge_;
 
   std::map<std::string, Worker> workers_;      // by name
   std::map<std::string, std::string> routes_;  // route -> name

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "loads/common/series.h"
 #include "loads/common/stats.h"
 
 namespace loads::controller {
@@ -78,6 +79,13 @@ struct RunView {
   uint32_t restarts = 0;        // times the controller restarted while the run was running
   // Executions the lost workers were planned to run and did not report (hits mode only).
   std::optional<uint64_t> missing_executions;
+  // The run second by second, from its workers' common start (load_start): each snapshot
+  // counts in the second that holds its middle.
+  common::SeriesBuilder series;
+  std::chrono::system_clock::time_point load_start;  // the start time given to its workers
+  // The `abort` threshold that stopped it, and when (seconds from load_start).
+  std::string aborted_by;
+  double aborted_at = 0;
   std::chrono::system_clock::time_point started;  // when it was assigned
   std::chrono::system_clock::time_point ended;    // when it was over (if it is)
   std::string report_json;                        // the final report, once over

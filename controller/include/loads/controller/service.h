@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -42,6 +43,9 @@ class ControllerService final : public loads::v1::Controller::Service {
   // The final JSON report of a run (docs/report.md), with its `run` section: what the broker
   // stores with a run when it ends (Broker::SetReportFormatter).
   static std::string FinalReport(const RunView& view);
+  // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
+  // after its workers started (Broker::SetAbortJudge).
+  static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
 
   grpc::Status StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                         v1::Run* response) override;
