@@ -15,8 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "loads/common/live_page.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
+#include "loads/controller/live_runs.h"
 #include "loads/controller/metrics.h"
 #include "loads/controller/options.h"
 #include "loads/controller/service.h"
@@ -96,10 +98,22 @@ int Serve(ControllerOptions options) {
   server->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
   const std::string host = options.grpc.substr(0, options.grpc.rfind(':'));
   const std::string metrics_host = options.metrics.substr(0, options.metrics.rfind(':'));
+  // The live page: the same runs, their reports and StopRun, behind the API token.
+  BrokerRunSource runs(&broker);
+  std::unique_ptr<loads::common::LivePageServer> web;
+  std::string web_line;
+  if (!options.web.empty()) {
+    web = std::make_unique<loads::common::LivePageServer>(
+        &runs, loads::common::LivePageServer::Options{
+                   .address = options.web, .token = options.api_token, .max_streams = 16});
+    if (Status started = web->Start(); !started.ok()) return Fail(1, started.message());
+    web_line = " web http://" + options.web.substr(0, options.web.rfind(':')) + ":" +
+               std::to_string(web->port()) + "/";
+  }
   std::printf(
-      "loads-controller listening: grpc %s:%d zmq %s publish %s metrics http://%s:%d/metrics\n",
+      "loads-controller listening: grpc %s:%d zmq %s publish %s metrics http://%s:%d/metrics%s\n",
       host.c_str(), port, broker.endpoint().c_str(), broker.publish_endpoint().c_str(),
-      metrics_host.c_str(), metrics->port());
+      metrics_host.c_str(), metrics->port(), web_line.c_str());
   std::fflush(stdout);
   std::thread waiter([&] {
     int sig = 0;
@@ -111,6 +125,7 @@ int Serve(ControllerOptions options) {
   });
   server->Wait();
   waiter.join();
+  if (web) web->Stop();  // its event streams end before the broker goes
   return 0;
 }
 

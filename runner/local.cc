@@ -165,6 +165,12 @@ class LocalBackend : public RunBackend {
                                               (event.interval.end - event.interval.start) / 2)
                     .count(),
                 event.interval.stats, event.active_users);
+            if (sink.results) {
+              common::RunInfo so_far = info;
+              so_far.duration_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+              sink.results(so_far, outcome.stats, series.closed(),
+                           static_cast<uint64_t>(std::max<int64_t>(0, event.active_users)));
+            }
             if (!aborts.empty() && !aborted && !stop_sent) {
               common::RunInfo so_far = info;
               so_far.duration_seconds = std::chrono::duration<double>(Clock::now() - start).count();

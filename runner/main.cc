@@ -12,12 +12,14 @@
 #include <vector>
 
 #include "loads/common/html_report.h"
+#include "loads/common/live_page.h"
 #include "loads/common/report.h"
 #include "loads/common/run_spec.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
 #include "loads/worker/test_loader.h"
 #include "runner/exit_codes.h"
+#include "runner/live.h"
 #include "runner/options.h"
 #include "runner/progress.h"
 #include "runner/remote.h"
@@ -177,7 +179,9 @@ bool WriteFile(const std::string& path, const std::string& text) {
 }
 
 // Prints and writes the report; returns the exit status the outcome calls for.
-int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisplay* display) {
+// `live`, with --web: told the final report, which the page's viewers get last.
+int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisplay* display,
+           loads::runner::LocalRunSource* live) {
   if (!options.quiet) {
     display->Finish();
     std::fputs(loads::common::FormatTextReport(outcome.info, outcome.stats).c_str(), stdout);
@@ -186,6 +190,13 @@ int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisp
   const std::string json = outcome.report_json.empty()
                                ? loads::common::FormatJsonReport(outcome.info, outcome.stats)
                                : outcome.report_json;
+  if (live != nullptr) {
+    const char* state = "done";
+    if (outcome.end == RunEnd::kInterrupted) state = "stopped";
+    if (outcome.end == RunEnd::kEngineFault || outcome.end == RunEnd::kFailed) state = "failed";
+    if (outcome.end == RunEnd::kPartial) state = "partial";
+    live->Finish(state, json);
+  }
   bool written = true;
   const auto write = [&](const std::vector<std::string>& paths, const std::string& text) {
     for (const auto& path : paths) {
@@ -313,6 +324,25 @@ int Main(int argc, char** argv) {
   if (!options.quiet) sink.progress = [&](const loads::worker::Progress& p) { display.Update(p); };
   sink.rate = [&](double rate) { display.SetRate(rate); };
 
+  // --web: the run's live page, for as long as the run (and its last event) lasts.
+  std::unique_ptr<loads::runner::LocalRunSource> live;
+  std::unique_ptr<loads::common::LivePageServer> web;
+  if (!options.web.empty()) {
+    live = std::make_unique<loads::runner::LocalRunSource>(&g_stop);
+    web = std::make_unique<loads::common::LivePageServer>(
+        live.get(), loads::common::LivePageServer::Options{
+                        .address = options.web, .token = "", .max_streams = 16});
+    if (loads::Status started = web->Start(); !started.ok()) {
+      return Fail(kExitUsage, started.message());
+    }
+    const std::string host = options.web.substr(0, options.web.rfind(':'));
+    std::fprintf(stderr, "loads-runner: the live page of this run: http://%s:%d/runs/%s\n",
+                 host.c_str(), web->port(), loads::runner::LocalRunSource::kId);
+    sink.results = [&](const loads::common::RunInfo& info, const loads::common::RunStats& so_far,
+                       const loads::common::Series& closed,
+                       uint64_t active_users) { live->Update(info, so_far, closed, active_users); };
+  }
+
   if (options.detach) {
     auto run_id = remote->Start(options.spec);
     if (!run_id.ok()) return Fail(ExitCodeFor(run_id.status()), run_id.status().message());
@@ -336,7 +366,9 @@ int Main(int argc, char** argv) {
     if (!options.quiet) display.Finish();
     return Fail(LoadErrorCode(outcome->load_error), outcome->error);
   }
-  return Report(*outcome, options, &display);
+  const int code = Report(*outcome, options, &display, live.get());
+  if (web) web->Stop();  // after the final report went to the page's viewers
+  return code;
 }
 
 }  // namespace

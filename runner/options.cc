@@ -54,6 +54,22 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          o->quiet = true;
          return OkStatus();
        }},
+      {"--web", "HOST:PORT",
+       "serve a live page of the run (charts updated every second, a stop button) on "
+       "http://HOST:PORT/ while it runs; loopback only (port 0: any free port)",
+       [](const std::string& v, RunnerOptions* o) {
+         const size_t colon = v.rfind(':');
+         if (colon == std::string::npos || colon == 0 || colon + 1 == v.size()) {
+           return Expected("HOST:PORT, such as 127.0.0.1:8089");
+         }
+         const std::string host = v.substr(0, colon);
+         // No token guards it: only this machine may see it, or stop the run.
+         if (host != "127.0.0.1" && host != "localhost" && host != "[::1]") {
+           return Expected("a loopback address (127.0.0.1, localhost or [::1])");
+         }
+         o->web = v;
+         return OkStatus();
+       }},
       {"--stuck-limit", "S",
        "report a user that holds its engine thread this long without yielding (a busy loop, a "
        "blocking call); 0: never (default 2)",
@@ -274,6 +290,11 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
     for (const std::string flag : {"--stuck-limit", "--stop-timeout"}) {
       if (given.count(flag))
         return fail(flag + " applies to local runs only, not with --controller");
+    }
+    if (given.count("--web")) {
+      return fail(
+          "--web applies to local runs only: a controller serves its own live page "
+          "(loads-controller --web)");
     }
   }
   if (o.check_cluster && o.spec.url().empty()) {

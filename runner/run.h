@@ -45,6 +45,11 @@ struct ProgressSink {
   std::function<void(const worker::Progress&)> progress;
   std::function<void(double rate)> rate;
   std::chrono::milliseconds interval{1000};  // how often progress is called
+  // A local run's results so far after each interval of the engine (loads-runner --web): the
+  // run's description with its duration so far, the merged results, the complete seconds.
+  std::function<void(const common::RunInfo& info, const common::RunStats& so_far,
+                     const common::Series& closed, uint64_t active_users)>
+      results;
 };
 
 // Runs one RunSpec to its end: the same interface for the engine in this process and for a

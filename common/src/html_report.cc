@@ -5,6 +5,8 @@ namespace loads::web {
 extern const std::string_view kReportScript;
 extern const std::string_view kReportStyle;
 extern const std::string_view kChartScript;
+extern const std::string_view kLiveScript;
+extern const std::string_view kLiveStyle;
 }  // namespace loads::web
 
 namespace loads::common {
@@ -35,6 +37,8 @@ std::string ScriptSafe(std::string_view json) {
 std::string_view ReportPageScript() { return web::kReportScript; }
 std::string_view ReportPageStyle() { return web::kReportStyle; }
 std::string_view ChartLibraryScript() { return web::kChartScript; }
+std::string_view LivePageScript() { return web::kLiveScript; }
+std::string_view LivePageStyle() { return web::kLiveStyle; }
 
 std::string FormatHtmlReport(std::string_view json_report) {
   std::string page;

@@ -49,12 +49,15 @@
 
   // ---- the verdict and the summary (the seed's fields first) ----
 
-  function verdict(report) {
+  function verdict(report, state) {
     const failedThresholds = report.thresholds.filter((t) => !t.passed).length;
     const problems = report.tests.failures + report.tests.errors;
     let text;
     let kind;
-    if (report.run && report.run.state !== "done") {
+    if (state === "running" || state === "assigning") {
+      text = "Running: " + count(report.hits) + " hits so far";
+      kind = "live";
+    } else if (report.run && report.run.state !== "done") {
       text = "Run " + report.run.state + (report.run.error ? ": " + report.run.error : "");
       kind = "fail";
     } else if (report.incidents.length) {
@@ -266,10 +269,11 @@
 
   // ---- the page ----
 
-  function render(root, report) {
+  // `state`: the run's state when it is drawn live ("running", ...); absent for a report file.
+  function render(root, report, state) {
     const header = el("header", {}, [
       el("h1", { text: "Loads report: " + report.test }),
-      verdict(report),
+      verdict(report, state),
     ]);
     const parts = [header, summary(report), thresholds(report), overTime(report),
                    distribution(report), urls(report), outcomes(report)];
@@ -281,7 +285,7 @@
 
   window.LoadsReport = { render: render, charts: charts };
 
-  if (window.LOADS_REPORT) {
+  if (window.LOADS_REPORT) {  // the report file; the live page renders what it receives
     render(document.getElementById("loads-report"), window.LOADS_REPORT);
   }
 })();

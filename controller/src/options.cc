@@ -87,6 +87,9 @@ const char* ControllerUsage() {
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
+         "  --web ADDRESS           serve the live page (runs, live charts, stop button) on\n"
+         "                          http://ADDRESS/ (default: not served; port 0 = any); beyond\n"
+         "                          loopback it needs --api-token-file\n"
          "\n"
          "state (runs survive restarts):\n"
          "  --state-dir DIR         where runs are kept (default $XDG_DATA_HOME/loads/controller,\n"
@@ -176,6 +179,7 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
       {"--zmq", [&](auto& opt, auto& v) { return Endpoint(opt, v, &o.broker.bind); }},
       {"--publish", [&](auto& opt, auto& v) { return Endpoint(opt, v, &o.broker.publish); }},
       {"--metrics", [&](auto& opt, auto& v) { return HostPort(opt, v, &o.metrics); }},
+      {"--web", [&](auto& opt, auto& v) { return HostPort(opt, v, &o.web); }},
       {"--metrics-retention",
        [&](auto& opt, auto& v) {
          auto n = Integer(opt, v, 0, 7 * 24 * 3600, "seconds");
@@ -343,6 +347,11 @@ Status CheckOptions(const ControllerOptions& o) {
       bind.substr(6, colon == std::string::npos ? std::string::npos : colon - 6);
   if (!o.insecure && !Loopback(grpc_host) && o.api_token.empty()) {
     return FailedPreconditionError("refusing to serve the API on " + o.grpc +
+                                   " without --api-token-file (or --insecure)");
+  }
+  if (!o.web.empty() && !o.insecure && !Loopback(o.web.substr(0, o.web.rfind(':'))) &&
+      o.api_token.empty()) {
+    return FailedPreconditionError("refusing to serve the live page on " + o.web +
                                    " without --api-token-file (or --insecure)");
   }
   if (!o.insecure && bind.starts_with("tcp://") && !Loopback(zmq_host) && o.broker.token.empty()) {

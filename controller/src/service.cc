@@ -144,7 +144,16 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   }
 }
 
-std::string ControllerService::FinalReport(const RunView& view) {
+std::string ControllerService::FinalReport(const RunView& view) { return ReportJson(view, true); }
+
+std::string ControllerService::LiveReport(const RunView& view) {
+  if (IsOver(view.state)) return view.report_json;
+  RunView now = view;
+  now.ended = std::chrono::system_clock::now();
+  return ReportJson(now, false);
+}
+
+std::string ControllerService::ReportJson(const RunView& view, bool final) {
   v1::RunSpec spec;
   spec.ParseFromString(view.spec);
   common::RunInfo info;
@@ -168,7 +177,8 @@ std::string ControllerService::FinalReport(const RunView& view) {
   cluster.late_snapshots = view.late_snapshots;
   cluster.controller_restarts = view.restarts;
   info.cluster = std::move(cluster);
-  info.series = common::SeriesBuilder(view.series).Finish();
+  // While it runs, the seconds complete so far.
+  info.series = final ? common::SeriesBuilder(view.series).Finish() : view.series.closed();
   info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
                                                info, view.stats);
   if (!view.aborted_by.empty()) {

@@ -144,6 +144,13 @@ class Chromium:
             try:
                 for domain in ("Runtime", "Log", "Network", "Page"):
                     await call(f"{domain}.enable")
+                # Log.enable replays what an earlier page of this tab logged: not this page's.
+                await call("Log.clear")
+                await asyncio.sleep(0.05)
+                page.console.clear()
+                page.exceptions.clear()
+                page.log_errors.clear()
+                page.requests.clear()
                 await call("Page.navigate", url=url)
                 deadline = time.monotonic() + timeout
                 while True:
@@ -165,6 +172,11 @@ class Chromium:
                                       captureBeyondViewport=True)
                     page.screenshot = base64.b64decode(shot["data"])
             finally:
+                # A page that polls (the list of runs) must not go on into the next test.
+                try:
+                    await call("Page.navigate", url="about:blank")
+                except Exception:  # noqa: BLE001 - the browser may be going away
+                    pass
                 task.cancel()
         return page
 

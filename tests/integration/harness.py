@@ -978,6 +978,7 @@ class Controller:
         self.zmq = parts[parts.index("zmq") + 1]
         self.publish = parts[parts.index("publish") + 1]
         self.metrics = parts[parts.index("metrics") + 1]
+        self.web = parts[parts.index("web") + 1] if "web" in parts else None
 
     @property
     def stderr(self):

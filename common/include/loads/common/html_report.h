@@ -16,5 +16,8 @@ std::string FormatHtmlReport(std::string_view json_report);
 std::string_view ReportPageScript();
 std::string_view ReportPageStyle();
 std::string_view ChartLibraryScript();
+// The live page's own script and style (LivePageServer), on top of the report page's.
+std::string_view LivePageScript();
+std::string_view LivePageStyle();
 
 }  // namespace loads::common

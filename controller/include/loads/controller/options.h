@@ -18,6 +18,7 @@ struct ControllerOptions {
   std::string api_token;
   std::string metrics = "127.0.0.1:9464";
   std::chrono::seconds metrics_retention{300};
+  std::string web;  // the live page's HOST:PORT; empty: not served
   bool insecure = false;
   // Where runs are kept across restarts; "" = nowhere (--no-state).
   std::string state_dir;

@@ -43,6 +43,9 @@ class ControllerService final : public loads::v1::Controller::Service {
   // The final JSON report of a run (docs/report.md), with its `run` section: what the broker
   // stores with a run when it ends (Broker::SetReportFormatter).
   static std::string FinalReport(const RunView& view);
+  // The report of a run as it stands: the final one once it is over; while it runs, its results
+  // so far (duration up to now, the complete seconds of its series, thresholds judged so far).
+  static std::string LiveReport(const RunView& view);
   // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
   // after its workers started (Broker::SetAbortJudge).
   static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
@@ -66,6 +69,7 @@ class ControllerService final : public loads::v1::Controller::Service {
   void Shutdown();
 
  private:
+  static std::string ReportJson(const RunView& view, bool final);
   grpc::Status Authorize(const grpc::ServerContext& context) const;
 
   // Reports launch failures to the broker and lets the launcher release workers.
