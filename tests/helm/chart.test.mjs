@@ -3,8 +3,9 @@
 // objects this chart uses), for values.yaml alone and with each examples/*.yaml, and every object
 // is checked against the Kubernetes schemas (kubernetes-models), for unknown fields, and for what
 // this chart promises: labels, selectors, probes, security contexts, resources, token checksums,
-// RBAC, the autoscaler, the dashboard, the ServiceMonitor and the `helm test` pod. The values are
-// checked against values.schema.json, and bad values must be refused.
+// RBAC, the autoscaler, the dashboard, the ServiceMonitor, the live page (port, --web, Ingress) and
+// the `helm test` pod. The values are checked against values.schema.json, and bad values must be
+// refused.
 //
 //   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
 //                              whose --help lists the flags the chart passes, default build/bin)
@@ -62,12 +63,25 @@ function newAjv() {
 }
 const validateValues = newAjv().compile(schema);
 
+// values.yaml alone, with each example, and with values no example sets (the whole battery runs
+// on each).
 const cases = [
   { name: "values.yaml", files: [] },
   ...readdirSync(examplesDir)
     .filter((f) => f.endsWith(".yaml"))
     .sort()
     .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
+  { name: "web.enabled=false", files: [writeTemp("no-web.yaml", "web:\n  enabled: false\n")] },
+  {
+    // An Ingress without host nor TLS, on another port and class: the rule matches every host.
+    name: "web.ingress without host or TLS",
+    files: [
+      writeTemp(
+        "web-ingress-plain.yaml",
+        "web:\n  port: 8080\n  ingress:\n    enabled: true\n    pathType: ImplementationSpecific\n",
+      ),
+    ],
+  },
 ];
 
 function imageRef(values, name) {
@@ -92,7 +106,7 @@ function writeTemp(name, text) {
 
 it("has the examples the documentation names", () => {
   const names = cases.map((c) => c.name);
-  for (const name of ["minimal", "standing-workers", "autoscaling", "monitoring"]) {
+  for (const name of ["minimal", "standing-workers", "autoscaling", "monitoring", "web-ingress"]) {
     assert.ok(names.includes(`examples/${name}.yaml`), `examples/${name}.yaml is missing`);
   }
 });
@@ -201,7 +215,13 @@ for (const testCase of cases) {
       const byName = Object.fromEntries(service.spec.ports.map((p) => [p.name, p]));
       assert.deepEqual(
         Object.fromEntries(Object.entries(byName).map(([n, p]) => [n, p.port])),
-        { grpc: 50051, zmq: 5555, publish: 5556, metrics: 9464 },
+        {
+          grpc: 50051,
+          zmq: 5555,
+          publish: 5556,
+          metrics: 9464,
+          ...(values.web.enabled ? { web: values.web.port } : {}),
+        },
       );
       const containerPorts = Object.fromEntries(
         controller().spec.template.spec.containers[0].ports.map((p) => [p.name, p.containerPort]),
@@ -230,6 +250,7 @@ for (const testCase of cases) {
         "--state-dir": "/var/lib/loads/state",
         "--restart-grace": String(values.controller.restartGrace),
       };
+      if (values.web.enabled) expected["--web"] = `0.0.0.0:${values.web.port}`;
       // The state folder is a mounted volume (the root filesystem is read-only): a claim when
       // persistence is on, an emptyDir otherwise.
       const state = deployment.spec.template.spec.volumes.find((v) => v.name === "state");
@@ -290,6 +311,63 @@ for (const testCase of cases) {
         for (const flag of Object.keys(flagsOf(workers().spec.template.spec.containers[0].args))) {
           assert.ok(workerHelp.has(flag), `loads-worker --help does not list ${flag}`);
         }
+      }
+    });
+
+    it("serves the live page on its port, behind an Ingress only when asked", () => {
+      const container = controller().spec.template.spec.containers[0];
+      const webPorts = container.ports.filter((p) => p.name === "web");
+      const service = find("Service", CONTROLLER);
+      const servicePort = service.spec.ports.find((p) => p.name === "web");
+      const ingresses = all("Ingress");
+      const flags = flagsOf(container.args);
+      if (!values.web.enabled) {
+        assert.deepEqual(webPorts, []);
+        assert.equal(servicePort, undefined);
+        assert.ok(!("--web" in flags), "--web without web.enabled");
+        assert.deepEqual(ingresses, []);
+        return;
+      }
+      assert.deepEqual(webPorts, [{ name: "web", containerPort: values.web.port, protocol: "TCP" }]);
+      assert.deepEqual(servicePort, { name: "web", port: values.web.port, targetPort: "web", protocol: "TCP" });
+      // Beyond loopback the controller serves the page only with the API token: the page is
+      // never open to whoever reaches the port.
+      assert.equal(flags["--web"], `0.0.0.0:${values.web.port}`);
+      assert.equal(flags["--api-token-file"], "/var/run/loads/api-token");
+      assert.ok(!("--insecure" in flags), "--insecure would open the page without a token");
+      // No other port of the container or the Service shares the page's number.
+      const numbers = container.ports.map((p) => p.containerPort);
+      assert.equal(new Set(numbers).size, numbers.length, `container ports ${numbers}`);
+      const serviceNumbers = service.spec.ports.map((p) => p.port);
+      assert.equal(new Set(serviceNumbers).size, serviceNumbers.length, `Service ports ${serviceNumbers}`);
+
+      const ingress = values.web.ingress;
+      if (!ingress.enabled) {
+        assert.deepEqual(ingresses, []);
+        return;
+      }
+      assert.equal(ingresses.length, 1);
+      const [object] = ingresses;
+      assert.equal(object.metadata.name, `${FULLNAME}-web`);
+      assert.deepEqual(object.metadata.annotations ?? {}, ingress.annotations);
+      assert.equal(object.spec.ingressClassName, ingress.className || undefined);
+      assert.deepEqual(object.spec.tls ?? [], ingress.tls);
+      assert.equal(object.spec.defaultBackend, undefined);
+      assert.equal(object.spec.rules.length, 1);
+      const [rule] = object.spec.rules;
+      assert.equal(rule.host, ingress.host || undefined);
+      assert.deepEqual(rule.http.paths, [
+        {
+          path: ingress.path,
+          pathType: ingress.pathType,
+          backend: { service: { name: CONTROLLER, port: { name: "web" } } },
+        },
+      ]);
+      // The backend is the Service's web port, which targets the container's web port.
+      assert.equal(service.metadata.name, rule.http.paths[0].backend.service.name);
+      assert.ok(servicePort, "the Ingress routes to a port the Service does not have");
+      for (const tls of ingress.tls) {
+        for (const host of tls.hosts ?? []) assert.equal(host, ingress.host, `TLS for ${host}, a host of no rule`);
       }
     });
 
@@ -592,6 +670,27 @@ for (const testCase of cases) {
       assert.ok(notes.includes("grpcurl -plaintext"), notes);
       assert.ok(notes.includes(`helm test ${RELEASE}`), notes);
       assert.ok(!notes.includes("<no value>"), notes);
+      const port = values.web.port;
+      const pageForward = `port-forward service/${CONTROLLER} ${port}:${port}`;
+      const pageAddress = `http://127.0.0.1:${port}/?token=$(cat loads-api-token)`;
+      if (values.web.enabled) {
+        assert.ok(notes.includes(pageForward), notes);
+        assert.ok(notes.includes(pageAddress), notes);
+        assert.ok(notes.includes(`the live page on ${port} (HTTP)`), notes);
+      } else {
+        assert.ok(!notes.includes("?token="), notes);
+        assert.ok(!notes.includes("live page"), notes);
+      }
+      const ingress = values.web.enabled && values.web.ingress.enabled ? values.web.ingress : null;
+      if (ingress) {
+        const scheme = ingress.tls.length ? "https" : "http";
+        const host = ingress.host || "ADDRESS-OF-YOUR-INGRESS";
+        assert.ok(notes.includes(`Ingress ${FULLNAME}-web: ${scheme}://${host}/?token=TOKEN`), notes);
+      } else {
+        assert.ok(!notes.includes("Through the Ingress"), notes);
+      }
+      // Without TLS on the Ingress, NOTES.txt warns that the token crosses the network in clear.
+      assert.equal(notes.includes("WARNING: web.ingress.tls is empty"), Boolean(ingress && !ingress.tls.length), notes);
     });
   });
 }
@@ -650,6 +749,20 @@ describe("values.schema.json", () => {
     ["an unknown resource field", "worker:\n  resources:\n    request:\n      cpu: 1\n", "additionalProperties", "/worker/resources"],
     ["a removed required section", "dashboards: null\n", "required", ""],
     ["a malformed scrape interval", "serviceMonitor:\n  interval: often\n", "pattern", "/serviceMonitor/interval"],
+    ["web port 0", "web:\n  port: 0\n", "minimum", "/web/port"],
+    ["a web port above 65535", "web:\n  port: 70000\n", "maximum", "/web/port"],
+    ["a web port that is not a number", "web:\n  port: x\n", "type", "/web/port"],
+    ["a web port as a string of digits", "web:\n  port: \"8089\"\n", "type", "/web/port"],
+    ["a web port the metrics use", "web:\n  port: 9464\n", "not", "/web/port"],
+    ["a web port the gRPC API uses", "web:\n  port: 50051\n", "not", "/web/port"],
+    ["an unknown key under web", "web:\n  tls: true\n", "additionalProperties", "/web"],
+    ["web.enabled as a string", "web:\n  enabled: \"false\"\n", "type", "/web/enabled"],
+    ["an unknown key under web.ingress", "web:\n  ingress:\n    hosts: []\n", "additionalProperties", "/web/ingress"],
+    ["an unknown Ingress path type", "web:\n  ingress:\n    pathType: Regex\n", "enum", "/web/ingress/pathType"],
+    ["an Ingress path without its slash", "web:\n  ingress:\n    path: runs\n", "pattern", "/web/ingress/path"],
+    ["an Ingress host with a scheme", "web:\n  ingress:\n    host: https://loads.example.com\n", "pattern", "/web/ingress/host"],
+    ["an unknown key in an Ingress TLS entry", "web:\n  ingress:\n    tls:\n      - secret: x\n", "additionalProperties", "/web/ingress/tls/0"],
+    ["a removed web section", "web: null\n", "required", ""],
   ];
   for (const [what, text, keyword, instancePath] of bad) {
     it(`refuses ${what}`, () => {
@@ -685,6 +798,15 @@ describe("rendering errors", () => {
     );
   });
 
+  it("fails when the Ingress is asked for without the live page (fail)", () => {
+    const result = renderWith("web:\n  enabled: false\n  ingress:\n    enabled: true\n");
+    assert.notEqual(result.status, 0);
+    assert.match(
+      result.stderr,
+      /execution error at \(loads\/templates\/web-ingress\.yaml:\d+:\d+\): web\.ingress\.enabled is true but web\.enabled is false/,
+    );
+  });
+
   it("generates other tokens on each render (why auth.existingSecret is advised)", () => {
     const token = () => render().find((d) => d.object.kind === "Secret").object.data["api-token"];
     assert.notEqual(token(), token());
@@ -707,6 +829,25 @@ describe("the checks themselves", () => {
     deployment.spec.replicas = "two";
     const Model = modelOf(deployment);
     assert.throws(() => new Model(deployment).validate(), /replicas must be integer/);
+  });
+
+  it("find an unknown field and reject a wrong type in an Ingress", () => {
+    const docs = render({ valueFiles: [path.join(examplesDir, "web-ingress.yaml")] });
+    const ingress = structuredClone(docs.find((d) => d.object.kind === "Ingress").object);
+    assert.deepEqual(unknownFields(ingress), []);
+    ingress.spec.rules[0].http.paths[0].backend.service.portName = "web";
+    ingress.spec.tls[0].secret = "x";
+    assert.deepEqual(unknownFields(ingress).sort(), [
+      "/spec/rules/0/http/paths/0/backend/service/portName",
+      "/spec/tls/0/secret",
+    ]);
+    const wrong = structuredClone(docs.find((d) => d.object.kind === "Ingress").object);
+    wrong.spec.rules[0].http.paths[0].backend.service.port.number = "8089";
+    const Model = modelOf(wrong);
+    assert.throws(() => new Model(wrong).validate(), /number must be integer/);
+    delete wrong.spec.rules[0].http.paths[0].pathType;
+    wrong.spec.rules[0].http.paths[0].backend.service.port.number = 8089;
+    assert.throws(() => new Model(wrong).validate(), /pathType/);
   });
 
   it("find an unknown field in a ServiceMonitor", () => {
