@@ -20,6 +20,7 @@
 #include "loads/controller/launcher.h"
 #include "loads/controller/live_runs.h"
 #include "loads/controller/metrics.h"
+#include "loads/controller/notifier.h"
 #include "loads/controller/options.h"
 #include "loads/controller/service.h"
 #include "loads/controller/state_store.h"
@@ -83,6 +84,10 @@ int Serve(ControllerOptions options) {
   if (Status started = broker.Start(); !started.ok()) return Fail(1, started.message());
 
   ControllerService service(&broker, launcher.get(), options.api_token, options.advertise);
+  service.SetMailServer(!options.notify_settings.smtp.empty());
+  // Each run's end, told to its --notify targets and the controller's.
+  RunNotifier notifier(&broker, options.notify, options.notify_settings);
+  notifier.Start();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -126,6 +131,7 @@ int Serve(ControllerOptions options) {
   server->Wait();
   waiter.join();
   if (web) web->Stop();  // its event streams end before the broker goes
+  notifier.Stop();
   return 0;
 }
 

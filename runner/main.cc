@@ -13,6 +13,7 @@
 
 #include "loads/common/html_report.h"
 #include "loads/common/live_page.h"
+#include "loads/common/notify.h"
 #include "loads/common/report.h"
 #include "loads/common/run_spec.h"
 #include "loads/worker/engine.h"
@@ -179,6 +180,27 @@ bool WriteFile(const std::string& path, const std::string& text) {
 }
 
 // Prints and writes the report; returns the exit status the outcome calls for.
+// Tells the run's end to its --notify targets; one line on stderr per target.
+void Notify(const RunOutcome& outcome, const RunnerOptions& options, int code) {
+  std::vector<loads::common::NotifyTarget> targets;
+  for (const std::string& text : options.spec.notify()) {
+    if (auto target = loads::common::ParseNotifyTarget(text); target.ok()) {
+      targets.push_back(*target);
+    }
+  }
+  loads::common::RunNotice notice;
+  notice.report_json = outcome.report_json.empty()
+                           ? loads::common::FormatJsonReport(outcome.info, outcome.stats)
+                           : outcome.report_json;
+  notice.summary_text = loads::common::FormatTextReport(outcome.info, outcome.stats);
+  notice.html_report = loads::common::FormatHtmlReport(notice.report_json);
+  notice.subject = "Loads: " + outcome.info.test + ": " +
+                   (code == kExitOk ? std::string("passed") : "exit " + std::to_string(code));
+  for (const std::string& line : loads::common::SendNotices(targets, notice, options.notify)) {
+    std::fprintf(stderr, "loads-runner: notify %s\n", line.c_str());
+  }
+}
+
 // `live`, with --web: told the final report, which the page's viewers get last.
 int Report(const RunOutcome& outcome, const RunnerOptions& options, ProgressDisplay* display,
            loads::runner::LocalRunSource* live) {
@@ -368,6 +390,9 @@ int Main(int argc, char** argv) {
   }
   const int code = Report(*outcome, options, &display, live.get());
   if (web) web->Stop();  // after the final report went to the page's viewers
+  // Told after the report is out and the exit status decided: a notification that fails or
+  // hangs changes neither (a controller's runs are told by the controller).
+  if (!remote && options.spec.notify_size() > 0) Notify(*outcome, options, code);
   return code;
 }
 

@@ -70,6 +70,32 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          o->web = v;
          return OkStatus();
        }},
+      {"--smtp", "HOST:PORT",
+       "the mail server of --notify email:ADDRESS (plain SMTP, no login) for local runs",
+       [](const std::string& v, RunnerOptions* o) {
+         const size_t colon = v.rfind(':');
+         if (colon == std::string::npos || colon == 0 || colon + 1 == v.size() ||
+             v.find_first_of(" \r\n/@") != std::string::npos) {
+           return Expected("HOST:PORT, such as 127.0.0.1:25");
+         }
+         o->notify.smtp = v;
+         return OkStatus();
+       }},
+      {"--smtp-from", "ADDRESS", "the sender of --notify mails (default loads@localhost)",
+       [](const std::string& v, RunnerOptions* o) {
+         if (!common::ParseNotifyTarget("email:" + v).ok()) return Expected("a mail address");
+         o->notify.smtp_from = v;
+         return OkStatus();
+       }},
+      {"--notify-timeout", "S",
+       "how long each attempt to notify may take (seconds, 0.1 to 60; default 5); a target is "
+       "tried 3 times",
+       [](const std::string& v, RunnerOptions* o) {
+         auto seconds = spec::ParseSeconds(v, 0.1, 60);
+         if (!seconds) return Expected("seconds, 0.1 to 60");
+         o->notify.timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+         return OkStatus();
+       }},
       {"--stuck-limit", "S",
        "report a user that holds its engine thread this long without yielding (a busy loop, a "
        "blocking call); 0: never (default 2)",
@@ -285,11 +311,24 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
       if (given.count(flag)) return fail(flag + " needs --controller");
     }
     if (operations > 0 || o.detach) return fail("cluster operations need --controller HOST:PORT");
+    for (const std::string& text : o.spec.notify()) {
+      if (text.starts_with("email:") && o.notify.smtp.empty()) {
+        return fail("--notify " + text + " needs --smtp HOST:PORT (the mail server)");
+      }
+    }
   } else {
     // A controller's workers run their engine in their own process, under their own limits.
     for (const std::string flag : {"--stuck-limit", "--stop-timeout"}) {
       if (given.count(flag))
         return fail(flag + " applies to local runs only, not with --controller");
+    }
+    for (const std::string flag : {"--smtp", "--smtp-from", "--notify-timeout"}) {
+      if (given.count(flag)) {
+        return fail(flag +
+                    " applies to local runs only: a controller's runs are told by the "
+                    "controller (loads-controller " +
+                    flag + ")");
+      }
     }
     if (given.count("--web")) {
       return fail(

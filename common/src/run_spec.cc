@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "loads/common/load_model.h"
+#include "loads/common/notify.h"
 #include "loads/common/scenario.h"
 #include "loads/common/threshold.h"
 #include "loads/common/url.h"
@@ -270,6 +271,19 @@ const std::vector<RunOption>& RunOptions() {
          spec->add_thresholds(parsed->text);
          return OkStatus();
        }},
+      {"--notify", "", "notify", "TARGET",
+       "tell the run's end: webhook:URL (POSTs the JSON report) or email:ADDRESS (a summary "
+       "and the HTML report, through --smtp); repeatable",
+       "at most 10", "",
+       [](const std::string& text, v1::RunSpec* spec) {
+         auto parsed = common::ParseNotifyTarget(text);
+         if (!parsed.ok()) return parsed.status();
+         if (spec->notify_size() >= static_cast<int>(kMaxNotify)) {
+           return Expected("at most 10 notification targets");
+         }
+         spec->add_notify(text);
+         return OkStatus();
+       }},
       {"--project-name", "", "metadata", "NAME", "metadata kept with the run: project_name",
        "256 characters", "", Metadata("project_name")},
       {"--user-id", "", "metadata", "ID", "metadata kept with the run: user_id", "256 characters",
@@ -467,6 +481,12 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
   for (const std::string& threshold : spec.thresholds()) {
     if (auto parsed = common::ParseThreshold(threshold); !parsed.ok()) {
       return invalid("thresholds", "'" + threshold + "': " + parsed.status().message());
+    }
+  }
+  if (static_cast<size_t>(spec.notify_size()) > kMaxNotify) return invalid("notify", "at most 10");
+  for (const std::string& target : spec.notify()) {
+    if (auto parsed = common::ParseNotifyTarget(target); !parsed.ok()) {
+      return invalid("notify", "'" + target + "': " + parsed.status().message());
     }
   }
   const int sources = !spec.url().empty() + !spec.scenario().empty() +

@@ -87,6 +87,11 @@ const char* ControllerUsage() {
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
+         "  --notify TARGET         tell every run's end: webhook:URL (POSTs the JSON report) or\n"
+         "                          email:ADDRESS (with --smtp); repeatable; runs add their own\n"
+         "  --smtp HOST:PORT        the mail server of email targets (plain SMTP, no login)\n"
+         "  --smtp-from ADDRESS     the sender of those mails (default loads@localhost)\n"
+         "  --notify-timeout S      how long each attempt to notify may take (default 5; 3 tries)\n"
          "  --web ADDRESS           serve the live page (runs, live charts, stop button) on\n"
          "                          http://ADDRESS/ (default: not served; port 0 = any); beyond\n"
          "                          loopback it needs --api-token-file\n"
@@ -265,6 +270,33 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
          o.kubernetes.token_secret = v;
          return OkStatus();
        }},
+      {"--notify",
+       [&](auto& opt, auto& v) {
+         auto target = common::ParseNotifyTarget(v);
+         if (!target.ok()) return Invalid(opt, v, target.status().message());
+         if (o.notify.size() >= spec::kMaxNotify) return Invalid(opt, v, "at most 10 targets");
+         o.notify.push_back(*target);
+         return OkStatus();
+       }},
+      {"--smtp",
+       [&](auto& opt, auto& v) {
+         const size_t colon = v.rfind(':');
+         if (colon == std::string::npos || colon == 0 || colon + 1 == v.size() ||
+             v.find_first_of(" \r\n/@") != std::string::npos) {
+           return Invalid(opt, v, "HOST:PORT");
+         }
+         o.notify_settings.smtp = v;
+         return OkStatus();
+       }},
+      {"--smtp-from",
+       [&](auto& opt, auto& v) {
+         if (!common::ParseNotifyTarget("email:" + v).ok()) {
+           return Invalid(opt, v, "a mail address");
+         }
+         o.notify_settings.smtp_from = v;
+         return OkStatus();
+       }},
+      {"--notify-timeout", seconds(&o.notify_settings.timeout, 0.1, 60)},
       {"--image-pull-secret",
        [&](auto&, auto& v) {
          o.kubernetes.image_pull_secrets.push_back(v);
@@ -357,6 +389,11 @@ Status CheckOptions(const ControllerOptions& o) {
   if (!o.insecure && bind.starts_with("tcp://") && !Loopback(zmq_host) && o.broker.token.empty()) {
     return FailedPreconditionError("refusing to accept workers on " + bind +
                                    " without --token-file (or --insecure)");
+  }
+  for (const auto& target : o.notify) {
+    if (target.kind == common::NotifyTarget::Kind::kEmail && o.notify_settings.smtp.empty()) {
+      return InvalidArgumentError("--notify " + target.text + " needs --smtp HOST:PORT");
+    }
   }
   if (o.launcher == "kubernetes") {
     if (o.advertise.empty()) {

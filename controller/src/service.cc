@@ -154,6 +154,10 @@ std::string ControllerService::LiveReport(const RunView& view) {
 }
 
 std::string ControllerService::ReportJson(const RunView& view, bool final) {
+  return common::FormatJsonReport(ReportInfo(view, final), view.stats);
+}
+
+common::RunInfo ControllerService::ReportInfo(const RunView& view, bool final) {
   v1::RunSpec spec;
   spec.ParseFromString(view.spec);
   common::RunInfo info;
@@ -191,7 +195,7 @@ std::string ControllerService::ReportJson(const RunView& view, bool final) {
       break;
     }
   }
-  return common::FormatJsonReport(info, view.stats);
+  return info;
 }
 
 std::optional<std::string> ControllerService::JudgeAbort(const RunView& view, double seconds) {
@@ -275,6 +279,12 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     return ToGrpc(Status(StatusCode::kInvalidArgument, "spec." + applied.message()));
   }
   if (Status valid = spec::ValidateRunSpec(asked_spec); !valid.ok()) return ToGrpc(valid);
+  for (const std::string& target : asked_spec.notify()) {
+    if (target.starts_with("email:") && !mail_server_) {
+      return ToGrpc(FailedPreconditionError("spec.notify: '" + target +
+                                            "': this controller has no mail server (--smtp)"));
+    }
+  }
   const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
       asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());

@@ -27,6 +27,7 @@ inline constexpr double kMaxTimeoutSeconds = 3600;
 inline constexpr double kMaxRate = 10'000'000;  // executions per second, the open model
 inline constexpr double kMaxPauseSeconds = 86400;
 inline constexpr size_t kMaxThresholds = 100;
+inline constexpr size_t kMaxNotify = 10;
 inline constexpr int kMaxThreads = 1024;
 inline constexpr int kMaxWorkers = 1000;
 inline constexpr size_t kMaxMetadata = 64;

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/notify.h"
 #include "loads/common/status.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
@@ -18,7 +19,9 @@ struct ControllerOptions {
   std::string api_token;
   std::string metrics = "127.0.0.1:9464";
   std::chrono::seconds metrics_retention{300};
-  std::string web;  // the live page's HOST:PORT; empty: not served
+  std::string web;                           // the live page's HOST:PORT; empty: not served
+  std::vector<common::NotifyTarget> notify;  // told of every run's end (--notify)
+  common::NotifySettings notify_settings;    // --smtp, --smtp-from, --notify-timeout
   bool insecure = false;
   // Where runs are kept across restarts; "" = nowhere (--no-state).
   std::string state_dir;

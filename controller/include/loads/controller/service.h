@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "loads/common/report.h"
 #include "loads/common/status.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
@@ -46,6 +47,10 @@ class ControllerService final : public loads::v1::Controller::Service {
   // The report of a run as it stands: the final one once it is over; while it runs, its results
   // so far (duration up to now, the complete seconds of its series, thresholds judged so far).
   static std::string LiveReport(const RunView& view);
+  // What a report of the run says, before it is formatted (final: every point of its series).
+  static common::RunInfo ReportInfo(const RunView& view, bool final);
+  // Before serving: whether email targets can be sent (loads-controller --smtp).
+  void SetMailServer(bool configured) { mail_server_ = configured; }
   // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
   // after its workers started (Broker::SetAbortJudge).
   static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
@@ -70,6 +75,7 @@ class ControllerService final : public loads::v1::Controller::Service {
 
  private:
   static std::string ReportJson(const RunView& view, bool final);
+  bool mail_server_ = false;
   grpc::Status Authorize(const grpc::ServerContext& context) const;
 
   // Reports launch failures to the broker and lets the launcher release workers.
