@@ -5,6 +5,9 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,6 +35,24 @@ using namespace loads::controller;
 using loads::Status;
 
 // Exit statuses: 0 after a signal, 1 when a service cannot start, 2 for a bad command line.
+// Plain text, or TLS from files that are watched (rotated certificates are served without a
+// restart, as cert-manager rotates them), with client certificates required under --client-ca.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const ControllerOptions& options) {
+  if (options.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  constexpr unsigned kRefreshSeconds = 1;
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.tls_key, options.tls_cert, options.client_ca, kRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_identity_key_cert_pairs();
+  if (options.client_ca.empty()) {
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
+}
+
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "loads-controller: %s%s\n", message.c_str(),
                code == 2 ? " (see loads-controller --help)" : "");
@@ -85,6 +106,7 @@ int Serve(ControllerOptions options) {
 
   ControllerService service(&broker, launcher.get(), options.api_token, options.advertise);
   service.SetMailServer(!options.notify_settings.smtp.empty());
+  service.SetReadToken(options.read_token);
   // Each run's end, told to its --notify targets and the controller's.
   RunNotifier notifier(&broker, options.notify, options.notify_settings);
   notifier.Start();
@@ -92,7 +114,7 @@ int Serve(ControllerOptions options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.grpc, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.grpc, ServerCredentials(options), &port);
   // Room for a test library as large as the wire protocol carries; above it, gRPC answers
   // RESOURCE_EXHAUSTED (and loads-runner refuses before sending).
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
@@ -101,6 +123,18 @@ int Serve(ControllerOptions options) {
   if (!server || port == 0) return Fail(1, "cannot listen on " + options.grpc);
   // Probes may ask for the service by name as well as for the server ("").
   server->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
+  // --health: the health service alone, in plain text, for probes that cannot speak TLS (the
+  // kubelet's gRPC probe). Nothing else is served there.
+  std::unique_ptr<grpc::Server> health;
+  int health_port = 0;
+  if (!options.health.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options.health, grpc::InsecureServerCredentials(),
+                                    &health_port);
+    health = health_builder.BuildAndStart();
+    if (!health || health_port == 0) return Fail(1, "cannot listen on " + options.health);
+    health->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
+  }
   const std::string host = options.grpc.substr(0, options.grpc.rfind(':'));
   const std::string metrics_host = options.metrics.substr(0, options.metrics.rfind(':'));
   // The live page: the same runs, their reports and StopRun, behind the API token.
@@ -109,12 +143,19 @@ int Serve(ControllerOptions options) {
   std::string web_line;
   if (!options.web.empty()) {
     web = std::make_unique<loads::common::LivePageServer>(
-        &runs, loads::common::LivePageServer::Options{
-                   .address = options.web, .token = options.api_token, .max_streams = 16});
+        &runs, loads::common::LivePageServer::Options{.address = options.web,
+                                                      .token = options.api_token,
+                                                      .read_token = options.read_token,
+                                                      .max_streams = 16});
     if (Status started = web->Start(); !started.ok()) return Fail(1, started.message());
     web_line = " web http://" + options.web.substr(0, options.web.rfind(':')) + ":" +
                std::to_string(web->port()) + "/";
   }
+  if (health) {
+    web_line += " health " + options.health.substr(0, options.health.rfind(':')) + ":" +
+                std::to_string(health_port);
+  }
+  if (!options.tls_cert.empty()) web_line += options.client_ca.empty() ? " tls" : " mtls";
   std::printf(
       "loads-controller listening: grpc %s:%d zmq %s publish %s metrics http://%s:%d/metrics%s\n",
       host.c_str(), port, broker.endpoint().c_str(), broker.publish_endpoint().c_str(),
@@ -127,6 +168,7 @@ int Serve(ControllerOptions options) {
     // Watchers get UNAVAILABLE and come back to the next controller.
     service.Shutdown();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (health) health->Shutdown();
   });
   server->Wait();
   waiter.join();

@@ -1,6 +1,7 @@
 // loads-runner: runs a load test (on this machine, or on a controller's workers) and prints the
 // report.
 
+#include <grpc/support/log.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -353,7 +354,7 @@ int Main(int argc, char** argv) {
     live = std::make_unique<loads::runner::LocalRunSource>(&g_stop);
     web = std::make_unique<loads::common::LivePageServer>(
         live.get(), loads::common::LivePageServer::Options{
-                        .address = options.web, .token = "", .max_streams = 16});
+                        .address = options.web, .token = "", .read_token = "", .max_streams = 16});
     if (loads::Status started = web->Start(); !started.ok()) {
       return Fail(kExitUsage, started.message());
     }
@@ -399,6 +400,9 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // gRPC's own log lines (a failed TLS handshake...) would repeat, less clearly, what the
+  // runner says about the call that failed.
+  gpr_set_log_function([](gpr_log_func_args*) {});
   try {
     return Main(argc, argv);
   } catch (const std::exception& e) {

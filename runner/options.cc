@@ -130,6 +130,25 @@ const std::vector<RunnerFlag>& RunnerFlags() {
          o->token_file = v;
          return OkStatus();
        }},
+      {"--tls-ca", "FILE",
+       "talk to the controller over TLS, trusting the CAs of FILE (PEM) for its certificate",
+       [](const std::string& v, RunnerOptions* o) {
+         if (v.empty()) return Expected("a file");
+         o->tls_ca = v;
+         return OkStatus();
+       }},
+      {"--tls-cert", "FILE", "mTLS: this client's certificate chain (PEM), with --tls-key",
+       [](const std::string& v, RunnerOptions* o) {
+         if (v.empty()) return Expected("a file");
+         o->tls_cert = v;
+         return OkStatus();
+       }},
+      {"--tls-key", "FILE", "mTLS: the private key of --tls-cert (PEM)",
+       [](const std::string& v, RunnerOptions* o) {
+         if (v.empty()) return Expected("a file");
+         o->tls_key = v;
+         return OkStatus();
+       }},
       {"--reconnect-timeout", "S",
        "how long to wait for an unreachable controller (restarting) before giving up (default "
        "300)",
@@ -187,8 +206,9 @@ const std::vector<RunnerFlag>& RunnerFlags() {
 
 // Run options that only mean something on a controller.
 const std::set<std::string>& ClusterOnly() {
-  static const std::set<std::string> flags = {"--workers", "--loss-policy", "--worker-cpu",
-                                              "--worker-memory"};
+  static const std::set<std::string> flags = {"--workers",       "--loss-policy", "--worker-cpu",
+                                              "--worker-memory", "--tls-ca",      "--tls-cert",
+                                              "--tls-key"};
   return flags;
 }
 
@@ -329,6 +349,11 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
                     "controller (loads-controller " +
                     flag + ")");
       }
+    }
+    if (o.tls_cert.empty() != o.tls_key.empty())
+      return fail("--tls-cert and --tls-key go together");
+    if (!o.tls_cert.empty() && o.tls_ca.empty()) {
+      return fail("--tls-cert needs --tls-ca (a client certificate is only sent over TLS)");
     }
     if (given.count("--web")) {
       return fail(

@@ -64,6 +64,8 @@ std::chrono::system_clock::time_point TimeOf(const google::protobuf::Timestamp& 
 // A controller that cannot be reached (or is restarting) is waited for; other refusals are
 // final.
 bool Transient(const grpc::Status& status) {
+  // A TLS handshake that fails (an untrusted certificate) fails the same way next time.
+  if (status.error_message().find("andshake failed") != std::string::npos) return false;
   return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
          status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          status.error_code() == grpc::StatusCode::CANCELLED;
@@ -174,11 +176,22 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
 
 Status ControllerError(const grpc::Status& status, const std::string& what,
                        const std::string& controller) {
-  return Status(static_cast<StatusCode>(status.error_code()),
-                what + " (controller " + controller + "): " + status.error_message());
+  std::string message = what + " (controller " + controller + "): " + status.error_message();
+  // The two ways a TLS mismatch shows, told in words.
+  if (status.error_message().find("Socket closed") != std::string::npos) {
+    message +=
+        " (a controller that serves TLS closes plain-text connections: is --tls-ca "
+        "missing?)";
+  } else if (status.error_message().find("certificate verify failed") != std::string::npos) {
+    message +=
+        " (the controller's certificate is not signed by a CA of --tls-ca, or does not "
+        "name the host of --controller)";
+  }
+  return Status(static_cast<StatusCode>(status.error_code()), message);
 }
 
-RemoteBackend::RemoteBackend(const RunnerOptions& options, std::string token)
+RemoteBackend::RemoteBackend(const RunnerOptions& options, std::string token,
+                             std::shared_ptr<grpc::ChannelCredentials> credentials)
     : options_(options), token_(std::move(token)) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(kMaxRequestBytes);
@@ -188,8 +201,7 @@ RemoteBackend::RemoteBackend(const RunnerOptions& options, std::string token)
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel =
-      grpc::CreateCustomChannel(options.controller, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(options.controller, credentials, args);
   stub_ = v1::Controller::NewStub(channel);
 }
 
@@ -201,7 +213,25 @@ StatusOr<std::unique_ptr<RemoteBackend>> RemoteBackend::Connect(const RunnerOpti
       return InvalidArgumentError("cannot read a token from " + options.token_file);
     }
   }
-  return std::unique_ptr<RemoteBackend>(new RemoteBackend(options, std::move(token)));
+  // TLS (and mTLS) from PEM files read now: a missing or unreadable one is a usage error.
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    for (auto [path, out] : {std::pair{&options.tls_ca, &ssl.pem_root_certs},
+                             std::pair{&options.tls_cert, &ssl.pem_cert_chain},
+                             std::pair{&options.tls_key, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      std::ifstream file(*path, std::ios::binary);
+      std::string pem((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      if (!file || pem.find("-----BEGIN ") == std::string::npos) {
+        return InvalidArgumentError("cannot read a PEM file from " + *path);
+      }
+      *out = std::move(pem);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return std::unique_ptr<RemoteBackend>(
+      new RemoteBackend(options, std::move(token), std::move(credentials)));
 }
 
 std::unique_ptr<grpc::ClientContext> RemoteBackend::NewContext() const {
@@ -227,6 +257,13 @@ StatusOr<std::string> RemoteBackend::Start(const v1::RunSpec& spec) {
     if (status.ok()) return run.run_id();
     if (!Transient(status) || Clock::now() + backoff > give_up) {
       return ControllerError(status, "the run was not started", options_.controller);
+    }
+    if (backoff == std::chrono::milliseconds(100)) {
+      std::fprintf(stderr,
+                   "loads-runner: the controller %s cannot be reached (%s); trying again for up "
+                   "to %lld s (--reconnect-timeout)\n",
+                   options_.controller.c_str(), status.error_message().c_str(),
+                   static_cast<long long>(options_.reconnect_timeout.count()));
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -37,7 +39,8 @@ class RemoteBackend : public RunBackend {
   StatusOr<int> IdleWorkers();
 
  private:
-  RemoteBackend(const RunnerOptions& options, std::string token);
+  RemoteBackend(const RunnerOptions& options, std::string token,
+                std::shared_ptr<grpc::ChannelCredentials> credentials);
   std::unique_ptr<grpc::ClientContext> NewContext() const;
 
   RunnerOptions options_;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "loads/common/html_report.h"
+#include "loads/common/secret.h"
 
 namespace loads::common {
 namespace {
@@ -20,16 +21,6 @@ constexpr char kCookie[] = "loads_token";
 constexpr char kPolicy[] =
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src data:";
-
-// Compares without an early exit, so that the time taken does not tell how much of a guessed
-// token was right.
-bool SameSecret(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
 
 void Send(mg_connection* conn, int status, const char* reason, const std::string& type,
           const std::string& body, const std::string& extra_headers = "") {
@@ -107,31 +98,48 @@ struct LivePageServer::Impl {
   std::mutex log_mu;
   std::string last_error;  // CivetWeb's, while starting
 
-  // The token of the request, if it carries the right one; else answers 401 and returns false.
-  bool Authorized(mg_connection* conn, const mg_request_info* request, bool page) {
-    if (options.token.empty()) return true;
+  enum class Access { kNone, kRead, kFull };
+
+  // What a token allows.
+  Access Of(const std::string& token) const {
+    if (SameSecret(token, options.token)) return Access::kFull;
+    if (!options.read_token.empty() && SameSecret(token, options.read_token)) {
+      return Access::kRead;
+    }
+    return Access::kNone;
+  }
+
+  // What the request may do; answers 401 (and returns kNone) when it carries no right token.
+  Access Authorized(mg_connection* conn, const mg_request_info* request, bool page) {
+    if (options.token.empty()) return Access::kFull;
     if (const char* header = mg_get_header(conn, "Authorization")) {
-      if (SameSecret(header, "Bearer " + options.token)) return true;
+      const std::string value = header;
+      if (value.starts_with("Bearer ")) {
+        if (Access a = Of(value.substr(7)); a != Access::kNone) return a;
+      }
     }
     if (const char* cookies = mg_get_header(conn, "Cookie")) {
       char value[512];
       const int n = mg_get_cookie(cookies, kCookie, value, sizeof(value));
-      if (n > 0 && SameSecret(std::string(value, static_cast<size_t>(n)), options.token)) {
-        return true;
+      if (n > 0) {
+        if (Access a = Of(std::string(value, static_cast<size_t>(n))); a != Access::kNone) {
+          return a;
+        }
       }
     }
     if (page && request->query_string != nullptr) {
       char value[512];
       const int n = mg_get_var(request->query_string, std::strlen(request->query_string), "token",
                                value, sizeof(value));
-      if (n > 0 && SameSecret(std::string(value, static_cast<size_t>(n)), options.token)) {
+      const std::string token = n > 0 ? std::string(value, static_cast<size_t>(n)) : "";
+      if (n > 0 && Of(token) != Access::kNone) {
         // Once: the token moves into a cookie the browser sends back (and no script can read),
         // and the address bar loses it.
         const std::string cookie =
-            std::string("Set-Cookie: ") + kCookie + "=" + options.token +
+            std::string("Set-Cookie: ") + kCookie + "=" + token +
             "; Path=/; HttpOnly; SameSite=Strict\r\nLocation: " + request->local_uri_raw + "\r\n";
         Send(conn, 303, "See Other", "text/plain", "", cookie);
-        return false;
+        return Access::kNone;
       }
     }
     if (page) {
@@ -143,7 +151,7 @@ struct LivePageServer::Impl {
                 "this controller needs its API token: \"Authorization: Bearer TOKEN\" or the "
                 "cookie of the page");
     }
-    return false;
+    return Access::kNone;
   }
 
   int Handle(mg_connection* conn) {
@@ -164,7 +172,8 @@ struct LivePageServer::Impl {
       SendError(conn, 404, "Not Found", "nothing at " + path);
       return 404;
     }
-    if (!Authorized(conn, request, page || download)) return 401;
+    const Access access = Authorized(conn, request, page || download);
+    if (access == Access::kNone) return 401;
     if (page) {
       if (method != "GET") return MethodNotAllowed(conn, "GET");
       Send(conn, 200, "OK", "text/html; charset=utf-8", shell);
@@ -227,6 +236,10 @@ struct LivePageServer::Impl {
       const char* intent = mg_get_header(conn, "X-Loads-Action");
       if (intent == nullptr || std::string(intent) != "stop") {
         SendError(conn, 403, "Forbidden", "stopping a run needs the header X-Loads-Action: stop");
+        return 403;
+      }
+      if (access != Access::kFull) {
+        SendError(conn, 403, "Forbidden", "this token may only look; stopping needs the API token");
         return 403;
       }
       Status stopped = source->Stop(id);

@@ -1,11 +1,15 @@
 #include "loads/controller/options.h"
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 
 #include "loads/common/run_spec.h"
 #include "loads/version.h"
@@ -39,6 +43,35 @@ StatusOr<std::chrono::milliseconds> Seconds(const std::string& option, const std
     return Invalid(option, value, range);
   }
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(*seconds * 1000)));
+}
+
+// The certificate and key of --tls-cert/--tls-key, checked at start: gRPC would otherwise fail
+// every handshake later, with nothing on the command line to say why.
+Status CheckKeyPair(const std::string& cert_path, const std::string& key_path) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> cert_file(BIO_new_file(cert_path.c_str(), "r"),
+                                                      BIO_free);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      cert_file ? PEM_read_bio_X509(cert_file.get(), nullptr, nullptr, nullptr) : nullptr,
+      X509_free);
+  if (!cert) return InvalidArgumentError("--tls-cert " + cert_path + ": not a PEM certificate");
+  std::unique_ptr<BIO, decltype(&BIO_free)> key_file(BIO_new_file(key_path.c_str(), "r"), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      key_file ? PEM_read_bio_PrivateKey(key_file.get(), nullptr, nullptr, nullptr) : nullptr,
+      EVP_PKEY_free);
+  if (!key) return InvalidArgumentError("--tls-key " + key_path + ": not a PEM private key");
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    return InvalidArgumentError("--tls-key " + key_path + " is not the key of --tls-cert " +
+                                cert_path);
+  }
+  return OkStatus();
+}
+
+// A file the controller reads now and again later (certificates): it must be readable now.
+Status Readable(const std::string& path, std::string* out) {
+  std::ifstream file(path);
+  if (!file) return InvalidArgumentError("cannot read " + path);
+  *out = path;
+  return OkStatus();
 }
 
 StatusOr<std::string> ReadToken(const std::string& path) {
@@ -84,6 +117,11 @@ const char* ControllerUsage() {
          "                          (default tcp://127.0.0.1:5556; port * = any)\n"
          "  --token-file FILE       workers must send this token (first line of FILE)\n"
          "  --api-token-file FILE   gRPC clients must send \"authorization: Bearer TOKEN\"\n"
+         "  --read-token-file FILE  a second token that may only list, get and watch runs\n"
+         "  --tls-cert FILE         serve gRPC over TLS with this certificate chain (PEM) ...\n"
+         "  --tls-key FILE          ... and its private key; both are re-read when they change\n"
+         "  --client-ca FILE        mTLS: clients must present a certificate signed by this CA\n"
+         "  --health ADDRESS        also serve grpc.health.v1 alone, in plain text, for probes\n"
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
@@ -191,6 +229,16 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
          if (n.ok()) o.metrics_retention = std::chrono::seconds(*n);
          return n.status();
        }},
+      {"--read-token-file",
+       [&](auto&, auto& v) {
+         auto token = ReadToken(v);
+         if (token.ok()) o.read_token = *token;
+         return token.status();
+       }},
+      {"--tls-cert", [&](auto&, auto& v) { return Readable(v, &o.tls_cert); }},
+      {"--tls-key", [&](auto&, auto& v) { return Readable(v, &o.tls_key); }},
+      {"--client-ca", [&](auto&, auto& v) { return Readable(v, &o.client_ca); }},
+      {"--health", [&](auto& opt, auto& v) { return HostPort(opt, v, &o.health); }},
       {"--api-token-file",
        [&](auto&, auto& v) {
          auto token = ReadToken(v);
@@ -380,6 +428,22 @@ Status CheckOptions(const ControllerOptions& o) {
   if (!o.insecure && !Loopback(grpc_host) && o.api_token.empty()) {
     return FailedPreconditionError("refusing to serve the API on " + o.grpc +
                                    " without --api-token-file (or --insecure)");
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!o.client_ca.empty() && o.tls_cert.empty()) {
+    return InvalidArgumentError("--client-ca needs --tls-cert and --tls-key (mTLS is TLS)");
+  }
+  if (!o.read_token.empty() && o.api_token.empty()) {
+    return InvalidArgumentError(
+        "--read-token-file needs --api-token-file (the token that may start and stop runs)");
+  }
+  if (!o.read_token.empty() && o.read_token == o.api_token) {
+    return InvalidArgumentError("the read-only token must differ from the API token");
+  }
+  if (!o.tls_cert.empty()) {
+    if (Status pair = CheckKeyPair(o.tls_cert, o.tls_key); !pair.ok()) return pair;
   }
   if (!o.web.empty() && !o.insecure && !Loopback(o.web.substr(0, o.web.rfind(':'))) &&
       o.api_token.empty()) {

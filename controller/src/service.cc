@@ -10,6 +10,7 @@
 
 #include "loads/common/report.h"
 #include "loads/common/run_spec.h"
+#include "loads/common/secret.h"
 #include "loads/common/snapshot.h"
 #include "loads/common/url.h"
 #include "loads/version.h"
@@ -255,22 +256,28 @@ void ControllerService::Supervise() {
   }
 }
 
-grpc::Status ControllerService::Authorize(const grpc::ServerContext& context) const {
+grpc::Status ControllerService::Authorize(const grpc::ServerContext& context, Access access) const {
   if (api_token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  const std::string expected = "Bearer " + api_token_;
-  if (it == metadata.end() || std::string(it->second.data(), it->second.size()) != expected) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this controller needs a token: send the metadata \"authorization: "
-                        "Bearer TOKEN\" (loads-runner --token-file FILE)");
+  const std::string_view sent = it == metadata.end()
+                                    ? std::string_view()
+                                    : std::string_view(it->second.data(), it->second.size());
+  if (common::SameSecret(sent, "Bearer " + api_token_)) return grpc::Status::OK;
+  if (!read_token_.empty() && common::SameSecret(sent, "Bearer " + read_token_)) {
+    if (access == Access::kRead) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "this token may only list, get and watch runs; starting and stopping "
+                        "them needs the API token");
   }
-  return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "this controller needs a token: send the metadata \"authorization: "
+                      "Bearer TOKEN\" (loads-runner --token-file FILE)");
 }
 
 grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
                                          const v1::StartRunRequest* request, v1::Run* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kWrite); !auth.ok()) return auth;
   const std::string& run_id = request->run_id();
   if (Status valid = spec::ValidateRunId(run_id, "run_id"); !valid.ok()) return ToGrpc(valid);
   // A scenario's `load` object fills what the spec does not say, as on the command line.
@@ -341,7 +348,7 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
 
 grpc::Status ControllerService::GetRun(grpc::ServerContext* context,
                                        const v1::GetRunRequest* request, v1::Run* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
   auto view = broker_->GetRun(request->run_id());
   if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
   DescribeRun(*view, response);
@@ -351,7 +358,7 @@ grpc::Status ControllerService::GetRun(grpc::ServerContext* context,
 grpc::Status ControllerService::ListRuns(grpc::ServerContext* context,
                                          const v1::ListRunsRequest* request,
                                          v1::ListRunsResponse* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
   if (request->page_size() < 0 || request->page_size() > 1000) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "page_size: must be 0..1000");
   }
@@ -370,7 +377,7 @@ grpc::Status ControllerService::ListRuns(grpc::ServerContext* context,
 
 grpc::Status ControllerService::StopRun(grpc::ServerContext* context,
                                         const v1::StopRunRequest* request, v1::Run* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kWrite); !auth.ok()) return auth;
   if (Status stopped = broker_->StopRun(request->run_id()); !stopped.ok()) return ToGrpc(stopped);
   auto view = broker_->GetRun(request->run_id());
   if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
@@ -381,7 +388,7 @@ grpc::Status ControllerService::StopRun(grpc::ServerContext* context,
 grpc::Status ControllerService::WatchRun(grpc::ServerContext* context,
                                          const v1::WatchRunRequest* request,
                                          grpc::ServerWriter<v1::Run>* writer) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
   while (true) {
     auto view = broker_->GetRun(request->run_id());
     if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
@@ -405,7 +412,7 @@ grpc::Status ControllerService::WatchRun(grpc::ServerContext* context,
 grpc::Status ControllerService::ListWorkers(grpc::ServerContext* context,
                                             const v1::ListWorkersRequest*,
                                             v1::ListWorkersResponse* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
   for (const auto& worker : broker_->ListWorkers()) {
     auto* out = response->add_workers();
     out->set_worker_id(worker.id);
@@ -418,7 +425,7 @@ grpc::Status ControllerService::ListWorkers(grpc::ServerContext* context,
 grpc::Status ControllerService::GetController(grpc::ServerContext* context,
                                               const v1::GetControllerRequest*,
                                               v1::ControllerInfo* response) {
-  if (grpc::Status auth = Authorize(*context); !auth.ok()) return auth;
+  if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
   response->set_version(LOADS_SDK_VERSION);
   response->set_zmq_endpoint(broker_->endpoint());
   v1::ListWorkersResponse workers;

@@ -959,6 +959,8 @@ class Controller:
         self.worker_timeout = worker_timeout
         self.workers = []
         self.process = None
+        # What loads-runner needs besides --controller to reach it (--tls-ca ... for TLS).
+        self.client_args = ()
         self._start("127.0.0.1:0", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "127.0.0.1:0")
 
     def _start(self, grpc, zmq, publish, metrics):
@@ -979,6 +981,7 @@ class Controller:
         self.publish = parts[parts.index("publish") + 1]
         self.metrics = parts[parts.index("metrics") + 1]
         self.web = parts[parts.index("web") + 1] if "web" in parts else None
+        self.health = parts[parts.index("health") + 1] if "health" in parts else None
 
     @property
     def stderr(self):
@@ -1017,7 +1020,8 @@ class Controller:
         live = sum(worker.poll() is None for worker in self.workers)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            ping = subprocess.run([runner, "--controller", self.grpc, "--ping"],
+            ping = subprocess.run([runner, "--controller", self.grpc, "--ping",
+                                   *self.client_args],
                                   capture_output=True, text=True, timeout=10)
             registered = re.search(r"^(\d+) worker\(s\)$", ping.stdout, re.M)
             if registered and int(registered.group(1)) >= live:

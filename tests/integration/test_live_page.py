@@ -32,20 +32,23 @@ RENDERED = "document.getElementById('loads-report').dataset.updates"
 class WebController(harness.Controller):
     """A controller serving its live page on a free loopback port."""
 
-    def __init__(self, token=None):
+    def __init__(self, token=None, read_token=None):
         extra = ["--max-local-workers", "0", "--web", "127.0.0.1:0"]
-        self.token_path = None
-        if token is not None:
-            handle, self.token_path = tempfile.mkstemp(prefix="loads-api-token-")
+        self.token_paths = []
+        for flag, value in (("--api-token-file", token), ("--read-token-file", read_token)):
+            if value is None:
+                continue
+            handle, path = tempfile.mkstemp(prefix="loads-token-")
             with os.fdopen(handle, "w") as f:
-                f.write(token + "\n")
-            extra += ["--api-token-file", self.token_path]
+                f.write(value + "\n")
+            self.token_paths.append(path)
+            extra += [flag, path]
         super().__init__(extra=tuple(extra))
 
     def close(self):
         super().close()
-        if self.token_path:
-            os.unlink(self.token_path)
+        for path in self.token_paths:
+            os.unlink(path)
 
 
 def request(base, method, path, headers=None):
@@ -198,7 +201,8 @@ class LivePageTest(unittest.TestCase):
 
     def test_who_may_see_the_page_and_stop_a_run(self):
         token = "s3cret-token-for-the-page"
-        controller = WebController(token=token)
+        reader = "a-token-that-only-looks"
+        controller = WebController(token=token, read_token=reader)
         self.addCleanup(controller.close)
         base = controller.web.rstrip("/")
         bearer = {"Authorization": f"Bearer {token}"}
@@ -234,6 +238,14 @@ class LivePageTest(unittest.TestCase):
         self.assertEqual(request(base, "POST", "/api/runs/nope/stop",
                                  {**bearer, "X-Loads-Action": "stop"})[0], 404)
         self.assertEqual(request(base, "GET", "/api/runs/nope/stop", bearer)[0], 405)
+        # The read-only token (--read-token-file) sees the page but cannot stop runs.
+        looker = {"Authorization": f"Bearer {reader}"}
+        self.assertEqual(request(base, "GET", "/api/runs", looker)[0], 200)
+        self.assertEqual(request(base, "GET", "/", looker)[0], 200)
+        status, _, body = request(base, "POST", "/api/runs/nope/stop",
+                                  {**looker, "X-Loads-Action": "stop"})
+        self.assertEqual(status, 403, body)
+        self.assertIn("this token may only look", body)
         self.assertEqual(request(base, "GET", "/etc/passwd", bearer)[0], 404)
         self.assertEqual(request(base, "GET", "/api/runs/%0d%0aX:1", bearer)[0], 400)
 

@@ -17,6 +17,11 @@ struct ControllerOptions {
   BrokerOptions broker;  // bind, publish, token, timeouts
   std::string token_file;
   std::string api_token;
+  std::string read_token;  // --read-token-file: may list, get and watch runs, nothing else
+  // gRPC over TLS (--tls-cert, --tls-key), with client certificates checked against
+  // --client-ca (mTLS). The files are watched: rotated ones are served without a restart.
+  std::string tls_cert, tls_key, client_ca;
+  std::string health;  // --health HOST:PORT: grpc.health.v1 alone, in plain text (probes)
   std::string metrics = "127.0.0.1:9464";
   std::chrono::seconds metrics_retention{300};
   std::string web;                           // the live page's HOST:PORT; empty: not served

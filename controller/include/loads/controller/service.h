@@ -51,6 +51,8 @@ class ControllerService final : public loads::v1::Controller::Service {
   static common::RunInfo ReportInfo(const RunView& view, bool final);
   // Before serving: whether email targets can be sent (loads-controller --smtp).
   void SetMailServer(bool configured) { mail_server_ = configured; }
+  // Before serving: a second token that may only read (--read-token-file).
+  void SetReadToken(std::string token) { read_token_ = std::move(token); }
   // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
   // after its workers started (Broker::SetAbortJudge).
   static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
@@ -76,7 +78,10 @@ class ControllerService final : public loads::v1::Controller::Service {
  private:
   static std::string ReportJson(const RunView& view, bool final);
   bool mail_server_ = false;
-  grpc::Status Authorize(const grpc::ServerContext& context) const;
+  std::string read_token_;
+  enum class Access { kRead, kWrite };
+  // OK for the API token; for the read-only token, only when `access` is kRead.
+  grpc::Status Authorize(const grpc::ServerContext& context, Access access) const;
 
   // Reports launch failures to the broker and lets the launcher release workers.
   void Supervise();
