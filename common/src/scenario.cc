@@ -130,8 +130,9 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // The message names the line and column.
+  } catch (const json::exception& e) {
+    // A syntax error names the line and column; a number too large for a double (1e999) is
+    // refused too (found by fuzz/fuzz_scenario).
     *error = std::string("not valid JSON: ") + e.what();
     return std::nullopt;
   }

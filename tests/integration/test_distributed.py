@@ -299,6 +299,9 @@ class DistributedTest(unittest.TestCase):
             (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], workers=5000)), "spec.workers"),
             (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], thresholds=["p99<1"])),
              "spec.thresholds: 'p99<1': a latency needs its unit"),
+            # A scenario with a number beyond a double: refused, and the controller stays up.
+            (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(scenario='{"steps": [{"think": 1e999}]}', users=[1], hits=[1])),
+             "number overflow parsing '1e999'"),
             (self.pb.StartRunRequest(run_id="a", spec=self.pb.RunSpec(url="http://h/", users=[1], hits=[1], thresholds=["errors==0 abort:soon"])),
              "spec.thresholds: 'errors==0 abort:soon'"),
         ]

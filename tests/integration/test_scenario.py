@@ -75,6 +75,8 @@ class ScenarioTest(unittest.TestCase):
              "steps[0].request.expect_status"),
             ('{"steps": [{"request": {"url": "/", "colour": 1}}]}',
              "steps[0].request.colour: unknown field"),
+            # A number beyond a double (found by fuzz/fuzz_scenario: it used to exit 70).
+            ('{"steps": [{"think": 1e999}]}', "number overflow parsing '1e999'"),
         ]
         for text, expected in cases:
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
