@@ -2,6 +2,7 @@
 // starts workers (local processes, or pods in Kubernetes) when a run needs more than are
 // connected, and the state folder that keeps runs across restarts.
 
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -11,13 +12,16 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "loads/common/curve.h"
 #include "loads/common/live_page.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
@@ -84,7 +88,27 @@ int Serve(ControllerOptions options) {
     launcher = MakeKubernetesLauncher(options.kubernetes, &error);
     if (!launcher) return Fail(2, error);
   } else if (options.max_local_workers > 0) {
-    launcher = MakeLocalLauncher(options.worker_bin, options.max_local_workers, options.token_file);
+    std::vector<std::string> curve_args;
+    if (!options.broker.curve_secret_key.empty()) {
+      // Workers this controller starts get a key pair of their own, allowed for this run of
+      // the controller only, in a file only this user can read.
+      auto keys = loads::common::GenerateCurveKeys();
+      if (!keys.ok()) return Fail(1, keys.status().message());
+      char dir[] = "/tmp/loads-controller-XXXXXX";
+      if (mkdtemp(dir) == nullptr) return Fail(1, "cannot make a folder for the workers' key");
+      const std::string path = std::string(dir) + "/local-workers.key";
+      const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+      const std::string text = loads::common::FormatCurveKeyFile(*keys);
+      if (fd < 0 || write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        return Fail(1, "cannot write " + path);
+      }
+      close(fd);
+      options.broker.curve_allowed.insert(keys->public_key);
+      curve_args = {"--curve-server-key", options.broker.curve_public_key, "--curve-key-file",
+                    path};
+    }
+    launcher = MakeLocalLauncher(options.worker_bin, options.max_local_workers, options.token_file,
+                                 curve_args);
   }
   std::unique_ptr<StateStore> store;
   if (!options.state_dir.empty()) {
@@ -179,7 +203,30 @@ int Serve(ControllerOptions options) {
 
 }  // namespace
 
+// loads-controller keygen [FILE]: a new CurveZMQ key pair, to FILE (mode 0600, never over an
+// existing file; its public key on stdout) or to stdout.
+int Keygen(const std::vector<std::string>& args) {
+  if (args.size() > 1) return Fail(2, "usage: loads-controller keygen [FILE]");
+  auto keys = loads::common::GenerateCurveKeys();
+  if (!keys.ok()) return Fail(1, keys.status().message());
+  const std::string text = loads::common::FormatCurveKeyFile(*keys);
+  if (args.empty()) {
+    std::fputs(text.c_str(), stdout);
+    return 0;
+  }
+  const int fd = open(args[0].c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return Fail(1, "cannot create " + args[0] + ": " + std::strerror(errno));
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!written) return Fail(1, "cannot write " + args[0]);
+  std::printf("public: %s\n", keys->public_key.c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "keygen") {
+    return Keygen(std::vector<std::string>(argv + 2, argv + argc));
+  }
   try {
     auto options =
         ParseControllerOptions(std::vector<std::string>(argv + 1, argv + argc), SelfDir());

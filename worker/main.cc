@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "loads/common/curve.h"
 #include "loads/version.h"
 #include "worker/src/zmq_worker.h"
 
@@ -32,6 +33,9 @@ int Usage(FILE* out, int code) {
       "  --id ID                 this worker's name (default HOST-PID)\n"
       "  --threads N             its capacity in engine threads (default: the CPUs)\n"
       "  --token-file FILE       the token the controller asks of workers (its first line)\n"
+      "  --curve-server-key KEY  speak CurveZMQ to a controller with this public key (Z85)\n"
+      "  --curve-key-file FILE   this worker's CURVE key pair (loads-controller keygen FILE);\n"
+      "                          default: one made at start\n"
       "  --work-dir DIR          where shipped test libraries are written\n"
       "  --metrics HOST:PORT     serve Prometheus /metrics there (port 0 = any)\n"
       "  --controller-timeout S  silence after which the controller is taken for gone: the run\n"
@@ -102,6 +106,18 @@ int main(int argc, char** argv) {
       if (!file || !std::getline(file, options.token)) {
         return Fail("cannot read the token from " + value);
       }
+    } else if (arg == "--curve-server-key") {
+      if (!loads::common::IsCurveKey(value)) {
+        return Fail(
+            "invalid value for --curve-server-key: expected the controller's Z85 public "
+            "key of 40 characters");
+      }
+      options.curve_server_key = value;
+    } else if (arg == "--curve-key-file") {
+      auto keys = loads::common::ReadCurveKeyFile(value);
+      if (!keys.ok()) return Fail(keys.status().message());
+      options.curve_public_key = keys->public_key;
+      options.curve_secret_key = keys->secret_key;
     } else if (arg == "--controller-timeout" || arg == "--orphan-timeout" ||
                arg == "--load-timeout" || arg == "--shutdown-timeout") {
       double seconds = 0;
@@ -125,6 +141,9 @@ int main(int argc, char** argv) {
     } else {
       return Fail("unknown option '" + arg + "'");
     }
+  }
+  if (!options.curve_secret_key.empty() && options.curve_server_key.empty()) {
+    return Fail("--curve-key-file needs --curve-server-key (the controller's public key)");
   }
   struct sigaction action {};
   action.sa_handler = OnSignal;

@@ -49,6 +49,8 @@ class Broker::Transport : public BrokerTransport {
 
 struct Broker::Sockets {
   zmq::context_t context{1};
+  // libzmq asks this socket whether a CURVE peer may connect (ZAP, RFC 27).
+  zmq::socket_t zap{context, zmq::socket_type::rep};
   zmq::socket_t router{context, zmq::socket_type::router};
   zmq::socket_t publisher{context, zmq::socket_type::pub};
 };
@@ -75,8 +77,18 @@ Status Broker::Start() {
     if (!loaded.ok()) return loaded.status();
     restored = std::move(*loaded);
   }
+  const bool curve = !options_.curve_secret_key.empty();
+  // Encrypted, and only peers the ZAP handler lets in (HandleZap).
+  const auto secure = [&](zmq::socket_t& socket) {
+    if (!curve) return;
+    socket.set(zmq::sockopt::curve_server, true);
+    socket.set(zmq::sockopt::curve_secretkey, options_.curve_secret_key);
+    socket.set(zmq::sockopt::zap_domain, "loads");
+  };
   try {
+    if (curve) sockets_->zap.bind("inproc://zeromq.zap.01");
     zmq::socket_t& router = sockets_->router;
+    secure(router);
     router.set(zmq::sockopt::linger, 0);
     router.set(zmq::sockopt::maxmsgsize, int64_t{80} << 20);
     // A second connection may not take over a connected worker's routing id: its messages
@@ -94,6 +106,7 @@ Status Broker::Start() {
   }
   if (!options_.publish.empty()) {
     try {
+      secure(sockets_->publisher);
       sockets_->publisher.set(zmq::sockopt::linger, 0);
       // A slow subscriber loses messages rather than holding the controller up.
       sockets_->publisher.set(zmq::sockopt::sndhwm, 100'000);
@@ -234,18 +247,64 @@ void Broker::Commit(CommitBatch batch) {
   core_->Committed(std::move(batch), ok);
 }
 
+// One ZAP request (RFC 27): version, request id, domain, address, identity, mechanism, then the
+// client's 32-byte public key. Answered 200 for an allowed key, 400 otherwise (counted).
+void Broker::HandleZap() {
+  zmq::socket_t& zap = sockets_->zap;
+  std::vector<zmq::message_t> request;
+  while (true) {
+    zmq::message_t part;
+    if (!zap.recv(part, zmq::recv_flags::dontwait)) return;
+    const bool more = part.more();
+    request.push_back(std::move(part));
+    if (!more) break;
+  }
+  if (request.size() < 6) return;  // not libzmq's: nothing to answer
+  bool allowed = false;
+  std::string key = "(none)";
+  if (request.size() >= 7 && request[5].to_string() == "CURVE" && request[6].size() == 32) {
+    char z85[41];
+    zmq_z85_encode(z85, static_cast<const uint8_t*>(request[6].data()), 32);
+    key = z85;
+    allowed = options_.curve_any_peer || options_.curve_allowed.count(key) > 0;
+  }
+  const std::string status = allowed ? "200" : "400";
+  const std::string text = allowed ? "OK" : "public key not allowed";
+  zap.send(zmq::buffer(std::string("1.0")), zmq::send_flags::sndmore);
+  zap.send(request[1], zmq::send_flags::sndmore);
+  zap.send(zmq::buffer(status), zmq::send_flags::sndmore);
+  zap.send(zmq::buffer(text), zmq::send_flags::sndmore);
+  zap.send(zmq::buffer(key), zmq::send_flags::sndmore);  // the user id
+  zap.send(zmq::buffer(std::string()), zmq::send_flags::none);
+  if (allowed) return;
+  ++curve_refused_;
+  if (metrics_) metrics_->Dropped("curve_refused");
+  const auto now = clock_->Now();
+  if (now - last_refusal_log_ < std::chrono::seconds(1)) return;
+  last_refusal_log_ = now;
+  // The public key is not a secret: it says who was refused.
+  std::fprintf(stderr,
+               "loads-controller: refused a CURVE connection from %s: public key %s is not "
+               "allowed (%llu refused so far)\n",
+               request[3].to_string().c_str(), key.c_str(),
+               static_cast<unsigned long long>(curve_refused_));
+}
+
 void Broker::Loop() {
   zmq::socket_t& router = sockets_->router;
   auto next_commit = clock_->Now();
   std::vector<zmq::message_t> parts;
   std::deque<std::pair<std::string, std::string>> outbox, published;
+  const bool curve = !options_.curve_secret_key.empty();
   while (true) {
-    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                               {sockets_->zap.handle(), 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 1, std::chrono::milliseconds(10));
+      zmq::poll(items, curve ? 2 : 1, std::chrono::milliseconds(10));
     } catch (const zmq::error_t&) {
-      items[0].revents = 0;  // EINTR: a signal; poll again
+      items[0].revents = items[1].revents = 0;  // EINTR: a signal; poll again
     }
+    if (curve && (items[1].revents & ZMQ_POLLIN)) HandleZap();
     std::optional<CommitBatch> batch;
     {
       std::lock_guard lock(mu_);

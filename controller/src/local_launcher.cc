@@ -16,8 +16,12 @@ namespace {
 
 class LocalLauncher : public Launcher {
  public:
-  LocalLauncher(std::string binary, int max_workers, std::string token_file)
-      : binary_(std::move(binary)), max_(max_workers), token_file_(std::move(token_file)) {}
+  LocalLauncher(std::string binary, int max_workers, std::string token_file,
+                std::vector<std::string> extra_args)
+      : binary_(std::move(binary)),
+        max_(max_workers),
+        token_file_(std::move(token_file)),
+        extra_args_(std::move(extra_args)) {}
 
   // Workers get SIGTERM (they stop their run and send its final results), then SIGKILL if they
   // are still there after 3 s.
@@ -57,6 +61,7 @@ class LocalLauncher : public Launcher {
         argv.push_back("--token-file");
         argv.push_back(token_file_);
       }
+      argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
       pid_t pid = 0;
       if (const int error = common::Spawn(argv, nullptr, -1, false, &pid)) {
         return "cannot start " + binary_ + ": " + std::strerror(error);
@@ -70,6 +75,7 @@ class LocalLauncher : public Launcher {
   std::string binary_;
   int max_;
   std::string token_file_;
+  std::vector<std::string> extra_args_;
   std::mutex mu_;
   std::vector<pid_t> pids_;
   int count_ = 0;
@@ -77,9 +83,10 @@ class LocalLauncher : public Launcher {
 
 }  // namespace
 
-LauncherPtr MakeLocalLauncher(std::string worker_binary, int max_workers, std::string token_file) {
+LauncherPtr MakeLocalLauncher(std::string worker_binary, int max_workers, std::string token_file,
+                              std::vector<std::string> extra_args) {
   return std::make_unique<LocalLauncher>(std::move(worker_binary), max_workers,
-                                         std::move(token_file));
+                                         std::move(token_file), std::move(extra_args));
 }
 
 }  // namespace loads::controller

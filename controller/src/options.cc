@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 
+#include "loads/common/curve.h"
 #include "loads/common/run_spec.h"
 #include "loads/version.h"
 
@@ -122,6 +123,11 @@ const char* ControllerUsage() {
          "  --tls-key FILE          ... and its private key; both are re-read when they change\n"
          "  --client-ca FILE        mTLS: clients must present a certificate signed by this CA\n"
          "  --health ADDRESS        also serve grpc.health.v1 alone, in plain text, for probes\n"
+         "  --curve-key-file FILE   encrypt the worker and results sockets with CurveZMQ, with\n"
+         "                          this key pair (loads-controller keygen FILE makes one)\n"
+         "  --curve-allow FILE      the public keys of the workers (and subscribers) allowed\n"
+         "  --curve-any-worker      allow any CURVE peer that knows the controller's key (the\n"
+         "                          worker token then decides)\n"
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
@@ -228,6 +234,36 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
          auto n = Integer(opt, v, 0, 7 * 24 * 3600, "seconds");
          if (n.ok()) o.metrics_retention = std::chrono::seconds(*n);
          return n.status();
+       }},
+      {"--curve-key-file",
+       [&](auto&, auto& v) {
+         auto keys = common::ReadCurveKeyFile(v);
+         if (!keys.ok()) return keys.status();
+         o.broker.curve_public_key = keys->public_key;
+         o.broker.curve_secret_key = keys->secret_key;
+         return OkStatus();
+       }},
+      {"--curve-allow",
+       [&](auto&, auto& v) {
+         // Public keys, one a line ("KEY" or "public: KEY"); a line starting with '#' is a
+         // comment ('#' is a Z85 character: it cannot start one anywhere else).
+         std::ifstream file(v);
+         if (!file) return InvalidArgumentError("cannot read " + v);
+         std::string line;
+         for (int n = 1; std::getline(file, line); ++n) {
+           if (line.starts_with("#")) continue;
+           if (line.starts_with("public: ")) line = line.substr(8);
+           while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) {
+             line.pop_back();
+           }
+           if (line.empty()) continue;
+           if (!common::IsCurveKey(line)) {
+             return InvalidArgumentError(v + ":" + std::to_string(n) +
+                                         ": not a Z85 public key of 40 characters");
+           }
+           o.broker.curve_allowed.insert(line);
+         }
+         return OkStatus();
        }},
       {"--read-token-file",
        [&](auto&, auto& v) {
@@ -402,6 +438,10 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
       no_state = true;
       continue;
     }
+    if (arg == "--curve-any-worker") {
+      o.broker.curve_any_peer = true;
+      continue;
+    }
     auto handler = with_value.find(arg);
     if (handler == with_value.end()) {
       return InvalidArgumentError(arg.starts_with("-") ? "unknown option '" + arg + "'"
@@ -428,6 +468,15 @@ Status CheckOptions(const ControllerOptions& o) {
   if (!o.insecure && !Loopback(grpc_host) && o.api_token.empty()) {
     return FailedPreconditionError("refusing to serve the API on " + o.grpc +
                                    " without --api-token-file (or --insecure)");
+  }
+  const bool curve = !o.broker.curve_secret_key.empty();
+  if (!curve && (!o.broker.curve_allowed.empty() || o.broker.curve_any_peer)) {
+    return InvalidArgumentError("--curve-allow and --curve-any-worker need --curve-key-file");
+  }
+  if (curve && o.broker.curve_allowed.empty() && !o.broker.curve_any_peer) {
+    return InvalidArgumentError(
+        "with --curve-key-file, say who may connect: --curve-allow FILE (their public keys) or "
+        "--curve-any-worker (any peer with the controller's public key; the token decides)");
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return InvalidArgumentError("--tls-cert and --tls-key go together");

@@ -15,6 +15,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "loads/common/curve.h"
 #include "loads/common/exposer_options.h"
 #include "loads/common/snapshot.h"
 #include "loads/worker/engine.h"
@@ -648,6 +649,22 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
   socket.set(zmq::sockopt::heartbeat_ivl, 1000);
   socket.set(zmq::sockopt::heartbeat_timeout, 3000);
   socket.set(zmq::sockopt::maxmsgsize, int64_t{80} << 20);
+  if (!options_.curve_server_key.empty()) {
+    // Encrypted, and the controller is the one holding that key (CurveZMQ authenticates it).
+    std::string public_key = options_.curve_public_key, secret_key = options_.curve_secret_key;
+    if (secret_key.empty()) {
+      auto keys = common::GenerateCurveKeys();
+      if (!keys.ok()) {
+        Log(keys.status().message());
+        return kWorkerExitFailure;
+      }
+      public_key = keys->public_key;
+      secret_key = keys->secret_key;
+    }
+    socket.set(zmq::sockopt::curve_serverkey, options_.curve_server_key);
+    socket.set(zmq::sockopt::curve_publickey, public_key);
+    socket.set(zmq::sockopt::curve_secretkey, secret_key);
+  }
   try {
     socket.connect(options_.controller);
   } catch (const zmq::error_t& e) {

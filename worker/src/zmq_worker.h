@@ -32,6 +32,9 @@ struct WorkerOptions {
   std::chrono::milliseconds shutdown_timeout{20'000};
   std::string work_dir;  // where shipped test libraries are written
   std::string metrics;   // where to serve Prometheus /metrics ("" = nowhere; port 0 = any)
+  // CurveZMQ: the controller's public key (Z85; empty: plain text), and this worker's key pair
+  // (empty: one made at start, for a controller that takes any worker with its key).
+  std::string curve_server_key, curve_public_key, curve_secret_key;
 };
 
 // loads-worker's exit statuses.

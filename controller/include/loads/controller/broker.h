@@ -90,6 +90,7 @@ class Broker {
  private:
   class Transport;
   void Loop();
+  void HandleZap();
   // Writes a batch to the store (outside mu_), then lets the core send its acknowledgements.
   void Commit(CommitBatch batch);
 
@@ -109,6 +110,8 @@ class Broker {
   std::unique_ptr<Transport> transport_;  // its queues are guarded by mu_
   std::unique_ptr<BrokerCore> core_;      // guarded by mu_
   std::chrono::steady_clock::time_point last_store_error_{};
+  uint64_t curve_refused_ = 0;  // the broker thread's only
+  std::chrono::steady_clock::time_point last_refusal_log_{};
 
   struct Sockets;
   std::unique_ptr<Sockets> sockets_;  // used by the broker's thread only (after Start)

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,12 @@ struct BrokerOptions {
   std::string token;                       // when set, only workers saying it are admitted
   std::string publish;                     // when set, a PUB endpoint republishing snapshots
   std::string sdk_version;                 // workers of another major.minor are refused
+  // CurveZMQ on the worker and results sockets (docs/security.md): the controller's key pair;
+  // empty: plain text. Then only peers whose public key is in `curve_allowed` may connect,
+  // unless `curve_any_peer` (any peer speaking CURVE to this key; the token decides).
+  std::string curve_public_key, curve_secret_key;
+  std::set<std::string> curve_allowed;
+  bool curve_any_peer = false;
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds worker_timeout{3000};  // silence after which a worker is lost
   // Assigned to every worker ready (test loaded): past it the run fails.

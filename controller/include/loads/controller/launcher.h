@@ -53,7 +53,9 @@ using LauncherPtr = std::unique_ptr<Launcher>;
 
 // Spawns up to `max_workers` loads-worker processes in all (from `worker_binary`), passing the
 // token file if any; they are killed when the launcher is destroyed.
-LauncherPtr MakeLocalLauncher(std::string worker_binary, int max_workers, std::string token_file);
+// extra_args: given to every worker started (CURVE keys).
+LauncherPtr MakeLocalLauncher(std::string worker_binary, int max_workers, std::string token_file,
+                              std::vector<std::string> extra_args = {});
 
 // The Kubernetes launcher's configuration (docs/kubernetes.md). The defaults suit a controller
 // running in a pod with its service account mounted.
