@@ -3,8 +3,11 @@
 // objects this chart uses), for values.yaml alone and with each examples/*.yaml, and every object
 // is checked against the Kubernetes schemas (kubernetes-models), for unknown fields, and for what
 // this chart promises: labels, selectors, probes, security contexts, resources, token checksums,
-// RBAC, the autoscaler, the dashboard, the ServiceMonitor, the live page (port, --web, Ingress) and
-// the `helm test` pod. The values are checked against values.schema.json, and bad values must be
+// RBAC and the ServiceAccount, the autoscaler, the dashboard, the ServiceMonitor, the live page
+// (port, --web, Ingress), PodDisruptionBudgets, the NetworkPolicy, the extra env/args/volumes,
+// image digests and `global` values, and the `helm test` pod; and that two renders of the same
+// values are byte-identical when the tokens Secret is in the cluster (`lookup`) or named by
+// auth.existingSecret. The values are checked against values.schema.json, and bad values must be
 // refused.
 //
 //   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
@@ -25,11 +28,14 @@ import {
   helpFlags,
   mergedValues,
   modelOf,
+  parseManifests,
   podSpecs,
   render,
   renderNotes,
+  renderText,
   repoRoot,
   runRenderer,
+  selects,
   subsetOf,
   unknownFields,
 } from "./lib.mjs";
@@ -82,11 +88,105 @@ const cases = [
       ),
     ],
   },
+  {
+    // As a subchart: Helm passes the parent's `global`, with keys of other charts; the chart
+    // is installed in another namespace than the release's, and one image is pinned by digest.
+    name: "a subchart's global values and namespaceOverride",
+    files: [
+      writeTemp(
+        "subchart.yaml",
+        [
+          "global:",
+          "  imageRegistry: mirror.example.com:5000",
+          "  imagePullSecrets: [mirror-creds, {name: shared-creds}]",
+          "  storageClass: fast",
+          "  postgresql: {auth: {database: app}}",
+          "image:",
+          "  registry: ignored.example.com",
+          "  digests:",
+          `    worker: sha256:${"ab".repeat(32)}`,
+          "imagePullSecrets: [{name: shared-creds}, {name: own-creds}]",
+          "namespaceOverride: load-testing",
+          "worker: {enabled: true, replicas: 1}",
+          "",
+        ].join("\n"),
+      ),
+    ],
+  },
+  {
+    // An existing ServiceAccount (create: false), a NetworkPolicy with no extra peer (NOTES.txt
+    // warns for the ServiceMonitor and the Ingress), a controller budget given as maxUnavailable,
+    // and a workers' budget without standing workers (not rendered).
+    name: "an existing ServiceAccount and a bare NetworkPolicy",
+    files: [
+      writeTemp(
+        "existing-account.yaml",
+        [
+          "serviceAccount: {create: false, name: loads-launcher}",
+          "networkPolicy: {enabled: true}",
+          "controller: {podDisruptionBudget: {enabled: true, maxUnavailable: 0}}",
+          "worker: {podDisruptionBudget: {enabled: true}}",
+          "serviceMonitor: {enabled: true}",
+          "web: {ingress: {enabled: true, host: loads.example.com}}",
+          "",
+        ].join("\n"),
+      ),
+    ],
+  },
+  {
+    // No account at all: without the launcher nothing needs one.
+    name: "no ServiceAccount and no launcher",
+    files: [writeTemp("no-account.yaml", "serviceAccount: {create: false}\nlauncher: {enabled: false}\n")],
+  },
 ];
 
-function imageRef(values, name) {
-  const { registry, repository, tag } = values.image;
-  return `${registry ? `${registry}/` : ""}${repository}/${name}:${tag || chart.appVersion}`;
+// The registry every image comes from: an umbrella chart's global.imageRegistry wins.
+function registryOf(values) {
+  return values.global?.imageRegistry || values.image.registry;
+}
+
+// key: controller, worker or runner.
+function imageRef(values, key) {
+  const { repository, tag, names, digests } = values.image;
+  const registry = registryOf(values);
+  const path = `${registry ? `${registry}/` : ""}${repository}/${names[key]}`;
+  return digests[key] ? `${path}@${digests[key]}` : `${path}:${tag || chart.appVersion}`;
+}
+
+// global.imagePullSecrets (names or {name}) then imagePullSecrets, each once.
+function pullSecretNames(values) {
+  const names = [
+    ...(values.global?.imagePullSecrets ?? []).map((s) => (typeof s === "string" ? s : s.name)),
+    ...values.imagePullSecrets.map((s) => s.name),
+  ];
+  return [...new Set(names)];
+}
+
+function namespaceOf(values) {
+  return values.namespaceOverride || NAMESPACE;
+}
+
+function serviceAccountOf(values) {
+  const { create, name } = values.serviceAccount;
+  return create ? name || CONTROLLER : name || undefined;
+}
+
+// The labels the launcher (controller/src/kubernetes_launcher.cc) gives the worker pods it creates.
+function launchedWorkerLabels() {
+  return {
+    "app.kubernetes.io/name": "loads",
+    "app.kubernetes.io/instance": RELEASE,
+    "app.kubernetes.io/component": "worker",
+    "app.kubernetes.io/managed-by": "loads-controller",
+    "loads/run-hash": "0123456789ab",
+  };
+}
+
+// A container's args without its extraArgs, which must be the last ones.
+function splitArgs(args, extra) {
+  const chartArgs = args.slice(0, args.length - extra.length);
+  assert.deepEqual(args.slice(args.length - extra.length), extra, "extraArgs are not the last arguments");
+  return chartArgs;
 }
 
 function tokensSecretName(values) {
@@ -106,7 +206,16 @@ function writeTemp(name, text) {
 
 it("has the examples the documentation names", () => {
   const names = cases.map((c) => c.name);
-  for (const name of ["minimal", "standing-workers", "autoscaling", "monitoring", "web-ingress"]) {
+  for (const name of [
+    "minimal",
+    "standing-workers",
+    "autoscaling",
+    "monitoring",
+    "web-ingress",
+    "gitops",
+    "openshift",
+    "hardened",
+  ]) {
     assert.ok(names.includes(`examples/${name}.yaml`), `examples/${name}.yaml is missing`);
   }
 });
@@ -147,7 +256,7 @@ for (const testCase of cases) {
         const namespace =
           object.kind === "ServiceMonitor" && values.serviceMonitor.namespace
             ? values.serviceMonitor.namespace
-            : NAMESPACE;
+            : namespaceOf(values);
         assert.equal(object.metadata.namespace, namespace, `${where}: namespace`);
         assert.match(object.metadata.name, /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/, `${where}: name`);
       }
@@ -168,6 +277,10 @@ for (const testCase of cases) {
         assert.ok(subsetOf(expected, labels), `${source}: labels ${JSON.stringify(labels)}`);
         if (object.kind !== "Secret") {
           assert.ok(labels["app.kubernetes.io/component"], `${source}: no component label`);
+        }
+        if (object.kind === "Deployment") {
+          // No Deployment's selector may select the pods the launcher creates.
+          assert.ok(!selects(object.spec.selector, launchedWorkerLabels()), `${source}: adopts launched pods`);
         }
         for (const [key, value] of Object.entries(labels)) {
           assert.match(String(value), /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, `${source}: ${key}`);
@@ -237,7 +350,7 @@ for (const testCase of cases) {
       assert.equal(deployment.spec.strategy.type, "Recreate");
       const container = deployment.spec.template.spec.containers[0];
       assert.deepEqual(container.command, ["loads-controller"]);
-      const flags = flagsOf(container.args);
+      const flags = flagsOf(splitArgs(container.args, values.controller.extraArgs));
       const expected = {
         "--grpc": "0.0.0.0:50051",
         "--zmq": "tcp://0.0.0.0:5555",
@@ -269,8 +382,8 @@ for (const testCase of cases) {
       if (values.launcher.enabled) {
         Object.assign(expected, {
           "--launcher": "kubernetes",
-          "--advertise": `tcp://${CONTROLLER}.${NAMESPACE}.svc:5555`,
-          "--worker-image": imageRef(values, values.image.names.worker),
+          "--advertise": `tcp://${CONTROLLER}.${namespaceOf(values)}.svc:5555`,
+          "--worker-image": imageRef(values, "worker"),
           "--worker-cpu": String(values.launcher.workerCpu),
           "--worker-memory": String(values.launcher.workerMemory),
           "--worker-token-secret": tokensSecretName(values),
@@ -279,15 +392,18 @@ for (const testCase of cases) {
           "--instance": RELEASE,
           "--image-pull-policy": values.image.pullPolicy,
         });
-        if (values.imagePullSecrets.length) {
-          expected["--image-pull-secret"] = values.imagePullSecrets.map((s) => s.name);
+        // Launched worker pods pull with the same Secrets as the chart's pods.
+        if (pullSecretNames(values).length) {
+          expected["--image-pull-secret"] = pullSecretNames(values);
         }
-        const env = Object.fromEntries(container.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+        const chartEnv = container.env.slice(0, 2);
+        const env = Object.fromEntries(chartEnv.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
         assert.deepEqual(env, { LOADS_POD_NAME: "metadata.name", LOADS_POD_UID: "metadata.uid" });
+        assert.deepEqual(container.env.slice(2), values.controller.extraEnv);
       } else {
         // No launcher: the controller must not fork workers inside its own container.
         expected["--max-local-workers"] = "0";
-        assert.equal(container.env, undefined);
+        assert.deepEqual(container.env ?? [], values.controller.extraEnv);
       }
       assert.deepEqual(flags, expected);
     });
@@ -300,6 +416,7 @@ for (const testCase of cases) {
         return;
       }
       const launcherLanded = controllerHelp.has("--launcher");
+      // The extra arguments too: they are flags and their values, in pairs in these tests.
       for (const flag of Object.keys(flagsOf(controller().spec.template.spec.containers[0].args))) {
         if (LAUNCHER_FLAGS.includes(flag) && !launcherLanded) continue;
         assert.ok(controllerHelp.has(flag), `loads-controller --help does not list ${flag}`);
@@ -378,22 +495,23 @@ for (const testCase of cases) {
       }
     });
 
-    it("secures every pod and container", () => {
+    it("secures every pod and container (restricted Pod Security), from the values", () => {
       const pods = podSpecs(docs);
       assert.ok(pods.length >= 2);
       for (const { owner, spec } of pods) {
         const where = `${owner.kind} ${owner.metadata.name}`;
-        assert.deepEqual(
-          spec.securityContext,
-          { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: "RuntimeDefault" } },
-          where,
-        );
+        assert.deepEqual(spec.securityContext, values.podSecurityContext, where);
+        // What the "restricted" Pod Security Standard asks of a pod, whatever the values unset.
+        assert.equal(spec.securityContext.runAsNonRoot, true, where);
+        assert.equal(spec.securityContext.seccompProfile?.type, "RuntimeDefault", where);
+        assert.notEqual(spec.securityContext.runAsUser, 0, where);
         assert.equal(spec.hostNetwork, undefined, where);
         const tmp = spec.volumes.find((v) => v.name === "tmp");
         assert.deepEqual(tmp, { name: "tmp", emptyDir: {} }, `${where}: /tmp volume`);
         for (const container of [...spec.containers, ...(spec.initContainers ?? [])]) {
           const cwhere = `${where} container ${container.name}`;
           const sc = container.securityContext ?? {};
+          assert.deepEqual(sc, values.containerSecurityContext, cwhere);
           assert.equal(sc.readOnlyRootFilesystem, true, cwhere);
           assert.equal(sc.allowPrivilegeEscalation, false, cwhere);
           assert.deepEqual(sc.capabilities, { drop: ["ALL"] }, cwhere);
@@ -427,21 +545,28 @@ for (const testCase of cases) {
       }
     });
 
-    it("uses the images of the values", () => {
+    it("uses the images of the values (global registry, digests, pull Secrets)", () => {
       const expected = new Map([
-        [controller(), values.image.names.controller],
-        [workers(), values.image.names.worker],
-        [testPod(), values.image.names.runner],
+        [controller(), "controller"],
+        [workers(), "worker"],
+        [testPod(), "runner"],
       ]);
       for (const { owner, spec } of podSpecs(docs)) {
         assert.deepEqual(
           spec.imagePullSecrets ?? [],
-          values.imagePullSecrets,
+          pullSecretNames(values).map((name) => ({ name })),
           `${owner.metadata.name}: imagePullSecrets`,
         );
         for (const container of spec.containers) {
-          assert.equal(container.image, imageRef(values, expected.get(owner)), owner.metadata.name);
+          const key = expected.get(owner);
+          assert.equal(container.image, imageRef(values, key), owner.metadata.name);
           assert.equal(container.imagePullPolicy, values.image.pullPolicy, owner.metadata.name);
+          // A digest replaces the tag: name@sha256:..., never name:tag@sha256:...
+          if (values.image.digests[key]) {
+            assert.match(container.image, /^[^:@]+(:[0-9]+)?\/[^:@]+@sha256:[0-9a-f]{64}$/, owner.metadata.name);
+          } else {
+            assert.ok(!container.image.includes("@"), owner.metadata.name);
+          }
         }
       }
     });
@@ -504,22 +629,32 @@ for (const testCase of cases) {
       const roles = all("Role");
       const bindings = all("RoleBinding");
       const accounts = all("ServiceAccount");
+      const accountName = serviceAccountOf(values);
       assert.equal(all("ClusterRole").length + all("ClusterRoleBinding").length, 0);
       for (const { owner, spec } of podSpecs(docs)) {
         if (owner === controller()) continue;
         assert.equal(spec.automountServiceAccountToken, false, `${owner.metadata.name} gets API credentials`);
         assert.equal(spec.serviceAccountName, undefined, owner.metadata.name);
       }
+      // The account: created with its annotations (workload identity), or an existing one.
+      assert.equal(controllerPod.serviceAccountName, accountName);
+      if (values.serviceAccount.create) {
+        assert.equal(accounts.length, 1);
+        assert.equal(accounts[0].metadata.name, accountName);
+        assert.deepEqual(accounts[0].metadata.annotations ?? {}, values.serviceAccount.annotations);
+        assert.equal(accounts[0].automountServiceAccountToken, values.launcher.enabled);
+      } else {
+        assert.equal(accounts.length, 0, "a ServiceAccount despite serviceAccount.create=false");
+      }
       if (!values.launcher.enabled) {
-        assert.equal(roles.length + bindings.length + accounts.length, 0, "RBAC objects without the launcher");
+        assert.equal(roles.length + bindings.length, 0, "RBAC objects without the launcher");
         assert.equal(controllerPod.automountServiceAccountToken, false);
-        assert.equal(controllerPod.serviceAccountName, undefined);
         return;
       }
-      assert.equal(accounts.length, 1);
+      assert.ok(accountName, "the launcher without a ServiceAccount");
+      assert.notEqual(accountName, "default");
       assert.equal(roles.length, 1);
       assert.equal(bindings.length, 1);
-      assert.equal(controllerPod.serviceAccountName, accounts[0].metadata.name);
       assert.equal(controllerPod.automountServiceAccountToken, true);
       assert.deepEqual(roles[0].rules, [
         { apiGroups: [""], resources: ["pods"], verbs: ["create", "list", "delete"] },
@@ -530,7 +665,7 @@ for (const testCase of cases) {
         name: roles[0].metadata.name,
       });
       assert.deepEqual(bindings[0].subjects, [
-        { kind: "ServiceAccount", name: accounts[0].metadata.name, namespace: NAMESPACE },
+        { kind: "ServiceAccount", name: accountName, namespace: namespaceOf(values) },
       ]);
     });
 
@@ -558,13 +693,16 @@ for (const testCase of cases) {
             },
           },
         ]);
+        assert.deepEqual(hpa.spec.behavior, {
+          scaleDown: { stabilizationWindowSeconds: values.worker.autoscaling.scaleDownStabilizationWindowSeconds },
+        });
       } else {
         assert.equal(deployment.spec.replicas, values.worker.replicas);
         assert.equal(hpa, undefined);
       }
       const container = deployment.spec.template.spec.containers[0];
       assert.deepEqual(container.command, ["loads-worker"]);
-      const flags = flagsOf(container.args);
+      const flags = flagsOf(splitArgs(container.args, values.worker.extraArgs));
       assert.deepEqual(flags, {
         "--controller": `tcp://${CONTROLLER}:5555`,
         "--id": "$(LOADS_POD_NAME)",
@@ -583,6 +721,7 @@ for (const testCase of cases) {
       assert.deepEqual(env.LOADS_CPU_LIMIT, {
         resourceFieldRef: { containerName: "worker", resource: "limits.cpu", divisor: "1" },
       });
+      assert.deepEqual(container.env.slice(2), values.worker.extraEnv);
       assert.ok(find("Service", CONTROLLER), "workers connect to a Service that is not rendered");
       // A worker has no server but its metrics: the liveness probe reads them.
       assert.deepEqual(container.ports, [{ name: "metrics", containerPort: 9465, protocol: "TCP" }]);
@@ -612,7 +751,7 @@ for (const testCase of cases) {
       assert.ok(monitor, "no ServiceMonitor");
       const service = find("Service", CONTROLLER);
       assert.ok(subsetOf(monitor.spec.selector.matchLabels, service.metadata.labels), "selects no Service");
-      assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [NAMESPACE] });
+      assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [namespaceOf(values)] });
       const servicePorts = service.spec.ports.map((p) => p.name);
       assert.equal(monitor.spec.endpoints.length, 1);
       const [endpoint] = monitor.spec.endpoints;
@@ -662,6 +801,172 @@ for (const testCase of cases) {
       }
     });
 
+    it("renders byte-identical twice once its tokens are in the cluster (or in existingSecret)", () => {
+      const options = { valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE };
+      if (values.auth.existingSecret) {
+        // Nothing random is rendered: no lookup needed, as under `helm template` (GitOps).
+        assert.equal(renderText(options), renderText(options));
+        return;
+      }
+      // The install; then two upgrades, with the Secret the install created in the cluster.
+      const install = render(options);
+      const secret = install.find((d) => d.object.kind === "Secret");
+      const cluster = writeTemp("cluster.yaml", `${secret.text}\n`);
+      const first = renderText({ ...options, lookups: [cluster] });
+      const second = renderText({ ...options, lookups: [cluster] });
+      assert.equal(first, second, "two upgrades with the same values differ");
+      const upgraded = parseManifests(first);
+      // The upgrade keeps the tokens, so its checksum too: pods are not restarted.
+      const upgradedSecret = upgraded.find((d) => d.object.kind === "Secret");
+      assert.deepEqual(upgradedSecret.object.data, secret.object.data, "the upgrade changed the tokens");
+      assert.equal(upgradedSecret.text, secret.text);
+      const checksums = (ds) =>
+        ds.filter((d) => d.object.kind === "Deployment").map((d) => d.object.spec.template.metadata.annotations["checksum/secret"]);
+      assert.deepEqual(checksums(upgraded), checksums(install));
+    });
+
+    it("sets the Deployments' revisionHistoryLimit and terminationGracePeriodSeconds", () => {
+      const pairs = [[controller(), values.controller]];
+      if (workers()) pairs.push([workers(), values.worker]);
+      for (const [deployment, component] of pairs) {
+        const where = deployment.metadata.name;
+        assert.equal(deployment.spec.revisionHistoryLimit, component.revisionHistoryLimit, where);
+        assert.equal(deployment.spec.template.spec.terminationGracePeriodSeconds, component.terminationGracePeriodSeconds, where);
+      }
+    });
+
+    it("adds the extra env, args, volumes and mounts of the values, after the chart's", () => {
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state"]]];
+      if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp"]]);
+      for (const [deployment, component, own] of pairs) {
+        const where = deployment.metadata.name;
+        const spec = deployment.spec.template.spec;
+        const [container] = spec.containers;
+        assert.deepEqual(spec.volumes.map((v) => v.name), [...own, ...component.extraVolumes.map((v) => v.name)], where);
+        assert.deepEqual(spec.volumes.slice(own.length), component.extraVolumes, where);
+        const mounts = container.volumeMounts;
+        assert.deepEqual(mounts.slice(mounts.length - component.extraVolumeMounts.length), component.extraVolumeMounts, where);
+        assert.deepEqual(
+          mounts.slice(0, mounts.length - component.extraVolumeMounts.length).map((m) => m.name),
+          own,
+          `${where}: the chart's mounts`,
+        );
+        // Every argument is a string in the manifest (a number would be refused by the API).
+        for (const arg of container.args) assert.equal(typeof arg, "string", `${where}: ${arg}`);
+        assert.deepEqual(container.args.slice(container.args.length - component.extraArgs.length), component.extraArgs);
+        const env = container.env ?? [];
+        assert.deepEqual(env.slice(env.length - component.extraEnv.length), component.extraEnv, where);
+      }
+    });
+
+    it("mounts only volumes its pod has, each name once", () => {
+      for (const { owner, spec } of podSpecs(docs)) {
+        const names = spec.volumes.map((v) => v.name);
+        assert.equal(new Set(names).size, names.length, `${owner.metadata.name}: volumes ${names}`);
+        for (const container of spec.containers) {
+          const paths = container.volumeMounts.map((m) => m.mountPath);
+          assert.equal(new Set(paths).size, paths.length, `${owner.metadata.name}: mount paths ${paths}`);
+          for (const mount of container.volumeMounts) {
+            assert.ok(names.includes(mount.name), `${owner.metadata.name}: mounts the missing volume ${mount.name}`);
+          }
+        }
+      }
+    });
+
+    it("adds PodDisruptionBudgets only when asked, each selecting its own pods", () => {
+      const budgets = all("PodDisruptionBudget");
+      const expected = [];
+      if (values.controller.podDisruptionBudget.enabled) {
+        expected.push([CONTROLLER, controller(), values.controller.podDisruptionBudget, { minAvailable: 1 }]);
+      }
+      if (values.worker.enabled && values.worker.podDisruptionBudget.enabled) {
+        expected.push([`${FULLNAME}-worker`, workers(), values.worker.podDisruptionBudget, { maxUnavailable: 1 }]);
+      }
+      assert.deepEqual(budgets.map((b) => b.metadata.name).sort(), expected.map(([name]) => name).sort());
+      for (const [name, owner, pdb, fallback] of expected) {
+        const budget = budgets.find((b) => b.metadata.name === name);
+        const { selector, ...rest } = budget.spec;
+        const given = Object.fromEntries(
+          ["minAvailable", "maxUnavailable"].filter((k) => pdb[k] !== "").map((k) => [k, pdb[k]]),
+        );
+        assert.deepEqual(rest, Object.keys(given).length ? given : fallback, name);
+        assert.deepEqual(selector.matchLabels, owner.spec.selector.matchLabels, name);
+        for (const pod of podSpecs(docs)) {
+          assert.equal(selects(selector, pod.metadata.labels), pod.owner === owner, `${name} and ${pod.owner.metadata.name}`);
+        }
+        assert.ok(!selects(selector, launchedWorkerLabels()), `${name} selects launched worker pods`);
+      }
+    });
+
+    it("restricts who reaches the controller with a NetworkPolicy only when asked", () => {
+      const policies = all("NetworkPolicy");
+      const np = values.networkPolicy;
+      if (!np.enabled) {
+        assert.deepEqual(policies, []);
+        return;
+      }
+      assert.equal(policies.length, 1);
+      const [policy] = policies;
+      assert.equal(policy.metadata.name, CONTROLLER);
+      assert.deepEqual(policy.spec.policyTypes, ["Ingress"]);
+      // It applies to the controller's pods, and to no other pod of the chart.
+      for (const pod of podSpecs(docs)) {
+        assert.equal(selects(policy.spec.podSelector, pod.metadata.labels), pod.owner === controller(), pod.owner.metadata.name);
+      }
+      const service = find("Service", CONTROLLER);
+      const servicePorts = new Map(service.spec.ports.map((p) => [p.port, p.name]));
+      // Who may reach each port: {port name: [peers]}. An empty or missing "from" would let
+      // everyone in.
+      const allowed = {};
+      for (const rule of policy.spec.ingress) {
+        assert.ok(Array.isArray(rule.from) && rule.from.length > 0, `a rule open to everyone: ${JSON.stringify(rule)}`);
+        for (const peer of rule.from) assert.ok(Object.keys(peer).length > 0, "an empty peer (everyone)");
+        assert.ok(rule.ports?.length > 0, "a rule for every port");
+        for (const port of rule.ports) {
+          assert.equal(port.protocol, "TCP");
+          assert.ok(servicePorts.has(port.port), `port ${port.port} is not one of the Service's`);
+          (allowed[servicePorts.get(port.port)] ??= []).push(...rule.from);
+        }
+      }
+      const podAllowed = (portName, labels) => (allowed[portName] ?? []).some((peer) => peer.podSelector && !peer.namespaceSelector && selects(peer.podSelector, labels));
+      // The chart's own pods keep working: workers reach zmq, the test pod the API.
+      if (workers()) assert.ok(podAllowed("zmq", workers().spec.template.metadata.labels), "standing workers cut off");
+      assert.equal(podAllowed("zmq", launchedWorkerLabels()), values.launcher.enabled, "launched worker pods");
+      assert.ok(podAllowed("grpc", testPod().metadata.labels), "the helm test pod cut off from the API");
+      assert.ok(!podAllowed("zmq", testPod().metadata.labels), "the test pod may act as a worker");
+      // Exactly: the chart's own peers, then those of the values, each list on its own ports.
+      const pick = (labels) =>
+        Object.fromEntries(["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"].map((k) => [k, labels[k]]));
+      const testPeer = { podSelector: { matchLabels: pick(testPod().metadata.labels) } };
+      const workerPeers = [
+        ...(workers() ? [{ podSelector: { matchLabels: workers().spec.selector.matchLabels } }] : []),
+        ...(values.launcher.enabled
+          ? [
+              {
+                podSelector: {
+                  matchLabels: {
+                    "app.kubernetes.io/instance": RELEASE,
+                    "app.kubernetes.io/component": "worker",
+                    "app.kubernetes.io/managed-by": "loads-controller",
+                  },
+                },
+              },
+            ]
+          : []),
+      ];
+      const expected = {
+        grpc: [testPeer, ...np.allowFrom.api],
+        publish: [testPeer, ...np.allowFrom.api],
+        zmq: [...workerPeers, ...np.allowFrom.workers],
+        metrics: np.allowFrom.metrics,
+        ...(values.web.enabled ? { web: np.allowFrom.web } : {}),
+      };
+      for (const name of servicePorts.values()) {
+        // No rule at all for a port nobody may reach (a rule without peers is everyone).
+        assert.deepEqual(allowed[name] ?? [], expected[name], `who reaches ${name}`);
+      }
+    });
+
     it("renders NOTES.txt with the commands of a first run", () => {
       const notes = renderNotes({ valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE });
       assert.ok(notes.includes(`port-forward service/${CONTROLLER} 50051:50051`), notes);
@@ -691,6 +996,21 @@ for (const testCase of cases) {
       }
       // Without TLS on the Ingress, NOTES.txt warns that the token crosses the network in clear.
       assert.equal(notes.includes("WARNING: web.ingress.tls is empty"), Boolean(ingress && !ingress.tls.length), notes);
+      assert.ok(notes.includes(`--namespace ${namespaceOf(values)} `), notes);
+      // Generated tokens: the GitOps mode is pointed at.
+      assert.equal(notes.includes("auth.generate=false"), !values.auth.existingSecret, notes);
+      const np = values.networkPolicy;
+      assert.equal(notes.includes(`NetworkPolicy ${CONTROLLER}`), np.enabled, notes);
+      assert.equal(
+        notes.includes("WARNING: serviceMonitor.enabled but networkPolicy.allowFrom.metrics is empty"),
+        np.enabled && values.serviceMonitor.enabled && !np.allowFrom.metrics.length,
+        notes,
+      );
+      assert.equal(
+        notes.includes("WARNING: web.ingress.enabled but networkPolicy.allowFrom.web is empty"),
+        Boolean(np.enabled && ingress && !np.allowFrom.web.length),
+        notes,
+      );
     });
   });
 }
@@ -699,11 +1019,17 @@ describe("values.schema.json", () => {
   it("is a valid draft-07 schema, strict everywhere", () => {
     const ajv = newAjv();
     assert.ok(ajv.validateSchema(schema), JSON.stringify(ajv.errors));
-    // Every object schema closes its keys, except maps whose values it types.
+    // Every object schema closes its keys, except maps whose values it types, and two that must
+    // stay open: `global` (an umbrella chart's globals hold keys of every subchart) and the
+    // content of a volume source (a deep Kubernetes type, left to the API server; the tests
+    // check the rendered volumes against kubernetes-models).
+    const open = new Set(["#/properties/global", "#/definitions/volumeSource"]);
     const walk = (node, pointer) => {
       if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${pointer}/${i}`));
       if (node === null || typeof node !== "object") return;
-      if (node.type === "object" && node.properties) {
+      if (open.has(pointer)) {
+        assert.equal(node.additionalProperties, true, `${pointer}: meant to be open`);
+      } else if (node.type === "object" && node.properties) {
         assert.equal(node.additionalProperties, false, `${pointer}: additionalProperties`);
       } else if (node.type === "object" && !node.properties) {
         const open = node.additionalProperties;
@@ -713,6 +1039,19 @@ describe("values.schema.json", () => {
       for (const [key, child] of Object.entries(node)) walk(child, `${pointer}/${key}`);
     };
     walk(schema, "#");
+    for (const pointer of open) {
+      assert.ok(pointer.split("/").slice(1).reduce((n, k) => n?.[k], schema), `${pointer} is gone`);
+    }
+  });
+
+  it("accepts a parent chart's global values (as a subchart)", () => {
+    const values = mergedValues([
+      writeTemp("parent.yaml", "global:\n  imageRegistry: r.example.com\n  storageClass: fast\n  postgresql: {auth: {}}\n"),
+    ]);
+    assert.ok(validateValues(values), JSON.stringify(validateValues.errors, null, 2));
+    // Helm passes an empty global too.
+    const bare = mergedValues([writeTemp("bare.yaml", "global: {}\n")]);
+    assert.ok(validateValues(bare), JSON.stringify(validateValues.errors, null, 2));
   });
 
   it("documents every value in README.md and values.yaml", () => {
@@ -763,6 +1102,43 @@ describe("values.schema.json", () => {
     ["an Ingress host with a scheme", "web:\n  ingress:\n    host: https://loads.example.com\n", "pattern", "/web/ingress/host"],
     ["an unknown key in an Ingress TLS entry", "web:\n  ingress:\n    tls:\n      - secret: x\n", "additionalProperties", "/web/ingress/tls/0"],
     ["a removed web section", "web: null\n", "required", ""],
+    ["global that is not an object", "global: [a]\n", "type", "/global"],
+    ["a global registry with a scheme", "global:\n  imageRegistry: https://r.example.com\n", "pattern", "/global/imageRegistry"],
+    ["a global pull Secret of no name", "global:\n  imagePullSecrets: [{secret: x}]\n", "oneOf", "/global/imagePullSecrets/0"],
+    ["a digest that is not sha256", "image:\n  digests:\n    worker: sha256:abc\n", "pattern", "/image/digests/worker"],
+    ["a digest of an unknown image", "image:\n  digests:\n    web: \"\"\n", "additionalProperties", "/image/digests"],
+    ["a namespaceOverride in capitals", "namespaceOverride: Perf\n", "pattern", "/namespaceOverride"],
+    ["auth.generate=false without existingSecret", "auth:\n  generate: false\n", "minLength", "/auth/existingSecret"],
+    ["auth.generate as a string", "auth:\n  generate: \"no\"\n", "type", "/auth/generate"],
+    ["an existing ServiceAccount named default", "serviceAccount:\n  create: false\n  name: default\n", "not", "/serviceAccount/name"],
+    ["a ServiceAccount name in capitals", "serviceAccount:\n  name: Loads\n", "pattern", "/serviceAccount/name"],
+    ["an unknown key under serviceAccount", "serviceAccount:\n  automount: true\n", "additionalProperties", "/serviceAccount"],
+    ["a negative runAsUser", "podSecurityContext:\n  runAsUser: -1\n", "minimum", "/podSecurityContext/runAsUser"],
+    ["a misspelt pod security key", "podSecurityContext:\n  runAsNonroot: true\n", "additionalProperties", "/podSecurityContext"],
+    ["capabilities to drop as a string", "containerSecurityContext:\n  capabilities:\n    drop: ALL\n", "type", "/containerSecurityContext/capabilities/drop"],
+    ["an unknown seccomp profile type", "podSecurityContext:\n  seccompProfile:\n    type: Default\n", "enum", "/podSecurityContext/seccompProfile/type"],
+    ["a negative revisionHistoryLimit", "controller:\n  revisionHistoryLimit: -1\n", "minimum", "/controller/revisionHistoryLimit"],
+    ["a grace period as a string", "worker:\n  terminationGracePeriodSeconds: \"30\"\n", "type", "/worker/terminationGracePeriodSeconds"],
+    ["a grace period above an hour", "controller:\n  terminationGracePeriodSeconds: 7200\n", "maximum", "/controller/terminationGracePeriodSeconds"],
+    ["a budget that is no number nor percentage", "controller:\n  podDisruptionBudget:\n    minAvailable: half\n", "oneOf", "/controller/podDisruptionBudget/minAvailable"],
+    ["a negative budget", "worker:\n  podDisruptionBudget:\n    maxUnavailable: -1\n", "oneOf", "/worker/podDisruptionBudget/maxUnavailable"],
+    ["an unknown budget key", "worker:\n  podDisruptionBudget:\n    min: 1\n", "additionalProperties", "/worker/podDisruptionBudget"],
+    ["an extra env var without a name", "controller:\n  extraEnv:\n    - value: x\n", "required", "/controller/extraEnv/0"],
+    ["an extra env var with value and valueFrom", "worker:\n  extraEnv:\n    - name: A\n      value: x\n      valueFrom:\n        fieldRef:\n          fieldPath: metadata.name\n", "maxProperties", "/worker/extraEnv/0"],
+    ["an extra env value as a number", "controller:\n  extraEnv:\n    - name: A\n      value: 1\n", "type", "/controller/extraEnv/0/value"],
+    ["an extra argument as a number", "controller:\n  extraArgs: [--max-runs, 100]\n", "type", "/controller/extraArgs/1"],
+    ["an extra volume of an unknown source", "worker:\n  extraVolumes:\n    - name: a\n      configmap: {name: x}\n", "additionalProperties", "/worker/extraVolumes/0"],
+    ["an extra volume without a source", "worker:\n  extraVolumes:\n    - name: a\n", "minProperties", "/worker/extraVolumes/0"],
+    ["an extra volume with two sources", "worker:\n  extraVolumes:\n    - name: a\n      emptyDir: {}\n      secret: {secretName: s}\n", "maxProperties", "/worker/extraVolumes/0"],
+    ["a relative extra mount path", "controller:\n  extraVolumeMounts:\n    - name: a\n      mountPath: etc/a\n", "pattern", "/controller/extraVolumeMounts/0/mountPath"],
+    ["a scale-down window above an hour", "worker:\n  autoscaling:\n    scaleDownStabilizationWindowSeconds: 4000\n", "maximum", "/worker/autoscaling/scaleDownStabilizationWindowSeconds"],
+    ["networkPolicy.enabled as a string", "networkPolicy:\n  enabled: \"true\"\n", "type", "/networkPolicy/enabled"],
+    ["an unknown networkPolicy.allowFrom list", "networkPolicy:\n  allowFrom:\n    grpc: []\n", "additionalProperties", "/networkPolicy/allowFrom"],
+    ["an unknown key in a NetworkPolicy peer", "networkPolicy:\n  allowFrom:\n    api:\n      - namespace: ci\n", "additionalProperties", "/networkPolicy/allowFrom/api/0"],
+    ["an empty NetworkPolicy peer (everyone)", "networkPolicy:\n  allowFrom:\n    web:\n      - {}\n", "minProperties", "/networkPolicy/allowFrom/web/0"],
+    ["an unknown selector operator", "networkPolicy:\n  allowFrom:\n    metrics:\n      - podSelector:\n          matchExpressions:\n            - {key: app, operator: Is}\n", "enum", "/networkPolicy/allowFrom/metrics/0/podSelector/matchExpressions/0/operator"],
+    ["an ipBlock without cidr", "networkPolicy:\n  allowFrom:\n    workers:\n      - ipBlock: {except: [10.0.0.0/8]}\n", "required", "/networkPolicy/allowFrom/workers/0/ipBlock"],
+    ["an ipBlock with a selector", "networkPolicy:\n  allowFrom:\n    workers:\n      - ipBlock: {cidr: 10.0.0.0/8}\n        podSelector: {}\n", "maxProperties", "/networkPolicy/allowFrom/workers/0"],
   ];
   for (const [what, text, keyword, instancePath] of bad) {
     it(`refuses ${what}`, () => {
@@ -807,9 +1183,150 @@ describe("rendering errors", () => {
     );
   });
 
-  it("generates other tokens on each render (why auth.existingSecret is advised)", () => {
-    const token = () => render().find((d) => d.object.kind === "Secret").object.data["api-token"];
-    assert.notEqual(token(), token());
+  it("fails in the GitOps mode without a Secret to use (auth.generate=false)", () => {
+    const result = renderWith("auth:\n  generate: false\n");
+    assert.notEqual(result.status, 0);
+    assert.match(
+      result.stderr,
+      // The first template to need the tokens fails: the Secret's, or a checksum that includes it.
+      /execution error at \(loads\/templates\/[^)]+\): auth\.generate is false \(the GitOps mode: the chart generates no tokens\) but auth\.existingSecret is empty/,
+    );
+  });
+
+  it("fails when the launcher has no ServiceAccount to bind its Role to", () => {
+    const result = renderWith("serviceAccount:\n  create: false\n");
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /execution error at \(loads\/templates\/controller-deployment\.yaml:\d+:\d+\): launcher\.enabled needs a ServiceAccount/);
+    const named = renderWith("serviceAccount:\n  create: false\n  name: default\n");
+    assert.notEqual(named.status, 0);
+    assert.match(named.stderr, /serviceAccount\.name is "default": the launcher's Role .* every pod of the namespace/);
+  });
+
+  it("fails when a budget has both minAvailable and maxUnavailable", () => {
+    const result = renderWith("controller:\n  podDisruptionBudget:\n    enabled: true\n    minAvailable: 1\n    maxUnavailable: 0\n");
+    assert.notEqual(result.status, 0);
+    assert.match(
+      result.stderr,
+      /execution error at \(loads\/templates\/controller-pdb\.yaml:\d+:\d+\): controller\.podDisruptionBudget: give minAvailable \(1\) or maxUnavailable \(0\), not both/,
+    );
+  });
+
+  it("fails when an extra volume takes the name of one of the chart's", () => {
+    const result = renderWith("controller:\n  extraVolumes:\n    - name: tmp\n      emptyDir: {}\n");
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state\)/);
+    const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
+    assert.notEqual(worker.status, 0);
+    assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp\)/);
+  });
+});
+
+describe("tokens across renders", () => {
+  const secretOf = (docs) => docs.find((d) => d.object.kind === "Secret");
+  const tokensOf = (docs) =>
+    Object.fromEntries(Object.entries(secretOf(docs).object.data).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+  const options = { release: RELEASE, namespace: NAMESPACE };
+
+  it("generates other tokens on each render without a cluster (helm template)", () => {
+    assert.notEqual(tokensOf(render(options))["api-token"], tokensOf(render(options))["api-token"]);
+  });
+
+  it("keeps the tokens of the Secret in the cluster, and generates only a missing one", () => {
+    const secret = {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: `${FULLNAME}-tokens`, namespace: NAMESPACE },
+      data: { "api-token": Buffer.from("kept-api-token").toString("base64") },
+    };
+    const cluster = writeTemp("partial.yaml", yaml.dump(secret));
+    const tokens = tokensOf(render({ ...options, lookups: [cluster] }));
+    assert.equal(tokens["api-token"], "kept-api-token");
+    assert.match(tokens["worker-token"], /^[A-Za-z0-9]{32}$/);
+  });
+
+  it("does not take the tokens of a Secret of another name or namespace", () => {
+    const docs = render(options);
+    const secret = structuredClone(secretOf(docs).object);
+    const elsewhere = { ...secret, metadata: { ...secret.metadata, namespace: "other" } };
+    const renamed = { ...secret, metadata: { ...secret.metadata, name: "other-loads-tokens" } };
+    const cluster = writeTemp("others.yaml", `${yaml.dump(elsewhere)}---\n${yaml.dump(renamed)}`);
+    assert.notEqual(tokensOf(render({ ...options, lookups: [cluster] }))["api-token"], tokensOf(docs)["api-token"]);
+  });
+
+  it("finds the Secret in namespaceOverride, where it lives", () => {
+    const files = [writeTemp("ns.yaml", "namespaceOverride: load-testing\n")];
+    const docs = render({ ...options, valueFiles: files });
+    assert.equal(secretOf(docs).object.metadata.namespace, "load-testing");
+    const cluster = writeTemp("ns-cluster.yaml", `${secretOf(docs).text}\n`);
+    assert.deepEqual(tokensOf(render({ ...options, valueFiles: files, lookups: [cluster] })), tokensOf(docs));
+  });
+
+  it("renders the GitOps example identically without a cluster, with no Secret and no checksum", () => {
+    const files = [path.join(examplesDir, "gitops.yaml")];
+    const first = renderText({ ...options, valueFiles: files });
+    assert.equal(first, renderText({ ...options, valueFiles: files }));
+    assert.ok(!/^kind: Secret$/m.test(first), "a Secret in the GitOps mode");
+    assert.ok(!first.includes("checksum/secret"), "a checksum of generated tokens in the GitOps mode");
+  });
+
+  it("explains the GitOps mode in README.md and NOTES.txt", () => {
+    const readme = readFileSync(path.join(chartDir, "README.md"), "utf8");
+    assert.match(readme, /auth\.generate: false/);
+    assert.match(readme, /Argo CD/);
+    assert.match(readme, /lookup/);
+    const notes = renderNotes(options);
+    assert.match(notes, /helm template, Argo CD/);
+    assert.match(notes, /auth\.existingSecret and auth\.generate=false/);
+  });
+});
+
+describe("chart defaults and metadata", () => {
+  it("keeps the restricted Pod Security defaults", () => {
+    const defaults = mergedValues();
+    assert.deepEqual(defaults.podSecurityContext, {
+      runAsNonRoot: true,
+      runAsUser: 10001,
+      runAsGroup: 10001,
+      fsGroup: 10001,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    assert.deepEqual(defaults.containerSecurityContext, {
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ["ALL"] },
+    });
+  });
+
+  it("adds no optional object by default", () => {
+    const kinds = render().map((d) => d.object.kind);
+    for (const kind of ["PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler", "Ingress", "ServiceMonitor"]) {
+      assert.ok(!kinds.includes(kind), `${kind} rendered by default`);
+    }
+  });
+
+  it("lets OpenShift assign the user (examples/openshift.yaml)", () => {
+    const docs = render({ valueFiles: [path.join(examplesDir, "openshift.yaml")] });
+    for (const { spec } of podSpecs(docs)) {
+      for (const key of ["runAsUser", "runAsGroup", "fsGroup"]) assert.ok(!(key in spec.securityContext), key);
+      assert.equal(spec.securityContext.runAsNonRoot, true);
+    }
+  });
+
+  it("has the metadata of a published chart, with URLs marked as to be set", () => {
+    for (const key of ["home", "icon"]) assert.match(chart[key], /^https:\/\/\S+$/, key);
+    assert.ok(chart.sources.length >= 1);
+    for (const url of chart.sources) assert.match(url, /^https:\/\/\S+$/);
+    assert.ok(chart.maintainers.length >= 1);
+    for (const maintainer of chart.maintainers) {
+      assert.ok(maintainer.name, "a maintainer without name");
+      assert.deepEqual(Object.keys(maintainer).filter((k) => !["name", "email", "url"].includes(k)), []);
+    }
+    // The icon is a file of the chart, at the address the placeholder repository would serve.
+    assert.match(chart.icon, /\/helm\/loads\/icon\.svg$/);
+    assert.match(readFileSync(path.join(chartDir, "icon.svg"), "utf8"), /^<svg /);
+    const readme = readFileSync(path.join(chartDir, "README.md"), "utf8");
+    assert.ok(readme.includes(chart.home), "README.md does not name the placeholder address");
+    assert.match(readme, /to be set/i);
   });
 });
 
@@ -848,6 +1365,27 @@ describe("the checks themselves", () => {
     delete wrong.spec.rules[0].http.paths[0].pathType;
     wrong.spec.rules[0].http.paths[0].backend.service.port.number = 8089;
     assert.throws(() => new Model(wrong).validate(), /pathType/);
+  });
+
+  it("find an unknown field and reject a wrong type in a NetworkPolicy and a PodDisruptionBudget", () => {
+    const docs = render({ valueFiles: [path.join(examplesDir, "hardened.yaml")] });
+    const policy = structuredClone(docs.find((d) => d.object.kind === "NetworkPolicy").object);
+    assert.deepEqual(unknownFields(policy), []);
+    policy.spec.ingress[0].from[0].podSelectors = {};
+    policy.spec.ingress[0].ports[0].portNumber = 1;
+    assert.deepEqual(unknownFields(policy).sort(), [
+      "/spec/ingress/0/from/0/podSelectors",
+      "/spec/ingress/0/ports/0/portNumber",
+    ]);
+    const wrong = structuredClone(docs.find((d) => d.object.kind === "NetworkPolicy").object);
+    wrong.spec.policyTypes = "Ingress";
+    assert.throws(() => new (modelOf(wrong))(wrong).validate(), /policyTypes must be array/);
+    const budget = structuredClone(docs.find((d) => d.object.kind === "PodDisruptionBudget").object);
+    assert.deepEqual(unknownFields(budget), []);
+    budget.spec.minAvailible = 1;
+    assert.deepEqual(unknownFields(budget), ["/spec/minAvailible"]);
+    budget.spec.selector = "app=loads";
+    assert.throws(() => new (modelOf(budget))(budget).validate(), /selector must be object/);
   });
 
   it("find an unknown field in a ServiceMonitor", () => {

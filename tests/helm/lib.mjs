@@ -14,7 +14,8 @@ import yaml from "js-yaml";
 
 import { Deployment } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
-import { Ingress } from "kubernetes-models/networking.k8s.io/v1";
+import { Ingress, NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import {
   ConfigMap,
@@ -34,6 +35,8 @@ export const models = {
   "apps/v1/Deployment": Deployment,
   "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
   "networking.k8s.io/v1/Ingress": Ingress,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
+  "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
   "rbac.authorization.k8s.io/v1/Role": Role,
   "rbac.authorization.k8s.io/v1/RoleBinding": RoleBinding,
   "v1/ConfigMap": ConfigMap,
@@ -66,17 +69,25 @@ export function runRenderer(args) {
   return result;
 }
 
-// Renders the chart (strict: a misspelt .Values path is an error) and returns its documents as
-// {source, text, object}: text is the document exactly as printed, after its Source line.
-export function render({ valueFiles = [], release = "loads", namespace = "loads-test" } = {}) {
+// Renders the chart (strict: a misspelt .Values path is an error) and returns its output exactly
+// as printed. lookups: files of objects that `lookup` finds, as in a cluster (an upgrade);
+// without them lookup finds nothing, as under `helm template`.
+export function renderText({ valueFiles = [], lookups = [], release = "loads", namespace = "loads-test" } = {}) {
   const args = ["--strict", "--release", release, "--namespace", namespace];
   for (const file of valueFiles) args.push("-f", file);
+  for (const file of lookups) args.push("--lookup", file);
   args.push(chartDir);
   const result = runRenderer(args);
   if (result.status !== 0) {
     throw new Error(`helm-render ${args.join(" ")} failed:\n${result.stderr}`);
   }
-  return parseManifests(result.stdout);
+  return result.stdout;
+}
+
+// renderText's documents as {source, text, object}: text is the document exactly as printed,
+// after its Source line.
+export function render(options = {}) {
+  return parseManifests(renderText(options));
 }
 
 export function renderNotes({ valueFiles = [], release = "loads", namespace = "loads-test" } = {}) {
@@ -161,6 +172,22 @@ export function unknownFields(object) {
     }
   }
   return unknown;
+}
+
+// The core/v1 LabelSelector semantics: does selector select these labels?
+export function selects(selector, labels = {}) {
+  if (!selector) return false;
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
+    if (labels[key] !== value) return false;
+  }
+  for (const { key, operator, values = [] } of selector.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, key);
+    if (operator === "In" && !(has && values.includes(labels[key]))) return false;
+    if (operator === "NotIn" && has && values.includes(labels[key])) return false;
+    if (operator === "Exists" && !has) return false;
+    if (operator === "DoesNotExist" && has) return false;
+  }
+  return true;
 }
 
 // Every pod spec of the documents, with where it is: Deployment templates and bare Pods.

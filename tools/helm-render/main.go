@@ -1,11 +1,19 @@
 // helm-render renders a Helm chart's templates the way `helm template` does, for tests on machines
 // without Helm (it is not packaged in Debian). It is NOT Helm: it is the same template engine (Go's
 // text/template with the sprig functions Helm uses) plus the few Helm objects and functions that
-// helm/loads uses. What it lacks (subcharts, .Capabilities, lookup, hooks ordering, schema
-// validation, --set) fails loudly in --strict mode rather than rendering something Helm would not.
+// helm/loads uses. What it lacks (subcharts, .Capabilities, hooks ordering, schema validation,
+// --set) fails loudly in --strict mode rather than rendering something Helm would not.
 //
-//	helm-render [--release NAME] [--namespace NS] [-f VALUES.yaml]... [--strict]
-//	            [--notes | --values-json] CHART_DIR
+//	helm-render [--release NAME] [--namespace NS] [-f VALUES.yaml]... [--lookup OBJECTS.yaml]...
+//	            [--strict] [--notes | --values-json] CHART_DIR
+//
+// `lookup` answers as under `helm template` (no cluster): an empty map. --lookup files (YAML, one
+// or more documents, each a Kubernetes object) stand for a cluster that holds those objects:
+// `lookup APIVERSION KIND NAMESPACE NAME` then returns a copy of the object of that apiVersion,
+// kind, namespace and name (an empty map if there is none), and with NAME "" a map whose items are
+// every such object of the namespace (of all namespaces with NAMESPACE "") — as Helm's lookup
+// does on `helm install` and `helm upgrade`. It lets tests emulate an upgrade; it does not
+// emulate the API server (no defaulting, no RBAC).
 //
 // Manifests go to stdout as `helm template` prints them: one document per object, each after
 // "---" and a "# Source: CHART/templates/FILE" line, files in name order. --notes prints the
@@ -20,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -73,10 +82,11 @@ func main() {
 	strict := flag.Bool("strict", false, "a missing map key is an error, as with helm lint --strict")
 	notes := flag.Bool("notes", false, "print the rendered NOTES.txt instead of the manifests")
 	valuesJSON := flag.Bool("values-json", false, "print the merged values as JSON, render nothing")
-	var values valueFiles
+	var values, lookups valueFiles
 	flag.Var(&values, "f", "values file merged over values.yaml (repeatable, later wins)")
+	flag.Var(&lookups, "lookup", "objects `lookup` finds, as if they were in the cluster (repeatable)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: helm-render [--release NAME] [--namespace NS] [-f VALUES]... [--strict] [--notes | --values-json] CHART_DIR")
+		fmt.Fprintln(os.Stderr, "usage: helm-render [--release NAME] [--namespace NS] [-f VALUES]... [--lookup OBJECTS]... [--strict] [--notes | --values-json] CHART_DIR")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -89,7 +99,11 @@ func main() {
 	if *valuesJSON {
 		out, err = mergedValuesJSON(flag.Arg(0), values)
 	} else {
-		out, err = render(flag.Arg(0), *release, *namespace, values, *strict, *notes)
+		var cluster []map[string]interface{}
+		cluster, err = loadObjects(lookups)
+		if err == nil {
+			out, err = render(flag.Arg(0), *release, *namespace, values, cluster, *strict, *notes)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "helm-render: %v\n", err)
@@ -123,7 +137,7 @@ func mergedValuesJSON(chartDir string, valueFiles []string) (string, error) {
 	return string(data) + "\n", err
 }
 
-func render(chartDir, release, namespace string, valueFiles []string, strict, notesOnly bool) (string, error) {
+func render(chartDir, release, namespace string, valueFiles []string, cluster []map[string]interface{}, strict, notesOnly bool) (string, error) {
 	var chart chartMeta
 	if err := readYAML(filepath.Join(chartDir, "Chart.yaml"), &chart); err != nil {
 		return "", err
@@ -145,7 +159,7 @@ func render(chartDir, release, namespace string, valueFiles []string, strict, no
 	} else {
 		tmpl.Option("missingkey=zero")
 	}
-	tmpl.Funcs(funcMap(tmpl))
+	tmpl.Funcs(funcMap(tmpl, cluster))
 	var names []string
 	templatesDir := filepath.Join(chartDir, "templates")
 	err = filepath.WalkDir(templatesDir, func(p string, d os.DirEntry, err error) error {
@@ -248,7 +262,7 @@ func cleanupError(err error) error {
 	return err
 }
 
-func funcMap(tmpl *template.Template) template.FuncMap {
+func funcMap(tmpl *template.Template, cluster []map[string]interface{}) template.FuncMap {
 	funcs := sprig.TxtFuncMap()
 	// Helm removes these so that a chart cannot read the environment of whoever renders it.
 	delete(funcs, "env")
@@ -286,6 +300,9 @@ func funcMap(tmpl *template.Template) template.FuncMap {
 		return value, nil
 	}
 	funcs["toYaml"] = toYAML
+	funcs["lookup"] = func(apiVersion, kind, namespace, name string) (map[string]interface{}, error) {
+		return lookup(cluster, apiVersion, kind, namespace, name)
+	}
 	funcs["toJson"] = func(v interface{}) string {
 		data, err := json.Marshal(v)
 		if err != nil {
@@ -323,6 +340,82 @@ func toYAML(v interface{}) string {
 		return ""
 	}
 	return strings.TrimSuffix(string(out), "\n")
+}
+
+// loadObjects reads the --lookup files: every YAML document of each is one object.
+func loadObjects(files []string) ([]map[string]interface{}, error) {
+	if len(files) == 0 {
+		return nil, nil // no cluster: lookup finds nothing, as under `helm template`
+	}
+	objects := []map[string]interface{}{}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var raw interface{}
+			if err := dec.Decode(&raw); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return nil, fmt.Errorf("%s: %v", file, err)
+			}
+			if raw == nil {
+				continue
+			}
+			object, ok := normalize(raw).(map[string]interface{})
+			if !ok {
+				return nil, fmt.Errorf("%s: a document that is not an object", file)
+			}
+			objects = append(objects, object)
+		}
+	}
+	return objects, nil
+}
+
+// lookup is Helm's lookup over the --lookup objects. Like Helm's, it returns copies: a template
+// that changes what it got does not change what the next lookup returns.
+func lookup(cluster []map[string]interface{}, apiVersion, kind, namespace, name string) (map[string]interface{}, error) {
+	if cluster == nil {
+		return map[string]interface{}{}, nil
+	}
+	items := []interface{}{}
+	for _, object := range cluster {
+		metadata, _ := object["metadata"].(map[string]interface{})
+		if object["apiVersion"] != apiVersion || object["kind"] != kind || metadata == nil {
+			continue
+		}
+		if namespace != "" && metadata["namespace"] != namespace {
+			continue
+		}
+		if name != "" && metadata["name"] != name {
+			continue
+		}
+		copied, err := deepCopy(object)
+		if err != nil {
+			return nil, err
+		}
+		if name != "" {
+			return copied, nil
+		}
+		items = append(items, copied)
+	}
+	if name != "" {
+		return map[string]interface{}{}, nil
+	}
+	return map[string]interface{}{"apiVersion": apiVersion, "kind": kind + "List", "items": items}, nil
+}
+
+func deepCopy(object map[string]interface{}) (map[string]interface{}, error) {
+	data, err := json.Marshal(object)
+	if err != nil {
+		return nil, err
+	}
+	var copied map[string]interface{}
+	err = json.Unmarshal(data, &copied)
+	return copied, err
 }
 
 func readYAML(file string, out interface{}) error {

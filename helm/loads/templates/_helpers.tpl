@@ -19,6 +19,11 @@ again after the suffix, so that a long release name still gives valid names.
 {{- end }}
 {{- end }}
 
+{{/* The namespace of every object: namespaceOverride, else the release's. */}}
+{{- define "loads.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* "<fullname>-<suffix>"; call with (dict "ctx" $ "suffix" "controller"). */}}
 {{- define "loads.componentName" -}}
 {{- printf "%s-%s" (include "loads.fullname" .ctx) .suffix | trunc 63 | trimSuffix "-" }}
@@ -66,18 +71,55 @@ app.kubernetes.io/part-of: loads
 {{- end }}
 
 {{/*
-An image reference: [registry/]repository/name:tag; call with (dict "ctx" $ "name" "loads-worker").
-The three images share the tag, because the controller, the workers and the runner speak one
-protocol version.
+An image reference: [registry/]repository/name:tag, or [registry/]repository/name@digest when
+image.digests has one; call with (dict "ctx" $ "image" "worker"): a key of image.names. The three
+images share the tag, because the controller, the workers and the runner speak one protocol
+version. global.imageRegistry (an umbrella chart's) replaces image.registry.
 */}}
 {{- define "loads.image" -}}
 {{- $image := .ctx.Values.image }}
 {{- $repository := required "image.repository is required: the path in front of the image names (for example localhost, or an organisation in a registry)" $image.repository }}
-{{- $tag := $image.tag | default .ctx.Chart.AppVersion }}
-{{- if $image.registry }}
-{{- printf "%s/%s/%s:%s" $image.registry $repository .name $tag }}
+{{- $name := get $image.names .image }}
+{{- $registry := get (.ctx.Values.global | default dict) "imageRegistry" | default $image.registry }}
+{{- $path := $name }}
+{{- if $registry }}
+{{- $path = printf "%s/%s/%s" $registry $repository $name }}
 {{- else }}
-{{- printf "%s/%s:%s" $repository .name $tag }}
+{{- $path = printf "%s/%s" $repository $name }}
+{{- end }}
+{{- with get $image.digests .image }}
+{{- printf "%s@%s" $path . }}
+{{- else }}
+{{- printf "%s:%s" $path ($image.tag | default .ctx.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The names of the image pull Secrets, space-separated: global.imagePullSecrets (names or
+{name: NAME}) then imagePullSecrets, each once.
+*/}}
+{{- define "loads.imagePullSecretNames" -}}
+{{- $names := list }}
+{{- range get (.Values.global | default dict) "imagePullSecrets" | default list }}
+{{- if kindIs "string" . }}
+{{- $names = append $names . }}
+{{- else }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- range .Values.imagePullSecrets }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- $names | uniq | join " " }}
+{{- end }}
+
+{{/* A pod spec's imagePullSecrets, or nothing without any. */}}
+{{- define "loads.imagePullSecrets" -}}
+{{- with include "loads.imagePullSecretNames" . }}
+imagePullSecrets:
+{{- range splitList " " . }}
+  - name: {{ . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -91,21 +133,29 @@ protocol version.
 {{- end }}
 
 {{/*
-Generates the two tokens once per render and keeps them in .Values, which every template of the
-render shares. randAlphaNum gives new values on each call: without this, the checksum/secret
-annotation (which renders the Secret template again) would hash other tokens than the Secret
-holds. Outputs nothing.
+The two tokens, once per render, kept in .Values, which every template of the render shares:
+randAlphaNum gives new values on each call, and without this the checksum/secret annotation
+(which renders the Secret template again) would hash other tokens than the Secret holds.
+
+A token the Secret already holds in the cluster (an upgrade) is kept: `lookup` finds it. Upgrades
+then render the same Secret, and the same checksum, so that pods keep running. `helm template`
+and client-side dry runs have no cluster: lookup finds nothing there, and the tokens are new on
+each render (hence auth.generate=false with auth.existingSecret for GitOps). Outputs nothing.
 */}}
 {{- define "loads.generateTokens" -}}
 {{- if not (hasKey .Values "loadsGeneratedTokens") }}
-{{- $_ := set .Values "loadsGeneratedTokens" (dict "api" (randAlphaNum 32) "worker" (randAlphaNum 32)) }}
+{{- $secret := lookup "v1" "Secret" (include "loads.namespace" .) (include "loads.tokensSecretName" .) | default dict }}
+{{- $data := get $secret "data" | default dict }}
+{{- $api := get $data "api-token" | toString | b64dec | default (randAlphaNum 32) }}
+{{- $worker := get $data "worker-token" | toString | b64dec | default (randAlphaNum 32) }}
+{{- $_ := set .Values "loadsGeneratedTokens" (dict "api" $api "worker" $worker) }}
 {{- end }}
 {{- end }}
 
 {{/*
-checksum/secret for pod annotations, so that pods restart when the generated tokens change (which
-is on every upgrade: see README.md). Nothing with auth.existingSecret, whose content the chart
-does not know.
+checksum/secret for pod annotations, so that pods restart when the generated tokens change (when
+the Secret was not found: see README.md). Nothing with auth.existingSecret, whose content the
+chart does not know.
 */}}
 {{- define "loads.secretChecksum" -}}
 {{- if not .Values.auth.existingSecret }}
@@ -114,24 +164,63 @@ checksum/secret: {{ include (print .Template.BasePath "/tokens-secret.yaml") . |
 {{- end }}
 
 {{/*
-Security contexts of every pod and container: the images run as uid/gid 10001, and nothing needs
-root, a writable root filesystem or any capability (the only writes go to the /tmp emptyDir).
+Security contexts of every pod and container, from podSecurityContext and
+containerSecurityContext. The defaults: the images run as uid/gid 10001, and nothing needs root,
+a writable root filesystem or any capability (the only writes go to the /tmp emptyDir).
 */}}
 {{- define "loads.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "loads.containerSecurityContext" -}}
-readOnlyRootFilesystem: true
-allowPrivilegeEscalation: false
-capabilities:
-  drop:
-    - ALL
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/*
+The controller's ServiceAccount: serviceAccount.name, else <fullname>-controller when the chart
+creates it; empty (the namespace's default account) when it creates none and none is named.
+*/}}
+{{- define "loads.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "loads.controllerName" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The spec of a PodDisruptionBudget; call with (dict "ctx" $ "pdb" VALUES "what" "controller"
+"component" "controller" "default" (dict "minAvailable" 1)). minAvailable or maxUnavailable from
+the values, the default when both are empty; both set fails.
+*/}}
+{{- define "loads.pdbSpec" -}}
+{{- $min := toString .pdb.minAvailable }}
+{{- $max := toString .pdb.maxUnavailable }}
+{{- if and $min $max }}
+{{- fail (printf "%s.podDisruptionBudget: give minAvailable (%s) or maxUnavailable (%s), not both" .what $min $max) }}
+{{- end }}
+{{- $budget := .default }}
+{{- if $min }}
+{{- $budget = dict "minAvailable" .pdb.minAvailable }}
+{{- else if $max }}
+{{- $budget = dict "maxUnavailable" .pdb.maxUnavailable }}
+{{- end }}
+{{- toYaml $budget }}
+selector:
+  matchLabels:
+    {{- include "loads.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+{{- end }}
+
+{{/*
+Fails when an extra volume takes the name of one of the chart's; call with (dict "volumes"
+VALUES "reserved" (list "tokens" "tmp") "what" "controller").
+*/}}
+{{- define "loads.checkExtraVolumes" -}}
+{{- range .volumes }}
+{{- if has .name $.reserved }}
+{{- fail (printf "%s.extraVolumes: the name %q is one of the chart's volumes (%s): choose another" $.what .name (join ", " $.reserved)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Scheduling values of a workload; call with its values (controller, worker, tests). */}}
