@@ -131,6 +131,12 @@ int Serve(ControllerOptions options) {
   ControllerService service(&broker, launcher.get(), options.api_token, options.advertise);
   service.SetMailServer(!options.notify_settings.smtp.empty());
   service.SetReadToken(options.read_token);
+  if (!options.allow_targets.empty()) {
+    auto list = loads::common::TargetAllowList::Parse(options.allow_targets);
+    if (!list.ok()) return Fail(2, list.status().message());
+    service.SetAllowTargets(
+        std::make_shared<const loads::common::TargetAllowList>(std::move(*list)));
+  }
   // Each run's end, told to its --notify targets and the controller's.
   RunNotifier notifier(&broker, options.notify, options.notify_settings);
   notifier.Start();

@@ -81,6 +81,7 @@ class LocalBackend : public RunBackend {
     EngineProcess::Job job;
     job.engine = worker::EngineOptionsFor(spec::ToPlan(spec));
     job.engine.stuck_limit = options_.stuck_limit;
+    job.engine.allow_targets = options_.allow_targets;
     job.load = test_.load;
     job.test = test_.name;
     job.progress_interval = sink.interval;

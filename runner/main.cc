@@ -181,6 +181,14 @@ bool WriteFile(const std::string& path, const std::string& text) {
 }
 
 // Prints and writes the report; returns the exit status the outcome calls for.
+// --allow-target's patterns, checked when parsed; null without any.
+std::shared_ptr<const loads::common::TargetAllowList> AllowList(const RunnerOptions& options) {
+  if (options.allow_targets.empty()) return nullptr;
+  auto list = loads::common::TargetAllowList::Parse(options.allow_targets);
+  if (!list.ok()) return nullptr;
+  return std::make_shared<const loads::common::TargetAllowList>(std::move(*list));
+}
+
 // Tells the run's end to its --notify targets; one line on stderr per target.
 void Notify(const RunOutcome& outcome, const RunnerOptions& options, int code) {
   std::vector<loads::common::NotifyTarget> targets;
@@ -379,7 +387,8 @@ int Main(int argc, char** argv) {
       : remote                ? remote->Run(options.spec, g_stop, sink)
                               : MakeLocalBackend(test, {.stuck_limit = options.stuck_limit,
                                                         .stop_timeout = options.stop_timeout,
-                                                        .kill_now = &g_kill_engine})
+                                                        .kill_now = &g_kill_engine,
+                                                        .allow_targets = AllowList(options)})
                      ->Run(options.spec, g_stop, sink);
   if (!outcome.ok()) {
     if (!options.quiet) display.Finish();

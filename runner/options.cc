@@ -5,6 +5,7 @@
 #include <set>
 
 #include "loads/common/run_spec.h"
+#include "loads/common/target_allow.h"
 #include "loads/common/threshold.h"
 
 namespace loads::runner {
@@ -52,6 +53,15 @@ const std::vector<RunnerFlag>& RunnerFlags() {
       {"--quiet", "", "no progress bar and no report on stdout",
        [](const std::string&, RunnerOptions* o) {
          o->quiet = true;
+         return OkStatus();
+       }},
+      {"--allow-target", "PATTERN",
+       "send requests only to these hosts (host, host:port, *.domain, an address or a network "
+       "such as 10.0.0.0/8); others are refused as forbidden_target errors; repeatable",
+       [](const std::string& v, RunnerOptions* o) {
+         auto parsed = common::TargetAllowList::Parse({v});
+         if (!parsed.ok()) return Expected("host, host:port, *.domain, an address or a network");
+         o->allow_targets.push_back(v);
          return OkStatus();
        }},
       {"--web", "HOST:PORT",
@@ -354,6 +364,11 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
       return fail("--tls-cert and --tls-key go together");
     if (!o.tls_cert.empty() && o.tls_ca.empty()) {
       return fail("--tls-cert needs --tls-ca (a client certificate is only sent over TLS)");
+    }
+    if (given.count("--allow-target")) {
+      return fail(
+          "--allow-target applies to local runs only: a controller's allow-list is its "
+          "own (loads-controller --allow-target)");
     }
     if (given.count("--web")) {
       return fail(

@@ -29,9 +29,10 @@ struct RunnerOptions {
   bool quiet = false;
   // Local runs: a user that holds its engine thread this long is reported (zero: never).
   std::chrono::milliseconds stuck_limit{2000};
-  std::string tls_ca, tls_cert, tls_key;  // gRPC over TLS to the controller (and mTLS)
-  std::string web;                        // --web HOST:PORT, a local run's live page; empty: none
-  common::NotifySettings notify;          // --smtp, --smtp-from, --notify-timeout (local runs)
+  std::vector<std::string> allow_targets;  // --allow-target (local runs)
+  std::string tls_ca, tls_cert, tls_key;   // gRPC over TLS to the controller (and mTLS)
+  std::string web;                         // --web HOST:PORT, a local run's live page; empty: none
+  common::NotifySettings notify;           // --smtp, --smtp-from, --notify-timeout (local runs)
   // Local runs: how long a stopped engine has to send its report before it is killed.
   std::chrono::milliseconds stop_timeout{5000};
   std::string controller;  // HOST:PORT of loads-controller; empty: run locally

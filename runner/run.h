@@ -81,6 +81,8 @@ struct LocalOptions {
   std::chrono::milliseconds stop_timeout{5000};
   // When it turns true (a second Ctrl-C), the engine process is killed at once. May be null.
   const std::atomic<bool>* kill_now = nullptr;
+  // --allow-target: the hosts the run may send requests to; null: any.
+  std::shared_ptr<const common::TargetAllowList> allow_targets;
 };
 
 // The engine in a child process of this one (runner/engine_process.h).

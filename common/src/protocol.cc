@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "common/src/msgpack_reader.h"
+#include "loads/common/target_allow.h"
 
 namespace loads::common {
 namespace {
@@ -231,6 +232,17 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       a->insecure = v.via.boolean;
     } else if (key == "load") {
       ok = ReadLoad(r, v, &a->load);
+    } else if (key == "allow_targets") {
+      if (!r.Array(v, field, SIZE_MAX)) return false;
+      if (v.via.array.size > 100) return r.Fail(field, "at most 100 patterns");
+      for (uint32_t j = 0; j < v.via.array.size; ++j) {
+        std::string pattern;
+        if (!r.String(v.via.array.ptr[j], field, &pattern)) return false;
+        a->allow_targets.push_back(std::move(pattern));
+      }
+      if (auto parsed = TargetAllowList::Parse(a->allow_targets); !parsed.ok()) {
+        return r.Fail(field, parsed.status().message());
+      }
     } else {
       return r.Fail(field, "unknown field");
     }
@@ -306,7 +318,12 @@ std::string EncodeControl(const ControlMessage& m) {
       if (m.assignment) {
         fields.emplace_back("assignment", [&] {
           const Assignment& a = *m.assignment;
-          pk.pack_map(11);
+          pk.pack_map(a.allow_targets.empty() ? 11 : 12);
+          if (!a.allow_targets.empty()) {
+            PackString(pk, "allow_targets");
+            pk.pack_array(static_cast<uint32_t>(a.allow_targets.size()));
+            for (const std::string& pattern : a.allow_targets) PackString(pk, pattern);
+          }
           PackString(pk, "test");
           PackString(pk, a.test);
           if (!a.library.empty()) {

@@ -39,6 +39,8 @@ std::string_view HitErrorName(HitError error) {
       return "body_too_large";
     case HitError::kHeaderTooLarge:
       return "header_too_large";
+    case HitError::kForbiddenTarget:
+      return "forbidden_target";
   }
   return "network";
 }

@@ -13,6 +13,7 @@
 
 #include "loads/common/curve.h"
 #include "loads/common/run_spec.h"
+#include "loads/common/target_allow.h"
 #include "loads/version.h"
 
 namespace loads::controller {
@@ -128,6 +129,8 @@ const char* ControllerUsage() {
          "  --curve-allow FILE      the public keys of the workers (and subscribers) allowed\n"
          "  --curve-any-worker      allow any CURVE peer that knows the controller's key (the\n"
          "                          worker token then decides)\n"
+         "  --allow-target PATTERN  runs may only send requests to these hosts (host, host:port,\n"
+         "                          *.domain, address, network/bits); repeatable; default: any\n"
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
@@ -263,6 +266,14 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
            }
            o.broker.curve_allowed.insert(line);
          }
+         return OkStatus();
+       }},
+      {"--allow-target",
+       [&](auto& opt, auto& v) {
+         if (auto parsed = common::TargetAllowList::Parse({v}); !parsed.ok()) {
+           return Invalid(opt, v, "host, host:port, *.domain, an address or a network");
+         }
+         o.allow_targets.push_back(v);
          return OkStatus();
        }},
       {"--read-token-file",

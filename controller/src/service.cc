@@ -292,6 +292,20 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
                                             "': this controller has no mail server (--smtp)"));
     }
   }
+  if (allow_targets_) {
+    // The URLs the request names are checked here; every other one (a test library computes
+    // its own, a server redirects) by the workers, on every request.
+    for (const auto& [field, text] : {std::pair{"spec.url", &asked_spec.url()},
+                                      std::pair{"spec.server_url", &asked_spec.server_url()}}) {
+      if (text->empty()) continue;
+      auto url = common::ParseUrl(*text);
+      if (url && !allow_targets_->Allows(url->host, url->port)) {
+        return ToGrpc(PermissionDeniedError(std::string(field) + ": " + *text +
+                                            " is not an allowed target of this controller "
+                                            "(--allow-target)"));
+      }
+    }
+  }
   const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
       asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());
@@ -334,6 +348,7 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
     run.worker_prefix = launcher_->WorkerPrefix(run_id);
   }
   run.plan = spec::ToPlan(asked_spec);
+  if (allow_targets_) run.plan.allow_targets = allow_targets_->patterns();
   run.workers = workers;
   run.loss_policy =
       asked_spec.loss_policy() == v1::LOSS_POLICY_FAIL ? LossPolicy::kFail : LossPolicy::kContinue;

@@ -251,8 +251,10 @@ class Nginx:
     MAX_REDIRECTS = 10
 
     def __init__(self, https=False, access_log=True, static_files=None, header_kib=(),
-                 certificate=None):
+                 certificate=None, redirect_to=None):
         self.https = https or certificate is not None
+        # /away answers a 302 to this URL (another origin), when given.
+        self.redirect_to = redirect_to
         self.access_log = access_log
         self.static_files = dict(static_files or {})
         self.header_kib = list(header_kib)
@@ -402,6 +404,8 @@ class Nginx:
         for n in range(1, self.MAX_REDIRECTS + 1):
             target = "/" if n == 1 else f"/redirect/{n - 1}"
             lines.append(f"    location = /redirect/{n} {{ return 302 {target}; }}")
+        if self.redirect_to:
+            lines.append(f"    location = /away {{ return 302 {self.redirect_to}; }}")
         if self.static_files:
             lines.append(f"    location /static/ {{ root {self.dir}; }}")
         for kib in self.header_kib:

@@ -1,7 +1,7 @@
 """The snapshot and control messages are plain msgpack, readable and writable from another
 language exactly as docs/wire-protocol.md describes them. This test uses Python's msgpack module
 as the reference client: it decodes the golden bytes the C++ encoder produces
-(tests/testdata/snapshot_v5.hex and control_v2.hex, checked byte for byte by the C++ unit tests)
+(tests/testdata/snapshot_v6.hex and control_v2.hex, checked byte for byte by the C++ unit tests)
 and re-encodes the documented structures to the same bytes.
 """
 
@@ -11,7 +11,7 @@ import unittest
 import msgpack
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testdata",
-                      "snapshot_v5.hex")
+                      "snapshot_v6.hex")
 
 
 def bucket_index(value):
@@ -30,7 +30,7 @@ class WireFormatTest(unittest.TestCase):
 
     def test_decodes_the_documented_fields(self):
         doc = msgpack.unpackb(self.golden, raw=False, strict_map_key=False)
-        self.assertEqual(doc["v"], 5)
+        self.assertEqual(doc["v"], 6)
         # The WebSocket timings (version 5), empty here.
         self.assertEqual(doc["ws_connect"], [0, 0, 0, 0, []])
         self.assertEqual(doc["ws_round_trip"], [0, 0, 0, 0, []])
@@ -63,7 +63,7 @@ class WireFormatTest(unittest.TestCase):
 
     def test_encodes_to_the_same_bytes(self):
         histogram = [2, 1000, 2000, 3000, [1000, 1, 1000, 1]]
-        doc = {"v": 5, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
+        doc = {"v": 6, "type": "snapshot", "run": "r", "worker": "w", "seq": 1,
                "t0": 1_700_000_000_000_000_000, "t1": 1_700_000_001_000_000_000, "final": False,
                "users": 3, "rate": 2.5, "hits": 2, "latency": histogram, "status": {200: 2},
                "hit_errors": {}, "outcomes": [1, 1, 0], "started": 2, "dropped": 1,

@@ -128,7 +128,7 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertFalse(any(s["final"] for s in snapshots[:-1]))
         for s in snapshots:
             self.assertEqual(s["worker"], "w1")
-            self.assertEqual(s["v"], 5)
+            self.assertEqual(s["v"], 6)
             self.assertLessEqual(s["t0"], s["t1"])
             self.assertEqual(s["latency"][0], sum(s["status"].values()))
 

@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "loads/common/target_allow.h"
 #include "loads/worker/crash.h"
 #include "worker/src/fiber.h"
 #include "worker/src/user_context.h"
@@ -809,6 +810,12 @@ EngineOptions EngineOptionsFor(const common::Assignment& plan) {
   options.timeout = std::chrono::milliseconds(plan.timeout_ms);
   options.verify_tls = !plan.insecure;
   options.run_id = plan.run_id.empty() ? "local" : plan.run_id;
+  if (!plan.allow_targets.empty()) {
+    // Validated by the decoder (or the command line) already.
+    if (auto list = common::TargetAllowList::Parse(plan.allow_targets); list.ok()) {
+      options.allow_targets = std::make_shared<const common::TargetAllowList>(std::move(*list));
+    }
+  }
   return options;
 }
 

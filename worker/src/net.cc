@@ -192,9 +192,22 @@ bool IsIpLiteral(const std::string& host) {
   return !ec;
 }
 
+// The allow-list is the engine's own check, before every connection (HTTP, each redirect hop,
+// WebSocket): a test library can compute any URL, and a server can redirect anywhere. Nothing
+// is resolved or sent for a refused host.
+bool Forbidden(UserContext& ctx, const Url& url, Failure* failure) {
+  const auto& allow = ctx.options().allow_targets;
+  if (!allow || allow->Allows(url.host, url.port)) return false;
+  failure->kind = HitError::kForbiddenTarget;
+  failure->message =
+      url.host + ":" + std::to_string(url.port) + " is not an allowed target (--allow-target)";
+  return true;
+}
+
 // Resolves and connects a TCP stream to url, within the connect timeout.
 void ConnectTcp(UserContext& ctx, beast::tcp_stream& stream, const Url& url,
                 std::chrono::milliseconds timeout, Failure* failure) {
+  if (Forbidden(ctx, url, failure)) return;
   beast::error_code ec;
   tcp::resolver resolver(stream.get_executor());
   auto results = Await(
@@ -366,6 +379,7 @@ const Url& SessionImpl::ParseCached(std::string_view url_text) {
 }
 
 Connection* SessionImpl::Connect(const Url& url, Failure* failure) {
+  if (Forbidden(*ctx_, url, failure)) return nullptr;
   auto conn = std::make_unique<Connection>();
   asio::io_context& io = *ctx_->thread().io;
   if (url.Tls()) {

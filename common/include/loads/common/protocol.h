@@ -62,6 +62,8 @@ struct Assignment {
   int64_t connect_timeout_ms = kDefaultConnectTimeoutMs;
   int64_t timeout_ms = kDefaultTimeoutMs;
   bool insecure = false;
+  // The controller's --allow-target patterns: the worker sends nothing elsewhere (empty: any).
+  std::vector<std::string> allow_targets;
 };
 
 // Any control message; which fields are meaningful depends on type (docs/wire-protocol.md).

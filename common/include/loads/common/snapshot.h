@@ -25,9 +25,9 @@ inline std::chrono::system_clock::time_point FromUnixNanos(int64_t nanos) {
 // Version of the snapshot message on the wire (docs/wire-protocol.md). Version 2 added `users`
 // and `methods`, version 3 the load model's `started`, `dropped`, `missed_pace`, `corrected`,
 // `lag` and `rate`, version 4 the hit error kinds `body_too_large` and `header_too_large`,
-// version 5 the WebSocket timings `ws_connect` and `ws_round_trip`; the decoder still accepts
-// versions 1 to 4.
-inline constexpr uint64_t kSnapshotVersion = 5;
+// version 5 the WebSocket timings `ws_connect` and `ws_round_trip`, version 6 the hit error kind
+// `forbidden_target`; the decoder still accepts versions 1 to 5.
+inline constexpr uint64_t kSnapshotVersion = 6;
 inline constexpr uint64_t kOldestSnapshotVersion = 1;
 
 // What a worker reports about one run at most a second apart: the statistics of one interval

@@ -27,8 +27,9 @@ enum class HitError {
   kNetwork,         // any other socket error
   kBodyTooLarge,    // the response body was larger than the limit (64 MiB)
   kHeaderTooLarge,  // the response's header section was larger than the limit (64 KiB)
+  kForbiddenTarget,  // not sent: the host is not in the allow-list (--allow-target)
 };
-inline constexpr int kHitErrorCount = 11;
+inline constexpr int kHitErrorCount = 12;
 
 // Stable lower_snake_case name of a hit error kind, used in reports and messages.
 std::string_view HitErrorName(HitError error);

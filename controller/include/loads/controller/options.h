@@ -21,6 +21,7 @@ struct ControllerOptions {
   // gRPC over TLS (--tls-cert, --tls-key), with client certificates checked against
   // --client-ca (mTLS). The files are watched: rotated ones are served without a restart.
   std::string tls_cert, tls_key, client_ca;
+  std::vector<std::string> allow_targets;  // --allow-target: the only hosts runs may target
   std::string health;  // --health HOST:PORT: grpc.health.v1 alone, in plain text (probes)
   std::string metrics = "127.0.0.1:9464";
   std::chrono::seconds metrics_retention{300};

@@ -11,6 +11,7 @@
 
 #include "loads/common/report.h"
 #include "loads/common/status.h"
+#include "loads/common/target_allow.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
 #include "loads/v1/controller.grpc.pb.h"
@@ -53,6 +54,10 @@ class ControllerService final : public loads::v1::Controller::Service {
   void SetMailServer(bool configured) { mail_server_ = configured; }
   // Before serving: a second token that may only read (--read-token-file).
   void SetReadToken(std::string token) { read_token_ = std::move(token); }
+  // Before serving: the only hosts runs may target (--allow-target); null: any.
+  void SetAllowTargets(std::shared_ptr<const common::TargetAllowList> list) {
+    allow_targets_ = std::move(list);
+  }
   // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
   // after its workers started (Broker::SetAbortJudge).
   static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
@@ -79,6 +84,7 @@ class ControllerService final : public loads::v1::Controller::Service {
   static std::string ReportJson(const RunView& view, bool final);
   bool mail_server_ = false;
   std::string read_token_;
+  std::shared_ptr<const common::TargetAllowList> allow_targets_;
   enum class Access { kRead, kWrite };
   // OK for the API token; for the read-only token, only when `access` is kRead.
   grpc::Status Authorize(const grpc::ServerContext& context, Access access) const;

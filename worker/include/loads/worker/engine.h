@@ -13,6 +13,7 @@
 #include "loads/common/protocol.h"
 #include "loads/common/report.h"
 #include "loads/common/stats.h"
+#include "loads/common/target_allow.h"
 #include "loads/loads.h"
 
 // Exported from libloads.so, which hides everything else (see loads/loads.h).
@@ -36,6 +37,9 @@ struct EngineOptions {
   // The read timeout of a request or WebSocket read.
   std::chrono::milliseconds timeout{common::kDefaultTimeoutMs};
   bool verify_tls = true;
+  // Hosts requests may go to (checked before each connection, every redirect hop and WebSocket
+  // included); null: any. A refused request is a hit with the error forbidden_target.
+  std::shared_ptr<const common::TargetAllowList> allow_targets;
   size_t stack_size = 256 * 1024;  // per virtual user (committed lazily by the OS)
   // A user that holds its engine thread longer than this without yielding (a busy loop, a
   // blocking call) is reported through Engine::OnStuck. Zero: never.
