@@ -118,7 +118,8 @@ int Serve(ControllerOptions options) {
   }
   std::unique_ptr<Metrics> metrics;
   try {
-    metrics = std::make_unique<Metrics>(options.metrics, options.metrics_retention);
+    metrics = std::make_unique<Metrics>(options.metrics, options.metrics_retention,
+                                        options.metrics_token);
   } catch (const std::exception& e) {
     return Fail(1, "cannot serve metrics on " + options.metrics + ": " + e.what());
   }

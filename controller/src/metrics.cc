@@ -1,10 +1,12 @@
 #include "loads/controller/metrics.h"
 
+#include <civetweb.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <algorithm>
 #include <functional>
@@ -13,9 +15,45 @@
 #include <set>
 
 #include "loads/common/exposer_options.h"
+#include "loads/common/secret.h"
 
 namespace loads::controller {
 namespace {
+
+// /metrics behind `Authorization: Bearer TOKEN` (Prometheus' `authorization` with
+// `credentials_file`): prometheus-cpp's exposer only knows basic authentication, so with a token
+// the controller serves the registry itself, through CivetWeb.
+struct BearerEndpoint {
+  std::shared_ptr<prometheus::Registry> registry;
+  std::string token;
+  mg_context* context = nullptr;
+};
+
+int ServeMetrics(mg_connection* conn, void* data) {
+  auto* endpoint = static_cast<BearerEndpoint*>(data);
+  const char* header = mg_get_header(conn, "Authorization");
+  if (header == nullptr || !common::SameSecret(header, "Bearer " + endpoint->token)) {
+    const std::string body = "this endpoint needs \"Authorization: Bearer TOKEN\"\n";
+    mg_printf(conn,
+              "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: "
+              "text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+              body.size(), body.c_str());
+    return 401;
+  }
+  std::string body;
+  try {
+    body = prometheus::TextSerializer().Serialize(endpoint->registry->Collect());
+  } catch (const std::exception& e) {
+    mg_printf(conn, "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n");
+    return 500;
+  }
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+            body.size());
+  mg_write(conn, body.data(), body.size());
+  return 200;
+}
 
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
@@ -50,7 +88,8 @@ std::string TestLabel(const std::string& test) {
 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<prometheus::Exposer> exposer;  // without a token
+  std::unique_ptr<BearerEndpoint> bearer;        // with one
   std::chrono::seconds retention;
 
   Family<Counter>& hits =
@@ -202,18 +241,39 @@ struct Metrics::Impl {
   }
 };
 
-Metrics::Metrics(const std::string& address, std::chrono::seconds retention)
+Metrics::Metrics(const std::string& address, std::chrono::seconds retention,
+                 const std::string& token)
     : impl_(std::make_unique<Impl>()) {
   impl_->retention = retention;
-  impl_->exposer = std::make_unique<prometheus::Exposer>(common::ExposerOptions(address));
-  impl_->exposer->RegisterCollectable(impl_->registry);
+  if (token.empty()) {
+    impl_->exposer = std::make_unique<prometheus::Exposer>(common::ExposerOptions(address));
+    impl_->exposer->RegisterCollectable(impl_->registry);
+  } else {
+    impl_->bearer = std::make_unique<BearerEndpoint>();
+    impl_->bearer->registry = impl_->registry;
+    impl_->bearer->token = token;
+    const char* options[] = {"listening_ports", address.c_str(), "num_threads", "4", nullptr};
+    mg_callbacks callbacks{};
+    impl_->bearer->context = mg_start(&callbacks, nullptr, options);
+    if (impl_->bearer->context == nullptr) {
+      throw std::runtime_error("cannot listen on " + address);
+    }
+    mg_set_request_handler(impl_->bearer->context, "/metrics", ServeMetrics, impl_->bearer.get());
+  }
   impl_->merge_delay_all = &impl_->merge_delay.Add(
       {}, Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5});
 }
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() {
+  if (impl_->bearer && impl_->bearer->context) mg_stop(impl_->bearer->context);
+}
 
 int Metrics::port() const {
+  if (impl_->bearer) {
+    mg_server_port ports[2];
+    const int n = mg_get_server_ports(impl_->bearer->context, 2, ports);
+    return n > 0 ? ports[0].port : 0;
+  }
   auto ports = impl_->exposer->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();
 }

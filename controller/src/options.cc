@@ -134,6 +134,7 @@ const char* ControllerUsage() {
          "  --insecure              allow non-loopback addresses without tokens\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
+         "  --metrics-token-file FILE  /metrics answers only \"Authorization: Bearer TOKEN\"\n"
          "  --notify TARGET         tell every run's end: webhook:URL (POSTs the JSON report) or\n"
          "                          email:ADDRESS (with --smtp); repeatable; runs add their own\n"
          "  --smtp HOST:PORT        the mail server of email targets (plain SMTP, no login)\n"
@@ -275,6 +276,12 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
          }
          o.allow_targets.push_back(v);
          return OkStatus();
+       }},
+      {"--metrics-token-file",
+       [&](auto&, auto& v) {
+         auto token = ReadToken(v);
+         if (token.ok()) o.metrics_token = *token;
+         return token.status();
        }},
       {"--read-token-file",
        [&](auto&, auto& v) {

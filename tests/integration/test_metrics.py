@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -37,7 +38,7 @@ def samples(text, name):
 class Prometheus:
     """Debian's prometheus binary with its own config and data folder, scraping every second."""
 
-    def __init__(self, target):
+    def __init__(self, target, bearer_file=None, wait_up=True):
         self.dir = tempfile.mkdtemp(prefix="loads-prom-")
         self.port = harness.free_port()
         with open(os.path.join(self.dir, "prometheus.yml"), "w") as f:
@@ -45,6 +46,8 @@ class Prometheus:
                     "scrape_configs:\n"
                     "  - job_name: loads-controller\n"
                     f"    static_configs: [{{targets: ['{target}']}}]\n")
+            if bearer_file:
+                f.write(f"    authorization: {{type: Bearer, credentials_file: '{bearer_file}'}}\n")
         self.process = subprocess.Popen(
             ["prometheus", f"--config.file={self.dir}/prometheus.yml",
              f"--storage.tsdb.path={self.dir}/data",
@@ -61,11 +64,12 @@ class Prometheus:
             raise AssertionError("prometheus did not become ready")
         # Ready is not scraping: target discovery reaches the scrape loop some seconds later, and
         # gauges of a short run would be missed until then.
-        while time.monotonic() < deadline:
+        while wait_up and time.monotonic() < deadline:
             if self.query("up"):
                 return
             time.sleep(0.2)
-        raise AssertionError("prometheus did not scrape the controller")
+        if wait_up:
+            raise AssertionError("prometheus did not scrape the controller")
 
     def query(self, promql):
         url = (f"http://127.0.0.1:{self.port}/api/v1/query?" +
@@ -179,6 +183,48 @@ class MetricsTest(unittest.TestCase):
         finally:
             prometheus.close()
 
+
+    def test_a_metrics_token_lets_only_prometheus_in(self):
+        token_dir = tempfile.mkdtemp(prefix="loads-metrics-token-")
+        self.addCleanup(shutil.rmtree, token_dir, ignore_errors=True)
+        token_file = os.path.join(token_dir, "token")
+        with open(token_file, "w") as f:
+            f.write("scrape-secret\n")
+        wrong_file = os.path.join(token_dir, "wrong")
+        with open(wrong_file, "w") as f:
+            f.write("not-it\n")
+        controller = Controller(extra=("--max-local-workers", "0", "--metrics-token-file",
+                                       token_file))
+        self.addCleanup(controller.close)
+        url = controller.metrics
+        for headers in ({}, {"Authorization": "Bearer not-it"},
+                        {"Authorization": "Basic c2NyYXBlLXNlY3JldA=="}):
+            with self.subTest(headers=headers):
+                with self.assertRaises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5)
+                self.assertEqual(refused.exception.code, 401)
+                self.assertEqual(refused.exception.headers["WWW-Authenticate"], "Bearer")
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer scrape-secret"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            self.assertIn("text/plain; version=0.0.4", response.headers["Content-Type"])
+            self.assertIn("loads_merge_delay_seconds_count 0", response.read().decode())
+        # A real Prometheus with the token scrapes it; one with another token cannot.
+        target = url.split("//")[1].split("/")[0]
+        with_token = Prometheus(target, bearer_file=token_file)
+        without = Prometheus(target, bearer_file=wrong_file, wait_up=False)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                up = with_token.query('up{job="loads-controller"}')
+                down = without.query('up{job="loads-controller"}')
+                if up and down:
+                    break
+                time.sleep(0.3)
+            self.assertEqual(up[0]["value"][1], "1")
+            self.assertEqual(down[0]["value"][1], "0")
+        finally:
+            with_token.close()
+            without.close()
 
     def test_every_dashboard_expression_returns_data(self):
         dashboard_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",

@@ -25,8 +25,10 @@ namespace loads::controller {
 // thread-safe; the per-run bookkeeping is under a mutex).
 class Metrics {
  public:
-  // Serves /metrics on `address` ("127.0.0.1:9464"; port 0 = any).
-  Metrics(const std::string& address, std::chrono::seconds retention);
+  // Serves /metrics on `address` ("127.0.0.1:9464"; port 0 = any), to requests carrying
+  // `Authorization: Bearer token` when a token is given. Throws when it cannot listen.
+  Metrics(const std::string& address, std::chrono::seconds retention,
+          const std::string& token = "");
   ~Metrics();
 
   int port() const;

@@ -25,7 +25,8 @@ struct ControllerOptions {
   std::string health;  // --health HOST:PORT: grpc.health.v1 alone, in plain text (probes)
   std::string metrics = "127.0.0.1:9464";
   std::chrono::seconds metrics_retention{300};
-  std::string web;                           // the live page's HOST:PORT; empty: not served
+  std::string metrics_token;  // --metrics-token-file: scrapes must carry it as a Bearer token
+  std::string web;            // the live page's HOST:PORT; empty: not served
   std::vector<common::NotifyTarget> notify;  // told of every run's end (--notify)
   common::NotifySettings notify_settings;    // --smtp, --smtp-from, --notify-timeout
   bool insecure = false;
