@@ -5,17 +5,20 @@
 // this chart promises: labels, selectors, probes, security contexts, resources, token checksums,
 // RBAC and the ServiceAccount, the autoscaler, the dashboard, the ServiceMonitor, the live page
 // (port, --web, Ingress), PodDisruptionBudgets, the NetworkPolicy, the extra env/args/volumes,
-// image digests and `global` values, and the `helm test` pod; and that two renders of the same
-// values are byte-identical when the tokens Secret is in the cluster (`lookup`) or named by
-// auth.existingSecret. The values are checked against values.schema.json, and bad values must be
-// refused.
+// image digests and `global` values, TLS on the gRPC API (the generated certificate, cert-manager's
+// Certificate, an existing Secret, mTLS, the plain health port of the probes), and the `helm test`
+// pod; and that two renders of the same values are byte-identical when the generated Secrets
+// (tokens, TLS) are in the cluster (`lookup`) or nothing is generated. The values are checked
+// against values.schema.json, and bad values must be refused.
 //
 //   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
 //                              whose --help lists the flags the chart passes, default build/bin)
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, describe, it } from "node:test";
@@ -134,6 +137,32 @@ const cases = [
     ],
   },
   {
+    // Plain gRPC, as before TLS: no certificate, probes on the gRPC port.
+    name: "tls.enabled=false",
+    files: [writeTemp("no-tls.yaml", "tls:\n  enabled: false\n")],
+  },
+  {
+    // cert-manager with a namespaced Issuer and cert-manager's own durations, another cluster
+    // domain, and no `helm test` pod.
+    name: "cert-manager with an Issuer, another cluster domain, no test pod",
+    files: [
+      writeTemp(
+        "cert-manager.yaml",
+        [
+          "clusterDomain: k8s.example.org",
+          "tls:",
+          "  certManager:",
+          "    enabled: true",
+          "    issuerRef: {name: loads-ca}",
+          '    duration: ""',
+          '    renewBefore: ""',
+          "tests: {enabled: false}",
+          "",
+        ].join("\n"),
+      ),
+    ],
+  },
+  {
     // No account at all: without the launcher nothing needs one.
     name: "no ServiceAccount and no launcher",
     files: [writeTemp("no-account.yaml", "serviceAccount: {create: false}\nlauncher: {enabled: false}\n")],
@@ -193,6 +222,39 @@ function tokensSecretName(values) {
   return values.auth.existingSecret || `${FULLNAME}-tokens`;
 }
 
+// Where the controller's certificate comes from: "" (no TLS), "existing", "cert-manager" or
+// "generated", as templates/_helpers.tpl decides.
+function tlsSource(values) {
+  const { tls } = values;
+  if (!tls.enabled) return "";
+  if (tls.existingSecret) return "existing";
+  return tls.certManager.enabled ? "cert-manager" : "generated";
+}
+
+function tlsSecretName(values) {
+  return values.tls.existingSecret || `${FULLNAME}-tls`;
+}
+
+// The DNS names the controller's certificate must hold (its IP address: 127.0.0.1).
+function controllerDnsNames(values) {
+  const ns = namespaceOf(values);
+  return [CONTROLLER, `${CONTROLLER}.${ns}`, `${CONTROLLER}.${ns}.svc`, `${CONTROLLER}.${ns}.svc.${values.clusterDomain}`, "localhost"];
+}
+
+// The labels the NetworkPolicy selects the `helm test` pod by.
+function testPodSelector() {
+  return { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test" };
+}
+
+function findSecret(docs, name) {
+  return docs.find((d) => d.object.kind === "Secret" && d.object.metadata.name === name);
+}
+
+// The PEM text of a key of a rendered Secret.
+function secretText(doc, key) {
+  return Buffer.from(doc.object.data[key], "base64").toString();
+}
+
 function sha256(text) {
   return createHash("sha256").update(text).digest("hex");
 }
@@ -215,6 +277,7 @@ it("has the examples the documentation names", () => {
     "gitops",
     "openshift",
     "hardened",
+    "mtls",
   ]) {
     assert.ok(names.includes(`examples/${name}.yaml`), `examples/${name}.yaml is missing`);
   }
@@ -364,6 +427,14 @@ for (const testCase of cases) {
         "--restart-grace": String(values.controller.restartGrace),
       };
       if (values.web.enabled) expected["--web"] = `0.0.0.0:${values.web.port}`;
+      if (tlsSource(values)) {
+        Object.assign(expected, {
+          "--tls-cert": "/var/run/loads-tls/tls.crt",
+          "--tls-key": "/var/run/loads-tls/tls.key",
+          "--health": `0.0.0.0:${values.controller.healthPort}`,
+        });
+        if (values.tls.clientCA.secretName) expected["--client-ca"] = "/var/run/loads-client-ca/ca.crt";
+      }
       // The state folder is a mounted volume (the root filesystem is read-only): a claim when
       // persistence is on, an emptyDir otherwise.
       const state = deployment.spec.template.spec.volumes.find((v) => v.name === "state");
@@ -488,16 +559,102 @@ for (const testCase of cases) {
       }
     });
 
-    it("probes the controller with gRPC health checks on 50051", () => {
+    it("probes the controller with gRPC health checks, on the plain health port with TLS", () => {
       const container = controller().spec.template.spec.containers[0];
+      const flags = flagsOf(container.args);
+      const tls = tlsSource(values);
+      // The kubelet's gRPC probe cannot speak TLS: with TLS it asks --health, plain text.
+      const port = tls ? values.controller.healthPort : 50051;
       for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
-        assert.deepEqual(container[probe]?.grpc, { port: 50051 }, probe);
+        assert.deepEqual(container[probe]?.grpc, { port }, probe);
+      }
+      const health = container.ports.filter((p) => p.name === "health");
+      if (tls) {
+        assert.deepEqual(health, [{ name: "health", containerPort: values.controller.healthPort, protocol: "TCP" }]);
+        assert.equal(flags["--health"], `0.0.0.0:${values.controller.healthPort}`);
+      } else {
+        assert.deepEqual(health, []);
+        assert.ok(!("--health" in flags), "--health without TLS");
+      }
+      const numbers = container.ports.map((p) => p.containerPort);
+      assert.equal(new Set(numbers).size, numbers.length, `container ports ${numbers}`);
+      // Only the kubelet needs the health port: the Service does not expose it.
+      const service = find("Service", CONTROLLER);
+      assert.ok(!service.spec.ports.some((p) => p.name === "health" || p.port === values.controller.healthPort));
+    });
+
+    it("serves gRPC over TLS from the Secret the values name (generated, cert-manager or yours)", () => {
+      const spec = controller().spec.template.spec;
+      const [container] = spec.containers;
+      const volume = (name) => spec.volumes.find((v) => v.name === name);
+      const mount = (name) => container.volumeMounts.find((m) => m.name === name);
+      const certificate = find("Certificate");
+      const generated = find("Secret", `${FULLNAME}-tls`);
+      const tls = tlsSource(values);
+      if (!tls) {
+        for (const name of ["tls", "client-ca"]) {
+          assert.equal(volume(name), undefined, name);
+          assert.equal(mount(name), undefined, name);
+        }
+        assert.equal(certificate, undefined);
+        assert.equal(generated, undefined);
+        return;
+      }
+      // The certificate and key only, without subPath: a renewed Secret reaches the files, which
+      // the controller re-reads.
+      assert.deepEqual(volume("tls"), {
+        name: "tls",
+        secret: {
+          secretName: tlsSecretName(values),
+          items: [
+            { key: "tls.crt", path: "tls.crt" },
+            { key: "tls.key", path: "tls.key" },
+          ],
+          defaultMode: 0o440,
+        },
+      });
+      assert.deepEqual(mount("tls"), { name: "tls", mountPath: "/var/run/loads-tls", readOnly: true });
+      const clientCA = values.tls.clientCA;
+      if (clientCA.secretName) {
+        assert.deepEqual(volume("client-ca"), {
+          name: "client-ca",
+          secret: { secretName: clientCA.secretName, items: [{ key: clientCA.key, path: "ca.crt" }], defaultMode: 0o440 },
+        });
+        assert.deepEqual(mount("client-ca"), { name: "client-ca", mountPath: "/var/run/loads-client-ca", readOnly: true });
+      } else {
+        assert.equal(volume("client-ca"), undefined);
+        assert.equal(mount("client-ca"), undefined);
+      }
+      if (tls === "generated") {
+        assert.ok(generated, "no generated TLS Secret");
+        assert.equal(generated.type, "kubernetes.io/tls");
+        assert.deepEqual(Object.keys(generated.data).sort(), ["ca.crt", "tls.crt", "tls.key"]);
+        assert.equal(certificate, undefined);
+      } else if (tls === "cert-manager") {
+        assert.equal(generated, undefined, "a generated Secret besides cert-manager's");
+        assert.ok(certificate, "no Certificate");
+        assert.equal(certificate.metadata.name, `${FULLNAME}-tls`);
+        const { certManager } = values.tls;
+        const expected = {
+          secretName: tlsSecretName(values),
+          dnsNames: controllerDnsNames(values),
+          ipAddresses: ["127.0.0.1"],
+          privateKey: { rotationPolicy: "Always" },
+          issuerRef: certManager.issuerRef,
+        };
+        if (certManager.duration) expected.duration = certManager.duration;
+        if (certManager.renewBefore) expected.renewBefore = certManager.renewBefore;
+        assert.deepEqual(certificate.spec, expected);
+      } else {
+        // tls.existingSecret: the chart renders no certificate at all.
+        assert.equal(generated, undefined);
+        assert.equal(certificate, undefined);
       }
     });
 
     it("secures every pod and container (restricted Pod Security), from the values", () => {
       const pods = podSpecs(docs);
-      assert.ok(pods.length >= 2);
+      assert.ok(pods.length >= (values.tests.enabled ? 2 : 1));
       for (const { owner, spec } of pods) {
         const where = `${owner.kind} ${owner.metadata.name}`;
         assert.deepEqual(spec.securityContext, values.podSecurityContext, where);
@@ -594,7 +751,7 @@ for (const testCase of cases) {
     });
 
     it("generates the tokens Secret, and pods carry its checksum", () => {
-      const secretDoc = docs.find((d) => d.object.kind === "Secret");
+      const secretDoc = findSecret(docs, `${FULLNAME}-tokens`);
       const deployments = all("Deployment");
       if (values.auth.existingSecret) {
         assert.equal(secretDoc, undefined, "a Secret is rendered despite auth.existingSecret");
@@ -765,6 +922,10 @@ for (const testCase of cases) {
 
     it("has a helm test pod that runs a small run through the controller", () => {
       const pod = testPod();
+      if (!values.tests.enabled) {
+        assert.equal(pod, undefined, "a test pod despite tests.enabled=false");
+        return;
+      }
       assert.ok(pod, "no test pod");
       assert.equal(pod.metadata.annotations["helm.sh/hook"], "test");
       assert.equal(pod.spec.restartPolicy, "Never");
@@ -777,11 +938,17 @@ for (const testCase of cases) {
       const runner = /^exec loads-runner (.*)$/m.exec(script.replace(/\\\n\s*/g, " "))?.[1];
       assert.ok(runner, "the script does not exec loads-runner");
       const words = runner.trim().split(/\s+/);
+      const tls = tlsSource(values);
+      const mtls = Boolean(tls && values.tls.clientCA.secretName);
       assert.deepEqual(words, [
         "--controller",
         `${CONTROLLER}:50051`,
         "--token-file",
         "/var/run/loads/api-token",
+        // With TLS, the controller's certificate is checked against the Secret's CA; with mTLS
+        // the pod presents its own.
+        ...(tls ? ["--tls-ca", "/var/run/loads-tls/ca.crt"] : []),
+        ...(mtls ? ["--tls-cert", "/var/run/loads-client-cert/tls.crt", "--tls-key", "/var/run/loads-client-cert/tls.key"] : []),
         "--url",
         '"http://${POD_IP}:8080/"',
         "-u",
@@ -793,6 +960,29 @@ for (const testCase of cases) {
       ]);
       assert.match(script, /^loads-demo-target --address 0\.0\.0\.0 --port 8080 /m);
       assert.deepEqual(container.env, [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }]);
+      // The CA only (never the controller's key), and the client certificate with mTLS.
+      const volumes = Object.fromEntries(pod.spec.volumes.map((v) => [v.name, v]));
+      const mounts = Object.fromEntries(container.volumeMounts.map((m) => [m.name, m]));
+      assert.deepEqual(Object.keys(volumes), ["tokens", "tmp", ...(tls ? ["tls"] : []), ...(mtls ? ["client-cert"] : [])]);
+      if (tls) {
+        assert.deepEqual(volumes.tls.secret, {
+          secretName: tlsSecretName(values),
+          items: [{ key: "ca.crt", path: "ca.crt" }],
+          defaultMode: 0o440,
+        });
+        assert.deepEqual(mounts.tls, { name: "tls", mountPath: "/var/run/loads-tls", readOnly: true });
+      }
+      if (mtls) {
+        assert.deepEqual(volumes["client-cert"].secret, {
+          secretName: values.tests.clientCertSecret,
+          items: [
+            { key: "tls.crt", path: "tls.crt" },
+            { key: "tls.key", path: "tls.key" },
+          ],
+          defaultMode: 0o440,
+        });
+        assert.deepEqual(mounts["client-cert"], { name: "client-cert", mountPath: "/var/run/loads-client-cert", readOnly: true });
+      }
       const runnerHelp = helpFlags(binDir, "loads-runner");
       const targetHelp = helpFlags(binDir, "loads-demo-target");
       if (runnerHelp && targetHelp) {
@@ -801,27 +991,31 @@ for (const testCase of cases) {
       }
     });
 
-    it("renders byte-identical twice once its tokens are in the cluster (or in existingSecret)", () => {
+    it("renders byte-identical twice once its generated Secrets are in the cluster", () => {
       const options = { valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE };
-      if (values.auth.existingSecret) {
+      // The install; every Secret the chart renders is one it generated (tokens, TLS).
+      const install = render(options);
+      const generated = install.filter((d) => d.object.kind === "Secret");
+      assert.equal(generated.length, Number(!values.auth.existingSecret) + Number(tlsSource(values) === "generated"));
+      if (!generated.length) {
         // Nothing random is rendered: no lookup needed, as under `helm template` (GitOps).
         assert.equal(renderText(options), renderText(options));
         return;
       }
-      // The install; then two upgrades, with the Secret the install created in the cluster.
-      const install = render(options);
-      const secret = install.find((d) => d.object.kind === "Secret");
-      const cluster = writeTemp("cluster.yaml", `${secret.text}\n`);
+      // Two upgrades, with the Secrets the install created in the cluster.
+      const cluster = writeTemp("cluster.yaml", generated.map((d) => `${d.text}\n`).join("---\n"));
       const first = renderText({ ...options, lookups: [cluster] });
       const second = renderText({ ...options, lookups: [cluster] });
       assert.equal(first, second, "two upgrades with the same values differ");
       const upgraded = parseManifests(first);
-      // The upgrade keeps the tokens, so its checksum too: pods are not restarted.
-      const upgradedSecret = upgraded.find((d) => d.object.kind === "Secret");
-      assert.deepEqual(upgradedSecret.object.data, secret.object.data, "the upgrade changed the tokens");
-      assert.equal(upgradedSecret.text, secret.text);
+      // The upgrade keeps the tokens and the certificate, so the checksum too: pods are not
+      // restarted.
+      for (const secret of generated) {
+        const kept = findSecret(upgraded, secret.object.metadata.name);
+        assert.equal(kept?.text, secret.text, `the upgrade changed the Secret ${secret.object.metadata.name}`);
+      }
       const checksums = (ds) =>
-        ds.filter((d) => d.object.kind === "Deployment").map((d) => d.object.spec.template.metadata.annotations["checksum/secret"]);
+        ds.filter((d) => d.object.kind === "Deployment").map((d) => d.object.spec.template.metadata.annotations?.["checksum/secret"]);
       assert.deepEqual(checksums(upgraded), checksums(install));
     });
 
@@ -836,7 +1030,8 @@ for (const testCase of cases) {
     });
 
     it("adds the extra env, args, volumes and mounts of the values, after the chart's", () => {
-      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state"]]];
+      const tls = tlsSource(values) ? ["tls", ...(values.tls.clientCA.secretName ? ["client-ca"] : [])] : [];
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls]]];
       if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp"]]);
       for (const [deployment, component, own] of pairs) {
         const where = deployment.metadata.name;
@@ -932,12 +1127,13 @@ for (const testCase of cases) {
       // The chart's own pods keep working: workers reach zmq, the test pod the API.
       if (workers()) assert.ok(podAllowed("zmq", workers().spec.template.metadata.labels), "standing workers cut off");
       assert.equal(podAllowed("zmq", launchedWorkerLabels()), values.launcher.enabled, "launched worker pods");
-      assert.ok(podAllowed("grpc", testPod().metadata.labels), "the helm test pod cut off from the API");
-      assert.ok(!podAllowed("zmq", testPod().metadata.labels), "the test pod may act as a worker");
+      // The test pod's labels, rendered or not (tests.enabled=false): the rule stays, harmless.
+      const testLabels = testPod()?.metadata.labels ?? testPodSelector();
+      assert.ok(subsetOf(testPodSelector(), testLabels));
+      assert.ok(podAllowed("grpc", testLabels), "the helm test pod cut off from the API");
+      assert.ok(!podAllowed("zmq", testLabels), "the test pod may act as a worker");
       // Exactly: the chart's own peers, then those of the values, each list on its own ports.
-      const pick = (labels) =>
-        Object.fromEntries(["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"].map((k) => [k, labels[k]]));
-      const testPeer = { podSelector: { matchLabels: pick(testPod().metadata.labels) } };
+      const testPeer = { podSelector: { matchLabels: testPodSelector() } };
       const workerPeers = [
         ...(workers() ? [{ podSelector: { matchLabels: workers().spec.selector.matchLabels } }] : []),
         ...(values.launcher.enabled
@@ -971,9 +1167,28 @@ for (const testCase of cases) {
       const notes = renderNotes({ valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE });
       assert.ok(notes.includes(`port-forward service/${CONTROLLER} 50051:50051`), notes);
       assert.ok(notes.includes(`get secret ${tokensSecretName(values)}`), notes);
-      assert.ok(notes.includes("loads-runner --controller 127.0.0.1:50051 --token-file loads-api-token"), notes);
-      assert.ok(notes.includes("grpcurl -plaintext"), notes);
-      assert.ok(notes.includes(`helm test ${RELEASE}`), notes);
+      const tls = tlsSource(values);
+      const mtls = Boolean(tls && values.tls.clientCA.secretName);
+      if (tls) {
+        // Through the port-forward, with the CA of the TLS Secret (127.0.0.1 is in the certificate).
+        assert.ok(
+          notes.includes(`get secret ${tlsSecretName(values)} \\\n    -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt`),
+          notes,
+        );
+        const client = mtls ? " --tls-cert client.crt --tls-key client.key" : "";
+        assert.ok(notes.includes(`loads-runner --controller 127.0.0.1:50051 --tls-ca ca.crt${client} \\\n    --token-file loads-api-token`), notes);
+        assert.ok(notes.includes(`grpcurl -cacert ca.crt${mtls ? " -cert client.crt -key client.key" : ""} -H`), notes);
+        assert.ok(!notes.includes("-plaintext"), notes);
+        assert.ok(notes.includes(`The gRPC API is served over TLS${mtls ? " and asks every client for a certificate (mTLS)" : ""}.`), notes);
+        assert.ok(notes.includes(`plain health port ${values.controller.healthPort}`), notes);
+        assert.ok(!notes.includes("WARNING: tls.enabled is false"), notes);
+      } else {
+        assert.ok(notes.includes("loads-runner --controller 127.0.0.1:50051 --token-file loads-api-token"), notes);
+        assert.ok(notes.includes("grpcurl -plaintext"), notes);
+        assert.ok(!notes.includes("--tls-ca"), notes);
+        assert.ok(notes.includes("WARNING: tls.enabled is false"), notes);
+      }
+      assert.equal(notes.includes(`helm test ${RELEASE}`), values.tests.enabled, notes);
       assert.ok(!notes.includes("<no value>"), notes);
       const port = values.web.port;
       const pageForward = `port-forward service/${CONTROLLER} ${port}:${port}`;
@@ -1023,11 +1238,19 @@ describe("values.schema.json", () => {
     // stay open: `global` (an umbrella chart's globals hold keys of every subchart) and the
     // content of a volume source (a deep Kubernetes type, left to the API server; the tests
     // check the rendered volumes against kubernetes-models).
+    //
+    // Conditions (if/then/else, and what they hold) constrain values whose keys are closed where
+    // they are defined: there, an object schema must NOT close its keys (it would refuse every key
+    // it does not name), and needs its "type" only for Ajv's strictTypes.
     const open = new Set(["#/properties/global", "#/definitions/volumeSource"]);
-    const walk = (node, pointer) => {
-      if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${pointer}/${i}`));
+    let conditions = 0;
+    const walk = (node, pointer, conditional = false) => {
+      if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${pointer}/${i}`, conditional));
       if (node === null || typeof node !== "object") return;
-      if (open.has(pointer)) {
+      if (conditional) {
+        conditions++;
+        assert.ok(!("additionalProperties" in node), `${pointer}: a condition that closes keys`);
+      } else if (open.has(pointer)) {
         assert.equal(node.additionalProperties, true, `${pointer}: meant to be open`);
       } else if (node.type === "object" && node.properties) {
         assert.equal(node.additionalProperties, false, `${pointer}: additionalProperties`);
@@ -1036,9 +1259,12 @@ describe("values.schema.json", () => {
         const closedMap = typeof open === "object" || pointer.includes("/affinity/");
         assert.ok(closedMap, `${pointer}: an object with neither properties nor typed values`);
       }
-      for (const [key, child] of Object.entries(node)) walk(child, `${pointer}/${key}`);
+      for (const [key, child] of Object.entries(node)) {
+        walk(child, `${pointer}/${key}`, conditional || ["if", "then", "else"].includes(key));
+      }
     };
     walk(schema, "#");
+    assert.ok(conditions > 0, "no condition walked");
     for (const pointer of open) {
       assert.ok(pointer.split("/").slice(1).reduce((n, k) => n?.[k], schema), `${pointer} is gone`);
     }
@@ -1052,6 +1278,23 @@ describe("values.schema.json", () => {
     // Helm passes an empty global too.
     const bare = mergedValues([writeTemp("bare.yaml", "global: {}\n")]);
     assert.ok(validateValues(bare), JSON.stringify(validateValues.errors, null, 2));
+  });
+
+  it("accepts each source of the TLS certificate, and mTLS without the test pod", () => {
+    for (const text of [
+      "tls:\n  existingSecret: my-tls\n",
+      "tls:\n  certManager:\n    enabled: true\n    issuerRef: {name: ca, kind: ClusterIssuer}\n    duration: \"\"\n    renewBefore: 1h30m\n",
+      // The GitOps mode with a certificate that is not generated, or without TLS.
+      "auth: {existingSecret: t, generate: false}\ntls:\n  existingSecret: my-tls\n",
+      "auth: {existingSecret: t, generate: false}\ntls:\n  certManager: {enabled: true, issuerRef: {name: ca}}\n",
+      "auth: {existingSecret: t, generate: false}\ntls:\n  enabled: false\n",
+      // mTLS: the test pod has a client certificate, or there is no test pod.
+      "tls:\n  clientCA: {secretName: client-ca}\ntests:\n  clientCertSecret: test-client\n",
+      "tls:\n  clientCA: {secretName: client-ca}\ntests:\n  enabled: false\n",
+    ]) {
+      const values = mergedValues([writeTemp("good.yaml", text)]);
+      assert.ok(validateValues(values), `${text}\n${JSON.stringify(validateValues.errors, null, 2)}`);
+    }
   });
 
   it("documents every value in README.md and values.yaml", () => {
@@ -1139,6 +1382,26 @@ describe("values.schema.json", () => {
     ["an unknown selector operator", "networkPolicy:\n  allowFrom:\n    metrics:\n      - podSelector:\n          matchExpressions:\n            - {key: app, operator: Is}\n", "enum", "/networkPolicy/allowFrom/metrics/0/podSelector/matchExpressions/0/operator"],
     ["an ipBlock without cidr", "networkPolicy:\n  allowFrom:\n    workers:\n      - ipBlock: {except: [10.0.0.0/8]}\n", "required", "/networkPolicy/allowFrom/workers/0/ipBlock"],
     ["an ipBlock with a selector", "networkPolicy:\n  allowFrom:\n    workers:\n      - ipBlock: {cidr: 10.0.0.0/8}\n        podSelector: {}\n", "maxProperties", "/networkPolicy/allowFrom/workers/0"],
+    ["tls.enabled as a string", "tls:\n  enabled: \"yes\"\n", "type", "/tls/enabled"],
+    ["an unknown key under tls", "tls:\n  secretName: loads-tls\n", "additionalProperties", "/tls"],
+    ["a TLS Secret name in capitals", "tls:\n  existingSecret: Loads-TLS\n", "pattern", "/tls/existingSecret"],
+    ["two sources of the certificate", "tls:\n  existingSecret: my-tls\n  certManager:\n    enabled: true\n    issuerRef: {name: ca}\n", "maxLength", "/tls/existingSecret"],
+    ["cert-manager without an issuer", "tls:\n  certManager:\n    enabled: true\n", "minLength", "/tls/certManager/issuerRef/name"],
+    ["an unknown issuerRef key", "tls:\n  certManager:\n    issuerRef:\n      namespace: cert-manager\n", "additionalProperties", "/tls/certManager/issuerRef"],
+    ["an issuer kind in lower case", "tls:\n  certManager:\n    issuerRef:\n      kind: clusterissuer\n", "pattern", "/tls/certManager/issuerRef/kind"],
+    ["a certificate duration in days", "tls:\n  certManager:\n    duration: 90d\n", "pattern", "/tls/certManager/duration"],
+    ["a generated certificate valid 0 days", "tls:\n  generated:\n    validityDays: 0\n", "minimum", "/tls/generated/validityDays"],
+    ["a generated certificate's validity as a string", "tls:\n  generated:\n    validityDays: \"365\"\n", "type", "/tls/generated/validityDays"],
+    ["mTLS without TLS", "tls:\n  enabled: false\n  clientCA:\n    secretName: client-ca\n", "const", "/tls/enabled"],
+    ["a client CA key with a slash", "tls:\n  clientCA:\n    key: certs/ca.crt\n", "pattern", "/tls/clientCA/key"],
+    ["mTLS with the test pod but no client certificate for it", "tls:\n  clientCA:\n    secretName: client-ca\n", "minLength", "/tests/clientCertSecret"],
+    ["a generated certificate in the GitOps mode", "auth:\n  existingSecret: loads-tokens\n  generate: false\n", "anyOf", "/tls"],
+    ["a health port the gRPC API uses", "controller:\n  healthPort: 50051\n", "not", "/controller/healthPort"],
+    ["a health port above 65535", "controller:\n  healthPort: 70000\n", "maximum", "/controller/healthPort"],
+    ["a health port as a string", "controller:\n  healthPort: \"8081\"\n", "type", "/controller/healthPort"],
+    ["a cluster domain with a trailing dot", "clusterDomain: cluster.local.\n", "pattern", "/clusterDomain"],
+    ["an empty cluster domain", "clusterDomain: \"\"\n", "minLength", "/clusterDomain"],
+    ["tests.enabled as a string", "tests:\n  enabled: \"false\"\n", "type", "/tests/enabled"],
   ];
   for (const [what, text, keyword, instancePath] of bad) {
     it(`refuses ${what}`, () => {
@@ -1184,7 +1447,7 @@ describe("rendering errors", () => {
   });
 
   it("fails in the GitOps mode without a Secret to use (auth.generate=false)", () => {
-    const result = renderWith("auth:\n  generate: false\n");
+    const result = renderWith("auth:\n  generate: false\ntls:\n  enabled: false\n");
     assert.notEqual(result.status, 0);
     assert.match(
       result.stderr,
@@ -1214,15 +1477,231 @@ describe("rendering errors", () => {
   it("fails when an extra volume takes the name of one of the chart's", () => {
     const result = renderWith("controller:\n  extraVolumes:\n    - name: tmp\n      emptyDir: {}\n");
     assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state\)/);
+    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca\)/);
     const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
     assert.notEqual(worker.status, 0);
     assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp\)/);
   });
+
+  it("fails in the GitOps mode when the chart would generate the TLS certificate", () => {
+    const result = renderWith("auth:\n  existingSecret: loads-tokens\n  generate: false\n");
+    assert.notEqual(result.status, 0);
+    assert.match(
+      result.stderr,
+      /execution error at \(loads\/templates\/[^)]+\): auth\.generate is false \(the GitOps mode: the chart generates nothing random\) but tls\.enabled with neither tls\.existingSecret nor tls\.certManager\.enabled would make the chart generate a certificate on every render: .*tls\.existingSecret.*tls\.certManager\.enabled=true/,
+    );
+  });
+
+  it("fails on contradictory TLS values (two sources, no issuer, mTLS without TLS or a test certificate)", () => {
+    const cases = [
+      ["tls:\n  existingSecret: my-tls\n  certManager: {enabled: true, issuerRef: {name: ca}}\n", /tls\.existingSecret \(my-tls\) and tls\.certManager\.enabled are two sources of one certificate: choose one/],
+      ["tls:\n  certManager: {enabled: true}\n", /tls\.certManager\.enabled needs tls\.certManager\.issuerRef\.name/],
+      ["tls:\n  enabled: false\n  clientCA: {secretName: client-ca}\n", /tls\.clientCA \(client-ca\) is mTLS, which needs tls\.enabled=true/],
+      ["tls:\n  clientCA: {secretName: client-ca}\n", /tls\.clientCA \(client-ca\) makes every gRPC client present a certificate, the `helm test` pod too: set tests\.clientCertSecret .* or tests\.enabled=false/],
+      ["web:\n  port: 8081\n", /execution error at \(loads\/templates\/controller-deployment\.yaml:\d+:\d+\): controller\.healthPort and web\.port are both 8081/],
+    ];
+    for (const [text, message] of cases) {
+      const result = renderWith(text);
+      assert.notEqual(result.status, 0, `rendered: ${text}`);
+      assert.match(result.stderr, message, text);
+    }
+    // Without TLS the health port is not opened: the same number as the page's is no conflict.
+    assert.equal(renderWith("tls:\n  enabled: false\nweb:\n  port: 8081\n").status, 0);
+    // mTLS without a test pod needs no test certificate.
+    assert.equal(renderWith("tls:\n  clientCA: {secretName: client-ca}\ntests:\n  enabled: false\n").status, 0);
+  });
+});
+
+describe("TLS on the gRPC API", () => {
+  const options = { release: RELEASE, namespace: NAMESPACE };
+  const withValues = (text) => ({ ...options, valueFiles: [writeTemp("tls.yaml", text)] });
+  const tlsSecretOf = (docs) => findSecret(docs, `${FULLNAME}-tls`);
+  const objectOf = (docs, kind, name) => docs.map((d) => d.object).find((o) => o.kind === kind && (!name || o.metadata.name === name));
+  const controllerOf = (docs) => objectOf(docs, "Deployment", CONTROLLER).spec.template.spec;
+  const runnerWords = (docs) => {
+    const script = objectOf(docs, "Pod", `${FULLNAME}-test-run`).spec.containers[0].command[2];
+    return /^exec loads-runner (.*)$/m.exec(script.replace(/\\\n\s*/g, " "))[1].trim().split(/\s+/);
+  };
+  const sans = (names) => names.map((n) => (/^[0-9.]+$/.test(n) ? `IP Address:${n}` : `DNS:${n}`)).join(", ");
+  const expectedSans = [CONTROLLER, `${CONTROLLER}.${NAMESPACE}`, `${CONTROLLER}.${NAMESPACE}.svc`, `${CONTROLLER}.${NAMESPACE}.svc.cluster.local`, "localhost", "127.0.0.1"];
+
+  it("is on by default: the controller's flags and mounts, probes on the health port, the test pod's CA", () => {
+    const defaults = mergedValues();
+    assert.equal(defaults.tls.enabled, true);
+    assert.equal(defaults.controller.healthPort, 8081);
+    const docs = render(options);
+    const spec = controllerOf(docs);
+    const [container] = spec.containers;
+    const flags = flagsOf(container.args);
+    assert.equal(flags["--tls-cert"], "/var/run/loads-tls/tls.crt");
+    assert.equal(flags["--tls-key"], "/var/run/loads-tls/tls.key");
+    assert.equal(flags["--health"], "0.0.0.0:8081");
+    assert.ok(!("--client-ca" in flags));
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.deepEqual(container[probe].grpc, { port: 8081 }, probe);
+    assert.ok(container.ports.some((p) => p.name === "health" && p.containerPort === 8081));
+    assert.ok(container.volumeMounts.some((m) => m.name === "tls" && m.mountPath === "/var/run/loads-tls" && m.readOnly));
+    assert.equal(spec.volumes.find((v) => v.name === "tls").secret.secretName, `${FULLNAME}-tls`);
+    const words = runnerWords(docs);
+    assert.equal(words[words.indexOf("--tls-ca") + 1], "/var/run/loads-tls/ca.crt");
+    assert.equal(words[words.indexOf("--controller") + 1], `${CONTROLLER}:50051`);
+    const pod = objectOf(docs, "Pod", `${FULLNAME}-test-run`);
+    assert.deepEqual(pod.spec.volumes.find((v) => v.name === "tls").secret.items, [{ key: "ca.crt", path: "ca.crt" }]);
+  });
+
+  it("generates a CA and a certificate for the Service's names and 127.0.0.1, signed by that CA", () => {
+    const docs = render(options);
+    const secret = tlsSecretOf(docs);
+    assert.equal(secret.object.type, "kubernetes.io/tls");
+    // The CA's key is not kept: the CA signs nothing else.
+    assert.deepEqual(Object.keys(secret.object.data).sort(), ["ca.crt", "tls.crt", "tls.key"]);
+    const cert = new X509Certificate(secretText(secret, "tls.crt"));
+    const ca = new X509Certificate(secretText(secret, "ca.crt"));
+    assert.equal(cert.subjectAltName, sans(expectedSans));
+    assert.equal(secret.object.metadata.annotations["loads/subject-alt-names"], expectedSans.join(","));
+    assert.ok(ca.ca, "ca.crt is not a CA");
+    assert.ok(!cert.ca, "the server certificate is a CA");
+    assert.ok(cert.checkIssued(ca), "tls.crt is not issued by ca.crt");
+    assert.ok(cert.verify(ca.publicKey), "tls.crt is not signed by ca.crt's key");
+    assert.ok(cert.checkPrivateKey(createPrivateKey(secretText(secret, "tls.key"))), "tls.key is not tls.crt's key");
+    // ECDSA P-256 keys (genPrivateKey "ecdsa"): quick to make on every install and test render.
+    for (const { publicKey } of [cert, ca]) {
+      assert.equal(publicKey.asymmetricKeyType, "ec");
+      assert.equal(publicKey.asymmetricKeyDetails.namedCurve, "prime256v1");
+    }
+    // What loads-runner checks: the host of the test pod's --controller, and a port-forward's.
+    const host = runnerWords(docs)[1].replace(/:50051$/, "");
+    assert.equal(cert.checkHost(host), host);
+    assert.equal(cert.checkHost("localhost"), "localhost");
+    assert.equal(cert.checkIP("127.0.0.1"), "127.0.0.1");
+    assert.equal(cert.checkHost(`${CONTROLLER}.other.svc`), undefined);
+    // tls.generated.validityDays (3650) from now.
+    const days = (Date.parse(cert.validTo) - Date.now()) / 86400000;
+    assert.ok(Math.abs(days - 3650) < 2, `valid ${days} days`);
+    assert.ok(Date.parse(cert.validFrom) <= Date.now());
+    // Another render (no cluster) has another CA, which does not sign this certificate.
+    const other = new X509Certificate(secretText(tlsSecretOf(render(options)), "ca.crt"));
+    assert.ok(!cert.verify(other.publicKey));
+  });
+
+  it("keeps the certificate of the Secret in the cluster: upgrades render byte-identical", () => {
+    const install = render(options);
+    const secret = tlsSecretOf(install);
+    const tokens = findSecret(install, `${FULLNAME}-tokens`);
+    const cluster = writeTemp("tls-cluster.yaml", `${secret.text}\n---\n${tokens.text}\n`);
+    const first = renderText({ ...options, lookups: [cluster] });
+    assert.equal(first, renderText({ ...options, lookups: [cluster] }));
+    assert.equal(tlsSecretOf(parseManifests(first)).text, secret.text);
+    // Only the TLS Secret in the cluster: the tokens are new, the certificate is kept.
+    const tlsOnly = writeTemp("tls-only.yaml", `${secret.text}\n`);
+    assert.equal(tlsSecretOf(render({ ...options, lookups: [tlsOnly] })).text, secret.text);
+  });
+
+  it("makes a new certificate when the Secret in the cluster lacks a key, names others or is elsewhere", () => {
+    const install = render(options);
+    const secret = tlsSecretOf(install);
+    const crt = secretText(secret, "tls.crt");
+    const upgradeWith = (object, files = []) =>
+      tlsSecretOf(render({ ...options, valueFiles: files, lookups: [writeTemp("cluster.yaml", yaml.dump(object))] }));
+    const missingCA = structuredClone(secret.object);
+    delete missingCA.data["ca.crt"];
+    assert.notEqual(secretText(upgradeWith(missingCA), "tls.crt"), crt);
+    const otherNames = structuredClone(secret.object);
+    otherNames.metadata.annotations["loads/subject-alt-names"] = "old-name";
+    assert.notEqual(secretText(upgradeWith(otherNames), "tls.crt"), crt);
+    const elsewhere = structuredClone(secret.object);
+    elsewhere.metadata.namespace = "other";
+    assert.notEqual(secretText(upgradeWith(elsewhere), "tls.crt"), crt);
+    // Another cluster domain: the kept certificate would not name the Service: a new one does.
+    const renamed = upgradeWith(secret.object, [writeTemp("domain.yaml", "clusterDomain: k8s.example.org\n")]);
+    const cert = new X509Certificate(secretText(renamed, "tls.crt"));
+    assert.ok(cert.subjectAltName.includes(`DNS:${CONTROLLER}.${NAMESPACE}.svc.k8s.example.org`), cert.subjectAltName);
+    assert.ok(cert.checkIssued(new X509Certificate(secretText(renamed, "ca.crt"))));
+  });
+
+  it("serves plain gRPC as before with tls.enabled=false", () => {
+    const docs = render(withValues("tls:\n  enabled: false\n"));
+    const spec = controllerOf(docs);
+    const [container] = spec.containers;
+    const flags = flagsOf(container.args);
+    for (const flag of ["--tls-cert", "--tls-key", "--client-ca", "--health"]) assert.ok(!(flag in flags), flag);
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.deepEqual(container[probe].grpc, { port: 50051 }, probe);
+    assert.deepEqual(container.ports.map((p) => p.name), ["grpc", "zmq", "publish", "metrics", "web"]);
+    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state"]);
+    assert.ok(!runnerWords(docs).some((w) => w.startsWith("--tls")));
+    assert.equal(tlsSecretOf(docs), undefined);
+    assert.equal(objectOf(docs, "Certificate"), undefined);
+    const notes = renderNotes(withValues("tls:\n  enabled: false\n"));
+    assert.match(notes, /WARNING: tls\.enabled is false: the gRPC API is plain text/);
+    assert.ok(notes.includes("grpcurl -plaintext"));
+  });
+
+  it("uses tls.existingSecret as it is: no Secret, no Certificate, nothing random", () => {
+    const values = "auth: {existingSecret: loads-tokens, generate: false}\ntls:\n  existingSecret: my-controller-tls\n";
+    const text = renderText(withValues(values));
+    assert.equal(text, renderText(withValues(values)));
+    const docs = parseManifests(text);
+    assert.equal(docs.filter((d) => ["Secret", "Certificate"].includes(d.object.kind)).length, 0);
+    assert.equal(controllerOf(docs).volumes.find((v) => v.name === "tls").secret.secretName, "my-controller-tls");
+    const pod = objectOf(docs, "Pod", `${FULLNAME}-test-run`);
+    assert.equal(pod.spec.volumes.find((v) => v.name === "tls").secret.secretName, "my-controller-tls");
+    assert.ok(renderNotes(withValues(values)).includes("get secret my-controller-tls \\\n    -o jsonpath='{.data.ca\\.crt}'"));
+  });
+
+  it("renders a cert-manager Certificate valid against cert-manager's schema, for the Secret it mounts", () => {
+    const values = [
+      "auth: {existingSecret: loads-tokens}",
+      "tls:",
+      "  certManager:",
+      "    enabled: true",
+      "    issuerRef: {name: internal-ca, kind: ClusterIssuer}",
+      "    duration: 720h",
+      "    renewBefore: 240h",
+      "",
+    ].join("\n");
+    const docs = render(withValues(values));
+    const certificate = objectOf(docs, "Certificate");
+    assert.equal(certificate.apiVersion, "cert-manager.io/v1");
+    assert.doesNotThrow(() => new (modelOf(certificate))(certificate).validate());
+    assert.deepEqual(unknownFields(certificate), []);
+    assert.deepEqual(certificate.spec, {
+      secretName: `${FULLNAME}-tls`,
+      dnsNames: expectedSans.slice(0, -1),
+      ipAddresses: ["127.0.0.1"],
+      duration: "720h",
+      renewBefore: "240h",
+      privateKey: { rotationPolicy: "Always" },
+      issuerRef: { name: "internal-ca", kind: "ClusterIssuer", group: "cert-manager.io" },
+    });
+    assert.equal(tlsSecretOf(docs), undefined, "a generated Secret besides cert-manager's");
+    assert.equal(controllerOf(docs).volumes.find((v) => v.name === "tls").secret.secretName, certificate.spec.secretName);
+    // With the tokens from a Secret too, nothing random: two renders without a cluster are
+    // identical (GitOps).
+    assert.equal(renderText(withValues(values)), renderText(withValues(values)));
+    assert.match(renderNotes(withValues(values)), /issued and renewed by cert-manager: ClusterIssuer internal-ca/);
+  });
+
+  it("asks clients for certificates with mTLS, and gives the test pod one", () => {
+    const files = [writeTemp("mtls.yaml", "tls:\n  existingSecret: my-tls\n  clientCA: {secretName: corp-ca, key: ca.pem}\ntests:\n  clientCertSecret: test-client\n")];
+    const docs = render({ ...options, valueFiles: files });
+    const spec = controllerOf(docs);
+    assert.equal(flagsOf(spec.containers[0].args)["--client-ca"], "/var/run/loads-client-ca/ca.crt");
+    assert.deepEqual(spec.volumes.find((v) => v.name === "client-ca").secret.items, [{ key: "ca.pem", path: "ca.crt" }]);
+    const words = runnerWords(docs);
+    assert.equal(words[words.indexOf("--tls-cert") + 1], "/var/run/loads-client-cert/tls.crt");
+    assert.equal(words[words.indexOf("--tls-key") + 1], "/var/run/loads-client-cert/tls.key");
+    const pod = objectOf(docs, "Pod", `${FULLNAME}-test-run`);
+    assert.equal(pod.spec.volumes.find((v) => v.name === "client-cert").secret.secretName, "test-client");
+    const notes = renderNotes({ ...options, valueFiles: files });
+    assert.ok(notes.includes("--tls-ca ca.crt --tls-cert client.crt --tls-key client.key"), notes);
+    // Without the test pod, mTLS needs no test certificate.
+    const noTest = render(withValues("tls:\n  clientCA: {secretName: corp-ca}\ntests:\n  enabled: false\n"));
+    assert.equal(objectOf(noTest, "Pod"), undefined);
+    assert.ok(!renderNotes(withValues("tests:\n  enabled: false\n")).includes("helm test"));
+  });
 });
 
 describe("tokens across renders", () => {
-  const secretOf = (docs) => docs.find((d) => d.object.kind === "Secret");
+  const secretOf = (docs) => findSecret(docs, `${FULLNAME}-tokens`);
   const tokensOf = (docs) =>
     Object.fromEntries(Object.entries(secretOf(docs).object.data).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
   const options = { release: RELEASE, namespace: NAMESPACE };
@@ -1277,6 +1756,132 @@ describe("tokens across renders", () => {
     const notes = renderNotes(options);
     assert.match(notes, /helm template, Argo CD/);
     assert.match(notes, /auth\.existingSecret and auth\.generate=false/);
+  });
+});
+
+// Starts loads-controller with ARGS and resolves with the addresses of its "listening:" line.
+function startController(args) {
+  const child = spawn(path.join(binDir, "loads-controller"), args, { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const listening = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`loads-controller did not start:\n${output}`)), 10000);
+    const read = (chunk) => {
+      output += chunk;
+      const line = /^loads-controller listening: (.*)$/m.exec(output);
+      if (line) {
+        clearTimeout(timer);
+        resolve(Object.fromEntries([...line[1].matchAll(/(\w+) (\S+)/g)].map(([, key, value]) => [key, value])));
+      }
+    };
+    child.stdout.on("data", read);
+    child.stderr.on("data", read);
+    child.on("exit", (code) => reject(new Error(`loads-controller exited (${code}):\n${output}`)));
+  });
+  return { child, listening };
+}
+
+// One grpc.health.v1.Health/Check for the service "" over plain-text HTTP/2, as the kubelet's
+// gRPC probe sends it: {status, grpcStatus, body (hex)} or {error}.
+function healthCheck(address) {
+  return new Promise((resolve) => {
+    const client = http2.connect(`http://${address}`);
+    const done = (result) => {
+      client.destroy();
+      resolve(result);
+    };
+    client.on("error", (error) => done({ error: error.message }));
+    const request = client.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Check",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    const result = { body: "" };
+    request.setTimeout(5000, () => done({ error: "timeout" }));
+    request.on("error", (error) => done({ error: error.message }));
+    request.on("response", (headers) => (result.status = headers[":status"]));
+    request.on("trailers", (trailers) => (result.grpcStatus = trailers["grpc-status"]));
+    request.on("data", (chunk) => (result.body += chunk.toString("hex")));
+    request.on("end", () => done(result));
+    // An empty HealthCheckRequest: not compressed, length 0.
+    request.end(Buffer.alloc(5));
+  });
+}
+
+describe("the chart's TLS with the real binaries", () => {
+  it("loads-controller serves the generated certificate with the chart's flags (mTLS too), loads-runner trusts it with ca.crt, and the probes' port is plain", async (t) => {
+    if (!existsSync(path.join(binDir, "loads-controller")) || !existsSync(path.join(binDir, "loads-runner"))) {
+      t.skip(`no loads-controller or loads-runner in ${binDir}`);
+      return;
+    }
+    // mTLS: the client CA and the test pod's certificate are those a second render generates
+    // (genSignedCert's certificates are for clients too: extKeyUsage clientAuth).
+    const docs = render({
+      release: RELEASE,
+      namespace: NAMESPACE,
+      valueFiles: [writeTemp("mtls.yaml", "tls:\n  clientCA: {secretName: client-ca}\ntests:\n  clientCertSecret: test-client\n")],
+    });
+    const server = findSecret(docs, `${FULLNAME}-tls`);
+    const client = findSecret(render({ release: RELEASE, namespace: NAMESPACE }), `${FULLNAME}-tls`);
+    // The files where the pods mount them, under a temporary root; 0440 as the chart mounts them.
+    const root = mkdtempSync(path.join(tmpdir(), "loads-helm-tls-"));
+    const files = {
+      "/var/run/loads-tls/tls.crt": secretText(server, "tls.crt"),
+      "/var/run/loads-tls/tls.key": secretText(server, "tls.key"),
+      "/var/run/loads-tls/ca.crt": secretText(server, "ca.crt"),
+      "/var/run/loads-client-ca/ca.crt": secretText(client, "ca.crt"),
+      "/var/run/loads-client-cert/tls.crt": secretText(client, "tls.crt"),
+      "/var/run/loads-client-cert/tls.key": secretText(client, "tls.key"),
+    };
+    for (const [file, text] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+      writeFileSync(path.join(root, file), text, { mode: 0o440 });
+    }
+    // The chart's TLS flags, their files under the root, and loopback addresses.
+    const deployment = docs.find((d) => d.object.kind === "Deployment" && d.object.metadata.name === CONTROLLER).object;
+    const chartFlags = flagsOf(deployment.spec.template.spec.containers[0].args);
+    assert.equal(chartFlags["--health"], "0.0.0.0:8081");
+    const args = ["--grpc", "127.0.0.1:0", "--zmq", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*"];
+    args.push("--metrics", "127.0.0.1:0", "--no-state", "--max-local-workers", "0", "--health", "127.0.0.1:0");
+    for (const flag of ["--tls-cert", "--tls-key", "--client-ca"]) args.push(flag, path.join(root, chartFlags[flag]));
+    const { child, listening } = startController(args);
+    try {
+      const addresses = await listening;
+      const port = addresses.grpc.split(":").pop();
+      // The test pod's TLS flags, their files under the root.
+      const pod = docs.find((d) => d.object.kind === "Pod").object;
+      const words = /^exec loads-runner (.*)$/m.exec(pod.spec.containers[0].command[2].replace(/\\\n\s*/g, " "))[1].trim().split(/\s+/);
+      const podTLS = [];
+      for (const flag of ["--tls-ca", "--tls-cert", "--tls-key"]) podTLS.push(flag, path.join(root, words[words.indexOf(flag) + 1]));
+      const ping = (host, tlsArgs) =>
+        spawnSync(path.join(binDir, "loads-runner"), ["--controller", `${host}:${port}`, ...tlsArgs, "--ping", "--reconnect-timeout", "2"], {
+          encoding: "utf8",
+          timeout: 20000,
+        });
+      // A port-forward's names; in the cluster, the Service's (checked against the SANs above).
+      for (const host of ["127.0.0.1", "localhost"]) {
+        const result = ping(host, podTLS);
+        assert.equal(result.status, 0, `${host}: ${result.stdout}${result.stderr}`);
+      }
+      // Refused: no client certificate (mTLS), another CA, plain text.
+      assert.notEqual(ping("127.0.0.1", podTLS.slice(0, 2)).status, 0, "a client without a certificate was served");
+      const otherCA = path.join(root, "other-ca.crt");
+      writeFileSync(otherCA, secretText(client, "ca.crt"));
+      assert.notEqual(ping("127.0.0.1", ["--tls-ca", otherCA, ...podTLS.slice(2)]).status, 0, "a certificate of another CA was trusted");
+      assert.notEqual(ping("127.0.0.1", []).status, 0, "plain text was served");
+      // The kubelet's probe: plain-text gRPC health, SERVING (field 1 = 1), on the health port
+      // only; the TLS port does not answer it.
+      assert.deepEqual(await healthCheck(addresses.health), { status: 200, grpcStatus: "0", body: "00000000020801" });
+      const onTLSPort = await healthCheck(addresses.grpc);
+      assert.ok(onTLSPort.error || onTLSPort.grpcStatus !== "0", JSON.stringify(onTLSPort));
+    } finally {
+      // SIGTERM (the controller ends within its 2 s grace), SIGKILL if it has not after 10 s.
+      const exited = new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once("exit", resolve)));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+      await exited;
+      clearTimeout(timer);
+    }
   });
 });
 
@@ -1386,6 +1991,21 @@ describe("the checks themselves", () => {
     assert.deepEqual(unknownFields(budget), ["/spec/minAvailible"]);
     budget.spec.selector = "app=loads";
     assert.throws(() => new (modelOf(budget))(budget).validate(), /selector must be object/);
+  });
+
+  it("find an unknown field and reject a wrong type in a cert-manager Certificate", () => {
+    const docs = render({ valueFiles: [path.join(examplesDir, "gitops.yaml")] });
+    const certificate = structuredClone(docs.find((d) => d.object.kind === "Certificate").object);
+    assert.deepEqual(unknownFields(certificate), []);
+    certificate.spec.dnsName = ["localhost"];
+    certificate.spec.issuerRef.namespace = "cert-manager";
+    assert.deepEqual(unknownFields(certificate).sort(), ["/spec/dnsName", "/spec/issuerRef/namespace"]);
+    const wrong = structuredClone(docs.find((d) => d.object.kind === "Certificate").object);
+    wrong.spec.ipAddresses = "127.0.0.1";
+    assert.throws(() => new (modelOf(wrong))(wrong).validate(), /ipAddresses must be array/);
+    delete wrong.spec.issuerRef;
+    wrong.spec.ipAddresses = ["127.0.0.1"];
+    assert.throws(() => new (modelOf(wrong))(wrong).validate(), /issuerRef/);
   });
 
   it("find an unknown field in a ServiceMonitor", () => {

@@ -26,6 +26,7 @@ import {
   ServiceAccount,
 } from "kubernetes-models/v1";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import { Certificate } from "@kubernetes-models/cert-manager/cert-manager.io/v1";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const chartDir = path.join(repoRoot, "helm/loads");
@@ -46,6 +47,7 @@ export const models = {
   "v1/Service": Service,
   "v1/ServiceAccount": ServiceAccount,
   "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+  "cert-manager.io/v1/Certificate": Certificate,
 };
 
 let rendererPath = process.env.LOADS_HELM_RENDER;

@@ -238,3 +238,93 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+TLS on the gRPC API. Where the controller's certificate comes from: "" (tls.enabled is false),
+"existing" (tls.existingSecret), "cert-manager" (a Certificate the chart renders) or "generated"
+(a CA and a certificate the chart generates, kept on upgrades). Fails on values that contradict
+each other: values.schema.json refuses them too, but a render without the schema (helm template
+--skip-schema-validation) must not pick one of them silently.
+*/}}
+{{- define "loads.tlsSource" -}}
+{{- $tls := .Values.tls }}
+{{- if $tls.enabled }}
+{{- if and $tls.existingSecret $tls.certManager.enabled }}
+{{- fail (printf "tls.existingSecret (%s) and tls.certManager.enabled are two sources of one certificate: choose one" $tls.existingSecret) }}
+{{- end }}
+{{- if and $tls.clientCA.secretName .Values.tests.enabled (not .Values.tests.clientCertSecret) }}
+{{- fail (printf "tls.clientCA (%s) makes every gRPC client present a certificate, the `helm test` pod too: set tests.clientCertSecret to a kubernetes.io/tls Secret with a client certificate signed by that CA, or tests.enabled=false" $tls.clientCA.secretName) }}
+{{- end }}
+{{- if $tls.existingSecret }}
+{{- print "existing" }}
+{{- else if $tls.certManager.enabled }}
+{{- if not $tls.certManager.issuerRef.name }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the Issuer or ClusterIssuer (tls.certManager.issuerRef.kind) that signs the controller's certificate" }}
+{{- end }}
+{{- print "cert-manager" }}
+{{- else }}
+{{- if not .Values.auth.generate }}
+{{- fail "auth.generate is false (the GitOps mode: the chart generates nothing random) but tls.enabled with neither tls.existingSecret nor tls.certManager.enabled would make the chart generate a certificate on every render: create a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt and name it in tls.existingSecret, or set tls.certManager.enabled=true with tls.certManager.issuerRef" }}
+{{- end }}
+{{- print "generated" }}
+{{- end }}
+{{- else if $tls.clientCA.secretName }}
+{{- fail (printf "tls.clientCA (%s) is mTLS, which needs tls.enabled=true" $tls.clientCA.secretName) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the controller's tls.crt, tls.key and ca.crt: tls.existingSecret, else <fullname>-tls. */}}
+{{- define "loads.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else }}
+{{- include "loads.componentName" (dict "ctx" . "suffix" "tls") }}
+{{- end }}
+{{- end }}
+
+{{/*
+The DNS names of the controller's certificate, space-separated: the Service's names as clients in
+the cluster write them (the `helm test` pod uses the first), and localhost for port-forwards. Its
+one IP address, 127.0.0.1 (port-forwards too), is not in this list.
+*/}}
+{{- define "loads.tlsDnsNames" -}}
+{{- $name := include "loads.controllerName" . }}
+{{- $ns := include "loads.namespace" . }}
+{{- list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.%s" $name $ns .Values.clusterDomain) "localhost" | join " " }}
+{{- end }}
+
+{{/*
+The chart-generated CA and server certificate, once per render, kept in .Values as the tokens are
+(loads.generateTokens). The certificate of the Secret in the cluster (an upgrade) is kept when the
+Secret has all three keys and was made for the same names (its annotation
+loads/subject-alt-names): two upgrades then render the same Secret, byte for byte. Otherwise a new
+CA signs a new certificate (genCAWithKey, genSignedCertWithKey: ECDSA P-256 keys, quick to make,
+valid tls.generated.validityDays), and the CA's key is dropped: that CA can sign nothing else.
+Outputs nothing.
+*/}}
+{{- define "loads.generateTLS" -}}
+{{- if not (hasKey .Values "loadsGeneratedTLS") }}
+{{- $dnsNames := include "loads.tlsDnsNames" . }}
+{{- $sans := printf "%s 127.0.0.1" $dnsNames | replace " " "," }}
+{{- $secret := lookup "v1" "Secret" (include "loads.namespace" .) (include "loads.tlsSecretName" .) | default dict }}
+{{- $data := get $secret "data" | default dict }}
+{{- $annotations := get (get $secret "metadata" | default dict) "annotations" | default dict }}
+{{- $crt := get $data "tls.crt" | toString | b64dec }}
+{{- $key := get $data "tls.key" | toString | b64dec }}
+{{- $ca := get $data "ca.crt" | toString | b64dec }}
+{{- if not (and $crt $key $ca (eq (get $annotations "loads/subject-alt-names" | toString) $sans)) }}
+{{- $name := include "loads.controllerName" . }}
+{{- $days := int .Values.tls.generated.validityDays }}
+{{- $dns := list }}
+{{- range splitList " " $dnsNames }}
+{{- $dns = append $dns . }}
+{{- end }}
+{{- $authority := genCAWithKey (printf "%s-ca" $name) $days (genPrivateKey "ecdsa") }}
+{{- $cert := genSignedCertWithKey $name (list "127.0.0.1") $dns $days $authority (genPrivateKey "ecdsa") }}
+{{- $crt = $cert.Cert }}
+{{- $key = $cert.Key }}
+{{- $ca = $authority.Cert }}
+{{- end }}
+{{- $_ := set .Values "loadsGeneratedTLS" (dict "crt" $crt "key" $key "ca" $ca "sans" $sans) }}
+{{- end }}
+{{- end }}
