@@ -2,7 +2,6 @@
 // starts workers (local processes, or pods in Kubernetes) when a run needs more than are
 // connected, and the state folder that keeps runs across restarts.
 
-#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -12,11 +11,9 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,12 +94,9 @@ int Serve(ControllerOptions options) {
       char dir[] = "/tmp/loads-controller-XXXXXX";
       if (mkdtemp(dir) == nullptr) return Fail(1, "cannot make a folder for the workers' key");
       const std::string path = std::string(dir) + "/local-workers.key";
-      const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-      const std::string text = loads::common::FormatCurveKeyFile(*keys);
-      if (fd < 0 || write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-        return Fail(1, "cannot write " + path);
+      if (Status written = loads::common::WriteCurveKeyFile(path, *keys); !written.ok()) {
+        return Fail(1, written.message());
       }
-      close(fd);
       options.broker.curve_allowed.insert(keys->public_key);
       curve_args = {"--curve-server-key", options.broker.curve_public_key, "--curve-key-file",
                     path};
@@ -216,16 +210,13 @@ int Keygen(const std::vector<std::string>& args) {
   if (args.size() > 1) return Fail(2, "usage: loads-controller keygen [FILE]");
   auto keys = loads::common::GenerateCurveKeys();
   if (!keys.ok()) return Fail(1, keys.status().message());
-  const std::string text = loads::common::FormatCurveKeyFile(*keys);
   if (args.empty()) {
-    std::fputs(text.c_str(), stdout);
+    std::fputs(loads::common::FormatCurveKeyFile(*keys).c_str(), stdout);
     return 0;
   }
-  const int fd = open(args[0].c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return Fail(1, "cannot create " + args[0] + ": " + std::strerror(errno));
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  close(fd);
-  if (!written) return Fail(1, "cannot write " + args[0]);
+  if (Status written = loads::common::WriteCurveKeyFile(args[0], *keys); !written.ok()) {
+    return Fail(1, written.message());
+  }
   std::printf("public: %s\n", keys->public_key.c_str());
   return 0;
 }

@@ -1,7 +1,11 @@
 #include "loads/common/curve.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <zmq.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 
 namespace loads::common {
@@ -24,6 +28,16 @@ std::string FormatCurveKeyFile(const CurveKeys& keys) {
   return "# A CurveZMQ key pair of Loads (loads-controller keygen). Keep this file secret; the\n"
          "# public key may be shared.\npublic: " +
          keys.public_key + "\nsecret: " + keys.secret_key + "\n";
+}
+
+Status WriteCurveKeyFile(const std::string& path, const CurveKeys& keys) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return InternalError("cannot create " + path + ": " + std::strerror(errno));
+  const std::string text = FormatCurveKeyFile(keys);
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!written) return InternalError("cannot write " + path);
+  return OkStatus();
 }
 
 StatusOr<CurveKeys> ReadCurveKeyFile(const std::string& path) {

@@ -6,15 +6,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "loads/common/url.h"
+
 namespace loads::common {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 // An address as 16 bytes (IPv4 in the last 4); false if `text` is not one.
 bool ParseAddress(const std::string& text, uint8_t out[16], bool* v4) {
@@ -42,7 +37,7 @@ StatusOr<TargetAllowList> TargetAllowList::Parse(const std::vector<std::string>&
     const auto invalid = [&](const std::string& why) {
       return InvalidArgumentError("--allow-target '" + pattern + "': " + why);
     };
-    std::string host = Lower(pattern);
+    std::string host = AsciiLower(pattern);
     Rule rule;
     // The port: after "]:" for a bracketed IPv6 address, else after the one colon.
     size_t colon = std::string::npos;
@@ -105,7 +100,7 @@ StatusOr<TargetAllowList> TargetAllowList::Parse(const std::vector<std::string>&
 }
 
 bool TargetAllowList::Allows(std::string_view host_in, uint16_t port) const {
-  const std::string host = Lower(host_in);
+  const std::string host = AsciiLower(host_in);
   uint8_t address[16];
   bool v4 = false;
   const bool is_address = ParseAddress(host, address, &v4);

@@ -8,13 +8,6 @@
 namespace loads::common {
 namespace {
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 uint16_t DefaultPort(std::string_view scheme) {
   return (scheme == "https" || scheme == "wss") ? 443 : 80;
 }
@@ -86,7 +79,7 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
     Fail(error, "missing scheme (expected http://, https://, ws:// or wss://)");
     return std::nullopt;
   }
-  url.scheme = Lower(text.substr(0, sep));
+  url.scheme = AsciiLower(text.substr(0, sep));
   if (url.scheme != "http" && url.scheme != "https" && url.scheme != "ws" && url.scheme != "wss") {
     Fail(error, "unsupported scheme '" + url.scheme + "' (expected http, https, ws or wss)");
     return std::nullopt;
@@ -137,7 +130,7 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
       return std::nullopt;
     }
   }
-  url.host = Lower(host);
+  url.host = AsciiLower(host);
   if (port.empty()) {
     url.port = DefaultPort(url.scheme);
   } else {
@@ -191,6 +184,13 @@ std::optional<Url> ResolveUrl(const Url& base, std::string_view ref) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
   }
   return url;
+}
+
+std::string AsciiLower(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
 }
 
 std::string UrlEncode(std::string_view text) {

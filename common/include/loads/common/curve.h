@@ -18,6 +18,10 @@ StatusOr<CurveKeys> GenerateCurveKeys();
 // The key file of `loads-controller keygen`: "public: KEY" and "secret: KEY" lines.
 std::string FormatCurveKeyFile(const CurveKeys& keys);
 
+// Writes the key file of `keys` to a new file `path`, readable by its owner only (0600); an
+// existing file is never overwritten. INTERNAL naming the path and why.
+Status WriteCurveKeyFile(const std::string& path, const CurveKeys& keys);
+
 // Reads a key file: its secret key, and the public key derived from it (a "public:" line, if
 // any, must match). INVALID_ARGUMENT naming the file; the key itself is never in a message.
 StatusOr<CurveKeys> ReadCurveKeyFile(const std::string& path);

@@ -59,10 +59,10 @@ class RunSource {
 class LivePageServer {
  public:
   struct Options {
-    std::string address;   // "HOST:PORT" (port 0: any free port)
+    std::string address;     // "HOST:PORT" (port 0: any free port)
     std::string token;       // empty: no token asked
     std::string read_token;  // may see the page, not stop runs (only with `token`)
-    int max_streams = 16;  // viewers watching at once; more get 503
+    int max_streams = 16;    // viewers watching at once; more get 503
   };
   LivePageServer(RunSource* source, Options options);
   ~LivePageServer();

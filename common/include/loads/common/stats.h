@@ -23,10 +23,10 @@ enum class HitError {
   kDns,
   kTls,
   kMalformedResponse,
-  kCancelled,       // the run was interrupted while the request was in flight
-  kNetwork,         // any other socket error
-  kBodyTooLarge,    // the response body was larger than the limit (64 MiB)
-  kHeaderTooLarge,  // the response's header section was larger than the limit (64 KiB)
+  kCancelled,        // the run was interrupted while the request was in flight
+  kNetwork,          // any other socket error
+  kBodyTooLarge,     // the response body was larger than the limit (64 MiB)
+  kHeaderTooLarge,   // the response's header section was larger than the limit (64 KiB)
   kForbiddenTarget,  // not sent: the host is not in the allow-list (--allow-target)
 };
 inline constexpr int kHitErrorCount = 12;

@@ -34,6 +34,9 @@ std::optional<Url> ResolveUrl(const Url& base, std::string_view reference);
 // Whether text is an HTTP method a metric label can carry: an RFC 9110 token of 1 to 32 chars.
 bool IsHttpMethod(std::string_view text);
 
+// `text` with ASCII letters in lower case (host names and schemes compare this way).
+std::string AsciiLower(std::string_view text);
+
 // Percent-encodes a query component (RFC 3986 unreserved characters are kept).
 std::string UrlEncode(std::string_view text);
 
