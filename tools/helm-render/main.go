@@ -1,8 +1,16 @@
-// helm-render renders a Helm chart's templates the way `helm template` does, for tests on machines
-// without Helm (it is not packaged in Debian). It is NOT Helm: it is the same template engine (Go's
-// text/template with the sprig functions Helm uses) plus the few Helm objects and functions that
-// helm/loads uses. What it lacks (subcharts, .Capabilities, hooks ordering, schema validation,
-// --set) fails loudly in --strict mode rather than rendering something Helm would not.
+// helm-render renders a Helm chart's templates as `helm template` does, for the chart's tests. It
+// is NOT Helm: it is the same template engine (Go's text/template with the sprig functions Helm
+// uses) plus the few Helm objects and functions that helm/loads uses. What it lacks (subcharts,
+// .Capabilities, hooks ordering, schema validation, --set) fails loudly in --strict mode rather
+// than rendering something Helm would not.
+//
+// Why it is kept now that the tests also run a real Helm (tests/helm/helm.test.mjs): Helm's
+// `lookup` answers only from a live cluster, and none is available here, so real Helm can only
+// render first installs. --lookup below emulates the cluster, which is how the tests check that
+// upgrades keep the generated tokens and certificate and render byte-identical. helm.test.mjs
+// renders every example with both, giving helm-render the Secrets Helm generated, and requires
+// identical objects, so that these checks hold for what Helm itself renders. Its --strict mode
+// (below) is the other reason: Helm has none.
 //
 //	helm-render [--release NAME] [--namespace NS] [-f VALUES.yaml]... [--lookup OBJECTS.yaml]...
 //	            [--strict] [--notes | --values-json] CHART_DIR
@@ -15,11 +23,20 @@
 // does on `helm install` and `helm upgrade`. It lets tests emulate an upgrade; it does not
 // emulate the API server (no defaulting, no RBAC).
 //
-// Manifests go to stdout as `helm template` prints them: one document per object, each after
-// "---" and a "# Source: CHART/templates/FILE" line, files in name order. --notes prints the
-// rendered NOTES.txt instead (it is rendered, and its errors reported, either way).
-// --values-json prints the merged values as JSON instead of rendering: what Helm validates
-// against values.schema.json.
+// Manifests go to stdout in `helm template`'s format: one document per object, each after "---"
+// and a "# Source: CHART/templates/FILE" line, with the same text as Helm's. The ORDER differs:
+// helm-render prints the files in name order, while Helm sorts the objects by kind in its install
+// order (NetworkPolicy, PodDisruptionBudget, ServiceAccount, Secret, ConfigMap, ... Deployment,
+// HorizontalPodAutoscaler, Ingress, then kinds it does not know, such as Certificate and
+// ServiceMonitor) and prints hooks, such as the `helm test` pod, last: compare sets of objects,
+// not sequences. Likewise, when several templates fail, helm-render reports the first in name
+// order, Helm possibly another one. --notes prints the rendered NOTES.txt instead (it is
+// rendered, and its errors reported, either way). --values-json prints the merged values as JSON
+// instead of rendering: what Helm validates against values.schema.json.
+//
+// --strict executes the templates with missingkey=error, so that a misspelt value path such as
+// $controller.revisionHistoryLimt fails. Helm has no such mode: `helm lint --strict` (4.1) only
+// turns lint warnings into errors and renders a missing key as empty, as helm.test.mjs shows.
 package main
 
 import (
@@ -79,7 +96,7 @@ func (v *valueFiles) Set(s string) error { *v = append(*v, s); return nil }
 func main() {
 	release := flag.String("release", "loads", "release name (.Release.Name)")
 	namespace := flag.String("namespace", "default", "release namespace (.Release.Namespace)")
-	strict := flag.Bool("strict", false, "a missing map key is an error, as with helm lint --strict")
+	strict := flag.Bool("strict", false, "a missing map key (a misspelt .Values path) is an error")
 	notes := flag.Bool("notes", false, "print the rendered NOTES.txt instead of the manifests")
 	valuesJSON := flag.Bool("values-json", false, "print the merged values as JSON, render nothing")
 	var values, lookups valueFiles

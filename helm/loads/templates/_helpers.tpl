@@ -328,3 +328,29 @@ Outputs nothing.
 {{- $_ := set .Values "loadsGeneratedTLS" (dict "crt" $crt "key" $key "ca" $ca "sans" $sans) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The one scrape endpoint of the ServiceMonitor and of the PodMonitor, as a list item; call with
+(dict "scrape" VALUES): serviceMonitor or podMonitor, which share these keys.
+*/}}
+{{- define "loads.scrapeEndpoint" -}}
+- port: metrics
+  path: /metrics
+  {{- with .scrape.interval }}
+  interval: {{ . }}
+  {{- end }}
+  {{- with .scrape.scrapeTimeout }}
+  scrapeTimeout: {{ . }}
+  {{- end }}
+  {{- if .scrape.honorLabels }}
+  honorLabels: true
+  {{- end }}
+  {{- with .scrape.relabelings }}
+  relabelings:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .scrape.metricRelabelings }}
+  metricRelabelings:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

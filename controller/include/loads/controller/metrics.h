@@ -48,11 +48,17 @@ class Metrics {
   void RunEnded(const std::string& run_id);
   void SetWorkers(int64_t idle, int64_t busy);
   void SetRuns(const std::map<std::string, int64_t>& by_state);
+  // A worker message dropped; reason is one of kDropReasons (docs/metrics.md lists them).
   void Dropped(const std::string& reason);
   // Removes expired runs' series; call periodically.
   void Expire();
 
   static constexpr size_t kMaxNamesPerRun = 100;
+  // The reasons of loads_messages_dropped_total, exported at 0 from the start.
+  static constexpr const char* kDropReasons[] = {
+      "malformed",    "multipart",   "unregistered", "spoofed", "bad_token",
+      "incompatible", "unknown_run", "not_in_run",   "late",    "out_of_order",
+      "overflow",     "unexpected",  "curve_refused"};
 
  private:
   struct Impl;
