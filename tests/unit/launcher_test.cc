@@ -2,18 +2,29 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "loads/common/run_spec.h"
 
 namespace loads::controller {
 namespace {
 
-TEST(ResourceQuantity, AcceptsWhatKubernetesDoesForRequests) {
-  for (const char* good :
-       {"500m", "1", "0.5", ".5", "2", "256Mi", "1Gi", "1G", "128974848", "1k"}) {
-    EXPECT_TRUE(spec::IsResourceQuantity(good)) << good;
+// The table the chart's schema is tested with too (tests/helm/quantities.test.mjs).
+TEST(ResourceQuantity, AcceptsWhatKubernetesDoesForRequestsAndNothingElse) {
+  std::ifstream file(std::string(LOADS_TESTDATA_DIR) + "/quantities.json");
+  ASSERT_TRUE(file) << "tests/testdata/quantities.json";
+  const auto table = nlohmann::json::parse(file);
+  ASSERT_GE(table["valid"].size(), 20u);
+  for (const auto& good : table["valid"]) {
+    const std::string text = good["text"];
+    EXPECT_TRUE(spec::IsResourceQuantity(text)) << text;
+    const double value = good["value"];
+    EXPECT_NEAR(spec::ResourceQuantityValue(text), value, value * 1e-12) << text;
   }
-  for (const char* bad : {"", "lots", "1.", "-1", "1 Gi", "1gi", "1Gib", "Mi", "1e3x", "0x10"}) {
-    EXPECT_FALSE(spec::IsResourceQuantity(bad)) << bad;
+  ASSERT_GE(table["invalid"].size(), 20u);
+  for (const auto& bad : table["invalid"]) {
+    EXPECT_FALSE(spec::IsResourceQuantity(bad.get<std::string>())) << bad;
   }
 }
 
@@ -25,6 +36,10 @@ TEST(ResourceQuantity, ThreadsAreTheRequestedCpusRoundedUp) {
   EXPECT_EQ(ThreadsForCpu("2.5"), 3);
   EXPECT_EQ(ThreadsForCpu("0.1"), 1);
   EXPECT_EQ(ThreadsForCpu("100000"), 1024);
+  EXPECT_EQ(ThreadsForCpu("3e0"), 3);
+  EXPECT_EQ(ThreadsForCpu("2500000u"), 3);
+  EXPECT_EQ(ThreadsForCpu("0"), 1);
+  EXPECT_EQ(ThreadsForCpu("1e400"), 1024);
 }
 
 }  // namespace

@@ -87,7 +87,12 @@ common::Assignment ToPlan(const v1::RunSpec& spec);
 std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max);
 // Seconds as a decimal number in [min, max]; nullopt if it is not one.
 std::optional<double> ParseSeconds(const std::string& text, double min, double max);
-// Whether text is a Kubernetes resource quantity ("500m", "1", "0.5", "256Mi", "1G").
+// Whether text is a non-negative Kubernetes resource quantity ("500m", "1", "0.5", "256Mi",
+// "1G", "5e8", "512."), of at most 32 characters. The chart's values.schema.json holds the
+// same rule ("quantity"); tests/testdata/quantities.json is the table both are tested with.
 bool IsResourceQuantity(const std::string& text);
+// The quantity's value in base units (CPUs, bytes): "500m" -> 0.5, "1Ki" -> 1024.
+// REQUIRES: IsResourceQuantity(text).
+double ResourceQuantityValue(const std::string& text);
 
 }  // namespace loads::spec
