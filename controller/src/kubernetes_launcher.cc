@@ -1,10 +1,11 @@
-// The Kubernetes launcher: worker pods created through the API server's REST API with libcurl.
-
-#include <curl/curl.h>
+// The Kubernetes launcher: worker pods created, watched and deleted through the API server's REST
+// API (kube_api.h).
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -12,12 +13,15 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "loads/common/run_spec.h"
+#include "loads/common/url.h"
+#include "loads/controller/kube_api.h"
 #include "loads/controller/launcher.h"
+#include "loads/version.h"
 
 namespace loads::controller {
 namespace {
@@ -30,6 +34,18 @@ const std::set<std::string> kHopelessReasons = {
     "ErrImagePull",      "ImagePullBackOff",           "InvalidImageName",
     "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError",
     "CrashLoopBackOff",  "RunContainerError"};
+
+// A launch gives up (and deletes what it created) after this: StartRun's caller waits for it,
+// and loads-runner gives a StartRun 30 s.
+constexpr auto kLaunchDeadline = std::chrono::seconds(25);
+// Pods listed per request; the rest come with the list's continue token.
+constexpr int kPageSize = 500;
+// The API server ends a watch after timeoutSeconds; the launcher asks for a little less than
+// the silence after which it gives up on one itself.
+constexpr int kWatchSeconds = 290;
+constexpr auto kWatchIdle = std::chrono::seconds(330);
+// The volumes and mounts the launcher adds to every pod: a pod template must not use them.
+const std::set<std::string> kReservedVolumes = {"tmp", "tokens"};
 
 // FNV-1a: a stable short hash for names and label values (run ids can be any 200 characters;
 // Kubernetes names cannot).
@@ -52,25 +68,8 @@ std::string ReadFirstLine(const std::string& path) {
   return line;
 }
 
-// Bodies beyond this are refused (curl then fails the call): a pod list of the launcher's own
-// pods is far smaller, and a broken server must not fill the controller's memory.
-constexpr size_t kMaxBody = 16 << 20;
-
-size_t Collect(char* data, size_t size, size_t n, void* out) {
-  auto* body = static_cast<std::string*>(out);
-  if (body->size() + size * n > kMaxBody) return 0;
-  body->append(data, size * n);
-  return size * n;
-}
-
-struct Response {
-  long status = 0;  // 0: no HTTP response (the message says why)
-  std::string body;
-  std::string error;  // transport error
-};
-
 // The API server's own explanation, from its Status object when it sent one.
-std::string Explain(const Response& r) {
+std::string Explain(const KubeResponse& r) {
   if (r.status == 0) return r.error;
   const Json body = Json::parse(r.body, nullptr, false);
   std::string message = "HTTP " + std::to_string(r.status);
@@ -80,13 +79,95 @@ std::string Explain(const Response& r) {
   return message;
 }
 
+bool Created(const KubeResponse& r) {
+  // 409 AlreadyExists for a name only this process makes: an earlier attempt of the same
+  // request created it (its answer was lost to a timeout or a 5xx).
+  return r.status == 200 || r.status == 201 || r.status == 202 ||
+         (r.status == 409 && StatusReason(r.body) == "AlreadyExists");
+}
+
+bool Deleted(const KubeResponse& r) {
+  return r.status == 200 || r.status == 202 || r.status == 404;
+}
+
+// Runs job(i) for i in [0, n) on up to `threads` threads; each job runs once.
+void ForEachParallel(size_t n, int threads, const std::function<void(size_t)>& job) {
+  std::atomic<size_t> next{0};
+  const auto work = [&] {
+    for (size_t i; (i = next++) < n;) job(i);
+  };
+  std::vector<std::thread> pool;
+  const size_t extra = std::min(n, static_cast<size_t>(std::max(threads, 1))) - (n ? 1 : 0);
+  for (size_t t = 0; t < extra; ++t) pool.emplace_back(work);
+  work();
+  for (auto& thread : pool) thread.join();
+}
+
+// Checks a --worker-pod-template: a Pod (or a part of one) whose labels, annotations and spec
+// the launched pods start from. Returns why it cannot be used, or "".
+std::string CheckPodTemplate(const Json& pod) {
+  if (!pod.is_object()) return "not a JSON object";
+  for (const auto& [key, value] : pod.items()) {
+    if (key == "apiVersion" && value != "v1") return "apiVersion: must be v1";
+    if (key == "kind" && value != "Pod") return "kind: must be Pod";
+    if (key != "apiVersion" && key != "kind" && key != "metadata" && key != "spec") {
+      return key + ": not a field of a pod template (apiVersion, kind, metadata, spec)";
+    }
+  }
+  if (pod.contains("metadata")) {
+    const Json& metadata = pod["metadata"];
+    if (!metadata.is_object()) return "metadata: not an object";
+    for (const auto& [key, value] : metadata.items()) {
+      if (key != "labels" && key != "annotations") {
+        return "metadata." + key +
+               ": the launcher sets it (a template may give labels and "
+               "annotations)";
+      }
+      if (!value.is_object()) return "metadata." + key + ": not an object";
+      for (const auto& [name, text] : value.items()) {
+        if (!text.is_string()) return "metadata." + key + "." + name + ": not a string";
+      }
+    }
+  }
+  if (!pod.contains("spec")) return "";
+  const Json& spec = pod["spec"];
+  if (!spec.is_object()) return "spec: not an object";
+  for (const char* owned : {"restartPolicy", "nodeName"}) {
+    if (spec.contains(owned)) return std::string("spec.") + owned + ": the launcher sets it";
+  }
+  for (const char* key : {"containers", "initContainers", "volumes", "imagePullSecrets"}) {
+    if (spec.contains(key) && !spec[key].is_array())
+      return std::string("spec.") + key + ": not an array";
+  }
+  int workers = 0;
+  for (const char* key : {"containers", "initContainers"}) {
+    if (!spec.contains(key)) continue;
+    for (const auto& container : spec[key]) {
+      if (!container.is_object() || !container.contains("name") || !container["name"].is_string()) {
+        return std::string("spec.") + key + ": every container needs a name";
+      }
+      if (container["name"] == "worker" && std::string(key) == "containers") ++workers;
+    }
+  }
+  if (workers > 1) return "spec.containers: more than one container named worker";
+  if (spec.contains("volumes")) {
+    for (const auto& volume : spec["volumes"]) {
+      if (volume.is_object() && volume.contains("name") && volume["name"].is_string() &&
+          kReservedVolumes.count(volume["name"].get<std::string>())) {
+        return "spec.volumes: the volume name " + volume["name"].get<std::string>() +
+               " is the launcher's";
+      }
+    }
+  }
+  return "";
+}
+
 class KubernetesLauncher : public Launcher {
  public:
-  explicit KubernetesLauncher(KubernetesOptions options) : o_(std::move(options)) {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    curl_ = curl_easy_init();
+  KubernetesLauncher(KubernetesOptions options, std::unique_ptr<KubeApi> api)
+      : o_(std::move(options)), api_(std::move(api)) {
     // Pod names carry this process's nonce: a pod of an earlier attempt still terminating
-    // never collides with a new one.
+    // never collides with a new one, and 409 AlreadyExists on a create can only be our own.
     std::random_device random;
     char nonce[9];
     std::snprintf(nonce, sizeof nonce, "%08x", random());
@@ -94,25 +175,42 @@ class KubernetesLauncher : public Launcher {
   }
 
   ~KubernetesLauncher() override {
+    {
+      std::lock_guard lock(wake_mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (watcher_.joinable()) watcher_.join();
     // The controller is going: its pods go with it, within Kubernetes' usual 30 s of grace
     // (owner references would also do it, but only when the controller's pod is deleted).
-    std::lock_guard lock(mu_);
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
-    for (const auto& [name, pod] : pods_) {
-      if (SteadyClock::now() > deadline) {
-        LogOnce("shutdown: left worker pods to their owner reference");
-        break;
-      }
-      Delete(name);
+    std::vector<std::string> names;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [name, pod] : pods_) names.push_back(name);
     }
-    curl_easy_cleanup(curl_);
+    if (!api_) return;  // Init failed before it could launch or adopt any
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
+    std::atomic<int> left{0};
+    ForEachParallel(names.size(), o_.api_parallelism, [&](size_t i) {
+      if (!Deleted(CallWithRetry("DELETE", PodsPath() + "/" + names[i], "", deadline))) ++left;
+    });
+    if (left) {
+      Log("shutdown: left " + std::to_string(left.load()) +
+          " worker pod(s) to their owner reference");
+    }
   }
 
   std::string Init() {
-    if (!curl_) return "cannot initialise libcurl";
     if (o_.image.empty()) return "--worker-image is required with --launcher kubernetes";
     if (!spec::IsResourceQuantity(o_.cpu)) return "invalid --worker-cpu '" + o_.cpu + "'";
     if (!spec::IsResourceQuantity(o_.memory)) return "invalid --worker-memory '" + o_.memory + "'";
+    if (!o_.pod_template.empty()) {
+      template_ = Json::parse(o_.pod_template, nullptr, false);
+      if (template_.is_discarded()) return "--worker-pod-template: not JSON";
+      if (std::string why = CheckPodTemplate(template_); !why.empty()) {
+        return "--worker-pod-template: " + why;
+      }
+    }
     if (o_.api_server.empty()) {
       const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
       const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
@@ -144,7 +242,13 @@ class KubernetesLauncher : public Launcher {
     // An owner must live in its dependents' namespace: elsewhere the garbage collector would
     // take it for gone and delete every pod at once.
     owned_ = !o_.owner_name.empty() && !o_.owner_uid.empty() && o_.namespace_name == own_namespace;
+    if (!api_) {
+      api_ = MakeCurlKubeApi(
+          o_.api_server, o_.service_account_dir + "/ca.crt", o_.service_account_dir + "/token",
+          std::string("loads-controller/") + LOADS_SDK_VERSION + " (kubernetes launcher)");
+    }
     AdoptLeftovers();
+    watcher_ = std::thread([this] { WatchLoop(); });
     return "";
   }
 
@@ -163,53 +267,94 @@ class KubernetesLauncher : public Launcher {
     const std::string memory = request.memory.empty() ? o_.memory : request.memory;
     if (!spec::IsResourceQuantity(cpu)) return "invalid cpu request '" + cpu + "'";
     if (!spec::IsResourceQuantity(memory)) return "invalid memory request '" + memory + "'";
-    std::lock_guard lock(mu_);
-    if (static_cast<int>(pods_.size()) + request.workers > o_.max_workers) {
-      return "the Kubernetes launcher may run " + std::to_string(o_.max_workers) +
-             " worker pods at once (" + std::to_string(pods_.size()) + " running)";
-    }
-    std::vector<std::string> created;
-    for (int i = 0; i < request.workers; ++i) {
-      const std::string name =
-          WorkerPrefix(request.run_id) + nonce_ + "-" + std::to_string(++count_);
-      const Json pod = PodManifest(name, request, cpu, memory);
-      // Tracked before the call: a timeout or a 5xx may still have created it.
-      pods_[name] = Pod{request.run_id, SteadyClock::now()};
-      created.push_back(name);
-      const Response r = Call("POST", PodsPath(), pod.dump());
-      if (r.status != 201 && r.status != 200 && r.status != 202) {
-        // Undo the whole launch; a pod whose deletion fails stays tracked, and the next
-        // Supervise (its run is unknown) retries.
-        for (const auto& done : created) {
-          if (Delete(done)) pods_.erase(done);
-        }
-        return "kubernetes: cannot create pod " + name + ": " + Explain(r);
+    std::vector<std::string> names;
+    {
+      std::lock_guard lock(mu_);
+      if (static_cast<int>(pods_.size()) + request.workers > o_.max_workers) {
+        return "the Kubernetes launcher may run " + std::to_string(o_.max_workers) +
+               " worker pods at once (" + std::to_string(pods_.size()) + " running)";
+      }
+      for (int i = 0; i < request.workers; ++i) {
+        const std::string name =
+            WorkerPrefix(request.run_id) + nonce_ + "-" + std::to_string(++count_);
+        // Tracked before the call: a timeout or a 5xx may still have created it.
+        pods_[name] = Pod{request.run_id, SteadyClock::now()};
+        names.push_back(name);
       }
     }
-    return "";
+    // In parallel, each create retried (throttling, conflicts, 5xx, a lost answer) until the
+    // launch's deadline; the first that fails for good stops the others.
+    const auto deadline = SteadyClock::now() + kLaunchDeadline;
+    std::atomic<bool> failed{false};
+    std::mutex error_mu;
+    std::string error;
+    ForEachParallel(names.size(), o_.api_parallelism, [&](size_t i) {
+      if (failed) return;
+      const Json pod = PodManifest(names[i], request, cpu, memory);
+      const KubeResponse r = CallWithRetry("POST", PodsPath(), pod.dump(), deadline, &failed);
+      if (Created(r)) {
+        Json object = Json::parse(r.body, nullptr, false);
+        if (!object.is_object() || r.status == 409) object = pod;
+        Remember(names[i], std::move(object));
+        return;
+      }
+      std::lock_guard lock(error_mu);
+      if (!failed.exchange(true)) {
+        error = "kubernetes: cannot create pod " + names[i] + ": " + Explain(r);
+      }
+    });
+    if (!failed) return "";
+    // Undo the whole launch; a pod whose deletion fails stays tracked, and the next Supervise
+    // (its run is unknown) retries.
+    const auto undo_deadline = SteadyClock::now() + std::chrono::seconds(10);
+    std::vector<char> gone(names.size(), 0);
+    ForEachParallel(names.size(), o_.api_parallelism, [&](size_t i) {
+      gone[i] = Deleted(CallWithRetry("DELETE", PodsPath() + "/" + names[i], "", undo_deadline));
+    });
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (gone[i]) pods_.erase(names[i]);
+    }
+    return error;
   }
 
   std::vector<LaunchFailure> Supervise(
       const std::vector<RunSummary>& runs,
       const std::function<bool(const std::string&)>& retire) override {
-    std::lock_guard lock(mu_);
     std::map<std::string, const RunSummary*> by_id;
     bool any_waiting = false;
     for (const auto& run : runs) {
       by_id[run.run_id] = &run;
       any_waiting = any_waiting || run.waiting;
     }
+    std::map<std::string, Pod> pods;
+    {
+      std::lock_guard lock(mu_);
+      pods = pods_;
+    }
     // Release the pods of runs that are over (or were never registered). Not while a run waits
     // for workers: it counted the idle ones when it launched its own, and may take them. A pod
     // is retired from the broker's pool first, so that no run can be given it as it goes.
     if (!any_waiting) {
-      for (auto it = pods_.begin(); it != pods_.end();) {
-        auto run = by_id.find(it->second.run_id);
-        const bool run_over = run == by_id.end() || IsOver(run->second->state);
-        if (run_over && retire(it->first) && Delete(it->first)) {
-          it = pods_.erase(it);
-        } else {
-          ++it;
+      std::vector<std::string> over;
+      for (const auto& [name, pod] : pods) {
+        auto run = by_id.find(pod.run_id);
+        if ((run == by_id.end() || IsOver(run->second->state)) && retire(name)) {
+          over.push_back(name);
+        }
+      }
+      // One attempt each: the next round tries again.
+      std::vector<char> gone(over.size(), 0);
+      ForEachParallel(over.size(), o_.api_parallelism, [&](size_t i) {
+        const KubeResponse r = api_->Call("DELETE", PodsPath() + "/" + over[i], "");
+        gone[i] = Deleted(r);
+        if (!gone[i]) Log("cannot delete pod " + over[i] + ": " + Explain(r));
+      });
+      std::lock_guard lock(mu_);
+      for (size_t i = 0; i < over.size(); ++i) {
+        if (gone[i]) {
+          pods_.erase(over[i]);
+          pods.erase(over[i]);
         }
       }
     }
@@ -217,37 +362,22 @@ class KubernetesLauncher : public Launcher {
       auto run = by_id.find(id);
       return run == by_id.end() || IsOver(run->second->state);
     });
-    // Watch: only pods of runs still waiting for them can fail a run; once a run has started,
-    // a pod that dies is a lost worker and the run's loss policy decides.
-    std::set<std::string> waiting;
-    for (const auto& [name, pod] : pods_) {
-      auto run = by_id.find(pod.run_id);
-      if (run != by_id.end() && run->second->waiting && !reported_.count(pod.run_id)) {
-        waiting.insert(pod.run_id);
-      }
-    }
+    // Only pods of runs still waiting for them can fail a run; once a run has started, a pod
+    // that dies is a lost worker and the run's loss policy decides. Their state is the watch's.
     std::vector<LaunchFailure> failures;
-    if (waiting.empty()) return failures;
-    const Json items = ListPods();
-    if (items.is_null()) return failures;
-    std::map<std::string, const Json*> seen;
-    for (const auto& item : items) {
-      if (item.is_object() && item.contains("metadata") && item["metadata"].contains("name") &&
-          item["metadata"]["name"].is_string()) {
-        seen[item["metadata"]["name"].get<std::string>()] = &item;
-      }
-    }
-    for (const auto& [name, pod] : pods_) {
-      if (!waiting.count(pod.run_id) || reported_.count(pod.run_id)) continue;
+    std::lock_guard lock(cache_mu_);
+    for (const auto& [name, pod] : pods) {
+      auto run = by_id.find(pod.run_id);
+      if (run == by_id.end() || !run->second->waiting || reported_.count(pod.run_id)) continue;
       std::string why;
-      auto it = seen.find(name);
-      if (it == seen.end()) {
+      auto it = cache_.find(name);
+      if (it == cache_.end()) {
         why = "was deleted before it could start";
       } else {
         try {
-          why = Diagnose(*it->second, SteadyClock::now() - pod.created);
+          why = Diagnose(it->second.object, SteadyClock::now() - pod.created);
         } catch (const Json::exception& e) {
-          LogOnce("unreadable status of pod " + name + ": " + e.what());
+          Log("unreadable status of pod " + name + ": " + e.what());
         }
       }
       if (!why.empty()) {
@@ -263,6 +393,11 @@ class KubernetesLauncher : public Launcher {
     std::string run_id;
     SteadyClock::time_point created;
   };
+  // A pod as the API server last described it.
+  struct Seen {
+    Json object;
+    SteadyClock::time_point at;
+  };
 
   std::string PodsPath() const { return "/api/v1/namespaces/" + o_.namespace_name + "/pods"; }
 
@@ -271,11 +406,32 @@ class KubernetesLauncher : public Launcher {
            o_.instance;
   }
 
-  std::string Escape(const std::string& text) const {
-    char* escaped = curl_easy_escape(curl_, text.c_str(), static_cast<int>(text.size()));
-    std::string out = escaped ? escaped : "";
-    curl_free(escaped);
-    return out;
+  // Waits up to `delay`; false when the launcher is stopping.
+  bool Pause(std::chrono::milliseconds delay) {
+    std::unique_lock lock(wake_mu_);
+    return !wake_.wait_for(lock, delay, [this] { return stop_.load(); });
+  }
+
+  // A request tried again as RetryDelay says, until `deadline` or until *cancel is set. Returns
+  // the last answer.
+  KubeResponse CallWithRetry(const std::string& method, const std::string& path,
+                             const std::string& body, SteadyClock::time_point deadline,
+                             const std::atomic<bool>* cancel = nullptr) {
+    thread_local std::minstd_rand jitter(std::random_device{}());
+    for (int attempt = 1;; ++attempt) {
+      KubeResponse r = api_->Call(method, path, body);
+      const auto delay = RetryDelay(r, attempt);
+      if (!delay) return r;
+      // Up to a fifth more, so that parallel callers throttled together do not come back
+      // together.
+      const auto wait = *delay + std::chrono::milliseconds(jitter() % (delay->count() / 5 + 1));
+      if (SteadyClock::now() + wait > deadline || (cancel && *cancel)) {
+        Log(method + " " + path + ": gave up after " + std::to_string(attempt) +
+            " attempt(s): " + Explain(r));
+        return r;
+      }
+      std::this_thread::sleep_for(wait);
+    }
   }
 
   // Why a pod will not become a worker, or "" while it may still.
@@ -320,17 +476,40 @@ class KubernetesLauncher : public Launcher {
     return "";
   }
 
+  // The pod: the template's (--worker-pod-template) labels, annotations and spec, with what the
+  // launcher owns set over them: names, labels that find the pod, the worker container's image,
+  // args and resources, the restart policy, the scratch and token volumes.
   Json PodManifest(const std::string& name, const LaunchRequest& request, const std::string& cpu,
                    const std::string& memory) const {
-    Json labels = {{"app.kubernetes.io/name", "loads"},
-                   {"app.kubernetes.io/instance", o_.instance},
-                   {"app.kubernetes.io/component", "worker"},
-                   {"app.kubernetes.io/managed-by", "loads-controller"},
-                   {"loads/run-hash", Hash12(request.run_id)}};
     Json metadata = {{"name", name},
                      {"namespace", o_.namespace_name},
-                     {"labels", labels},
-                     {"annotations", {{"loads/run-id", request.run_id}}}};
+                     {"labels", Json::object()},
+                     {"annotations", Json::object()}};
+    Json spec = {{"automountServiceAccountToken", false},
+                 {"enableServiceLinks", false},
+                 {"securityContext",
+                  {{"runAsNonRoot", true},
+                   {"runAsUser", 10001},
+                   {"runAsGroup", 10001},
+                   {"fsGroup", 10001},
+                   {"seccompProfile", {{"type", "RuntimeDefault"}}}}}};
+    if (template_.is_object()) {
+      if (template_.contains("metadata")) {
+        for (const char* key : {"labels", "annotations"}) {
+          if (template_["metadata"].contains(key)) metadata[key] = template_["metadata"][key];
+        }
+      }
+      if (template_.contains("spec")) {
+        for (const auto& [key, value] : template_["spec"].items()) spec[key] = value;
+      }
+    }
+    const Json labels = {{"app.kubernetes.io/name", "loads"},
+                         {"app.kubernetes.io/instance", o_.instance},
+                         {"app.kubernetes.io/component", "worker"},
+                         {"app.kubernetes.io/managed-by", "loads-controller"},
+                         {"loads/run-hash", Hash12(request.run_id)}};
+    metadata["labels"].update(labels);
+    metadata["annotations"]["loads/run-id"] = request.run_id;
     if (owned_) {
       metadata["ownerReferences"] = Json::array({{{"apiVersion", "v1"},
                                                   {"kind", "Pod"},
@@ -344,7 +523,8 @@ class KubernetesLauncher : public Launcher {
     Json args = {"--controller", request.endpoint, "--id",      name,
                  "--work-dir",   "/tmp/loads",     "--threads", std::to_string(ThreadsForCpu(cpu))};
     Json mounts = Json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}});
-    Json volumes = Json::array({{{"name", "tmp"}, {"emptyDir", Json::object()}}});
+    Json volumes = spec.value("volumes", Json::array());
+    volumes.push_back({{"name", "tmp"}, {"emptyDir", Json::object()}});
     if (!o_.token_secret.empty()) {
       args.push_back("--token-file");
       args.push_back("/var/run/loads/worker-token");
@@ -355,76 +535,98 @@ class KubernetesLauncher : public Launcher {
             {{"secretName", o_.token_secret},
              {"items", Json::array({{{"key", "worker-token"}, {"path", "worker-token"}}})}}}});
     }
-    Json container = {
-        {"name", "worker"},
-        {"image", o_.image},
-        {"imagePullPolicy", o_.image_pull_policy},
-        {"args", args},
-        {"resources",
-         {{"requests", {{"cpu", cpu}, {"memory", memory}}}, {"limits", {{"memory", memory}}}}},
-        {"securityContext",
-         {{"allowPrivilegeEscalation", false},
-          {"readOnlyRootFilesystem", true},
-          {"capabilities", {{"drop", Json::array({"ALL"})}}}}},
-        {"volumeMounts", mounts}};
-    Json pull_secrets = Json::array();
+    // The worker container: the template's container named "worker", if any, is its base.
+    Json containers = spec.value("containers", Json::array());
+    auto worker = std::find_if(containers.begin(), containers.end(),
+                               [](const Json& c) { return c.value("name", "") == "worker"; });
+    if (worker == containers.end()) {
+      containers.insert(containers.begin(), Json{{"name", "worker"}});
+      worker = containers.begin();
+    }
+    Json& container = *worker;
+    container["image"] = o_.image;
+    if (!container.contains("imagePullPolicy")) container["imagePullPolicy"] = o_.image_pull_policy;
+    container["args"] = args;
+    Json resources = container.value("resources", Json::object());
+    resources["requests"]["cpu"] = cpu;
+    resources["requests"]["memory"] = memory;
+    resources["limits"]["memory"] = memory;
+    container["resources"] = resources;
+    if (!container.contains("securityContext")) {
+      container["securityContext"] = {{"allowPrivilegeEscalation", false},
+                                      {"readOnlyRootFilesystem", true},
+                                      {"capabilities", {{"drop", Json::array({"ALL"})}}}};
+    }
+    Json all_mounts = container.value("volumeMounts", Json::array());
+    for (auto& mount : mounts) all_mounts.push_back(std::move(mount));
+    container["volumeMounts"] = all_mounts;
+    Json pull_secrets = spec.value("imagePullSecrets", Json::array());
     for (const auto& secret : o_.image_pull_secrets) pull_secrets.push_back({{"name", secret}});
-    return {{"apiVersion", "v1"},
-            {"kind", "Pod"},
-            {"metadata", metadata},
-            {"spec",
-             {{"restartPolicy", "Never"},
-              {"imagePullSecrets", pull_secrets},
-              {"automountServiceAccountToken", false},
-              {"enableServiceLinks", false},
-              {"securityContext",
-               {{"runAsNonRoot", true},
-                {"runAsUser", 10001},
-                {"runAsGroup", 10001},
-                {"fsGroup", 10001},
-                {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-              {"containers", Json::array({container})},
-              {"volumes", volumes}}}};
+    spec["restartPolicy"] = "Never";
+    spec["containers"] = containers;
+    spec["volumes"] = volumes;
+    spec["imagePullSecrets"] = pull_secrets;
+    return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", metadata}, {"spec", spec}};
   }
 
-  // The pods of this release (launched by any controller process), as the items of a PodList;
-  // null (after logging why) when the API does not answer with one. REQUIRES: mu_ held.
-  Json ListPods() {
-    const Response r =
-        Call("GET", PodsPath() + "?labelSelector=" + Escape(Selector()), std::string());
-    Json list = Json::parse(r.body, nullptr, false);
-    if (r.status != 200 || !list.is_object() || !list.contains("items") ||
-        !list["items"].is_array()) {
-      LogOnce("cannot list worker pods: " + Explain(r));
-      return nullptr;
-    }
-    return std::move(list["items"]);
+  // Every pod of this release (launched by any controller process), page by page. False (after
+  // logging why) when the API did not give the whole list.
+  bool ListAll(std::map<std::string, Json>* items, std::string* resource_version) {
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    std::string next;
+    do {
+      std::string path = PodsPath() + "?limit=" + std::to_string(kPageSize) +
+                         "&labelSelector=" + common::UrlEncode(Selector());
+      if (!next.empty()) path += "&continue=" + common::UrlEncode(next);
+      const KubeResponse r = CallWithRetry("GET", path, "", deadline);
+      Json list = Json::parse(r.body, nullptr, false);
+      if (r.status != 200 || !list.is_object() || !list.contains("items") ||
+          !list["items"].is_array()) {
+        Log("cannot list worker pods: " + Explain(r));
+        return false;
+      }
+      for (auto& item : list["items"]) {
+        if (item.is_object() && item.contains("metadata") && item["metadata"].is_object() &&
+            item["metadata"].contains("name") && item["metadata"]["name"].is_string()) {
+          const std::string name = item["metadata"]["name"];
+          (*items)[name] = std::move(item);
+        }
+      }
+      const Json meta = list.value("metadata", Json::object());
+      next = meta.is_object() ? meta.value("continue", "") : "";
+      if (meta.is_object()) *resource_version = meta.value("resourceVersion", "");
+    } while (!next.empty());
+    return true;
   }
 
   // Pods of this release left by an earlier controller process (a restarted container keeps
   // its pod, so their owner reference does not remove them). Those of a run are taken over: if
   // the run is still running (the controller kept it in its state folder), its workers come back
   // to it; otherwise the first Supervise deletes them, as the pods of any run that is over.
-  // Pods without a run are deleted at once.
+  // Pods without a run are deleted at once. The list is the watch's starting point.
   void AdoptLeftovers() {
-    std::lock_guard lock(mu_);
-    const Json items = ListPods();
+    std::map<std::string, Json> items;
+    std::string version;
+    if (!ListAll(&items, &version)) return;
     int adopted = 0, deleted = 0;
-    for (const auto& item : items) {
-      if (!item.is_object() || !item.contains("metadata") || !item["metadata"].is_object())
-        continue;
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(20);
+    for (const auto& [name, item] : items) {
       const Json& metadata = item["metadata"];
-      const Json& name = metadata.value("name", Json());
-      if (!name.is_string()) continue;
       const Json run_id = metadata.contains("annotations") && metadata["annotations"].is_object()
                               ? metadata["annotations"].value("loads/run-id", Json())
                               : Json();
       if (run_id.is_string()) {
-        pods_[name.get<std::string>()] = Pod{run_id.get<std::string>(), SteadyClock::now()};
+        std::lock_guard lock(mu_);
+        pods_[name] = Pod{run_id.get<std::string>(), SteadyClock::now()};
         ++adopted;
-      } else if (Delete(name.get<std::string>())) {
+      } else if (Deleted(CallWithRetry("DELETE", PodsPath() + "/" + name, "", deadline))) {
         ++deleted;
       }
+    }
+    {
+      std::lock_guard lock(cache_mu_);
+      for (auto& [name, item] : items) cache_[name] = Seen{std::move(item), SteadyClock::now()};
+      version_ = version;
     }
     if (adopted || deleted) {
       std::fprintf(stderr,
@@ -434,87 +636,145 @@ class KubernetesLauncher : public Launcher {
     }
   }
 
-  // DELETE one pod; true when it is gone (or was already).
-  bool Delete(const std::string& name) {
-    const Response r = Call("DELETE", PodsPath() + "/" + name, std::string());
-    if (r.status == 200 || r.status == 202 || r.status == 404) return true;
-    LogOnce("cannot delete pod " + name + ": " + Explain(r));
-    return false;
+  void Remember(const std::string& name, Json object) {
+    std::lock_guard lock(cache_mu_);
+    cache_.try_emplace(name, Seen{std::move(object), SteadyClock::now()});
   }
 
-  void LogOnce(const std::string& message) {
+  // Keeps cache_ equal to the API server's pods of this release: a list, then a watch from the
+  // list's resourceVersion, continued from the last version seen (bookmarks included) when the
+  // server ends it, and a new list when that version has expired (410 Gone).
+  void WatchLoop() {
+    std::string version;
+    {
+      std::lock_guard lock(cache_mu_);
+      version = version_;
+    }
+    int failures = 0;
+    while (!stop_) {
+      if (version.empty()) {
+        const auto started = SteadyClock::now();
+        std::map<std::string, Json> items;
+        if (!ListAll(&items, &version)) {
+          version.clear();
+          if (!Pause(std::chrono::milliseconds(500 << std::min(failures++, 5)))) return;
+          continue;
+        }
+        std::lock_guard lock(cache_mu_);
+        // Pods created while the list was under way are not in it: they stay.
+        std::erase_if(cache_, [&](const auto& entry) {
+          return !items.count(entry.first) && entry.second.at < started;
+        });
+        for (auto& [name, item] : items) cache_[name] = Seen{std::move(item), started};
+      }
+      bool expired = false;
+      int events = 0;
+      const std::string path = PodsPath() + "?watch=true&allowWatchBookmarks=true" +
+                               "&timeoutSeconds=" + std::to_string(kWatchSeconds) +
+                               "&resourceVersion=" + common::UrlEncode(version) +
+                               "&labelSelector=" + common::UrlEncode(Selector());
+      const KubeResponse r = api_->Stream(
+          path,
+          [&](std::string_view line) {
+            ++events;
+            return Apply(Json::parse(line, nullptr, false), &version, &expired);
+          },
+          &stop_, kWatchIdle);
+      if (stop_) return;
+      if (expired || r.status == 410) {
+        version.clear();
+        continue;
+      }
+      if (r.status != 200) {
+        Log("watching worker pods: " + Explain(r));
+        if (r.status != 0 && r.status != 429 && r.status < 500) version.clear();
+        if (!Pause(std::chrono::milliseconds(500 << std::min(failures++, 5)))) return;
+        continue;
+      }
+      // Ended by the server or cut on the way (a proxy's idle timeout): resumed from the last
+      // version seen. One ended at once, again and again, must not spin.
+      if (!r.error.empty()) Log("watch of worker pods cut (resumed): " + r.error);
+      failures = 0;
+      if (events == 0 && !Pause(std::chrono::milliseconds(200))) return;
+    }
+  }
+
+  // One watch event; false ends the watch (its version expired, or it is not understood).
+  bool Apply(const Json& event, std::string* version, bool* expired) {
+    if (!event.is_object() || !event.contains("type") || !event["type"].is_string() ||
+        !event.contains("object") || !event["object"].is_object()) {
+      Log("unreadable watch event: a new list follows");
+      *expired = true;
+      return false;
+    }
+    const std::string type = event["type"];
+    const Json& object = event["object"];
+    if (type == "ERROR") {
+      // 410 Gone: the version is too old to watch from; anything else: start over as well.
+      if (object.value("code", 0) != 410) Log("watch error: " + object.value("message", type));
+      *expired = true;
+      return false;
+    }
+    const Json metadata = object.value("metadata", Json::object());
+    if (!metadata.is_object()) return true;
+    if (metadata.contains("resourceVersion") && metadata["resourceVersion"].is_string()) {
+      *version = metadata["resourceVersion"];
+    }
+    if (type == "BOOKMARK" || !metadata.contains("name") || !metadata["name"].is_string()) {
+      return true;
+    }
+    const std::string name = metadata["name"];
+    std::lock_guard lock(cache_mu_);
+    if (type == "DELETED") {
+      cache_.erase(name);
+    } else {
+      cache_[name] = Seen{object, SteadyClock::now()};
+    }
+    return true;
+  }
+
+  void Log(const std::string& message) {
+    std::lock_guard lock(log_mu_);
     if (message == last_log_) return;
     last_log_ = message;
     std::fprintf(stderr, "loads-controller: kubernetes launcher: %s\n", message.c_str());
   }
 
-  // REQUIRES: mu_ held (one curl handle, reused for its connection).
-  Response Call(const std::string& method, const std::string& path, const std::string& body) {
-    Response r;
-    const std::string token = ReadFirstLine(o_.service_account_dir + "/token");
-    const std::string ca = o_.service_account_dir + "/ca.crt";
-    curl_easy_reset(curl_);
-    curl_easy_setopt(curl_, CURLOPT_URL, (o_.api_server + path).c_str());
-    curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_easy_setopt(curl_, CURLOPT_CAINFO, ca.c_str());
-    // Only the cluster's CA: not also the system's (libcurl's default CA path), which would
-    // let any public certificate for the API server's name pass.
-    curl_easy_setopt(curl_, CURLOPT_CAPATH, nullptr);
-    curl_easy_setopt(curl_, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(curl_, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, 15000L);
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r.body);
-    curl_slist* headers = nullptr;
-    headers = curl_slist_append(headers, ("Authorization: Bearer " + token).c_str());
-    headers = curl_slist_append(headers, "Accept: application/json");
-    if (!body.empty()) {
-      headers = curl_slist_append(headers, "Content-Type: application/json");
-      curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    }
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
-    const CURLcode code = curl_easy_perform(curl_);
-    curl_slist_free_all(headers);
-    if (code != CURLE_OK) {
-      r.error =
-          "cannot reach the Kubernetes API at " + o_.api_server + ": " + curl_easy_strerror(code);
-      return r;
-    }
-    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
-    return r;
-  }
-
   KubernetesOptions o_;
-  std::mutex mu_;
-  CURL* curl_ = nullptr;
-  std::map<std::string, Pod> pods_;  // launched and not yet deleted, by name
+  std::unique_ptr<KubeApi> api_;
+  Json template_;  // the parsed --worker-pod-template (null without one)
   std::string nonce_;
-  uint64_t count_ = 0;
-  bool owned_ = false;              // whether pods get the controller's pod as owner
-  std::set<std::string> reported_;  // runs whose failure was reported
+  bool owned_ = false;  // whether pods get the controller's pod as owner
+
+  // Lock order: mu_, then cache_mu_; log_mu_ and wake_mu_ are never held with another.
+  std::mutex mu_;
+  std::map<std::string, Pod> pods_;  // launched and not yet deleted, by name (mu_)
+  uint64_t count_ = 0;               // (mu_)
+  std::set<std::string> reported_;   // runs whose failure was reported (Supervise's alone)
+
+  std::mutex cache_mu_;
+  std::map<std::string, Seen> cache_;  // the release's pods, from the watch (cache_mu_)
+  std::string version_;                // the first list's resourceVersion (cache_mu_)
+
+  std::mutex log_mu_;
   std::string last_log_;
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  std::atomic<bool> stop_{false};
+  std::thread watcher_;
 };
 
 }  // namespace
 
 int ThreadsForCpu(const std::string& cpu) {
-  size_t digits = 0;
-  while (digits < cpu.size() &&
-         (std::isdigit(static_cast<unsigned char>(cpu[digits])) || cpu[digits] == '.')) {
-    ++digits;
-  }
-  double cpus = std::strtod(cpu.substr(0, digits).c_str(), nullptr);
-  const std::string suffix = cpu.substr(digits);
-  if (suffix == "m") cpus /= 1000;
-  // Other suffixes (k, M...) make no sense for CPUs; the API server would refuse the pod.
+  const double cpus = spec::ResourceQuantityValue(cpu);
   return static_cast<int>(std::clamp(std::ceil(cpus - 1e-9), 1.0, 1024.0));
 }
 
-LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error) {
-  auto launcher = std::make_unique<KubernetesLauncher>(std::move(options));
+LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error,
+                                   std::unique_ptr<KubeApi> api) {
+  auto launcher = std::make_unique<KubernetesLauncher>(std::move(options), std::move(api));
   if (std::string why = launcher->Init(); !why.empty()) {
     *error = why;
     return nullptr;

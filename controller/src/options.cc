@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <sstream>
 
 #include "loads/common/curve.h"
 #include "loads/common/run_spec.h"
@@ -179,6 +180,10 @@ const char* ControllerUsage() {
          "Never\n"
          "  --worker-pending-timeout S  a pod pending longer fails its run (default 120)\n"
          "  --max-launched-workers N    worker pods alive at once (default 100)\n"
+         "  --worker-pod-template F a pod in JSON whose labels, annotations and spec the worker\n"
+         "                          pods start from (placement, security contexts, sidecars)\n"
+         "  --kubernetes-api-parallelism N  API requests at once when pods are created or\n"
+         "                          deleted (default 8, 1 to 64)\n"
          "  --instance NAME         app.kubernetes.io/instance label of the pods (default loads)\n"
          "  --namespace NS          default: the service account's namespace\n"
          "  --kubernetes-api URL    default: https://$KUBERNETES_SERVICE_HOST:"
@@ -422,6 +427,25 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
        [&](auto& opt, auto& v) {
          auto n = Integer(opt, v, 1, 10000);
          if (n.ok()) o.kubernetes.max_workers = static_cast<int>(*n);
+         return n.status();
+       }},
+      {"--worker-pod-template",
+       [&](auto& opt, auto& v) {
+         std::ifstream file(v);
+         std::stringstream text;
+         if (!file || !(text << file.rdbuf())) {
+           return InvalidArgumentError(opt + ": cannot read " + v);
+         }
+         o.kubernetes.pod_template = text.str();
+         if (o.kubernetes.pod_template.empty()) {
+           return InvalidArgumentError(opt + ": " + v + " is empty");
+         }
+         return OkStatus();
+       }},
+      {"--kubernetes-api-parallelism",
+       [&](auto& opt, auto& v) {
+         auto n = Integer(opt, v, 1, 64);
+         if (n.ok()) o.kubernetes.api_parallelism = static_cast<int>(*n);
          return n.status();
        }},
       {"--instance", name(&o.kubernetes.instance,

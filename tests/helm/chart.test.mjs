@@ -1,15 +1,18 @@
-// Tests of the Helm chart helm/loads, without Helm or a cluster: the chart is rendered by
+// Tests of the Helm chart helm/loads, without a cluster. The chart is rendered by
 // tools/helm-render (NOT Helm: Helm's template engine, Go text/template + sprig, with the Helm
-// objects this chart uses), for values.yaml alone and with each examples/*.yaml, and every object
-// is checked against the Kubernetes schemas (kubernetes-models), for unknown fields, and for what
-// this chart promises: labels, selectors, probes, security contexts, resources, token checksums,
-// RBAC and the ServiceAccount, the autoscaler, the dashboard, the ServiceMonitor, the live page
-// (port, --web, Ingress), PodDisruptionBudgets, the NetworkPolicy, the extra env/args/volumes,
-// image digests and `global` values, TLS on the gRPC API (the generated certificate, cert-manager's
-// Certificate, an existing Secret, mTLS, the plain health port of the probes), and the `helm test`
-// pod; and that two renders of the same values are byte-identical when the generated Secrets
-// (tokens, TLS) are in the cluster (`lookup`) or nothing is generated. The values are checked
-// against values.schema.json, and bad values must be refused.
+// objects this chart uses, and a stand-in for the cluster that `lookup` reads, which Helm cannot
+// have without one); helm.test.mjs runs a real Helm v4 and requires it to render the same objects,
+// byte for byte, so these checks hold of what Helm renders. For values.yaml alone and with each
+// examples/*.yaml, every object is checked against the Kubernetes schemas (kubernetes-models),
+// for unknown fields, and for what this chart promises: labels, selectors, probes, security
+// contexts, resources, token checksums, RBAC and the ServiceAccount, the autoscaler, the
+// dashboard, the ServiceMonitor, the live page (port, --web, Ingress), PodDisruptionBudgets, the
+// NetworkPolicy, the extra env/args/volumes, image digests and `global` values, TLS on the gRPC
+// API (the generated certificate, cert-manager's Certificate, an existing Secret, mTLS, the plain
+// health port of the probes), and the `helm test` pod; and that two renders of the same values
+// are byte-identical when the generated Secrets (tokens, TLS) are in the cluster (`lookup`) or
+// nothing is generated. The values are checked against values.schema.json, and bad values must
+// be refused. The launched worker pods' template is launcher-pod.test.mjs's.
 //
 //   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
 //                              whose --help lists the flags the chart passes, default build/bin)
@@ -64,6 +67,8 @@ const LAUNCHER_FLAGS = [
   "--worker-token-secret",
   "--worker-pending-timeout",
   "--max-launched-workers",
+  "--kubernetes-api-parallelism",
+  "--worker-pod-template",
   "--instance",
 ];
 
@@ -276,6 +281,7 @@ it("has the examples the documentation names", () => {
     "web-ingress",
     "gitops",
     "openshift",
+    "placement",
     "hardened",
     "mtls",
   ]) {
@@ -467,6 +473,10 @@ for (const testCase of cases) {
           "--worker-token-secret": tokensSecretName(values),
           "--worker-pending-timeout": String(values.launcher.workerPendingTimeout),
           "--max-launched-workers": String(values.launcher.maxLaunchedWorkers),
+          "--kubernetes-api-parallelism": String(values.launcher.kubernetesApiParallelism),
+          // The launched pods' template, the ConfigMap <fullname>-worker-pod
+          // (launcher-pod.test.mjs checks its content).
+          "--worker-pod-template": "/etc/loads/worker-pod/pod.json",
           "--instance": RELEASE,
           "--image-pull-policy": values.image.pullPolicy,
         });
@@ -1039,7 +1049,8 @@ for (const testCase of cases) {
     it("adds the extra env, args, volumes and mounts of the values, after the chart's", () => {
       const tls = tlsSource(values) ? ["tls", ...(values.tls.clientCA.secretName ? ["client-ca"] : [])] : [];
       const token = values.controller.metricsToken.secretName ? ["metrics-token"] : [];
-      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token]]];
+      const launcher = values.launcher.enabled ? ["worker-pod"] : [];
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token, ...launcher]]];
       if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp"]]);
       for (const [deployment, component, own] of pairs) {
         const where = deployment.metadata.name;
@@ -1485,7 +1496,7 @@ describe("rendering errors", () => {
   it("fails when an extra volume takes the name of one of the chart's", () => {
     const result = renderWith("controller:\n  extraVolumes:\n    - name: tmp\n      emptyDir: {}\n");
     assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token\)/);
+    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token, worker-pod\)/);
     const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
     assert.notEqual(worker.status, 0);
     assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp\)/);
@@ -1634,7 +1645,7 @@ describe("TLS on the gRPC API", () => {
     for (const flag of ["--tls-cert", "--tls-key", "--client-ca", "--health"]) assert.ok(!(flag in flags), flag);
     for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.deepEqual(container[probe].grpc, { port: 50051 }, probe);
     assert.deepEqual(container.ports.map((p) => p.name), ["grpc", "zmq", "publish", "metrics", "web"]);
-    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state"]);
+    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state", "worker-pod"]);
     assert.ok(!runnerWords(docs).some((w) => w.startsWith("--tls")));
     assert.equal(tlsSecretOf(docs), undefined);
     assert.equal(objectOf(docs, "Certificate"), undefined);

@@ -8,6 +8,7 @@ check, and plays the kubelet: a pod whose image is healthy becomes a real loads-
 others fail the way a cluster would (image pull error, crash, unschedulable, RBAC refusal).
 """
 
+import itertools
 import json
 import os
 import shutil
@@ -56,13 +57,14 @@ def make_pki(folder):
 
 
 class FakeApiServer:
-    def __init__(self, pki, certificate="server"):
+    def __init__(self, pki, certificate="server", faults=()):
         self.scratch = tempfile.mkdtemp(prefix="loads-fake-kubelet-")
         self.process = subprocess.Popen(
             ["node", FAKE, "--cert", f"{pki}/{certificate}.crt",
              "--key", f"{pki}/{certificate}.key",
              "--token", SA_TOKEN, "--worker-bin", harness.binary("loads-worker"),
-             "--scratch", self.scratch, "--secret", f"loads-tokens:worker-token={WORKER_TOKEN}"],
+             "--scratch", self.scratch, "--secret", f"loads-tokens:worker-token={WORKER_TOKEN}",
+             *faults],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if not line:
@@ -82,6 +84,9 @@ class FakeApiServer:
 
     def pods(self):
         return self.get("/fake/pods")
+
+    def stats(self):
+        return self.get("/fake/stats")
 
     def close(self):
         harness.stop_process(self.process)
@@ -272,9 +277,12 @@ class KubernetesLauncherTest(unittest.TestCase):
         result = cluster.run("--url", "http://127.0.0.1:1/", "-u", "2", "--hits", "1",
                              "--workers", "2")
         self.assertEqual(result.code, 7, harness.describe(result))
-        self.assertIn("HTTP 500: etcdserver: request timed out", result.stderr)
+        self.assertIn("HTTP 403: ", result.stderr)
+        self.assertIn("exceeded quota", result.stderr)
         posts = self.created()
-        self.assertEqual([p["code"] for p in posts], [201, 500])
+        # In parallel: the refusal may come first; a quota refusal is not retried.
+        self.assertEqual(sorted(p["code"] for p in posts), [201, 403])
+        posts = [p for p in posts if p["code"] == 201]
         self.assertEqual(self.api.pods(), [])
         deleted = [e["path"].rsplit("/", 1)[1] for e in self.api.log() if e["method"] == "DELETE"]
         self.assertIn(posts[0]["object"]["metadata"]["name"], deleted)
@@ -362,6 +370,224 @@ class KubernetesLauncherTest(unittest.TestCase):
         self.assertEqual(code, 422)
         self.assertIn("spec.restartPolicyy: unknown field", status["message"])
         self.assertEqual(post(good)[0], 201)
+
+    def faulty_api(self, *faults):
+        """Replaces this test's fake API server by one with FAULTS (fake_apiserver.mjs)."""
+        self.api.close()
+        self.api = FakeApiServer(self.pki, faults=[str(f) for f in faults])
+
+    def assert_exact_run(self, cluster, workers=2):
+        with harness.Nginx() as nginx:
+            result = cluster.run("--url", nginx.url, "-u", "2", "--hits", "10", "--workers",
+                                 str(workers), timeout=90)
+            self.assertEqual(result.code, 0, harness.describe(result) + cluster.stderr())
+            self.assertEqual(result.report["hits"], 20)  # 2 users' 10 hits, shared out
+            self.assertEqual(nginx.access_log_count(), 20)
+        self.assertTrue(wait_until(lambda: not self.api.pods(), timeout=30), self.api.pods())
+
+    def test_a_throttling_conflicting_flaky_api_still_starts_runs(self):
+        # Every 3rd call throttled (Retry-After: 1), every 5th unavailable, every 4th create a
+        # conflict, every 3rd create made but its answer lost.
+        self.faulty_api("--throttle-every", 3, "--unavailable-every", 5, "--conflict-every", 4,
+                        "--lose-create-every", 3)
+        cluster = self.cluster()
+        self.assert_exact_run(cluster, workers=4)
+        log = self.api.log()
+        codes = {e.get("code") for e in log}
+        self.assertTrue({429, 503, 409, 504} <= codes, codes)
+        # Each pod created once, whatever the answers: a lost answer's retry found it made.
+        posts = [e for e in log if e["method"] == "POST"]
+        made = {p["object"]["metadata"]["name"] for p in posts if p["code"] in (201, 504)}
+        self.assertEqual(len(made), 4, posts)
+        for name in made:
+            tries = [p for p in posts if p["object"]["metadata"]["name"] == name]
+            for before, after in zip(tries, tries[1:]):
+                if before["code"] == 429:
+                    # Retry-After: 1 was obeyed.
+                    self.assertGreaterEqual(after["at"] - before["at"], 950, tries)
+            if tries[-1]["code"] == 409:
+                self.assertIn(504, [t["code"] for t in tries])  # AlreadyExists after a lost answer
+        self.assertTrue(all(e["userAgent"].startswith("loads-controller/0.") for e in log),
+                        {e["userAgent"] for e in log})
+
+    def test_a_slow_api_still_starts_runs(self):
+        self.faulty_api("--delay-ms", 4000)
+        cluster = self.cluster()
+        started = time.monotonic()
+        self.assert_exact_run(cluster, workers=3)
+        # The three pods were created at once, not one after the other (3 x 4 s).
+        posts = [e for e in self.api.log() if e["method"] == "POST"]
+        self.assertEqual(len(posts), 3)
+        self.assertLess(max(p["at"] for p in posts) - min(p["at"] for p in posts), 2000)
+        self.assertLess(time.monotonic() - started, 60)
+
+    def test_pods_are_watched_not_polled_and_a_dropped_watch_is_resumed(self):
+        # Watches cut after 0.7 s, every 3rd answered 410 Gone, lists of one pod per page.
+        self.faulty_api("--watch-drop-ms", 700, "--gone-every", 3, "--page-limit", 1)
+        cluster = self.cluster()
+        self.assert_exact_run(cluster, workers=3)  # runs start, and are exact
+        # Three pods that never join keep a run waiting while the watch is cut and relisted.
+        cluster.close()
+        self.clusters.remove(cluster)
+        idle = self.cluster(image="localhost/idle:1")
+        runner = subprocess.Popen(
+            [harness.binary("loads-runner"), "--controller", idle.grpc, "--url",
+             "http://127.0.0.1:1/", "-u", "3", "--hits", "1", "--workers", "3"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.assertTrue(wait_until(lambda: len(self.api.pods()) == 3))
+            mark = len(self.api.log())
+            # Resumed at once after each cut, listed again (in pages) after each 410.
+            self.assertTrue(wait_until(
+                lambda: sum(1 for e in self.api.log()[mark:] if e.get("gone")) >= 2, timeout=15),
+                idle.stderr())
+        finally:
+            runner.kill()
+            runner.wait()
+        log = self.api.log()[mark:]
+        watches = [e for e in log if e.get("watch")]
+        self.assertTrue(any(w.get("dropped") for w in watches), watches)
+        self.assertTrue(all("allowWatchBookmarks=true" in w["query"] for w in watches))
+        gone = [i for i, e in enumerate(log) if e.get("gone")]
+        relist = [e for e in log[gone[0] + 1:] if e["method"] == "GET"][:3]
+        self.assertEqual([("watch" in e, "continue=" in e["query"]) for e in relist],
+                         [(False, False), (False, True), (False, True)], relist)
+        # The watch resumes from the list's version.
+        after = [e for e in log[gone[0] + 1:] if e.get("watch")][0]
+        self.assertNotIn("resourceVersion=1&", after["query"])
+        # A failing pod is still seen through the cut watches.
+        failing = self.cluster(image="localhost/bad-image:1")
+        with harness.Nginx() as nginx:
+            result = failing.run("--url", nginx.url, "-u", "2", "--hits", "1", "--workers", "2")
+        self.assertNotEqual(result.code, 0, harness.describe(result))
+        self.assertIn("cannot start: ErrImagePull", result.stdout + result.stderr)
+
+    def test_a_watch_replaces_polling(self):
+        cluster = self.cluster()
+        with harness.Nginx() as nginx:
+            result = cluster.run("--url", nginx.url, "-u", "2", "-d", "4", "--workers", "2",
+                                 timeout=60)
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertEqual(result.report["hits"], nginx.access_log_count())
+        log = self.api.log()
+        lists = [e for e in log if e["method"] == "GET" and not e.get("watch")]
+        watches = [e for e in log if e.get("watch")]
+        # One list at start; the old launcher listed every second while a run waited.
+        self.assertEqual(len(lists), 1, lists)
+        self.assertEqual(len(watches), 1, watches)
+        self.assertIn("limit=500", lists[0]["query"])
+
+    def test_200_pods_are_created_in_parallel_faster_than_one_by_one(self):
+        self.faulty_api("--delay-ms", 50)
+        seconds = {}
+        for parallelism in (1, 8):
+            cluster = self.cluster(image="localhost/idle:1", extra=[
+                "--max-launched-workers", "200", "--kubernetes-api-parallelism",
+                str(parallelism)])
+            before = len(self.api.log())
+            runner = subprocess.Popen(
+                [harness.binary("loads-runner"), "--controller", cluster.grpc, "--url",
+                 "http://127.0.0.1:1/", "--workers", "200", "-u", "200", "--hits", "1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                created = wait_until(lambda: len(self.api.pods()) == 200, timeout=60)
+            finally:
+                runner.kill()
+                _, runner_stderr = runner.communicate()
+            self.assertTrue(created, f"{len(self.api.pods())} pods; {runner_stderr}; "
+                                     f"{cluster.stderr()}")
+            posts = [e for e in self.api.log()[before:] if e["method"] == "POST"]
+            self.assertEqual(len(posts), 200)
+            self.assertTrue(all(p["code"] == 201 for p in posts))
+            seconds[parallelism] = (max(p["at"] for p in posts) - min(p["at"] for p in posts)
+                                    + 50) / 1000
+            # The most creates in flight at once, from their start and end times.
+            edges = sorted([(p["at"], 1) for p in posts] + [(p["end"], -1) for p in posts])
+            in_flight = max(itertools.accumulate(step for _, step in edges))
+            self.assertLessEqual(in_flight, parallelism)
+            if parallelism > 1:
+                self.assertGreater(in_flight, 1)
+            code = harness.stop_process(cluster.process, timeout=30)  # deletes its pods
+            self.assertTrue(wait_until(lambda: not self.api.pods(), timeout=30),
+                            f"{len(self.api.pods())} pods left; exit {code}; {cluster.stderr()}")
+            cluster.close()
+            self.clusters.remove(cluster)
+        print(f"\n200 pods, API answering in 50 ms: one by one {seconds[1]:.2f} s, "
+              f"8 at once {seconds[8]:.2f} s", file=sys.stderr)
+        self.assertLess(seconds[8], seconds[1] / 3, seconds)
+
+    def test_worker_pods_are_placed_by_the_pod_template(self):
+        template = {
+            "metadata": {"labels": {"team": "perf"}, "annotations": {"note": "load generator"}},
+            "spec": {
+                "nodeSelector": {"pool": "load"},
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "load",
+                                 "effect": "NoSchedule"}],
+                "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}}}]}},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                               "whenUnsatisfiable": "ScheduleAnyway",
+                                               "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}}],
+                "priorityClassName": "load-testing",
+                # OpenShift's restricted SCC assigns its own UID: none is set.
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "worker", "env": [{"name": "TZ", "value": "UTC"}],
+                                "securityContext": {"allowPrivilegeEscalation": False,
+                                                    "capabilities": {"drop": ["ALL"]},
+                                                    "readOnlyRootFilesystem": True}}],
+            },
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(template, f)
+        try:
+            cluster = self.cluster(extra=["--worker-pod-template", f.name])
+            self.assert_exact_run(cluster)
+        finally:
+            os.unlink(f.name)
+        posts = self.created()
+        self.assertEqual(len(posts), 2)
+        for post in posts:
+            self.assertEqual((post["code"], post["errors"]), (201, []))
+            pod = post["object"]
+            self.assertEqual(pod["metadata"]["labels"]["team"], "perf")
+            self.assertEqual(pod["metadata"]["labels"]["app.kubernetes.io/component"], "worker")
+            self.assertEqual(pod["metadata"]["annotations"]["note"], "load generator")
+            self.assertIn("loads/run-id", pod["metadata"]["annotations"])
+            spec = pod["spec"]
+            for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints",
+                        "priorityClassName", "securityContext"):
+                self.assertEqual(spec[key], template["spec"][key], key)
+            self.assertNotIn("runAsUser", spec["securityContext"])
+            (container,) = spec["containers"]
+            self.assertEqual(container["env"], [{"name": "TZ", "value": "UTC"}])
+            self.assertEqual(container["image"], "localhost/loads-worker:test")
+            self.assertEqual(spec["restartPolicy"], "Never")
+
+    def test_a_bad_pod_template_is_refused_at_start(self):
+        cases = [
+            ("{not json", "--worker-pod-template: not JSON"),
+            ('["a pod"]', "not a JSON object"),
+            ('{"metadata": {"name": "x"}}', "metadata.name: the launcher sets it"),
+            ('{"spec": {"restartPolicy": "Always"}}', "spec.restartPolicy: the launcher sets it"),
+            ('{"spec": {"volumes": [{"name": "tmp", "emptyDir": {}}]}}',
+             "the volume name tmp is the launcher's"),
+            ('{"kind": "Deployment"}', "kind: must be Pod"),
+            ('{"spec": {"containers": [{"image": "x"}]}}', "every container needs a name"),
+        ]
+        for text, expected in cases:
+            with self.subTest(text=text), tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+                f.write(text)
+                f.flush()
+                result = subprocess.run(
+                    [harness.binary("loads-controller"), "--launcher", "kubernetes",
+                     "--worker-image", "x", "--advertise", "tcp://127.0.0.1:1", "--no-state",
+                     "--kubernetes-api", self.api.url, "--worker-pod-template", f.name],
+                    capture_output=True, text=True, timeout=20)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(expected, result.stderr)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
 
     def test_bad_launcher_options_are_refused(self):
         controller = harness.binary("loads-controller")

@@ -8,15 +8,35 @@
 //   image containing "crash"      Failed: the container exited with code 1
 //   image containing "pending"    Pending for ever: unschedulable
 //   image containing "refuse"     the API answers 403 Forbidden to the create call
-//   image containing "second-fails"  every second create call of it fails with a 500
+//   image containing "second-fails"  every second create call of it is refused (403, a quota)
 //   any other image               Running: a real loads-worker process is started with the
 //                                 pod's args (paths under /tmp and /var/run/loads are mapped to
 //                                 a scratch folder; the Secret volume's key is written there)
 //
+//   image containing "idle"       Running, with no process: a pod that never joins
+//
+// Like the real API server it keeps a resourceVersion (one counter for every change), serves
+// lists in pages (limit, continue) and watches (watch=true from a resourceVersion, with
+// BOOKMARK events when allowWatchBookmarks is set, ended after timeoutSeconds).
+//
 // Usage: node fake_apiserver.mjs --cert F --key F --token T --worker-bin PATH --scratch DIR
-//        [--secret NAME:KEY=VALUE]...
-// Prints {"port": N} on stdout when listening. GET /fake/log returns every call and every
-// validation verdict; GET /fake/pods the pods that exist now.
+//        [--secret NAME:KEY=VALUE]... [FAULTS]
+// FAULTS, to be the API server of a cluster under stress (each counts the API calls, not the
+// /fake/ ones):
+//   --throttle-every N     every Nth call is answered 429 with Retry-After: 1
+//   --unavailable-every N  every Nth call is answered 503 (no Retry-After)
+//   --conflict-every N     every Nth create is answered 409 Conflict
+//   --lose-create-every N  every Nth create creates the pod but answers 504 (the answer lost)
+//   --delay-ms MS          every call is answered MS later
+//   --page-limit N         lists give at most N items per page, whatever the limit asked
+//   --watch-drop-ms MS     watches are cut after MS (a load balancer's idle timeout)
+//   --gone-every N         every Nth watch is answered 410 Gone, as when the history before its
+//                          resourceVersion has been compacted
+//   --bookmark-ms MS       bookmark period (default 1000)
+// Prints {"port": N} on stdout when listening. GET /fake/log returns every call (with its
+// User-Agent) and every validation verdict; GET /fake/pods the pods that exist now; GET
+// /fake/stats the most calls that were in flight at once (log entries have their start and end
+// times, `at` and `end`, in ms).
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -43,6 +63,18 @@ args.forEach((a, i) => {
     (secrets[name] ??= {})[rest.slice(0, eq)] = rest.slice(eq + 1);
   }
 });
+const numberOption = (name, fallback = 0) => Number(option(name) ?? fallback);
+const faults = {
+  throttleEvery: numberOption("--throttle-every"),
+  unavailableEvery: numberOption("--unavailable-every"),
+  conflictEvery: numberOption("--conflict-every"),
+  loseCreateEvery: numberOption("--lose-create-every"),
+  delayMs: numberOption("--delay-ms"),
+  pageLimit: numberOption("--page-limit"),
+  watchDropMs: numberOption("--watch-drop-ms"),
+  goneEvery: numberOption("--gone-every"),
+  bookmarkMs: numberOption("--bookmark-ms", 1000),
+};
 const token = option("--token");
 const workerBin = option("--worker-bin");
 const scratch = option("--scratch");
@@ -56,15 +88,18 @@ const known = {
   ownerReference: ["apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion"],
   spec: ["restartPolicy", "automountServiceAccountToken", "enableServiceLinks", "securityContext",
          "containers", "volumes", "serviceAccountName", "nodeSelector", "tolerations",
-         "imagePullSecrets", "terminationGracePeriodSeconds", "activeDeadlineSeconds"],
-  podSecurityContext: ["runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "seccompProfile"],
+         "imagePullSecrets", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+         "affinity", "topologySpreadConstraints", "priorityClassName", "runtimeClassName",
+         "schedulerName", "initContainers", "dnsPolicy", "hostAliases"],
+  podSecurityContext: ["runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "seccompProfile",
+                       "supplementalGroups", "fsGroupChangePolicy", "sysctls"],
   container: ["name", "image", "imagePullPolicy", "args", "command", "env", "resources",
               "securityContext", "volumeMounts", "ports"],
   resources: ["requests", "limits"],
   containerSecurityContext: ["allowPrivilegeEscalation", "readOnlyRootFilesystem",
                              "capabilities", "runAsNonRoot", "runAsUser", "privileged"],
   volumeMount: ["name", "mountPath", "readOnly", "subPath"],
-  volume: ["name", "emptyDir", "secret"],
+  volume: ["name", "emptyDir", "secret", "configMap", "projected"],
   secretVolume: ["secretName", "items", "defaultMode", "optional"],
 };
 
@@ -104,9 +139,24 @@ const pods = new Map();  // name -> {object, process}
 const log = [];
 let uid = 0;
 let creates = 0;
+let calls = 0;
+let inFlight = 0;
+let maxInFlight = 0;
+let version = 1;          // the resourceVersion: one counter for every change
+let watchCount = 0;
+const history = [];       // {version, type, object} of every change
+const watchers = new Set();
 
-function status(res, code, reason, message) {
-  res.writeHead(code, { "Content-Type": "application/json" });
+// Records a change of a pod (ADDED, MODIFIED, DELETED) and tells the watches.
+function changed(type, pod) {
+  pod.metadata.resourceVersion = String(++version);
+  const event = { version, type, object: structuredClone(pod) };
+  history.push(event);
+  for (const watcher of watchers) watcher(event);
+}
+
+function status(res, code, reason, message, headers = {}) {
+  res.writeHead(code, { "Content-Type": "application/json", ...headers });
   res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", message, reason,
                            code }));
 }
@@ -116,9 +166,15 @@ function send(res, code, object) {
   res.end(JSON.stringify(object));
 }
 
+// The container that runs loads-worker: the one named worker, else the first.
+function workerOf(pod) {
+  const containers = pod.spec?.containers ?? [];
+  return containers.find((c) => c.name === "worker") ?? containers[0];
+}
+
 // The kubelet's part: sets the pod's status from its image, and runs real workers.
 function schedule(pod) {
-  const image = pod.spec.containers[0].image;
+  const image = workerOf(pod)?.image ?? "";
   const name = pod.metadata.name;
   if (image.includes("bad-image")) {
     pod.status = { phase: "Pending", containerStatuses: [{ name: "worker", ready: false,
@@ -137,6 +193,12 @@ function schedule(pod) {
       reason: "Unschedulable", message: "0/3 nodes are available: 3 Insufficient cpu." }] };
     return null;
   }
+  const running = { phase: "Running", containerStatuses: [{ name: "worker", ready: true,
+    restartCount: 0, image, imageID: "", state: { running: { startedAt: new Date().toISOString() } } }] };
+  if (image.includes("idle")) {
+    pod.status = running;
+    return null;
+  }
   // Running: the pod's own args, with its volumes mapped into the scratch folder.
   const root = path.join(scratch, name);
   fs.mkdirSync(path.join(root, "tmp"), { recursive: true });
@@ -148,7 +210,8 @@ function schedule(pod) {
       if (value !== undefined) fs.writeFileSync(path.join(root, "run", item.path), value + "\n");
     }
   }
-  const argv = (pod.spec.containers[0].args ?? []).map((a) =>
+  const worker = workerOf(pod);
+  const argv = (worker.args ?? []).map((a) =>
     a.replace(/^\/tmp/, path.join(root, "tmp")).replace(/^\/var\/run\/loads/,
                                                         path.join(root, "run")));
   const child = spawn(workerBin, argv, { stdio: "ignore" });
@@ -157,10 +220,10 @@ function schedule(pod) {
       pod.status = { phase: code === 0 ? "Succeeded" : "Failed", containerStatuses: [{
         name: "worker", ready: false, restartCount: 0, image, imageID: "",
         state: { terminated: { reason: code === 0 ? "Completed" : "Error", exitCode: code ?? 137 } } }] };
+      changed("MODIFIED", pod);
     }
   });
-  pod.status = { phase: "Running", containerStatuses: [{ name: "worker", ready: true,
-    restartCount: 0, image, imageID: "", state: { running: { startedAt: new Date().toISOString() } } }] };
+  pod.status = running;
   return child;
 }
 
@@ -180,87 +243,214 @@ function body(req) {
   });
 }
 
+// A list, in pages: the continue token remembers where the next page starts and the version
+// the list was taken at.
+function list(res, namespace, params) {
+  let start = 0;
+  let at = version;
+  const token = params.get("continue");
+  if (token) {
+    try {
+      ({ start, at } = JSON.parse(Buffer.from(token, "base64").toString()));
+    } catch {
+      return status(res, 400, "BadRequest", "invalid continue token");
+    }
+  }
+  const items = [...pods.values()].map((p) => p.object)
+    .filter((p) => p.metadata.namespace === namespace)
+    .filter((p) => matches(p, params.get("labelSelector")))
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  let limit = Number(params.get("limit") ?? 0) || items.length;
+  if (faults.pageLimit) limit = Math.min(limit, faults.pageLimit);
+  const page = items.slice(start, start + limit);
+  const metadata = { resourceVersion: String(at) };
+  if (start + limit < items.length) {
+    metadata.continue = Buffer.from(JSON.stringify({ start: start + limit, at })).toString("base64");
+  }
+  return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata, items: page });
+}
+
+// A watch: the changes after resourceVersion, then every new one, one JSON event per line.
+function watch(req, res, namespace, params, entry) {
+  const from = Number(params.get("resourceVersion") ?? 0);
+  const selector = params.get("labelSelector");
+  res.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
+  const write = (type, object) => res.write(JSON.stringify({ type, object }) + "\n");
+  if (faults.goneEvery && ++watchCount % faults.goneEvery === 0) {
+    entry.gone = true;
+    write("ERROR", { kind: "Status", apiVersion: "v1", status: "Failure", code: 410,
+                     reason: "Expired", message: `too old resource version: ${from} (${version})` });
+    return res.end();
+  }
+  const relevant = (event) => event.version > from && event.object.metadata.namespace === namespace &&
+    matches(event.object, selector);
+  for (const event of history.filter(relevant)) write(event.type, event.object);
+  const watcher = (event) => relevant(event) && write(event.type, event.object);
+  watchers.add(watcher);
+  const timers = [];
+  const end = () => {
+    watchers.delete(watcher);
+    timers.forEach(clearTimeout);
+    timers.forEach(clearInterval);
+    res.end();
+  };
+  if (params.get("allowWatchBookmarks") === "true") {
+    timers.push(setInterval(() => write("BOOKMARK", { kind: "Pod", apiVersion: "v1",
+      metadata: { resourceVersion: String(version) } }), faults.bookmarkMs));
+  }
+  const seconds = Number(params.get("timeoutSeconds") ?? 0);
+  if (seconds) timers.push(setTimeout(end, seconds * 1000));
+  if (faults.watchDropMs) {
+    timers.push(setTimeout(() => {
+      entry.dropped = true;
+      watchers.delete(watcher);
+      timers.forEach(clearTimeout);
+      timers.forEach(clearInterval);
+      res.destroy();  // cut, as an idle timeout in between would
+    }, faults.watchDropMs));
+  }
+  req.on("close", end);
+}
+
+async function serve(req, res, url, entry) {
+  if (req.headers.authorization !== `Bearer ${token}`) {
+    entry.code = 401;
+    return status(res, 401, "Unauthorized", "Unauthorized");
+  }
+  const m = url.pathname.match(/^\/api\/v1\/namespaces\/([a-z0-9-]+)\/pods(?:\/([^/]+))?$/);
+  if (!m) {
+    entry.code = 404;
+    return status(res, 404, "NotFound", `the fake serves pods only, not ${url.pathname}`);
+  }
+  // A create's pod is read first, so that the log shows which pod a refused call was for.
+  let posted;
+  if (req.method === "POST") posted = await body(req);
+  const call = ++calls;
+  if (req.method === "POST") {
+    try {
+      entry.object = JSON.parse(posted);
+    } catch {
+      // answered below
+    }
+  }
+  if (faults.throttleEvery && call % faults.throttleEvery === 0) {
+    entry.code = 429;
+    return status(res, 429, "TooManyRequests", "the server has received too many requests",
+                  { "Retry-After": "1" });
+  }
+  if (faults.unavailableEvery && call % faults.unavailableEvery === 0) {
+    entry.code = 503;
+    return status(res, 503, "ServiceUnavailable", "the server is currently unable to handle the request");
+  }
+  const [, namespace, name] = m;
+  if (req.method === "POST" && !name) {
+    let pod;
+    try {
+      pod = JSON.parse(posted);
+    } catch (e) {
+      entry.code = 400;
+      return status(res, 400, "BadRequest", `not JSON: ${e.message}`);
+    }
+    entry.object = pod;
+    const errors = unknownFields(pod);
+    try {
+      new Pod(pod).validate();
+    } catch (e) {
+      errors.push(String(e.message ?? e));
+    }
+    if (pod.metadata?.namespace && pod.metadata.namespace !== namespace) {
+      errors.push("metadata.namespace does not match the request path");
+    }
+    entry.errors = errors;
+    if (errors.length) {
+      entry.code = 422;
+      return status(res, 422, "Invalid", `Pod is invalid: ${errors.join("; ")}`);
+    }
+    const image = workerOf(pod)?.image ?? "";
+    if (image.includes("refuse")) {
+      entry.code = 403;
+      return status(res, 403, "Forbidden",
+        `pods is forbidden: User "system:serviceaccount:${namespace}:loads" cannot create resource "pods"`);
+    }
+    const create = ++creates;
+    if (image.includes("second-fails") && create % 2 === 0) {
+      entry.code = 403;
+      return status(res, 403, "Forbidden",
+        `pods "${pod.metadata.name}" is forbidden: exceeded quota: compute-resources, requested: pods=1, used: pods=1, limited: pods=1`);
+    }
+    if (faults.conflictEvery && create % faults.conflictEvery === 0) {
+      entry.code = 409;
+      return status(res, 409, "Conflict", "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again");
+    }
+    if (pods.has(pod.metadata.name)) {
+      entry.code = 409;
+      return status(res, 409, "AlreadyExists", `pods "${pod.metadata.name}" already exists`);
+    }
+    pod.metadata.uid = `uid-${++uid}`;
+    pod.metadata.creationTimestamp = new Date().toISOString();
+    const child = schedule(pod);
+    pods.set(pod.metadata.name, { object: pod, process: child });
+    changed("ADDED", pod);
+    if (faults.loseCreateEvery && create % faults.loseCreateEvery === 0) {
+      entry.code = 504;
+      entry.lost = true;
+      return status(res, 504, "Timeout", "the answer was lost (the pod was created)");
+    }
+    entry.code = 201;
+    return send(res, 201, pod);
+  }
+  if (req.method === "GET" && !name) {
+    entry.code = 200;
+    if (url.searchParams.get("watch") === "true" || url.searchParams.get("watch") === "1") {
+      entry.watch = true;
+      return watch(req, res, namespace, url.searchParams, entry);
+    }
+    return list(res, namespace, url.searchParams);
+  }
+  if (req.method === "DELETE" && name) {
+    const pod = pods.get(name);
+    if (!pod) {
+      entry.code = 404;
+      return status(res, 404, "NotFound", `pods "${name}" not found`);
+    }
+    pods.delete(name);
+    pod.process?.kill("SIGTERM");
+    changed("DELETED", pod.object);
+    entry.code = 200;
+    return send(res, 200, pod.object);
+  }
+  entry.code = 405;
+  return status(res, 405, "MethodNotAllowed", `${req.method} is not served by the fake`);
+}
+
 const server = https.createServer(
   { cert: fs.readFileSync(option("--cert")), key: fs.readFileSync(option("--key")) },
   async (req, res) => {
     const url = new URL(req.url, "https://fake");
-    const entry = { method: req.method, path: url.pathname, query: url.search };
     if (url.pathname === "/fake/log") return send(res, 200, log);
     if (url.pathname === "/fake/pods") return send(res, 200, [...pods.values()].map((p) => p.object));
+    if (url.pathname === "/fake/stats") return send(res, 200, { maxInFlight, calls, version });
+    const entry = { method: req.method, path: url.pathname, query: url.search,
+                    userAgent: req.headers["user-agent"] ?? "", at: Date.now() };
     log.push(entry);
-    if (req.headers.authorization !== `Bearer ${token}`) {
-      entry.code = 401;
-      return status(res, 401, "Unauthorized", "Unauthorized");
-    }
-    const m = url.pathname.match(/^\/api\/v1\/namespaces\/([a-z0-9-]+)\/pods(?:\/([^/]+))?$/);
-    if (!m) {
-      entry.code = 404;
-      return status(res, 404, "NotFound", `the fake serves pods only, not ${url.pathname}`);
-    }
-    const [, namespace, name] = m;
-    if (req.method === "POST" && !name) {
-      let pod;
-      try {
-        pod = JSON.parse(await body(req));
-      } catch (e) {
-        entry.code = 400;
-        return status(res, 400, "BadRequest", `not JSON: ${e.message}`);
-      }
-      entry.object = pod;
-      const errors = unknownFields(pod);
-      try {
-        new Pod(pod).validate();
-      } catch (e) {
-        errors.push(String(e.message ?? e));
-      }
-      if (pod.metadata?.namespace && pod.metadata.namespace !== namespace) {
-        errors.push("metadata.namespace does not match the request path");
-      }
-      entry.errors = errors;
-      if (errors.length) {
-        entry.code = 422;
-        return status(res, 422, "Invalid", `Pod is invalid: ${errors.join("; ")}`);
-      }
-      if (pod.spec.containers[0].image.includes("refuse")) {
-        entry.code = 403;
-        return status(res, 403, "Forbidden",
-          `pods is forbidden: User "system:serviceaccount:${namespace}:loads" cannot create resource "pods"`);
-      }
-      if (pod.spec.containers[0].image.includes("second-fails") && ++creates % 2 === 0) {
-        entry.code = 500;
-        return status(res, 500, "InternalError", "etcdserver: request timed out");
-      }
-      if (pods.has(pod.metadata.name)) {
-        entry.code = 409;
-        return status(res, 409, "AlreadyExists", `pods "${pod.metadata.name}" already exists`);
-      }
-      pod.metadata.uid = `uid-${++uid}`;
-      pod.metadata.creationTimestamp = new Date().toISOString();
-      const child = schedule(pod);
-      pods.set(pod.metadata.name, { object: pod, process: child });
-      entry.code = 201;
-      return send(res, 201, pod);
-    }
-    if (req.method === "GET" && !name) {
-      const items = [...pods.values()].map((p) => p.object)
-        .filter((p) => p.metadata.namespace === namespace)
-        .filter((p) => matches(p, url.searchParams.get("labelSelector")));
-      entry.code = 200;
-      return send(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items });
-    }
-    if (req.method === "DELETE" && name) {
-      const pod = pods.get(name);
-      if (!pod) {
-        entry.code = 404;
-        return status(res, 404, "NotFound", `pods "${name}" not found`);
-      }
-      pods.delete(name);
-      pod.process?.kill("SIGTERM");
-      entry.code = 200;
-      return send(res, 200, pod.object);
-    }
-    entry.code = 405;
-    return status(res, 405, "MethodNotAllowed", `${req.method} is not served by the fake`);
+    maxInFlight = Math.max(maxInFlight, ++inFlight);
+    let counted = true;
+    const done = () => {
+      if (counted) inFlight--;
+      counted = false;
+      entry.end ??= Date.now();
+    };
+    // The end is when the answer is handed over, not when the socket has flushed it: the
+    // client may have its answer and sent the next call before "finish".
+    const end = res.end.bind(res);
+    res.end = (...chunks) => {
+      entry.end ??= Date.now();
+      return end(...chunks);
+    };
+    res.on("finish", done);
+    res.on("close", done);
+    if (faults.delayMs) await new Promise((resolve) => setTimeout(resolve, faults.delayMs));
+    return serve(req, res, url, entry);
   });
 
 server.listen(0, "127.0.0.1", () => {

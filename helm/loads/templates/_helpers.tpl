@@ -177,6 +177,43 @@ a writable root filesystem or any capability (the only writes go to the /tmp emp
 {{- end }}
 
 {{/*
+The pod template of the worker pods the launcher creates (loads-controller --worker-pod-template),
+as JSON: the ConfigMap <fullname>-worker-pod holds it, and the controller's checksum/worker-pod
+annotation hashes it. Labels (commonLabels, then launcher.podLabels over them) and annotations;
+the pod's and the "worker" container's securityContext (launcher.podSecurityContext and
+containerSecurityContext, else the chart's podSecurityContext and containerSecurityContext: the
+controller then uses them instead of its own defaults), the container's extra env, and the
+placement values. The launcher sets the rest over it (its labels, image, args, resources, volumes,
+restartPolicy). Keys are sorted (toPrettyJson), so equal values give equal text.
+*/}}
+{{- define "loads.workerPodTemplate" -}}
+{{- $launcher := .Values.launcher }}
+{{- $metadata := dict }}
+{{- $labels := merge (dict) (deepCopy ($launcher.podLabels | default dict)) (deepCopy (.Values.commonLabels | default dict)) }}
+{{- with $labels }}
+{{- $_ := set $metadata "labels" . }}
+{{- end }}
+{{- with $launcher.podAnnotations }}
+{{- $_ := set $metadata "annotations" . }}
+{{- end }}
+{{- $container := dict "name" "worker" "securityContext" ($launcher.containerSecurityContext | default .Values.containerSecurityContext) }}
+{{- with $launcher.extraEnv }}
+{{- $_ := set $container "env" . }}
+{{- end }}
+{{- $spec := dict "securityContext" ($launcher.podSecurityContext | default .Values.podSecurityContext) "containers" (list $container) }}
+{{- range $key := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" "priorityClassName" }}
+{{- with get $launcher $key }}
+{{- $_ := set $spec $key . }}
+{{- end }}
+{{- end }}
+{{- $pod := dict "apiVersion" "v1" "kind" "Pod" "spec" $spec }}
+{{- with $metadata }}
+{{- $_ := set $pod "metadata" . }}
+{{- end }}
+{{- toPrettyJson $pod }}
+{{- end }}
+
+{{/*
 The controller's ServiceAccount: serviceAccount.name, else <fullname>-controller when the chart
 creates it; empty (the namespace's default account) when it creates none and none is named.
 */}}

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "loads/controller/broker.h"
+#include "loads/controller/kube_api.h"
 
 namespace loads::controller {
 
@@ -75,13 +76,22 @@ struct KubernetesOptions {
   int max_workers = 100;              // launched pods alive at once
   std::string instance = "loads";     // the app.kubernetes.io/instance label (the release)
   std::string owner_name, owner_uid;  // the controller's pod, owner of the worker pods
+  // Requests to the API server at once when pods are created or deleted in bulk.
+  int api_parallelism = 8;
+  // A pod (JSON text) whose labels, annotations and spec every worker pod starts from:
+  // placement (nodeSelector, affinity, tolerations, topology spread, priority class), security
+  // contexts, extra containers and volumes. "" = none. See --worker-pod-template.
+  std::string pod_template;
 };
 
 // Creates worker pods through the Kubernetes API (HTTPS, verified with the service account's
 // CA, authenticated with its token, re-read at each request since tokens rotate). Pods are named
-// and labelled by run, owned by the controller's pod (so they go when it goes), and deleted when
-// their run is over. Returns nullptr and says why in *error if the configuration is unusable.
-LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error);
+// and labelled by run, owned by the controller's pod (so they go when it goes), created in
+// parallel with retries, followed with a watch, and deleted when their run is over. Returns
+// nullptr and says why in *error if the configuration is unusable. api: the API to use instead
+// of the real one (tests).
+LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error,
+                                   std::unique_ptr<KubeApi> api = nullptr);
 
 // The engine threads of a worker given a CPU request: the CPUs it asks for, rounded up, at
 // least 1 ("500m" -> 1, "2" -> 2, "2500m" -> 3). REQUIRES: spec::IsResourceQuantity(cpu).
