@@ -76,8 +76,28 @@ int Serve(ControllerOptions options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (!options.curve_public_key_secret.empty()) {
+    // Before anything listens: standing workers wait for this key to start. The Secret is the
+    // release's, in the controller's own namespace (--namespace is where pods go).
+    auto connection =
+        ResolveKubeConnection(options.kubernetes.api_server, options.kubernetes.service_account_dir,
+                              options.kubernetes.namespace_name);
+    if (!connection.ok())
+      return Fail(2, "--curve-public-key-secret: " + connection.status().message());
+    auto api = MakeKubeApi(*connection);
+    if (Status set = SetSecretKey(*api, connection->own_namespace, options.curve_public_key_secret,
+                                  "public-key", options.broker.curve_public_key + "\n",
+                                  std::chrono::seconds(60));
+        !set.ok()) {
+      return Fail(1, set.message());
+    }
+  }
   LauncherPtr launcher;
   if (options.launcher == "kubernetes") {
+    if (!options.broker.curve_public_key.empty()) {
+      // Public: an argument is as good as a mounted file, and needs nothing to exist first.
+      options.kubernetes.worker_args = {"--curve-server-key", options.broker.curve_public_key};
+    }
     options.kubernetes.owner_name =
         std::getenv("LOADS_POD_NAME") ? std::getenv("LOADS_POD_NAME") : "";
     options.kubernetes.owner_uid = std::getenv("LOADS_POD_UID") ? std::getenv("LOADS_POD_UID") : "";

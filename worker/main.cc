@@ -34,6 +34,8 @@ int Usage(FILE* out, int code) {
       "  --threads N             its capacity in engine threads (default: the CPUs)\n"
       "  --token-file FILE       the token the controller asks of workers (its first line)\n"
       "  --curve-server-key KEY  speak CurveZMQ to a controller with this public key (Z85)\n"
+      "  --curve-server-key-file FILE  the same, read from FILE (the key alone, or a\n"
+      "                          \"public: KEY\" line; as Kubernetes mounts it from a Secret)\n"
       "  --curve-key-file FILE   this worker's CURVE key pair (loads-controller keygen FILE);\n"
       "                          default: one made at start\n"
       "  --work-dir DIR          where shipped test libraries are written\n"
@@ -113,6 +115,10 @@ int main(int argc, char** argv) {
             "key of 40 characters");
       }
       options.curve_server_key = value;
+    } else if (arg == "--curve-server-key-file") {
+      auto key = loads::common::ReadCurvePublicKeyFile(value);
+      if (!key.ok()) return Fail("--curve-server-key-file: " + key.status().message());
+      options.curve_server_key = *key;
     } else if (arg == "--curve-key-file") {
       auto keys = loads::common::ReadCurveKeyFile(value);
       if (!keys.ok()) return Fail(keys.status().message());

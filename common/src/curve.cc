@@ -65,4 +65,23 @@ StatusOr<CurveKeys> ReadCurveKeyFile(const std::string& path) {
   return keys;
 }
 
+StatusOr<std::string> ReadCurvePublicKeyFile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return InvalidArgumentError("cannot read the public key file " + path);
+  std::string line, first, labelled;
+  while (std::getline(file, line)) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.starts_with("secret: ")) {
+      return InvalidArgumentError(path + " holds a secret key: give the worker the public one");
+    }
+    if (line.starts_with("public: ")) labelled = line.substr(8);
+    if (first.empty() && !line.empty()) first = line;
+  }
+  const std::string key = labelled.empty() ? first : labelled;
+  if (!IsCurveKey(key)) {
+    return InvalidArgumentError(path + " holds no Z85 public key of 40 characters");
+  }
+  return key;
+}
+
 }  // namespace loads::common

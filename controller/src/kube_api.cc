@@ -10,7 +10,10 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <vector>
+
+#include "loads/version.h"
 
 namespace loads::controller {
 namespace {
@@ -110,7 +113,10 @@ class CurlKubeApi : public KubeApi {
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
     if (!body.empty()) {
-      headers = curl_slist_append(headers, "Content-Type: application/json");
+      // PATCH bodies are JSON merge patches (RFC 7386), the one kind that needs no schema.
+      headers = curl_slist_append(headers, method == "PATCH"
+                                               ? "Content-Type: application/merge-patch+json"
+                                               : "Content-Type: application/json");
       curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
       curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
     }
@@ -234,6 +240,125 @@ std::unique_ptr<KubeApi> MakeCurlKubeApi(std::string server, std::string ca_file
                                          std::string token_file, std::string user_agent) {
   return std::make_unique<CurlKubeApi>(std::move(server), std::move(ca_file), std::move(token_file),
                                        std::move(user_agent));
+}
+
+StatusOr<KubeConnection> ResolveKubeConnection(std::string api_server,
+                                               const std::string& service_account_dir,
+                                               std::string namespace_name) {
+  KubeConnection c;
+  if (api_server.empty()) {
+    const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
+    const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
+    if (!host || !port || !*host || !*port) {
+      return InvalidArgumentError(
+          "not in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set) and no "
+          "--kubernetes-api given");
+    }
+    const std::string h = host;
+    api_server = "https://" + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" + port;
+  }
+  if (!api_server.starts_with("https://")) {
+    return InvalidArgumentError("the Kubernetes API must be reached over https, not " + api_server);
+  }
+  while (api_server.ends_with('/')) api_server.pop_back();
+  c.server = api_server;
+  c.service_account_dir = service_account_dir;
+  if (ReadToken(service_account_dir + "/token").empty()) {
+    return InvalidArgumentError("cannot read the service account token " + service_account_dir +
+                                "/token");
+  }
+  if (!std::ifstream(service_account_dir + "/ca.crt")) {
+    return InvalidArgumentError("cannot read the cluster CA " + service_account_dir + "/ca.crt");
+  }
+  c.own_namespace = ReadToken(service_account_dir + "/namespace");
+  c.namespace_name = namespace_name.empty() ? c.own_namespace : namespace_name;
+  if (c.namespace_name.empty()) {
+    return InvalidArgumentError("cannot read the namespace " + service_account_dir + "/namespace");
+  }
+  return c;
+}
+
+std::unique_ptr<KubeApi> MakeKubeApi(const KubeConnection& connection) {
+  return MakeCurlKubeApi(connection.server, connection.service_account_dir + "/ca.crt",
+                         connection.service_account_dir + "/token",
+                         std::string("loads-controller/") + LOADS_SDK_VERSION);
+}
+
+namespace {
+
+std::string Base64(const std::string& data) {
+  static const char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < data.size(); i += 3) {
+    const uint32_t n = (static_cast<unsigned char>(data[i]) << 16) |
+                       (static_cast<unsigned char>(data[i + 1]) << 8) |
+                       static_cast<unsigned char>(data[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
+  }
+  if (i < data.size()) {
+    uint32_t n = static_cast<unsigned char>(data[i]) << 16;
+    if (i + 1 < data.size()) n |= static_cast<unsigned char>(data[i + 1]) << 8;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < data.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string Explain(const KubeResponse& r) {
+  if (r.status == 0) return r.error;
+  const auto body = nlohmann::json::parse(r.body, nullptr, false);
+  std::string message = "HTTP " + std::to_string(r.status);
+  if (body.is_object() && body.contains("message") && body["message"].is_string()) {
+    message += ": " + body["message"].get<std::string>();
+  }
+  return message;
+}
+
+// A request retried as RetryDelay says until `deadline`; the last answer.
+KubeResponse CallWithRetry(KubeApi& api, const std::string& method, const std::string& path,
+                           const std::string& body,
+                           std::chrono::steady_clock::time_point deadline) {
+  for (int attempt = 1;; ++attempt) {
+    KubeResponse r = api.Call(method, path, body);
+    const auto delay = RetryDelay(r, attempt);
+    if (!delay || std::chrono::steady_clock::now() + *delay > deadline) return r;
+    std::this_thread::sleep_for(*delay);
+  }
+}
+
+}  // namespace
+
+Status SetSecretKey(KubeApi& api, const std::string& namespace_name, const std::string& name,
+                    const std::string& key, const std::string& value,
+                    std::chrono::seconds patience) {
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  const std::string path = "/api/v1/namespaces/" + namespace_name + "/secrets/" + name;
+  const std::string encoded = Base64(value);
+  const KubeResponse got = CallWithRetry(api, "GET", path, "", deadline);
+  if (got.status == 200) {
+    const auto secret = nlohmann::json::parse(got.body, nullptr, false);
+    if (secret.is_object() && secret.contains("data") && secret["data"].is_object() &&
+        secret["data"].value(key, "") == encoded) {
+      return OkStatus();
+    }
+  } else if (got.status == 404) {
+    return FailedPreconditionError("the Secret " + namespace_name + "/" + name +
+                                   " does not exist (it holds the controller's CURVE key)");
+  } else {
+    return UnavailableError("cannot read the Secret " + namespace_name + "/" + name + ": " +
+                            Explain(got));
+  }
+  const nlohmann::json patch = {{"data", {{key, encoded}}}};
+  const KubeResponse patched = CallWithRetry(api, "PATCH", path, patch.dump(), deadline);
+  if (patched.status != 200) {
+    return UnavailableError("cannot write " + key + " into the Secret " + namespace_name + "/" +
+                            name + ": " + Explain(patched));
+  }
+  return OkStatus();
 }
 
 std::string StatusReason(const std::string& body) {

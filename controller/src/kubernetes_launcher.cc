@@ -21,7 +21,6 @@
 #include "loads/common/url.h"
 #include "loads/controller/kube_api.h"
 #include "loads/controller/launcher.h"
-#include "loads/version.h"
 
 namespace loads::controller {
 namespace {
@@ -58,14 +57,6 @@ std::string Hash12(const std::string& text) {
   char out[17];
   std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
   return std::string(out, 12);
-}
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream file(path);
-  std::string line;
-  std::getline(file, line);
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-  return line;
 }
 
 // The API server's own explanation, from its Status object when it sent one.
@@ -211,42 +202,16 @@ class KubernetesLauncher : public Launcher {
         return "--worker-pod-template: " + why;
       }
     }
-    if (o_.api_server.empty()) {
-      const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
-      const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
-      if (!host || !port || !*host || !*port) {
-        return "not in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set) and no "
-               "--kubernetes-api given";
-      }
-      const std::string h = host;
-      o_.api_server =
-          "https://" + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" + port;
-    }
-    if (!o_.api_server.starts_with("https://")) {
-      return "the Kubernetes API must be reached over https, not " + o_.api_server;
-    }
-    while (o_.api_server.ends_with('/')) o_.api_server.pop_back();
-    if (ReadFirstLine(o_.service_account_dir + "/token").empty()) {
-      return "cannot read the service account token " + o_.service_account_dir + "/token";
-    }
-    if (!std::ifstream(o_.service_account_dir + "/ca.crt")) {
-      return "cannot read the cluster CA " + o_.service_account_dir + "/ca.crt";
-    }
-    const std::string own_namespace = ReadFirstLine(o_.service_account_dir + "/namespace");
-    if (o_.namespace_name.empty()) {
-      o_.namespace_name = own_namespace;
-      if (o_.namespace_name.empty()) {
-        return "cannot read the namespace " + o_.service_account_dir + "/namespace";
-      }
-    }
+    auto connection =
+        ResolveKubeConnection(o_.api_server, o_.service_account_dir, o_.namespace_name);
+    if (!connection.ok()) return connection.status().message();
+    o_.api_server = connection->server;
+    o_.namespace_name = connection->namespace_name;
+    const std::string own_namespace = connection->own_namespace;
     // An owner must live in its dependents' namespace: elsewhere the garbage collector would
     // take it for gone and delete every pod at once.
     owned_ = !o_.owner_name.empty() && !o_.owner_uid.empty() && o_.namespace_name == own_namespace;
-    if (!api_) {
-      api_ = MakeCurlKubeApi(
-          o_.api_server, o_.service_account_dir + "/ca.crt", o_.service_account_dir + "/token",
-          std::string("loads-controller/") + LOADS_SDK_VERSION + " (kubernetes launcher)");
-    }
+    if (!api_) api_ = MakeKubeApi(*connection);
     AdoptLeftovers();
     watcher_ = std::thread([this] { WatchLoop(); });
     return "";
@@ -522,6 +487,7 @@ class KubernetesLauncher : public Launcher {
     // node's. The engine threads of a run are the run's own (RunSpec.threads).
     Json args = {"--controller", request.endpoint, "--id",      name,
                  "--work-dir",   "/tmp/loads",     "--threads", std::to_string(ThreadsForCpu(cpu))};
+    for (const auto& arg : o_.worker_args) args.push_back(arg);
     Json mounts = Json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}});
     Json volumes = spec.value("volumes", Json::array());
     volumes.push_back({{"name", "tmp"}, {"emptyDir", Json::object()}});

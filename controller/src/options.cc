@@ -130,6 +130,9 @@ const char* ControllerUsage() {
          "  --curve-allow FILE      the public keys of the workers (and subscribers) allowed\n"
          "  --curve-any-worker      allow any CURVE peer that knows the controller's key (the\n"
          "                          worker token then decides)\n"
+         "  --curve-public-key-secret NAME  write the public key of --curve-key-file into the key\n"
+         "                          public-key of this Kubernetes Secret at start (workers\n"
+         "                          mount it: loads-worker --curve-server-key-file)\n"
          "  --allow-target PATTERN  runs may only send requests to these hosts (host, host:port,\n"
          "                          *.domain, address, network/bits); repeatable; default: any\n"
          "  --insecure              allow non-loopback addresses without tokens\n"
@@ -252,6 +255,8 @@ StatusOr<ControllerOptions> ParseControllerOptions(const std::vector<std::string
          o.broker.curve_secret_key = keys->secret_key;
          return OkStatus();
        }},
+      {"--curve-public-key-secret",
+       name(&o.curve_public_key_secret, "abcdefghijklmnopqrstuvwxyz0123456789-.")},
       {"--curve-allow",
        [&](auto&, auto& v) {
          // Public keys, one a line ("KEY" or "public: KEY"); a line starting with '#' is a
@@ -519,6 +524,15 @@ Status CheckOptions(const ControllerOptions& o) {
     return InvalidArgumentError(
         "with --curve-key-file, say who may connect: --curve-allow FILE (their public keys) or "
         "--curve-any-worker (any peer with the controller's public key; the token decides)");
+  }
+  if (!o.curve_public_key_secret.empty() && !curve) {
+    return InvalidArgumentError("--curve-public-key-secret needs --curve-key-file");
+  }
+  if (curve && o.launcher == "kubernetes" && !o.broker.curve_any_peer) {
+    return InvalidArgumentError(
+        "with --launcher kubernetes and --curve-key-file, add --curve-any-worker: launched pods "
+        "make their own key pair, which no --curve-allow file can list (the worker token "
+        "decides who registers)");
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return InvalidArgumentError("--tls-cert and --tls-key go together");

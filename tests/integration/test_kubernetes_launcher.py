@@ -10,6 +10,8 @@ others fail the way a cluster would (image pull error, crash, unschedulable, RBA
 
 import itertools
 import json
+import random
+import string
 import os
 import shutil
 import signal
@@ -64,6 +66,7 @@ class FakeApiServer:
              "--key", f"{pki}/{certificate}.key",
              "--token", SA_TOKEN, "--worker-bin", harness.binary("loads-worker"),
              "--scratch", self.scratch, "--secret", f"loads-tokens:worker-token={WORKER_TOKEN}",
+             "--secret", "loads-curve:note=made by helm",
              *faults],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
@@ -87,6 +90,9 @@ class FakeApiServer:
 
     def stats(self):
         return self.get("/fake/stats")
+
+    def secrets(self):
+        return self.get("/fake/secrets")
 
     def close(self):
         harness.stop_process(self.process)
@@ -588,6 +594,96 @@ class KubernetesLauncherTest(unittest.TestCase):
                 self.assertEqual(result.returncode, 2, result.stderr)
                 self.assertIn(expected, result.stderr)
                 self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+
+    def test_curve_with_launched_pods_and_a_standing_worker(self):
+        import zmq
+        # As the chart makes it: 40 random alphanumerics are a valid Z85 secret key.
+        secret = "".join(random.SystemRandom().choice(string.ascii_letters + string.digits)
+                         for _ in range(40))
+        public = zmq.curve_public(secret.encode()).decode()
+        folder = tempfile.mkdtemp(prefix="loads-curve-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        with open(f"{folder}/controller.key", "w") as f:
+            f.write(f"secret: {secret}\n")
+        curve = ["--curve-key-file", f"{folder}/controller.key", "--curve-any-worker",
+                 "--curve-public-key-secret", "loads-curve"]
+        cluster = self.cluster(extra=curve)
+        # The public key is in the Secret for workers to mount, the Secret's other keys kept.
+        stored = self.api.secrets()["loads-curve"]
+        self.assertEqual(stored, {"note": "made by helm", "public-key": public + "\n"})
+        patches = [e for e in self.api.log() if e["method"] == "PATCH"]
+        self.assertEqual([p["contentType"] for p in patches], ["application/merge-patch+json"])
+        self.assert_exact_run(cluster)
+        for post in self.created():
+            args = post["object"]["spec"]["containers"][0]["args"]
+            self.assertEqual(args[args.index("--curve-server-key") + 1], public)
+        # A standing worker with the mounted key (the file as Kubernetes writes it).
+        with open(f"{folder}/public-key", "w") as f:
+            f.write(stored["public-key"])
+        with open(f"{folder}/token", "w") as f:
+            f.write(WORKER_TOKEN + "\n")
+        worker = subprocess.Popen(
+            [harness.binary("loads-worker"), "--controller", f"tcp://127.0.0.1:{cluster.zmq_port}",
+             "--id", "standing-1", "--token-file", f"{folder}/token",
+             "--curve-server-key-file", f"{folder}/public-key"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(harness.stop_process, worker)
+        posts_before = len(self.created())
+        self.assertTrue(wait_until(lambda: "standing-1" in cluster.run("--ping").stdout,
+                                   timeout=15))
+        with harness.Nginx() as nginx:
+            result = cluster.run("--url", nginx.url, "-u", "1", "--hits", "7", "--workers", "1")
+            self.assertEqual(result.code, 0, harness.describe(result))
+            self.assertEqual(result.report["run"]["workers"], ["standing-1"])
+            self.assertEqual(nginx.access_log_count(), 7)
+        self.assertEqual(len(self.created()), posts_before)  # no pod needed
+        # A restarted controller finds the key in place and writes nothing.
+        cluster.close()
+        self.clusters.remove(cluster)
+        self.cluster(extra=curve)
+        self.assertEqual(len([e for e in self.api.log() if e["method"] == "PATCH"]), 1)
+
+    def test_curve_options_that_cannot_work_are_refused(self):
+        folder = tempfile.mkdtemp(prefix="loads-curve-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        key = subprocess.run([harness.binary("loads-controller"), "keygen", f"{folder}/k"],
+                             capture_output=True, text=True)
+        self.assertEqual(key.returncode, 0, key.stderr)
+        with open(f"{folder}/allow", "w") as f:
+            f.write(key.stdout)  # its "public: KEY" line
+        base = [harness.binary("loads-controller"), "--launcher", "kubernetes", "--worker-image",
+                "x", "--advertise", "tcp://127.0.0.1:1", "--no-state", "--kubernetes-api",
+                self.api.url]
+        cases = [
+            (["--curve-key-file", f"{folder}/k", "--curve-allow", f"{folder}/allow"],
+             "add --curve-any-worker", 2),
+            (["--curve-public-key-secret", "loads-curve"], "needs --curve-key-file", 2),
+        ]
+        for extra, expected, code in cases:
+            with self.subTest(extra=extra):
+                result = subprocess.run(base + extra, capture_output=True, text=True, timeout=20)
+                self.assertEqual(result.returncode, code, result.stderr)
+                self.assertIn(expected, result.stderr)
+        # A Secret that does not exist: the controller stops, saying which.
+        sa = tempfile.mkdtemp(prefix="loads-sa-")
+        self.addCleanup(shutil.rmtree, sa, True)
+        for name, text in (("token", SA_TOKEN), ("namespace", "loadtest")):
+            with open(f"{sa}/{name}", "w") as f:
+                f.write(text + "\n")
+        shutil.copy(f"{self.pki}/ca.crt", f"{sa}/ca.crt")
+        result = subprocess.run(
+            base + ["--service-account-dir", sa, "--curve-key-file", f"{folder}/k",
+                    "--curve-any-worker", "--curve-public-key-secret", "missing"],
+            capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("the Secret loadtest/missing does not exist", result.stderr)
+        # A worker given a secret key as the controller's public one.
+        result = subprocess.run(
+            [harness.binary("loads-worker"), "--controller", "tcp://127.0.0.1:1",
+             "--curve-server-key-file", f"{folder}/k"], capture_output=True, text=True,
+            timeout=20)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("holds a secret key", result.stderr)
 
     def test_bad_launcher_options_are_refused(self):
         controller = harness.binary("loads-controller")

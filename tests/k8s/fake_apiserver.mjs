@@ -34,7 +34,8 @@
 //                          resourceVersion has been compacted
 //   --bookmark-ms MS       bookmark period (default 1000)
 // Prints {"port": N} on stdout when listening. GET /fake/log returns every call (with its
-// User-Agent) and every validation verdict; GET /fake/pods the pods that exist now; GET
+// User-Agent) and every validation verdict; GET /fake/pods the pods that exist now, /fake/secrets
+// the Secrets (GET and merge-PATCHed, as the controller's CURVE public key is); GET
 // /fake/stats the most calls that were in flight at once (log entries have their start and end
 // times, `at` and `end`, in ms).
 
@@ -312,11 +313,50 @@ function watch(req, res, namespace, params, entry) {
   req.on("close", end);
 }
 
+// Secrets, for the controller's CURVE public key: GET and a JSON merge patch of data, on the
+// Secrets given with --secret (created by Helm in a cluster; the fake's are in no namespace).
+async function serveSecret(req, res, namespace, name, entry) {
+  const object = () => ({ kind: "Secret", apiVersion: "v1", metadata: { name, namespace },
+    data: Object.fromEntries(Object.entries(secrets[name]).map(([k, v]) =>
+      [k, Buffer.from(v).toString("base64")])) });
+  if (!secrets[name]) {
+    entry.code = 404;
+    return status(res, 404, "NotFound", `secrets "${name}" not found`);
+  }
+  if (req.method === "GET") {
+    entry.code = 200;
+    return send(res, 200, object());
+  }
+  if (req.method === "PATCH") {
+    entry.contentType = req.headers["content-type"];
+    let patch;
+    try {
+      patch = JSON.parse(await body(req));
+    } catch (e) {
+      entry.code = 400;
+      return status(res, 400, "BadRequest", `not JSON: ${e.message}`);
+    }
+    if (entry.contentType !== "application/merge-patch+json") {
+      entry.code = 415;
+      return status(res, 415, "UnsupportedMediaType", `the fake takes merge patches only`);
+    }
+    for (const [k, v] of Object.entries(patch.data ?? {})) {
+      secrets[name][k] = Buffer.from(v, "base64").toString();
+    }
+    entry.code = 200;
+    return send(res, 200, object());
+  }
+  entry.code = 405;
+  return status(res, 405, "MethodNotAllowed", `${req.method} is not served by the fake`);
+}
+
 async function serve(req, res, url, entry) {
   if (req.headers.authorization !== `Bearer ${token}`) {
     entry.code = 401;
     return status(res, 401, "Unauthorized", "Unauthorized");
   }
+  const secret = url.pathname.match(/^\/api\/v1\/namespaces\/([a-z0-9-]+)\/secrets\/([^/]+)$/);
+  if (secret) return serveSecret(req, res, secret[1], secret[2], entry);
   const m = url.pathname.match(/^\/api\/v1\/namespaces\/([a-z0-9-]+)\/pods(?:\/([^/]+))?$/);
   if (!m) {
     entry.code = 404;
@@ -430,6 +470,7 @@ const server = https.createServer(
     if (url.pathname === "/fake/log") return send(res, 200, log);
     if (url.pathname === "/fake/pods") return send(res, 200, [...pods.values()].map((p) => p.object));
     if (url.pathname === "/fake/stats") return send(res, 200, { maxInFlight, calls, version });
+    if (url.pathname === "/fake/secrets") return send(res, 200, secrets);
     const entry = { method: req.method, path: url.pathname, query: url.search,
                     userAgent: req.headers["user-agent"] ?? "", at: Date.now() };
     log.push(entry);

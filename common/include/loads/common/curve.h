@@ -26,6 +26,11 @@ Status WriteCurveKeyFile(const std::string& path, const CurveKeys& keys);
 // any, must match). INVALID_ARGUMENT naming the file; the key itself is never in a message.
 StatusOr<CurveKeys> ReadCurveKeyFile(const std::string& path);
 
+// Reads a public key from a file holding it alone on its first line, or on a "public: KEY" line
+// (a key file of `keygen`, a key Kubernetes mounts from a Secret). INVALID_ARGUMENT naming the
+// file.
+StatusOr<std::string> ReadCurvePublicKeyFile(const std::string& path);
+
 // Whether text is a Z85-encoded 32-byte key.
 bool IsCurveKey(const std::string& text);
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "loads/common/status.h"
+
 namespace loads::controller {
 
 // One answer of the Kubernetes API server.
@@ -47,6 +49,32 @@ class KubeApi {
 // Kubernetes rotates it. Each request carries `user_agent`.
 std::unique_ptr<KubeApi> MakeCurlKubeApi(std::string server, std::string ca_file,
                                          std::string token_file, std::string user_agent);
+
+// Where the API server is and who this process is to it.
+struct KubeConnection {
+  std::string server;               // "https://HOST:PORT"
+  std::string service_account_dir;  // token, ca.crt, namespace
+  std::string namespace_name;       // where to work
+  std::string own_namespace;        // the service account's
+};
+
+// The connection from the flags (api_server, service_account_dir, namespace_name: "" for the
+// defaults), else from the pod's environment (KUBERNETES_SERVICE_HOST/PORT) and its mounted
+// service account. INVALID_ARGUMENT saying what is missing.
+StatusOr<KubeConnection> ResolveKubeConnection(std::string api_server,
+                                               const std::string& service_account_dir,
+                                               std::string namespace_name);
+
+// The real API of `connection`, with the controller's User-Agent.
+std::unique_ptr<KubeApi> MakeKubeApi(const KubeConnection& connection);
+
+// Sets the key `key` of the Secret `name` to `value` (a JSON merge patch, so the Secret's other
+// keys stay), retried as RetryDelay says for up to `patience`. Unless it already holds that
+// value: then nothing is written. UNAVAILABLE or FAILED_PRECONDITION with the API server's
+// explanation.
+Status SetSecretKey(KubeApi& api, const std::string& namespace_name, const std::string& name,
+                    const std::string& key, const std::string& value,
+                    std::chrono::seconds patience);
 
 // Whether and when to try a failed request again. The API server asks clients to come back
 // later with 429 (throttled) and 503, sometimes with a Retry-After; 500, 502, 504 and a lost

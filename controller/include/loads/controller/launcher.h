@@ -82,6 +82,9 @@ struct KubernetesOptions {
   // placement (nodeSelector, affinity, tolerations, topology spread, priority class), security
   // contexts, extra containers and volumes. "" = none. See --worker-pod-template.
   std::string pod_template;
+  // Given to every worker pod after the launcher's own arguments (CURVE: the controller's
+  // public key).
+  std::vector<std::string> worker_args;
 };
 
 // Creates worker pods through the Kubernetes API (HTTPS, verified with the service account's

@@ -36,6 +36,9 @@ struct ControllerOptions {
   int max_local_workers = 16;
   std::string worker_bin;  // default: loads-worker next to the controller
   std::string advertise;
+  // --curve-public-key-secret: a Secret (in the controller's namespace) whose key public-key is set
+  // to the controller's CURVE public key at start, for workers to mount.
+  std::string curve_public_key_secret;
   KubernetesOptions kubernetes;
   bool help = false;
   bool version = false;
