@@ -46,6 +46,21 @@ TEST(CookieJar, ReplacesAndExpires) {
   EXPECT_EQ(jar.Get(url, "b", kNow), "1");
 }
 
+// Found by fuzz_http_response: a date past 2262 overflowed the clock's nanoseconds (undefined
+// behaviour in the engine, from a server's header).
+TEST(CookieJar, KeepsCookiesAtMost400Days) {
+  CookieJar jar;
+  const auto url = *ParseUrl("http://h/");
+  jar.Store(url, "far=1; Expires=Thu, 01 Jan 2379 00:00:00 GMT", kNow);
+  jar.Store(url, "huge=1; Max-Age=9223372036854775807", kNow);
+  jar.Store(url, "month=1; Max-Age=2592000", kNow);
+  const auto day = std::chrono::hours(24);
+  EXPECT_EQ(jar.HeaderFor(url, kNow + 399 * day), "far=1; huge=1");
+  EXPECT_EQ(jar.HeaderFor(url, kNow + 401 * day), "");
+  jar.Store(url, "before=1; Expires=Mon, 01 Jan 1900 00:00:00 GMT", kNow);
+  EXPECT_EQ(jar.Get(url, "before", kNow), std::nullopt);
+}
+
 TEST(CookieJar, IgnoresMalformedCookies) {
   CookieJar jar;
   jar.Store(*ParseUrl("http://h/"), "novalue", kNow);

@@ -22,8 +22,14 @@ std::string Lower(std::string_view s) {
 
 bool IEquals(std::string_view a, std::string_view b) { return Lower(a) == Lower(b); }
 
-// Parses an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT", also with dashes as old servers send).
-std::optional<CookieJar::Clock::time_point> ParseHttpDate(std::string_view text) {
+// Cookies live 400 days at most, as RFC 6265bis asks of user agents; it also keeps a server's
+// year 9999 (or Max-Age of 2^63) inside the clock's range, where the conversion to nanoseconds
+// would overflow.
+constexpr std::chrono::hours kMaxCookieAge{24 * 400};
+
+// Parses an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT", also with dashes as old servers send),
+// in seconds since the epoch.
+std::optional<std::time_t> ParseHttpDate(std::string_view text) {
   std::string s(text);
   std::replace(s.begin(), s.end(), '-', ' ');
   std::tm tm{};
@@ -31,7 +37,7 @@ std::optional<CookieJar::Clock::time_point> ParseHttpDate(std::string_view text)
   if (!end) return std::nullopt;
   const std::time_t t = timegm(&tm);
   if (t == -1) return std::nullopt;
-  return CookieJar::Clock::from_time_t(t);
+  return t;
 }
 
 std::string DefaultPath(const common::Url& url) {
@@ -90,10 +96,17 @@ void CookieJar::Store(const common::Url& from, std::string_view set_cookie, Cloc
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
       if (ec == std::errc() && end == value.data() + value.size()) {
         max_age_expiry =
-            seconds <= 0 ? Clock::time_point::min() : now + std::chrono::seconds(seconds);
+            seconds <= 0                                                ? Clock::time_point::min()
+            : std::chrono::seconds(seconds) > kMaxCookieAge ? now + kMaxCookieAge
+                                                            : now + std::chrono::seconds(seconds);
       }
     } else if (IEquals(key, "expires")) {
-      if (auto t = ParseHttpDate(value)) cookie.expires = *t;
+      if (auto t = ParseHttpDate(value)) {
+        const std::time_t latest = Clock::to_time_t(now + kMaxCookieAge);
+        cookie.expires = *t <= 0        ? Clock::time_point::min()
+                         : *t > latest ? now + kMaxCookieAge
+                                       : Clock::from_time_t(*t);
+      }
     }
   }
   if (max_age_expiry) cookie.expires = max_age_expiry;  // Max-Age wins over Expires

@@ -27,6 +27,7 @@
 #include "loads/common/url.h"
 #include "worker/src/cookie_jar.h"
 #include "worker/src/fiber.h"
+#include "worker/src/http_response.h"
 #include "worker/src/user_context.h"
 
 namespace loads::internal {
@@ -104,8 +105,10 @@ ThreadState::~ThreadState() = default;
 
 namespace {
 
-constexpr uint64_t kBodyLimit = 64ull << 20;
-constexpr uint32_t kHeaderLimit = 64 * 1024;
+using worker::kBodyLimit;
+using worker::kHeaderLimit;
+using worker::ResponseReader;
+
 constexpr char kUserAgent[] = "loads/" LOADS_SDK_VERSION;
 
 struct Failure {
@@ -454,58 +457,34 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::s
   Await(
       [&](Yield& y) { asio::async_write(stream, asio::buffer(wire.data(), wire.size()), y[ec]); });
   if (ec) return ec;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(kBodyLimit);
-  parser.header_limit(kHeaderLimit);
-  // The header is parsed alone, then the body eagerly: Boost 1.74's parser, when eager, forgets
-  // a body_limit error found at the end of the header if body bytes follow in the same buffer,
-  // and reads (and first reserves) a body of any size.
-  parser.eager(false);
-  if (head) parser.skip(true);
+  ResponseReader reader(head);
   beast::flat_buffer& buffer = conn.buffer;
   bool need_read = buffer.size() == 0;
-  // Beast 1.74 applies header_limit to what one put() sees, and consumes complete fields as it
-  // goes: a header section fed in pieces would have no limit.
-  size_t header_bytes = 0;
   while (true) {
     if (need_read) {
       const size_t n =
           Await([&](Yield& y) { return stream.async_read_some(buffer.prepare(16 * 1024), y[ec]); });
       buffer.commit(n);
       if (ec) {
-        *got_some = *got_some || parser.got_some() || buffer.size() > 0;
-        if (ec == asio::error::eof && parser.got_some()) {
-          // A body delimited by the end of the connection is complete now.
-          parser.put_eof(ec);
-          if (!ec && parser.is_done()) break;
-        }
-        if (ec == asio::error::eof)
-          ec = parser.got_some() ? http::error::partial_message : http::error::end_of_stream;
-        return ec;
+        *got_some = *got_some || reader.got_some() || buffer.size() > 0;
+        if (ec != asio::error::eof) return ec;
+        // A body delimited by the end of the connection is complete now; anything else was cut.
+        ec = reader.End();
+        if (ec) return ec;
+        break;
       }
     }
-    const bool in_header = !parser.is_header_done();
-    const size_t used = parser.put(buffer.data(), ec);
-    buffer.consume(used);
-    *got_some = *got_some || parser.got_some();
-    if (in_header) {
-      header_bytes += used;
-      if (header_bytes > kHeaderLimit ||
-          (!parser.is_header_done() && header_bytes + buffer.size() > kHeaderLimit)) {
-        return http::error::header_limit;
-      }
-    }
+    ec = reader.Feed(buffer);
+    *got_some = *got_some || reader.got_some();
     if (ec == http::error::need_more) {
       ec = {};
       need_read = true;
       continue;
     }
     if (ec) return ec;
-    if (parser.is_done()) break;
-    if (parser.is_header_done()) parser.eager(true);
-    need_read = buffer.size() == 0;
+    break;
   }
-  auto& message = parser.get();
+  auto& message = reader.message();
   hop->status = static_cast<int>(message.result_int());
   hop->reason = std::string(message.reason());
   hop->headers.clear();
@@ -513,7 +492,7 @@ beast::error_code SessionImpl::Exchange(Stream& stream, Connection& conn, std::s
     hop->headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
   }
   hop->body = std::move(message.body());
-  *keep_alive = message.keep_alive() && !parser.need_eof();
+  *keep_alive = message.keep_alive() && !reader.need_eof();
   return ec;
 }
 
