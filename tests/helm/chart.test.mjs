@@ -9,9 +9,9 @@
 // dashboard, the ServiceMonitor, the live page (port, --web, Ingress), PodDisruptionBudgets, the
 // NetworkPolicy, the extra env/args/volumes, image digests and `global` values, TLS on the gRPC
 // API (the generated certificate, cert-manager's Certificate, an existing Secret, mTLS, the plain
-// health port of the probes), and the `helm test` pod; and that two renders of the same values
-// are byte-identical when the generated Secrets (tokens, TLS) are in the cluster (`lookup`) or
-// nothing is generated. The values are checked against values.schema.json, and bad values must
+// health port of the probes), CurveZMQ's flags, mounts and Role (curve.test.mjs has the rest), and
+// the `helm test` pod; and that two renders of the same values are byte-identical when the
+// generated Secrets (tokens, TLS, CURVE key) are in the cluster (`lookup`) or nothing is generated. The values are checked against values.schema.json, and bad values must
 // be refused. The launched worker pods' template is launcher-pod.test.mjs's.
 //
 //   node --test tests/helm/   (LOADS_HELM_RENDER: a built renderer; LOADS_BIN_DIR: the binaries
@@ -168,9 +168,16 @@ const cases = [
     ],
   },
   {
-    // No account at all: without the launcher nothing needs one.
-    name: "no ServiceAccount and no launcher",
-    files: [writeTemp("no-account.yaml", "serviceAccount: {create: false}\nlauncher: {enabled: false}\n")],
+    // No account at all: without the launcher and CURVE nothing needs one.
+    name: "no ServiceAccount, no launcher, no CURVE",
+    files: [
+      writeTemp("no-account.yaml", "serviceAccount: {create: false}\nlauncher: {enabled: false}\ncurve: {enabled: false}\n"),
+    ],
+  },
+  {
+    // The worker protocol in plain text, as before CURVE, with standing workers.
+    name: "curve.enabled=false with standing workers",
+    files: [writeTemp("no-curve.yaml", "curve: {enabled: false}\nworker: {enabled: true, replicas: 1}\n")],
   },
 ];
 
@@ -239,6 +246,20 @@ function tlsSource(values) {
 function tlsSecretName(values) {
   return values.tls.existingSecret || `${FULLNAME}-tls`;
 }
+
+// Where the controller's CURVE key comes from: "" (curve.enabled is false), "existing" or
+// "generated" (the Secret <fullname>-curve).
+function curveSource(values) {
+  if (!values.curve.enabled) return "";
+  return values.curve.existingSecret ? "existing" : "generated";
+}
+
+function curveSecretName(values) {
+  return values.curve.existingSecret || `${FULLNAME}-curve`;
+}
+
+// Where the chart mounts the CURVE keys (the Secret's controller.key, or its public-key).
+const CURVE_DIR = "/var/run/loads-curve";
 
 // The DNS names the controller's certificate must hold (its IP address: 127.0.0.1).
 function controllerDnsNames(values) {
@@ -447,6 +468,13 @@ for (const testCase of cases) {
           "--health": `0.0.0.0:${values.controller.healthPort}`,
         });
         if (values.tls.clientCA.secretName) expected["--client-ca"] = "/var/run/loads-client-ca/ca.crt";
+      }
+      if (curveSource(values)) {
+        Object.assign(expected, {
+          "--curve-key-file": `${CURVE_DIR}/controller.key`,
+          "--curve-any-worker": true,
+          "--curve-public-key-secret": curveSecretName(values),
+        });
       }
       // The state folder is a mounted volume (the root filesystem is read-only): a claim when
       // persistence is on, an emptyDir otherwise.
@@ -798,10 +826,27 @@ for (const testCase of cases) {
       }
     });
 
-    it("gives Kubernetes API access to the launcher only, limited to pods", () => {
+    it("gives Kubernetes API access to the controller only: pods for the launcher, its one Secret for CURVE", () => {
       const controllerPod = controller().spec.template.spec;
-      const roles = all("Role");
-      const bindings = all("RoleBinding");
+      const usesApi = values.launcher.enabled || Boolean(curveSource(values));
+      // The CURVE key writer's Role and binding (curve.test.mjs checks them with the Secret).
+      const curveRoles = all("Role").filter((r) => r.metadata.name === `${FULLNAME}-curve`);
+      const curveBindings = all("RoleBinding").filter((r) => r.metadata.name === `${FULLNAME}-curve`);
+      if (curveSource(values)) {
+        assert.equal(curveRoles.length, 1);
+        assert.equal(curveBindings.length, 1);
+        assert.deepEqual(curveRoles[0].rules, [
+          { apiGroups: [""], resources: ["secrets"], resourceNames: [curveSecretName(values)], verbs: ["get", "patch"] },
+        ]);
+        assert.deepEqual(curveBindings[0].subjects, [
+          { kind: "ServiceAccount", name: serviceAccountOf(values), namespace: namespaceOf(values) },
+        ]);
+      } else {
+        assert.equal(curveRoles.length + curveBindings.length, 0, "CURVE RBAC without curve.enabled");
+      }
+      // The rest is the launcher's.
+      const roles = all("Role").filter((r) => !curveRoles.includes(r));
+      const bindings = all("RoleBinding").filter((r) => !curveBindings.includes(r));
       const accounts = all("ServiceAccount");
       const accountName = serviceAccountOf(values);
       assert.equal(all("ClusterRole").length + all("ClusterRoleBinding").length, 0);
@@ -816,13 +861,13 @@ for (const testCase of cases) {
         assert.equal(accounts.length, 1);
         assert.equal(accounts[0].metadata.name, accountName);
         assert.deepEqual(accounts[0].metadata.annotations ?? {}, values.serviceAccount.annotations);
-        assert.equal(accounts[0].automountServiceAccountToken, values.launcher.enabled);
+        assert.equal(accounts[0].automountServiceAccountToken, usesApi);
       } else {
         assert.equal(accounts.length, 0, "a ServiceAccount despite serviceAccount.create=false");
       }
+      assert.equal(controllerPod.automountServiceAccountToken, usesApi);
       if (!values.launcher.enabled) {
         assert.equal(roles.length + bindings.length, 0, "RBAC objects without the launcher");
-        assert.equal(controllerPod.automountServiceAccountToken, false);
         return;
       }
       assert.ok(accountName, "the launcher without a ServiceAccount");
@@ -885,6 +930,7 @@ for (const testCase of cases) {
         "--metrics": "0.0.0.0:9465",
         "--threads": values.worker.threads ? String(values.worker.threads) : "$(LOADS_CPU_LIMIT)",
         "--controller-timeout": String(values.worker.controllerTimeout),
+        ...(curveSource(values) ? { "--curve-server-key-file": `${CURVE_DIR}/public-key` } : {}),
       });
       // Every $(VAR) the kubelet must expand is defined.
       const env = Object.fromEntries(container.env.map((e) => [e.name, e.valueFrom]));
@@ -1010,10 +1056,13 @@ for (const testCase of cases) {
 
     it("renders byte-identical twice once its generated Secrets are in the cluster", () => {
       const options = { valueFiles: testCase.files, release: RELEASE, namespace: NAMESPACE };
-      // The install; every Secret the chart renders is one it generated (tokens, TLS).
+      // The install; every Secret the chart renders is one it generated (tokens, TLS, CURVE key).
       const install = render(options);
       const generated = install.filter((d) => d.object.kind === "Secret");
-      assert.equal(generated.length, Number(!values.auth.existingSecret) + Number(tlsSource(values) === "generated"));
+      assert.equal(
+        generated.length,
+        Number(!values.auth.existingSecret) + Number(tlsSource(values) === "generated") + Number(curveSource(values) === "generated"),
+      );
       if (!generated.length) {
         // Nothing random is rendered: no lookup needed, as under `helm template` (GitOps).
         assert.equal(renderText(options), renderText(options));
@@ -1025,14 +1074,16 @@ for (const testCase of cases) {
       const second = renderText({ ...options, lookups: [cluster] });
       assert.equal(first, second, "two upgrades with the same values differ");
       const upgraded = parseManifests(first);
-      // The upgrade keeps the tokens and the certificate, so the checksum too: pods are not
-      // restarted.
+      // The upgrade keeps the tokens, the certificate and the CURVE key, so the checksums too:
+      // pods are not restarted.
       for (const secret of generated) {
         const kept = findSecret(upgraded, secret.object.metadata.name);
         assert.equal(kept?.text, secret.text, `the upgrade changed the Secret ${secret.object.metadata.name}`);
       }
       const checksums = (ds) =>
-        ds.filter((d) => d.object.kind === "Deployment").map((d) => d.object.spec.template.metadata.annotations?.["checksum/secret"]);
+        ds
+          .filter((d) => d.object.kind === "Deployment")
+          .map((d) => Object.entries(d.object.spec.template.metadata.annotations ?? {}).filter(([k]) => k.startsWith("checksum/")));
       assert.deepEqual(checksums(upgraded), checksums(install));
     });
 
@@ -1050,8 +1101,9 @@ for (const testCase of cases) {
       const tls = tlsSource(values) ? ["tls", ...(values.tls.clientCA.secretName ? ["client-ca"] : [])] : [];
       const token = values.controller.metricsToken.secretName ? ["metrics-token"] : [];
       const launcher = values.launcher.enabled ? ["worker-pod"] : [];
-      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token, ...launcher]]];
-      if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp"]]);
+      const curve = curveSource(values) ? ["curve"] : [];
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token, ...launcher, ...curve]]];
+      if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp", ...curve]]);
       for (const [deployment, component, own] of pairs) {
         const where = deployment.metadata.name;
         const spec = deployment.spec.template.spec;
@@ -1303,10 +1355,11 @@ describe("values.schema.json", () => {
     for (const text of [
       "tls:\n  existingSecret: my-tls\n",
       "tls:\n  certManager:\n    enabled: true\n    issuerRef: {name: ca, kind: ClusterIssuer}\n    duration: \"\"\n    renewBefore: 1h30m\n",
-      // The GitOps mode with a certificate that is not generated, or without TLS.
-      "auth: {existingSecret: t, generate: false}\ntls:\n  existingSecret: my-tls\n",
-      "auth: {existingSecret: t, generate: false}\ntls:\n  certManager: {enabled: true, issuerRef: {name: ca}}\n",
-      "auth: {existingSecret: t, generate: false}\ntls:\n  enabled: false\n",
+      // The GitOps mode with a certificate that is not generated, or without TLS (and a CURVE key
+      // from a Secret).
+      "auth: {existingSecret: t, generate: false}\ncurve: {existingSecret: c}\ntls:\n  existingSecret: my-tls\n",
+      "auth: {existingSecret: t, generate: false}\ncurve: {existingSecret: c}\ntls:\n  certManager: {enabled: true, issuerRef: {name: ca}}\n",
+      "auth: {existingSecret: t, generate: false}\ncurve: {existingSecret: c}\ntls:\n  enabled: false\n",
       // mTLS: the test pod has a client certificate, or there is no test pod.
       "tls:\n  clientCA: {secretName: client-ca}\ntests:\n  clientCertSecret: test-client\n",
       "tls:\n  clientCA: {secretName: client-ca}\ntests:\n  enabled: false\n",
@@ -1496,10 +1549,10 @@ describe("rendering errors", () => {
   it("fails when an extra volume takes the name of one of the chart's", () => {
     const result = renderWith("controller:\n  extraVolumes:\n    - name: tmp\n      emptyDir: {}\n");
     assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token, worker-pod\)/);
+    assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token, worker-pod, curve\)/);
     const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
     assert.notEqual(worker.status, 0);
-    assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp\)/);
+    assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp, curve\)/);
   });
 
   it("fails in the GitOps mode when the chart would generate the TLS certificate", () => {
@@ -1606,11 +1659,13 @@ describe("TLS on the gRPC API", () => {
     const install = render(options);
     const secret = tlsSecretOf(install);
     const tokens = findSecret(install, `${FULLNAME}-tokens`);
-    const cluster = writeTemp("tls-cluster.yaml", `${secret.text}\n---\n${tokens.text}\n`);
+    const curve = findSecret(install, `${FULLNAME}-curve`);
+    const cluster = writeTemp("tls-cluster.yaml", `${secret.text}\n---\n${tokens.text}\n---\n${curve.text}\n`);
     const first = renderText({ ...options, lookups: [cluster] });
     assert.equal(first, renderText({ ...options, lookups: [cluster] }));
     assert.equal(tlsSecretOf(parseManifests(first)).text, secret.text);
-    // Only the TLS Secret in the cluster: the tokens are new, the certificate is kept.
+    // Only the TLS Secret in the cluster: the tokens and the CURVE key are new, the certificate
+    // is kept.
     const tlsOnly = writeTemp("tls-only.yaml", `${secret.text}\n`);
     assert.equal(tlsSecretOf(render({ ...options, lookups: [tlsOnly] })).text, secret.text);
   });
@@ -1645,7 +1700,7 @@ describe("TLS on the gRPC API", () => {
     for (const flag of ["--tls-cert", "--tls-key", "--client-ca", "--health"]) assert.ok(!(flag in flags), flag);
     for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.deepEqual(container[probe].grpc, { port: 50051 }, probe);
     assert.deepEqual(container.ports.map((p) => p.name), ["grpc", "zmq", "publish", "metrics", "web"]);
-    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state", "worker-pod"]);
+    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state", "worker-pod", "curve"]);
     assert.ok(!runnerWords(docs).some((w) => w.startsWith("--tls")));
     assert.equal(tlsSecretOf(docs), undefined);
     assert.equal(objectOf(docs, "Certificate"), undefined);
@@ -1655,7 +1710,7 @@ describe("TLS on the gRPC API", () => {
   });
 
   it("uses tls.existingSecret as it is: no Secret, no Certificate, nothing random", () => {
-    const values = "auth: {existingSecret: loads-tokens, generate: false}\ntls:\n  existingSecret: my-controller-tls\n";
+    const values = "auth: {existingSecret: loads-tokens, generate: false}\ncurve: {existingSecret: loads-curve}\ntls:\n  existingSecret: my-controller-tls\n";
     const text = renderText(withValues(values));
     assert.equal(text, renderText(withValues(values)));
     const docs = parseManifests(text);
@@ -1669,6 +1724,7 @@ describe("TLS on the gRPC API", () => {
   it("renders a cert-manager Certificate valid against cert-manager's schema, for the Secret it mounts", () => {
     const values = [
       "auth: {existingSecret: loads-tokens}",
+      "curve: {existingSecret: loads-curve}",
       "tls:",
       "  certManager:",
       "    enabled: true",
@@ -1693,8 +1749,8 @@ describe("TLS on the gRPC API", () => {
     });
     assert.equal(tlsSecretOf(docs), undefined, "a generated Secret besides cert-manager's");
     assert.equal(controllerOf(docs).volumes.find((v) => v.name === "tls").secret.secretName, certificate.spec.secretName);
-    // With the tokens from a Secret too, nothing random: two renders without a cluster are
-    // identical (GitOps).
+    // With the tokens and the CURVE key from Secrets too, nothing random: two renders without a
+    // cluster are identical (GitOps).
     assert.equal(renderText(withValues(values)), renderText(withValues(values)));
     assert.match(renderNotes(withValues(values)), /issued and renewed by cert-manager: ClusterIssuer internal-ca/);
   });

@@ -109,11 +109,16 @@ const cases = [
   { name: "tests/helm/all-options.yaml", files: [path.join(here, "all-options.yaml")] },
 ];
 
-// Whether the chart generates nothing random for these values: no tokens (auth.existingSecret)
-// and no certificate (TLS off, or from a Secret or cert-manager), as templates/_helpers.tpl decides.
+// Whether the chart generates nothing random for these values: no tokens (auth.existingSecret),
+// no certificate (TLS off, or from a Secret or cert-manager) and no CURVE key (CURVE off, or from
+// a Secret), as templates/_helpers.tpl decides.
 function generatesNothing(values) {
-  const { auth, tls } = values;
-  return Boolean(auth.existingSecret) && (!tls.enabled || Boolean(tls.existingSecret) || tls.certManager.enabled);
+  const { auth, tls, curve } = values;
+  return (
+    Boolean(auth.existingSecret) &&
+    (!tls.enabled || Boolean(tls.existingSecret) || tls.certManager.enabled) &&
+    (!curve.enabled || Boolean(curve.existingSecret))
+  );
 }
 
 describe("helm lint --strict", () => {
@@ -131,7 +136,7 @@ describe("helm template renders what tools/helm-render renders", () => {
   for (const { name, files } of cases) {
     it(`the same objects, byte for byte, with ${name}`, () => {
       const helmDocs = parseManifests(helmTemplate(files));
-      // The Secrets Helm generated (tokens, certificate), given to helm-render as the cluster's
+      // The Secrets Helm generated (tokens, certificate, CURVE key), given to helm-render as the cluster's
       // lookup finds them: helm-render then keeps them, and the checksums over them agree.
       const secrets = helmDocs.filter((d) => d.object.kind === "Secret");
       const lookups = secrets.length ? [writeScratch("generated.yaml", secrets.map((d) => `---\n${d.text}\n`).join(""))] : [];
@@ -164,6 +169,7 @@ describe("helm template renders what tools/helm-render renders", () => {
     ["a required value", 'image:\n  repository: ""\n'],
     ["a fail of the templates", "worker:\n  enabled: true\n  autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}\n"],
     ["contradictory TLS values", "tls:\n  existingSecret: mine\n  certManager: {enabled: true, issuerRef: {name: ca}}\n"],
+    ["a CURVE key to generate in the GitOps mode", "auth: {existingSecret: t, generate: false}\ntls: {existingSecret: my-tls}\n"],
   ];
   for (const [what, text] of failing) {
     it(`and fails with the same message on ${what} (schema skipped)`, () => {
@@ -186,9 +192,9 @@ describe("helm template renders what tools/helm-render renders", () => {
 });
 
 describe("two helm template renders of the same values (GitOps: no drift)", () => {
-  // Without a cluster, `lookup` finds nothing: the chart generates new tokens and a new
-  // certificate on every render unless values make it generate nothing (auth.generate=false
-  // enforces that). Everything else must be stable.
+  // Without a cluster, `lookup` finds nothing: the chart generates new tokens, a new certificate
+  // and a new CURVE key on every render unless values make it generate nothing
+  // (auth.generate=false enforces that). Everything else must be stable.
   // What may change: the data of a generated Secret, and the checksums over it.
   const secretData = /^ {2}[-._a-zA-Z0-9]+: "[A-Za-z0-9+/=]*"$/;
   const checksum = /^ +checksum\/[-a-z]+: [0-9a-f]{64}$/;
@@ -321,6 +327,12 @@ describe("what Helm refuses", () => {
     ["a misspelt key", "controller:\n  workerTimout: 5\n", /at '\/controller': additional properties 'workerTimout' not allowed/],
     ["a string for an integer", "worker:\n  replicas: two\n", /at '\/worker\/replicas': got string, want integer/],
     ["the GitOps mode without a Secret", "auth:\n  generate: false\n", /at '\/auth\/existingSecret': minLength/],
+    [
+      "the GitOps mode with a generated CURVE key",
+      "auth:\n  existingSecret: t\n  generate: false\ntls:\n  existingSecret: my-tls\n",
+      /at '\/curve\/existingSecret': minLength/,
+    ],
+    ["curve.enabled as a string", "curve:\n  enabled: \"yes\"\n", /at '\/curve\/enabled': got string, want boolean/],
     ["launcher.kubernetesApiParallelism above 64", "launcher:\n  kubernetesApiParallelism: 65\n", /at '\/launcher\/kubernetesApiParallelism': maximum/],
     ["launcher.tolerations not a list", "launcher:\n  tolerations: {key: a}\n", /at '\/launcher\/tolerations': got object, want array/],
   ];

