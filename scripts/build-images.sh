@@ -16,6 +16,10 @@
 #   LOADS_IMAGE_ENGINE   docker or buildah (default: docker if its daemon answers, else buildah)
 #   LOADS_BUILD_JOBS     compile jobs inside the build stage (default 2)
 #   LOADS_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the first one in /etc/apt)
+#   LOADS_SOURCE_URL     the images' org.opencontainers.image.source and .url labels
+#                        (default: the `home` of helm/loads/Chart.yaml)
+#   SOURCE_DATE_EPOCH    the time of their org.opencontainers.image.created label, in seconds
+#                        since 1970 (default: the commit time of HEAD; without git, now)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "build-images: $*" >&2; }
@@ -36,6 +40,18 @@ revision="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ "$revision" != unknown ]] && [[ -n "$(git -C "$root" status --porcelain 2>/dev/null)" ]]; then
   revision="$revision-dirty"
 fi
+# org.opencontainers.image.created, RFC 3339 in UTC: the commit's time rather than the build's,
+# so that building one commit twice gives the same labels (reproducible-builds.org's
+# SOURCE_DATE_EPOCH, when set, wins). A -dirty revision still carries its commit's time.
+if [[ -n "${SOURCE_DATE_EPOCH:-}" ]]; then
+  epoch="$SOURCE_DATE_EPOCH"
+else
+  epoch="$(git -C "$root" log -1 --format=%ct 2>/dev/null || true)"
+  epoch="${epoch:-$(date +%s)}"
+fi
+created="$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)" || die "bad SOURCE_DATE_EPOCH '$epoch'"
+# org.opencontainers.image.source and .url: the chart's home, one address to set for both.
+source_url="${LOADS_SOURCE_URL:-$(sed -n 's/^home:[[:space:]]*//p' "$root/helm/loads/Chart.yaml" 2>/dev/null || true)}"
 
 engine="${LOADS_IMAGE_ENGINE:-}"
 if [[ -z "$engine" ]]; then
@@ -53,6 +69,7 @@ case "$engine" in
   *) die "LOADS_IMAGE_ENGINE must be docker or buildah, not '$engine'" ;;
 esac
 say "engine $engine, tag $tag, revision $revision, targets ${targets[*]}"
+say "labels: created $created, source ${source_url:-(none)}"
 
 # ---- base images --------------------------------------------------------------------------
 # The first Debian mirror (URI ending in /debian) or security mirror of /etc/apt, one-line or
@@ -174,6 +191,7 @@ for target in "${targets[@]}"; do
   name="${prefix}loads-$target:$tag"
   args=(--target "$target" -t "$name" -f "$root/docker/Dockerfile"
     --build-arg LOADS_VERSION="$version" --build-arg LOADS_REVISION="$revision"
+    --build-arg LOADS_CREATED="$created" --build-arg LOADS_SOURCE_URL="$source_url"
     --build-arg LOADS_BUILD_JOBS="$jobs")
   say "building $name"
   start=$SECONDS
