@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "loads/common/curve.h"
+#include "loads/common/url.h"
 #include "loads/version.h"
 #include "worker/src/zmq_worker.h"
 
@@ -33,6 +34,9 @@ int Usage(FILE* out, int code) {
       "  --id ID                 this worker's name (default HOST-PID)\n"
       "  --threads N             its capacity in engine threads (default: the CPUs)\n"
       "  --token-file FILE       the token the controller asks of workers (its first line)\n"
+      "  --metrics-token-file F  /metrics answers only \"Authorization: Bearer TOKEN\" with the\n"
+      "                          first line of F (needed for --metrics beyond loopback)\n"
+      "  --insecure              allow --metrics beyond loopback without a token\n"
       "  --curve-server-key KEY  speak CurveZMQ to a controller with this public key (Z85)\n"
       "  --curve-server-key-file FILE  the same, read from FILE (the key alone, or a\n"
       "                          \"public: KEY\" line; as Kubernetes mounts it from a Secret)\n"
@@ -69,6 +73,7 @@ int main(int argc, char** argv) {
   options.id = std::string(host) + "-" + std::to_string(getpid());
   options.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   options.work_dir = "/tmp/loads-worker-" + std::to_string(getpid());
+  bool insecure = false;
   const std::vector<std::string> args(argv + 1, argv + argc);
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -76,6 +81,10 @@ int main(int argc, char** argv) {
     if (arg == "--version") {
       std::printf("loads-worker %s\n", LOADS_SDK_VERSION);
       return 0;
+    }
+    if (arg == "--insecure") {
+      insecure = true;
+      continue;
     }
     if (i + 1 >= args.size()) {
       return arg.starts_with("--") ? Fail("option " + arg + " needs a value")
@@ -119,6 +128,7 @@ int main(int argc, char** argv) {
       auto key = loads::common::ReadCurvePublicKeyFile(value);
       if (!key.ok()) return Fail("--curve-server-key-file: " + key.status().message());
       options.curve_server_key = *key;
+      options.curve_server_key_file = value;
     } else if (arg == "--curve-key-file") {
       auto keys = loads::common::ReadCurveKeyFile(value);
       if (!keys.ok()) return Fail(keys.status().message());
@@ -142,11 +152,21 @@ int main(int argc, char** argv) {
         return Fail("invalid value for --metrics: '" + value + "' (expected HOST:PORT)");
       }
       options.metrics = value;
+    } else if (arg == "--metrics-token-file") {
+      std::ifstream file(value);
+      if (!file || !std::getline(file, options.metrics_token) || options.metrics_token.empty()) {
+        return Fail("cannot read the metrics token from " + value);
+      }
     } else if (arg == "--work-dir") {
       options.work_dir = value;
     } else {
       return Fail("unknown option '" + arg + "'");
     }
+  }
+  if (!options.metrics.empty() && !insecure && options.metrics_token.empty() &&
+      !loads::common::IsLoopbackHost(options.metrics.substr(0, options.metrics.rfind(':')))) {
+    return Fail("refusing to serve /metrics on " + options.metrics +
+                " without --metrics-token-file (or --insecure)");
   }
   if (!options.curve_secret_key.empty() && options.curve_server_key.empty()) {
     return Fail("--curve-key-file needs --curve-server-key (the controller's public key)");

@@ -1,12 +1,9 @@
 #include "loads/controller/metrics.h"
 
-#include <civetweb.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
 
 #include <algorithm>
 #include <functional>
@@ -14,46 +11,10 @@
 #include <optional>
 #include <set>
 
-#include "loads/common/exposer_options.h"
-#include "loads/common/secret.h"
+#include "loads/common/metrics_endpoint.h"
 
 namespace loads::controller {
 namespace {
-
-// /metrics behind `Authorization: Bearer TOKEN` (Prometheus' `authorization` with
-// `credentials_file`): prometheus-cpp's exposer only knows basic authentication, so with a token
-// the controller serves the registry itself, through CivetWeb.
-struct BearerEndpoint {
-  std::shared_ptr<prometheus::Registry> registry;
-  std::string token;
-  mg_context* context = nullptr;
-};
-
-int ServeMetrics(mg_connection* conn, void* data) {
-  auto* endpoint = static_cast<BearerEndpoint*>(data);
-  const char* header = mg_get_header(conn, "Authorization");
-  if (header == nullptr || !common::SameSecret(header, "Bearer " + endpoint->token)) {
-    const std::string body = "this endpoint needs \"Authorization: Bearer TOKEN\"\n";
-    mg_printf(conn,
-              "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: "
-              "text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-              body.size(), body.c_str());
-    return 401;
-  }
-  std::string body;
-  try {
-    body = prometheus::TextSerializer().Serialize(endpoint->registry->Collect());
-  } catch (const std::exception& e) {
-    mg_printf(conn, "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n");
-    return 500;
-  }
-  mg_printf(conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-            body.size());
-  mg_write(conn, body.data(), body.size());
-  return 200;
-}
 
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
@@ -88,8 +49,7 @@ std::string TestLabel(const std::string& test) {
 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;  // without a token
-  std::unique_ptr<BearerEndpoint> bearer;        // with one
+  std::unique_ptr<common::MetricsEndpoint> endpoint;  // stopped first (~Metrics)
   std::chrono::seconds retention;
 
   Family<Counter>& hits =
@@ -246,21 +206,7 @@ Metrics::Metrics(const std::string& address, std::chrono::seconds retention,
                  const std::string& token)
     : impl_(std::make_unique<Impl>()) {
   impl_->retention = retention;
-  if (token.empty()) {
-    impl_->exposer = std::make_unique<prometheus::Exposer>(common::ExposerOptions(address));
-    impl_->exposer->RegisterCollectable(impl_->registry);
-  } else {
-    impl_->bearer = std::make_unique<BearerEndpoint>();
-    impl_->bearer->registry = impl_->registry;
-    impl_->bearer->token = token;
-    const char* options[] = {"listening_ports", address.c_str(), "num_threads", "4", nullptr};
-    mg_callbacks callbacks{};
-    impl_->bearer->context = mg_start(&callbacks, nullptr, options);
-    if (impl_->bearer->context == nullptr) {
-      throw std::runtime_error("cannot listen on " + address);
-    }
-    mg_set_request_handler(impl_->bearer->context, "/metrics", ServeMetrics, impl_->bearer.get());
-  }
+  impl_->endpoint = std::make_unique<common::MetricsEndpoint>(address, impl_->registry, token);
   // Every reason from the start, at 0: a rate() over a series that appears only with the first
   // drop is empty ("No data") on a clean cluster, and increase() misses that first drop.
   for (const char* reason : kDropReasons) impl_->dropped.Add({{"reason", reason}});
@@ -269,18 +215,11 @@ Metrics::Metrics(const std::string& address, std::chrono::seconds retention,
 }
 
 Metrics::~Metrics() {
-  if (impl_->bearer && impl_->bearer->context) mg_stop(impl_->bearer->context);
+  // Its threads read the registry: stopped before the families go.
+  impl_->endpoint.reset();
 }
 
-int Metrics::port() const {
-  if (impl_->bearer) {
-    mg_server_port ports[2];
-    const int n = mg_get_server_ports(impl_->bearer->context, 2, ports);
-    return n > 0 ? ports[0].port : 0;
-  }
-  auto ports = impl_->exposer->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int Metrics::port() const { return impl_->endpoint->port(); }
 
 void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, double merge_delay) {
   Impl& m = *impl_;

@@ -15,6 +15,7 @@
 #include "loads/common/curve.h"
 #include "loads/common/run_spec.h"
 #include "loads/common/target_allow.h"
+#include "loads/common/url.h"
 #include "loads/version.h"
 
 namespace loads::controller {
@@ -100,10 +101,7 @@ Status HostPort(const std::string& option, const std::string& value, std::string
   return OkStatus();
 }
 
-bool Loopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host == "::1" ||
-         host.starts_with("127.");
-}
+bool Loopback(const std::string& host) { return common::IsLoopbackHost(host); }
 
 }  // namespace
 
@@ -135,7 +133,8 @@ const char* ControllerUsage() {
          "                          mount it: loads-worker --curve-server-key-file)\n"
          "  --allow-target PATTERN  runs may only send requests to these hosts (host, host:port,\n"
          "                          *.domain, address, network/bits); repeatable; default: any\n"
-         "  --insecure              allow non-loopback addresses without tokens\n"
+         "  --insecure              allow non-loopback addresses without tokens (and --publish\n"
+         "                          there without CURVE)\n"
          "  --metrics ADDRESS       Prometheus /metrics (default 127.0.0.1:9464; port 0 = any)\n"
          "  --metrics-retention S   keep a finished run's series S seconds (default 300)\n"
          "  --metrics-token-file FILE  /metrics answers only \"Authorization: Bearer TOKEN\"\n"
@@ -549,6 +548,17 @@ Status CheckOptions(const ControllerOptions& o) {
   }
   if (!o.tls_cert.empty()) {
     if (Status pair = CheckKeyPair(o.tls_cert, o.tls_key); !pair.ok()) return pair;
+  }
+  if (!o.insecure && !Loopback(o.metrics.substr(0, o.metrics.rfind(':'))) &&
+      o.metrics_token.empty()) {
+    return FailedPreconditionError("refusing to serve /metrics on " + o.metrics +
+                                   " without --metrics-token-file (or --insecure)");
+  }
+  const std::string& publish = o.broker.publish;
+  if (!o.insecure && publish.starts_with("tcp://") &&
+      !Loopback(publish.substr(6, publish.rfind(':') - 6)) && o.broker.curve_secret_key.empty()) {
+    return FailedPreconditionError("refusing to publish results on " + publish +
+                                   " in clear text without --curve-key-file (or --insecure)");
   }
   if (!o.web.empty() && !o.insecure && !Loopback(o.web.substr(0, o.web.rfind(':'))) &&
       o.api_token.empty()) {

@@ -258,6 +258,27 @@ function curveSecretName(values) {
   return values.curve.existingSecret || `${FULLNAME}-curve`;
 }
 
+// The Secret of the metrics token (controller.metricsToken.secretName, else the tokens Secret), and
+// whether the chart generates it (into <fullname>-tokens), as templates/_helpers.tpl decides.
+function metricsTokenSecretName(values) {
+  return values.controller.metricsToken.secretName || tokensSecretName(values);
+}
+function metricsTokenGenerated(values) {
+  return !values.auth.existingSecret && metricsTokenSecretName(values) === `${FULLNAME}-tokens`;
+}
+
+// The namespaces other than the release's of the monitors that read a generated metrics token:
+// the chart copies it into <fullname>-metrics-token there.
+function metricsTokenCopies(values) {
+  if (!metricsTokenGenerated(values)) return [];
+  const here = namespaceOf(values);
+  const there = [];
+  for (const monitor of [values.serviceMonitor, values.podMonitor]) {
+    if (monitor.enabled && (monitor.namespace || here) !== here) there.push(monitor.namespace);
+  }
+  return [...new Set(there)];
+}
+
 // Where the chart mounts the CURVE keys (the Secret's controller.key, or its public-key).
 const CURVE_DIR = "/var/run/loads-curve";
 
@@ -425,7 +446,8 @@ for (const testCase of cases) {
         {
           grpc: 50051,
           zmq: 5555,
-          publish: 5556,
+          // Published beyond the pod with CURVE only (127.0.0.1 without).
+          ...(curveSource(values) ? { publish: 5556 } : {}),
           metrics: 9464,
           ...(values.web.enabled ? { web: values.web.port } : {}),
         },
@@ -448,8 +470,12 @@ for (const testCase of cases) {
       const expected = {
         "--grpc": "0.0.0.0:50051",
         "--zmq": "tcp://0.0.0.0:5555",
-        "--publish": "tcp://0.0.0.0:5556",
+        // Without CURVE the results stream stays on the pod's loopback: the controller refuses it
+        // in clear text beyond.
+        "--publish": curveSource(values) ? "tcp://0.0.0.0:5556" : "tcp://127.0.0.1:5556",
         "--metrics": "0.0.0.0:9464",
+        // Always: the controller refuses --metrics beyond loopback without it.
+        "--metrics-token-file": "/var/run/loads-metrics/token",
         "--token-file": "/var/run/loads/worker-token",
         "--api-token-file": "/var/run/loads/api-token",
         "--worker-timeout": String(values.controller.workerTimeout),
@@ -457,9 +483,6 @@ for (const testCase of cases) {
         "--state-dir": "/var/lib/loads/state",
         "--restart-grace": String(values.controller.restartGrace),
       };
-      if (values.controller.metricsToken.secretName) {
-        expected["--metrics-token-file"] = "/var/run/loads-metrics/token";
-      }
       if (values.web.enabled) expected["--web"] = `0.0.0.0:${values.web.port}`;
       if (tlsSource(values)) {
         Object.assign(expected, {
@@ -810,10 +833,12 @@ for (const testCase of cases) {
       const secret = secretDoc.object;
       assert.equal(secret.metadata.name, `${FULLNAME}-tokens`);
       assert.equal(secret.type, "Opaque");
-      assert.deepEqual(Object.keys(secret.data).sort(), ["api-token", "worker-token"]);
+      // The metrics token too, when it is not in a Secret of yours (controller.metricsToken).
+      const metricsKey = metricsTokenGenerated(values) ? [values.controller.metricsToken.key] : [];
+      assert.deepEqual(Object.keys(secret.data).sort(), ["api-token", "worker-token", ...metricsKey].sort());
       const tokens = Object.values(secret.data).map((v) => Buffer.from(v, "base64").toString());
       for (const token of tokens) assert.match(token, /^[A-Za-z0-9]{32}$/);
-      assert.notEqual(tokens[0], tokens[1], "one token for both roles");
+      assert.equal(new Set(tokens).size, tokens.length, "one token for two roles");
       // Helm's `include ... | sha256sum` hashes the template's output, which ends with a newline
       // that the printed document is trimmed of.
       const checksum = sha256(`${secretDoc.text}\n`);
@@ -928,6 +953,8 @@ for (const testCase of cases) {
         "--token-file": "/var/run/loads/worker-token",
         "--work-dir": "/tmp/loads",
         "--metrics": "0.0.0.0:9465",
+        // The worker refuses --metrics beyond loopback without it: the controller's token.
+        "--metrics-token-file": "/var/run/loads-metrics/token",
         "--threads": values.worker.threads ? String(values.worker.threads) : "$(LOADS_CPU_LIMIT)",
         "--controller-timeout": String(values.worker.controllerTimeout),
         ...(curveSource(values) ? { "--curve-server-key-file": `${CURVE_DIR}/public-key` } : {}),
@@ -943,9 +970,11 @@ for (const testCase of cases) {
       });
       assert.deepEqual(container.env.slice(2), values.worker.extraEnv);
       assert.ok(find("Service", CONTROLLER), "workers connect to a Service that is not rendered");
-      // A worker has no server but its metrics: the liveness probe reads them.
+      // A worker has no server but its metrics: the liveness probe connects to their port (an
+      // HTTP probe would get 401 without the token; metrics-token.test.mjs runs the real worker).
       assert.deepEqual(container.ports, [{ name: "metrics", containerPort: 9465, protocol: "TCP" }]);
-      assert.deepEqual(container.livenessProbe.httpGet, { path: "/metrics", port: "metrics" });
+      assert.deepEqual(container.livenessProbe.tcpSocket, { port: "metrics" });
+      assert.equal(container.livenessProbe.httpGet, undefined);
       assert.equal(container.readinessProbe, undefined);
     });
 
@@ -981,6 +1010,12 @@ for (const testCase of cases) {
       assert.equal(endpoint.interval, values.serviceMonitor.interval || undefined);
       assert.equal(endpoint.scrapeTimeout, values.serviceMonitor.scrapeTimeout || undefined);
       assert.ok(subsetOf(values.serviceMonitor.labels, monitor.metadata.labels), "labels for Prometheus");
+      // Always with the metrics token, from the Secret of the monitor's namespace.
+      const copied = metricsTokenCopies(values).includes(monitor.metadata.namespace);
+      assert.deepEqual(endpoint.authorization, {
+        type: "Bearer",
+        credentials: { name: copied ? `${FULLNAME}-metrics-token` : metricsTokenSecretName(values), key: values.controller.metricsToken.key },
+      });
     });
 
     it("has a helm test pod that runs a small run through the controller", () => {
@@ -1061,7 +1096,10 @@ for (const testCase of cases) {
       const generated = install.filter((d) => d.object.kind === "Secret");
       assert.equal(
         generated.length,
-        Number(!values.auth.existingSecret) + Number(tlsSource(values) === "generated") + Number(curveSource(values) === "generated"),
+        Number(!values.auth.existingSecret) +
+          Number(tlsSource(values) === "generated") +
+          Number(curveSource(values) === "generated") +
+          metricsTokenCopies(values).length,
       );
       if (!generated.length) {
         // Nothing random is rendered: no lookup needed, as under `helm template` (GitOps).
@@ -1099,11 +1137,10 @@ for (const testCase of cases) {
 
     it("adds the extra env, args, volumes and mounts of the values, after the chart's", () => {
       const tls = tlsSource(values) ? ["tls", ...(values.tls.clientCA.secretName ? ["client-ca"] : [])] : [];
-      const token = values.controller.metricsToken.secretName ? ["metrics-token"] : [];
       const launcher = values.launcher.enabled ? ["worker-pod"] : [];
       const curve = curveSource(values) ? ["curve"] : [];
-      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, ...token, ...launcher, ...curve]]];
-      if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp", ...curve]]);
+      const pairs = [[controller(), values.controller, ["tokens", "tmp", "state", ...tls, "metrics-token", ...launcher, ...curve]]];
+      if (workers()) pairs.push([workers(), values.worker, ["tokens", "tmp", "metrics-token", ...curve]]);
       for (const [deployment, component, own] of pairs) {
         const where = deployment.metadata.name;
         const spec = deployment.spec.template.spec;
@@ -1223,6 +1260,7 @@ for (const testCase of cases) {
       ];
       const expected = {
         grpc: [testPeer, ...np.allowFrom.api],
+        // Not in the Service without CURVE (checked above), nor in the policy (the loop below).
         publish: [testPeer, ...np.allowFrom.api],
         zmq: [...workerPeers, ...np.allowFrom.workers],
         metrics: np.allowFrom.metrics,
@@ -1552,7 +1590,7 @@ describe("rendering errors", () => {
     assert.match(result.stderr, /controller\.extraVolumes: the name "tmp" is one of the chart's volumes \(tokens, tmp, state, tls, client-ca, metrics-token, worker-pod, curve\)/);
     const worker = renderWith("worker:\n  enabled: true\n  extraVolumes:\n    - name: tokens\n      emptyDir: {}\n");
     assert.notEqual(worker.status, 0);
-    assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp, curve\)/);
+    assert.match(worker.stderr, /worker\.extraVolumes: the name "tokens" is one of the chart's volumes \(tokens, tmp, metrics-token, curve\)/);
   });
 
   it("fails in the GitOps mode when the chart would generate the TLS certificate", () => {
@@ -1700,7 +1738,7 @@ describe("TLS on the gRPC API", () => {
     for (const flag of ["--tls-cert", "--tls-key", "--client-ca", "--health"]) assert.ok(!(flag in flags), flag);
     for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) assert.deepEqual(container[probe].grpc, { port: 50051 }, probe);
     assert.deepEqual(container.ports.map((p) => p.name), ["grpc", "zmq", "publish", "metrics", "web"]);
-    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state", "worker-pod", "curve"]);
+    assert.deepEqual(spec.volumes.map((v) => v.name), ["tokens", "tmp", "state", "metrics-token", "worker-pod", "curve"]);
     assert.ok(!runnerWords(docs).some((w) => w.startsWith("--tls")));
     assert.equal(tlsSecretOf(docs), undefined);
     assert.equal(objectOf(docs, "Certificate"), undefined);

@@ -418,7 +418,7 @@ describe("CURVE values the chart refuses", () => {
     const controller = renderFails("controller:\n  extraVolumes:\n    - name: curve\n      emptyDir: {}\n");
     assert.match(controller.stderr, /controller\.extraVolumes: the name "curve" is one of the chart's volumes/);
     const worker = renderFails("worker:\n  enabled: true\n  extraVolumes:\n    - name: curve\n      emptyDir: {}\n");
-    assert.match(worker.stderr, /worker\.extraVolumes: the name "curve" is one of the chart's volumes \(tokens, tmp, curve\)/);
+    assert.match(worker.stderr, /worker\.extraVolumes: the name "curve" is one of the chart's volumes \(tokens, tmp, metrics-token, curve\)/);
   });
 
   const bad = [

@@ -170,6 +170,7 @@ describe("helm template renders what tools/helm-render renders", () => {
     ["a fail of the templates", "worker:\n  enabled: true\n  autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}\n"],
     ["contradictory TLS values", "tls:\n  existingSecret: mine\n  certManager: {enabled: true, issuerRef: {name: ca}}\n"],
     ["a CURVE key to generate in the GitOps mode", "auth: {existingSecret: t, generate: false}\ntls: {existingSecret: my-tls}\n"],
+    ["the API token's key as the metrics token's", "controller:\n  metricsToken: {key: api-token}\n"],
   ];
   for (const [what, text] of failing) {
     it(`and fails with the same message on ${what} (schema skipped)`, () => {

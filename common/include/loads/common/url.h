@@ -37,6 +37,10 @@ bool IsHttpMethod(std::string_view text);
 // `text` with ASCII letters in lower case (host names and schemes compare this way).
 std::string AsciiLower(std::string_view text);
 
+// Whether a listening host ("127.0.0.1", "localhost", "[::1]") is this machine's loopback: what
+// may be served there without a credential.
+bool IsLoopbackHost(std::string_view host);
+
 // Percent-encodes a query component (RFC 3986 unreserved characters are kept).
 std::string UrlEncode(std::string_view text);
 
