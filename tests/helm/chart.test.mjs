@@ -326,6 +326,7 @@ it("has the examples the documentation names", () => {
     "placement",
     "hardened",
     "mtls",
+    "keda",
   ]) {
     assert.ok(names.includes(`examples/${name}.yaml`), `examples/${name}.yaml is missing`);
   }
@@ -484,6 +485,8 @@ for (const testCase of cases) {
         "--restart-grace": String(values.controller.restartGrace),
       };
       if (values.web.enabled) expected["--web"] = `0.0.0.0:${values.web.port}`;
+      // One --allow-target per pattern, in order; none for an empty list (any host).
+      if (values.controller.allowTargets.length) expected["--allow-target"] = values.controller.allowTargets;
       if (tlsSource(values)) {
         Object.assign(expected, {
           "--tls-cert": "/var/run/loads-tls/tls.crt",
@@ -916,13 +919,21 @@ for (const testCase of cases) {
     it("runs standing workers only when asked, replicas or autoscaler", () => {
       const deployment = workers();
       const hpa = find("HorizontalPodAutoscaler");
+      const scaledObject = find("ScaledObject");
       if (!values.worker.enabled) {
         assert.equal(deployment, undefined);
         assert.equal(hpa, undefined);
+        assert.equal(scaledObject, undefined);
         return;
       }
       assert.ok(deployment, "no worker Deployment");
-      if (values.worker.autoscaling.enabled) {
+      // KEDA's ScaledObject instead of the chart's autoscaler (keda.test.mjs checks it).
+      assert.equal(Boolean(scaledObject), values.worker.keda.enabled, "ScaledObject");
+      if (values.worker.keda.enabled) {
+        assert.ok(!("replicas" in deployment.spec), "replicas fight KEDA's autoscaler");
+        assert.equal(hpa, undefined, "two autoscalers");
+        assert.deepEqual(scaledObject.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: deployment.metadata.name });
+      } else if (values.worker.autoscaling.enabled) {
         assert.ok(!("replicas" in deployment.spec), "replicas fight the autoscaler");
         assert.ok(hpa, "no HorizontalPodAutoscaler");
         assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: deployment.metadata.name });
@@ -1022,6 +1033,7 @@ for (const testCase of cases) {
       const pod = testPod();
       if (!values.tests.enabled) {
         assert.equal(pod, undefined, "a test pod despite tests.enabled=false");
+        assert.equal(find("Service", `${FULLNAME}-test-run`), undefined, "a test Service despite tests.enabled=false");
         return;
       }
       assert.ok(pod, "no test pod");
@@ -1048,7 +1060,8 @@ for (const testCase of cases) {
         ...(tls ? ["--tls-ca", "/var/run/loads-tls/ca.crt"] : []),
         ...(mtls ? ["--tls-cert", "/var/run/loads-client-cert/tls.crt", "--tls-key", "/var/run/loads-client-cert/tls.key"] : []),
         "--url",
-        '"http://${POD_IP}:8080/"',
+        // Its headless Service's name: a .svc name, which the default controller.allowTargets allows.
+        `"http://${FULLNAME}-test-run.${namespaceOf(values)}.svc:8080/"`,
         "-u",
         "2",
         "--hits",
@@ -1057,7 +1070,21 @@ for (const testCase of cases) {
         "1",
       ]);
       assert.match(script, /^loads-demo-target --address 0\.0\.0\.0 --port 8080 /m);
-      assert.deepEqual(container.env, [{ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } }]);
+      // The run starts once the Service's name resolves.
+      assert.ok(script.includes(`until getent hosts ${FULLNAME}-test-run.${namespaceOf(values)}.svc > /dev/null; do`), script);
+      assert.equal(container.env, undefined);
+      // The headless Service of that name, a test hook too, selecting this pod alone.
+      const service = find("Service", `${FULLNAME}-test-run`);
+      assert.ok(service, "no Service for the test pod's target");
+      assert.equal(service.metadata.annotations["helm.sh/hook"], "test");
+      assert.equal(service.spec.clusterIP, "None");
+      assert.equal(service.spec.publishNotReadyAddresses, true);
+      assert.ok(subsetOf(service.spec.selector, pod.metadata.labels), "the Service does not select the test pod");
+      for (const other of podSpecs(docs)) {
+        if (other.owner === pod) continue;
+        assert.ok(!subsetOf(service.spec.selector, other.metadata.labels), `the test Service selects ${other.owner.metadata.name}`);
+      }
+      assert.deepEqual(service.spec.ports, [{ name: "demo-target", port: 8080, targetPort: "demo-target", protocol: "TCP" }]);
       // The CA only (never the controller's key), and the client certificate with mTLS.
       const volumes = Object.fromEntries(pod.spec.volumes.map((v) => [v.name, v]));
       const mounts = Object.fromEntries(container.volumeMounts.map((m) => [m.name, m]));

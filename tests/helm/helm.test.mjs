@@ -171,6 +171,11 @@ describe("helm template renders what tools/helm-render renders", () => {
     ["contradictory TLS values", "tls:\n  existingSecret: mine\n  certManager: {enabled: true, issuerRef: {name: ca}}\n"],
     ["a CURVE key to generate in the GitOps mode", "auth: {existingSecret: t, generate: false}\ntls: {existingSecret: my-tls}\n"],
     ["the API token's key as the metrics token's", "controller:\n  metricsToken: {key: api-token}\n"],
+    ["a target list that refuses the `helm test` pod's run", "controller:\n  allowTargets: [api.example.com]\n"],
+    [
+      "KEDA and the chart's HorizontalPodAutoscaler both on",
+      "worker:\n  enabled: true\n  autoscaling: {enabled: true}\n  keda: {enabled: true, serverAddress: http://prometheus:9090}\n",
+    ],
   ];
   for (const [what, text] of failing) {
     it(`and fails with the same message on ${what} (schema skipped)`, () => {
@@ -295,7 +300,8 @@ describe("as a subchart of tests/helm/umbrella", () => {
 });
 
 describe("helm install --dry-run=client", () => {
-  // Helm prints the hooks (the `helm test` pod), the manifest and the notes in sections.
+  // Helm prints the hooks (the `helm test` pod and the Service of its target), the manifest and
+  // the notes in sections.
   const sections = (out) => {
     const match = /\nHOOKS:\n([\s\S]*)\nMANIFEST:\n([\s\S]*)\nNOTES:\n([\s\S]*)$/.exec(out);
     assert.ok(match, out.slice(0, 500));
@@ -309,8 +315,9 @@ describe("helm install --dry-run=client", () => {
       const out = helmOk(["install", RELEASE, chartDir, "--namespace", NAMESPACE, "--dry-run=client", ...valueArgs(files)]);
       assert.match(out, /^STATUS: pending-install$/m);
       const { hooks, manifest, notes } = sections(out);
-      assert.deepEqual(hooks.map((d) => d.object.kind), ["Pod"]);
-      assert.equal(hooks[0].object.metadata.annotations["helm.sh/hook"], "test");
+      // In the order Helm creates them: the Service first, so that its name exists for the pod's run.
+      assert.deepEqual(hooks.map((d) => d.object.kind), ["Service", "Pod"]);
+      for (const hook of hooks) assert.equal(hook.object.metadata.annotations["helm.sh/hook"], "test");
       const installed = [...hooks, ...manifest];
       const templated = parseManifests(helmTemplate(files));
       assert.deepEqual([...byObject(installed).keys()].sort(), [...byObject(templated).keys()].sort());
@@ -336,6 +343,8 @@ describe("what Helm refuses", () => {
     ["curve.enabled as a string", "curve:\n  enabled: \"yes\"\n", /at '\/curve\/enabled': got string, want boolean/],
     ["launcher.kubernetesApiParallelism above 64", "launcher:\n  kubernetesApiParallelism: 65\n", /at '\/launcher\/kubernetesApiParallelism': maximum/],
     ["launcher.tolerations not a list", "launcher:\n  tolerations: {key: a}\n", /at '\/launcher\/tolerations': got object, want array/],
+    ["a target pattern with a space", 'controller:\n  allowTargets: ["example.com 8080"]\n', /at '\/controller\/allowTargets\/0': 'example\.com 8080' does not match pattern/],
+    ["KEDA without a Prometheus address", "worker:\n  keda: {enabled: true}\n", /at '\/worker\/keda\/serverAddress': minLength/],
   ];
   for (const [what, text, message] of bad) {
     it(`lint --strict and template refuse ${what} through values.schema.json`, () => {

@@ -32,6 +32,7 @@ import {
   ServiceMonitor,
 } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import { Certificate } from "@kubernetes-models/cert-manager/cert-manager.io/v1";
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const chartDir = path.join(repoRoot, "helm/loads");
@@ -55,6 +56,8 @@ export const models = {
   "monitoring.coreos.com/v1/PodMonitor": PodMonitor,
   "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
   "cert-manager.io/v1/Certificate": Certificate,
+  // KEDA's CRD schema (v2.10.1) as @kubernetes-models/keda ships it.
+  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
 };
 
 let rendererPath = process.env.LOADS_HELM_RENDER;
@@ -215,8 +218,12 @@ export function podSpecs(docs) {
 // Flags of the chart's binaries that take no value (true in flagsOf's answer).
 export const SWITCHES = ["--curve-any-worker"];
 
-// A container's args as {flag: value} (a switch: true); a flag given twice is an error.
-export function flagsOf(args, repeatable = ["--image-pull-secret"], switches = SWITCHES) {
+// Flags that may be given more than once (a list in flagsOf's answer).
+export const REPEATABLE = ["--image-pull-secret", "--allow-target"];
+
+// A container's args as {flag: value} (a switch: true, a repeatable flag: the list of its values);
+// a flag given twice is an error otherwise.
+export function flagsOf(args, repeatable = REPEATABLE, switches = SWITCHES) {
   const flags = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];

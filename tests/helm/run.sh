@@ -4,10 +4,14 @@
 # chart.test.mjs, helm.test.mjs, monitoring.test.mjs (the alerts need promtool, of Debian's
 # prometheus package), quantities.test.mjs, launcher-pod.test.mjs (the launched worker pods'
 # template, given to the real loads-controller of LOADS_BIN_DIR), curve.test.mjs (CurveZMQ: the
-# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server) and
+# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server),
 # metrics-token.test.mjs (the metrics token the pods mount and the monitors send, --publish without
 # CURVE, the probes, and every rendered controller and standing worker run with its rendered flags
-# by the real binaries) with Node's test runner.
+# by the real binaries), allow-target.test.mjs (controller.allowTargets: the --allow-target flags,
+# the schema, the real loads-controller reading every rendered list and agreeing with the chart on
+# the `helm test` pod's target) and keda.test.mjs (the optional KEDA ScaledObject of the standing
+# workers: KEDA's CRD schema, its default query through promtool, the values refused) with Node's
+# test runner.
 #
 # Both renderers are needed. Real Helm lints the chart, validates values with its schema, installs it
 # (client-side dry run), uses it as a subchart, and must render what helm-render renders
@@ -30,4 +34,4 @@ helm="$("$here/install-helm.sh" "$out")"
 export LOADS_HELM="$helm"
 cd "$here"
 exec node --test chart.test.mjs helm.test.mjs monitoring.test.mjs quantities.test.mjs launcher-pod.test.mjs \
-  curve.test.mjs metrics-token.test.mjs
+  curve.test.mjs metrics-token.test.mjs allow-target.test.mjs keda.test.mjs

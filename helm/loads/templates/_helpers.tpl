@@ -532,3 +532,45 @@ with (dict "ctx" $ "kind" "ServiceMonitor" "monitor" VALUES). Nothing in the rel
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether controller.allowTargets lets runs send requests to HOST:PORT, as loads-controller
+--allow-target decides for a URL that names a host (common/include/loads/common/target_allow.h):
+"true" or nothing. Call with (dict "patterns" LIST "host" NAME "port" PORT). A name is allowed
+by a name pattern only, compared case-insensitively and not resolved: NAME (that host), *.DOMAIN
+(hosts under DOMAIN, not DOMAIN itself), either optionally with :PORT; address and network
+patterns never allow a name. An empty list allows every host (no --allow-target at all).
+*/}}
+{{- define "loads.allowsTarget" -}}
+{{- $host := lower .host }}
+{{- $allowed := not .patterns }}
+{{- range .patterns }}
+{{- $pattern := lower . }}
+{{- $port := "" }}
+{{- $parts := splitList ":" $pattern }}
+{{- if eq (len $parts) 2 }}
+{{- $pattern = first $parts }}
+{{- $port = last $parts }}
+{{- end }}
+{{- if or (not $port) (eq (atoi $port) (int $.port)) }}
+{{- if eq $pattern $host }}
+{{- $allowed = true }}
+{{- else if hasPrefix "*." $pattern }}
+{{- $suffix := trimPrefix "*" $pattern }}
+{{- if and (hasSuffix $suffix $host) (gt (len $host) (len $suffix)) }}
+{{- $allowed = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $allowed }}true{{ end }}
+{{- end }}
+
+{{/*
+The `helm test` pod's target, the host its run names: the headless Service <fullname>-test-run
+(templates/tests/test-run-service.yaml), a .svc name that the default controller.allowTargets
+allows.
+*/}}
+{{- define "loads.testTargetHost" -}}
+{{- printf "%s.%s.svc" (include "loads.componentName" (dict "ctx" . "suffix" "test-run")) (include "loads.namespace" .) }}
+{{- end }}
