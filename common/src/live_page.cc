@@ -6,6 +6,7 @@
 #include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <system_error>
 #include <thread>
 
 #include "loads/common/html_report.h"
@@ -323,12 +324,28 @@ namespace {
 
 int HandleRequest(mg_connection* conn, void* data) {
   auto* impl = static_cast<LivePageServer::Impl*>(data);
+  // CivetWeb's threads have the stack its build chose (Debian's: 100 KiB), which formatting a
+  // report can overrun (an AddressSanitizer build of the controller did): the request is served
+  // on a thread of the default size, which this one waits for. A few requests a second at most.
+  int status = 500;
+  std::string error;
   try {
-    return impl->Handle(conn);
-  } catch (const std::exception& e) {
-    SendError(conn, 500, "Internal Server Error", e.what());
+    std::thread([&] {
+      try {
+        status = impl->Handle(conn);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }).join();
+  } catch (const std::system_error& e) {
+    SendError(conn, 503, "Service Unavailable", std::string("no thread for it: ") + e.what());
+    return 503;
+  }
+  if (!error.empty()) {
+    SendError(conn, 500, "Internal Server Error", error);
     return 500;
   }
+  return status;
 }
 
 int LogMessage(const mg_connection* conn, const char* message) {

@@ -234,7 +234,10 @@ bool ReadAssignment(Reader& r, const msgpack::object& o, Assignment* a) {
       ok = ReadLoad(r, v, &a->load);
     } else if (key == "allow_targets") {
       if (!r.Array(v, field, SIZE_MAX)) return false;
-      if (v.via.array.size > 100) return r.Fail(field, "at most 100 patterns");
+      if (v.via.array.size > TargetAllowList::kMaxPatterns) {
+        return r.Fail(field,
+                      "at most " + std::to_string(TargetAllowList::kMaxPatterns) + " patterns");
+      }
       for (uint32_t j = 0; j < v.via.array.size; ++j) {
         std::string pattern;
         if (!r.String(v.via.array.ptr[j], field, &pattern)) return false;

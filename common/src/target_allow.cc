@@ -32,6 +32,10 @@ bool ValidName(std::string_view name) {
 }  // namespace
 
 StatusOr<TargetAllowList> TargetAllowList::Parse(const std::vector<std::string>& patterns) {
+  if (patterns.size() > kMaxPatterns) {
+    return InvalidArgumentError("--allow-target: at most " + std::to_string(kMaxPatterns) +
+                                " patterns (" + std::to_string(patterns.size()) + " given)");
+  }
   TargetAllowList list;
   for (const std::string& pattern : patterns) {
     const auto invalid = [&](const std::string& why) {

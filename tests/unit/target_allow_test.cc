@@ -48,5 +48,17 @@ TEST(TargetAllowList, BadPatternsNameThemselves) {
   }
 }
 
+// Every worker refuses an assignment with more (protocol.cc): a controller must not start with
+// a list it cannot hand out.
+TEST(TargetAllowList, AtMost100Patterns) {
+  std::vector<std::string> patterns;
+  for (int i = 0; i < 100; ++i) patterns.push_back("h" + std::to_string(i) + ".example.com");
+  EXPECT_TRUE(TargetAllowList::Parse(patterns).ok());
+  patterns.push_back("one-more.example.com");
+  auto list = TargetAllowList::Parse(patterns);
+  ASSERT_FALSE(list.ok());
+  EXPECT_EQ(list.status().message(), "--allow-target: at most 100 patterns (101 given)");
+}
+
 }  // namespace
 }  // namespace loads::common

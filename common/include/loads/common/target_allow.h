@@ -21,7 +21,9 @@ namespace loads::common {
 // Thread safety: immutable after Parse; any number of threads may call Allows.
 class TargetAllowList {
  public:
-  // INVALID_ARGUMENT naming the pattern at fault.
+  // At most this many patterns: an assignment carries them to every worker.
+  static constexpr size_t kMaxPatterns = 100;
+  // INVALID_ARGUMENT naming the pattern at fault, or saying there are too many.
   static StatusOr<TargetAllowList> Parse(const std::vector<std::string>& patterns);
 
   bool empty() const { return rules_.empty(); }
