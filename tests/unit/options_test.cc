@@ -179,7 +179,7 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
          s.clear_url();
          s.set_scenario("{");
        }},
-      {"spec.worker_cpu", [](v1::RunSpec& s) { s.set_worker_cpu("1e3"); }},
+      {"spec.worker_cpu", [](v1::RunSpec& s) { s.set_worker_cpu("1e3x"); }},
       {"spec.metadata", [](v1::RunSpec& s) { (*s.mutable_metadata())["a b"] = "c"; }},
       {"spec.metadata", [](v1::RunSpec& s) { (*s.mutable_metadata())["k"] = "x\ny"; }},
       // The load models, not mixed and bounded.
