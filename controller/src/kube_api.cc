@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -308,28 +309,6 @@ std::string Base64(const std::string& data) {
   return out;
 }
 
-std::string Explain(const KubeResponse& r) {
-  if (r.status == 0) return r.error;
-  const auto body = nlohmann::json::parse(r.body, nullptr, false);
-  std::string message = "HTTP " + std::to_string(r.status);
-  if (body.is_object() && body.contains("message") && body["message"].is_string()) {
-    message += ": " + body["message"].get<std::string>();
-  }
-  return message;
-}
-
-// A request retried as RetryDelay says until `deadline`; the last answer.
-KubeResponse CallWithRetry(KubeApi& api, const std::string& method, const std::string& path,
-                           const std::string& body,
-                           std::chrono::steady_clock::time_point deadline) {
-  for (int attempt = 1;; ++attempt) {
-    KubeResponse r = api.Call(method, path, body);
-    const auto delay = RetryDelay(r, attempt);
-    if (!delay || std::chrono::steady_clock::now() + *delay > deadline) return r;
-    std::this_thread::sleep_for(*delay);
-  }
-}
-
 }  // namespace
 
 Status SetSecretKey(KubeApi& api, const std::string& namespace_name, const std::string& name,
@@ -359,6 +338,34 @@ Status SetSecretKey(KubeApi& api, const std::string& namespace_name, const std::
                             name + ": " + Explain(patched));
   }
   return OkStatus();
+}
+
+std::string Explain(const KubeResponse& r) {
+  if (r.status == 0) return r.error;
+  const auto body = nlohmann::json::parse(r.body, nullptr, false);
+  std::string message = "HTTP " + std::to_string(r.status);
+  if (body.is_object() && body.contains("message") && body["message"].is_string()) {
+    message += ": " + body["message"].get<std::string>();
+  }
+  return message;
+}
+
+KubeResponse CallWithRetry(KubeApi& api, const std::string& method, const std::string& path,
+                           const std::string& body, std::chrono::steady_clock::time_point deadline,
+                           const std::atomic<bool>* cancel, int* gave_up_after) {
+  thread_local std::minstd_rand jitter(std::random_device{}());
+  if (gave_up_after) *gave_up_after = 0;
+  for (int attempt = 1;; ++attempt) {
+    KubeResponse r = api.Call(method, path, body);
+    const auto delay = RetryDelay(r, attempt);
+    if (!delay) return r;
+    const auto wait = *delay + std::chrono::milliseconds(jitter() % (delay->count() / 5 + 1));
+    if (std::chrono::steady_clock::now() + wait > deadline || (cancel && *cancel)) {
+      if (gave_up_after) *gave_up_after = attempt;
+      return r;
+    }
+    std::this_thread::sleep_for(wait);
+  }
 }
 
 std::string StatusReason(const std::string& body) {

@@ -59,17 +59,6 @@ std::string Hash12(const std::string& text) {
   return std::string(out, 12);
 }
 
-// The API server's own explanation, from its Status object when it sent one.
-std::string Explain(const KubeResponse& r) {
-  if (r.status == 0) return r.error;
-  const Json body = Json::parse(r.body, nullptr, false);
-  std::string message = "HTTP " + std::to_string(r.status);
-  if (body.is_object() && body.contains("message") && body["message"].is_string()) {
-    message += ": " + body["message"].get<std::string>();
-  }
-  return message;
-}
-
 bool Created(const KubeResponse& r) {
   // 409 AlreadyExists for a name only this process makes: an earlier attempt of the same
   // request created it (its answer was lost to a timeout or a 5xx).
@@ -377,26 +366,18 @@ class KubernetesLauncher : public Launcher {
     return !wake_.wait_for(lock, delay, [this] { return stop_.load(); });
   }
 
-  // A request tried again as RetryDelay says, until `deadline` or until *cancel is set. Returns
-  // the last answer.
+  // CallWithRetry on this launcher's API, saying in the log when it gave up.
   KubeResponse CallWithRetry(const std::string& method, const std::string& path,
                              const std::string& body, SteadyClock::time_point deadline,
                              const std::atomic<bool>* cancel = nullptr) {
-    thread_local std::minstd_rand jitter(std::random_device{}());
-    for (int attempt = 1;; ++attempt) {
-      KubeResponse r = api_->Call(method, path, body);
-      const auto delay = RetryDelay(r, attempt);
-      if (!delay) return r;
-      // Up to a fifth more, so that parallel callers throttled together do not come back
-      // together.
-      const auto wait = *delay + std::chrono::milliseconds(jitter() % (delay->count() / 5 + 1));
-      if (SteadyClock::now() + wait > deadline || (cancel && *cancel)) {
-        Log(method + " " + path + ": gave up after " + std::to_string(attempt) +
-            " attempt(s): " + Explain(r));
-        return r;
-      }
-      std::this_thread::sleep_for(wait);
+    int gave_up_after = 0;
+    KubeResponse r =
+        controller::CallWithRetry(*api_, method, path, body, deadline, cancel, &gave_up_after);
+    if (gave_up_after) {
+      Log(method + " " + path + ": gave up after " + std::to_string(gave_up_after) +
+          " attempt(s): " + Explain(r));
     }
+    return r;
   }
 
   // Why a pod will not become a worker, or "" while it may still.

@@ -86,6 +86,18 @@ Status SetSecretKey(KubeApi& api, const std::string& namespace_name, const std::
 // (seconds, at most 30).
 std::optional<std::chrono::milliseconds> RetryDelay(const KubeResponse& response, int attempt);
 
+// What went wrong, from the API server's own Status object when it sent one ("HTTP 403:
+// pods is forbidden: ..."), else the transport error.
+std::string Explain(const KubeResponse& response);
+
+// A request tried again as RetryDelay says, plus up to a fifth (so that callers throttled
+// together do not come back together), until `deadline` or until *cancel is set. Returns the
+// last answer; *gave_up_after (if given) is the number of attempts when it stopped with a retry
+// still due, else 0.
+KubeResponse CallWithRetry(KubeApi& api, const std::string& method, const std::string& path,
+                           const std::string& body, std::chrono::steady_clock::time_point deadline,
+                           const std::atomic<bool>* cancel = nullptr, int* gave_up_after = nullptr);
+
 // The `reason` of the API server's Status object in body ("AlreadyExists", "Conflict"), or "".
 std::string StatusReason(const std::string& body);
 
