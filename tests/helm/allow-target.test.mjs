@@ -19,13 +19,22 @@
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { after, describe, it } from "node:test";
-import Ajv from "ajv";
+import { describe, it } from "node:test";
 
-import { chartDir, flagsOf, mergedValues, render, renderNotes, repoRoot, runRenderer } from "./lib.mjs";
+import {
+  binDir,
+  chartDir,
+  flagsOf,
+  mergedValues,
+  render,
+  renderNotes,
+  repoRoot,
+  runRenderer,
+  validateValues,
+  writeTemp,
+} from "./lib.mjs";
 
 const RELEASE = "demo";
 const NAMESPACE = "perf";
@@ -33,24 +42,11 @@ const FULLNAME = "demo-loads";
 const CONTROLLER = `${FULLNAME}-controller`;
 const TEST_HOST = `${FULLNAME}-test-run.${NAMESPACE}.svc`;
 const DEFAULT_PATTERNS = ["*.svc", "*.svc.cluster.local"];
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const controllerBin = path.join(binDir, "loads-controller");
 const runnerBin = path.join(binDir, "loads-runner");
 const haveBinaries = existsSync(controllerBin) && existsSync(runnerBin);
 const examplesDir = path.join(chartDir, "examples");
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
-
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-allow-target-"));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let temps = 0;
-function writeTemp(name, text) {
-  const dir = path.join(scratch, `values-${temps++}`);
-  mkdirSync(dir);
-  const file = path.join(dir, name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // A values file setting controller.allowTargets (JSON is YAML), and more YAML lines.
 function allowFile(patterns, ...lines) {

@@ -22,13 +22,13 @@ import { spawn, spawnSync } from "node:child_process";
 import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { before, describe, it } from "node:test";
 import Ajv from "ajv";
 import yaml from "js-yaml";
 
 import {
+  binDir,
   chartDir,
   flagsOf,
   helpFlags,
@@ -39,11 +39,13 @@ import {
   render,
   renderNotes,
   renderText,
-  repoRoot,
   runRenderer,
+  scratchDir,
   selects,
   subsetOf,
   unknownFields,
+  validateValues,
+  writeTemp,
 } from "./lib.mjs";
 
 const RELEASE = "demo";
@@ -53,7 +55,6 @@ const CONTROLLER = `${FULLNAME}-controller`;
 const chart = yaml.load(readFileSync(path.join(chartDir, "Chart.yaml"), "utf8"));
 const dashboardFile = path.join(chartDir, "dashboards/loads.json");
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const examplesDir = path.join(chartDir, "examples");
 
 // The flags of the Kubernetes launcher, added to loads-controller with it. Until its --help
@@ -75,7 +76,6 @@ const LAUNCHER_FLAGS = [
 function newAjv() {
   return new Ajv({ strict: true, allErrors: true });
 }
-const validateValues = newAjv().compile(schema);
 
 // values.yaml alone, with each example, and with values no example sets (the whole battery runs
 // on each).
@@ -304,13 +304,6 @@ function secretText(doc, key) {
 
 function sha256(text) {
   return createHash("sha256").update(text).digest("hex");
-}
-
-function writeTemp(name, text) {
-  const dir = mkdtempSync(path.join(tmpdir(), "loads-helm-values-"));
-  const file = path.join(dir, name);
-  writeFileSync(file, text);
-  return file;
 }
 
 it("has the examples the documentation names", () => {
@@ -1964,7 +1957,7 @@ describe("the chart's TLS with the real binaries", () => {
     const server = findSecret(docs, `${FULLNAME}-tls`);
     const client = findSecret(render({ release: RELEASE, namespace: NAMESPACE }), `${FULLNAME}-tls`);
     // The files where the pods mount them, under a temporary root; 0440 as the chart mounts them.
-    const root = mkdtempSync(path.join(tmpdir(), "loads-helm-tls-"));
+    const root = mkdtempSync(path.join(scratchDir(), "tls-"));
     const files = {
       "/var/run/loads-tls/tls.crt": secretText(server, "tls.crt"),
       "/var/run/loads-tls/tls.key": secretText(server, "tls.key"),

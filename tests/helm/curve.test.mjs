@@ -16,15 +16,15 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import Ajv from "ajv";
+
 import yaml from "js-yaml";
 
 import {
+  binDir,
   chartDir,
   flagsOf,
   helpFlags,
@@ -35,6 +35,9 @@ import {
   renderText,
   repoRoot,
   runRenderer,
+  scratchDir,
+  validateValues,
+  writeTemp,
 } from "./lib.mjs";
 
 const RELEASE = "demo";
@@ -43,20 +46,7 @@ const FULLNAME = "demo-loads";
 const CONTROLLER = `${FULLNAME}-controller`;
 const SECRET = `${FULLNAME}-curve`;
 const CURVE_DIR = "/var/run/loads-curve";
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
-
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-curve-"));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let temps = 0;
-function writeTemp(name, text) {
-  const dir = path.join(scratch, String(temps++));
-  mkdirSync(dir);
-  const file = path.join(dir, name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // Renders with values given as YAML text (or none), and Secrets `lookup` finds (YAML texts).
 function renderWith(text = "", lookups = []) {
@@ -488,7 +478,7 @@ describe("the rendered CURVE flags with the real binaries", () => {
   const keys = decoded(objectOf(docs, "Secret", SECRET));
   const tokens = decoded(objectOf(docs, "Secret", `${FULLNAME}-tokens`));
   // The chart's CURVE flags, their files under a temporary root.
-  const root = mkdtempSync(path.join(scratch, "root-"));
+  const root = mkdtempSync(path.join(scratchDir(), "root-"));
   const place = (file, text) => {
     mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
     writeFileSync(path.join(root, file), text, { mode: 0o440 });
@@ -545,7 +535,7 @@ describe("the rendered CURVE flags with the real binaries", () => {
     place(`${serviceAccount}/ca.crt`, tls["ca.crt"]);
     place(`${serviceAccount}/token`, "sa-token\n");
     place(`${serviceAccount}/namespace`, `${NAMESPACE}\n`);
-    const fakeDir = mkdtempSync(path.join(scratch, "fake-"));
+    const fakeDir = mkdtempSync(path.join(scratchDir(), "fake-"));
     const fake = startUntil("node", [
       path.join(repoRoot, "tests/k8s/fake_apiserver.mjs"),
       "--cert", writeTemp("tls.crt", tls["tls.crt"]),

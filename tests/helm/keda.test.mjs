@@ -19,39 +19,38 @@
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, describe, it } from "node:test";
-import Ajv from "ajv";
+import { describe, it } from "node:test";
+
 import yaml from "js-yaml";
 
-import { chartDir, mergedValues, modelOf, render, renderNotes, repoRoot, runRenderer, unknownFields } from "./lib.mjs";
+import {
+  binDir,
+  chartDir,
+  mergedValues,
+  modelOf,
+  render,
+  renderNotes,
+  repoRoot,
+  runRenderer,
+  scratchDir,
+  unknownFields,
+  validateValues,
+  writeTemp,
+} from "./lib.mjs";
 
 const RELEASE = "demo";
 const NAMESPACE = "perf";
 const FULLNAME = "demo-loads";
 const CONTROLLER = `${FULLNAME}-controller`;
 const WORKERS = `${FULLNAME}-worker`;
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const controllerBin = path.join(binDir, "loads-controller");
 const examplesDir = path.join(chartDir, "examples");
 const allOptions = path.join(repoRoot, "tests/helm/all-options.yaml");
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
 const PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090";
-
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-keda-"));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let temps = 0;
-function writeTemp(name, text) {
-  const dir = path.join(scratch, `values-${temps++}`);
-  mkdirSync(dir);
-  const file = path.join(dir, name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // The smallest values that turn KEDA on.
 const ON = `worker:\n  enabled: true\n  keda:\n    enabled: true\n    serverAddress: ${PROMETHEUS}\n`;
@@ -79,7 +78,7 @@ function defaultQuery(namespace = NAMESPACE, controller = CONTROLLER) {
 // Evaluates EXPR with promtool over SERIES ({series: "name{labels}", values: "..."}) at time 0;
 // asserts it gives one sample without labels, of value EXPECTED.
 function assertEvaluates(expr, series, expected) {
-  const dir = mkdtempSync(path.join(scratch, "promtool-"));
+  const dir = mkdtempSync(path.join(scratchDir(), "promtool-"));
   const test = {
     rule_files: [],
     tests: [{ interval: "1m", input_series: series, promql_expr_test: [{ expr, eval_time: "0m", exp_samples: [{ labels: "{}", value: expected }] }] }],

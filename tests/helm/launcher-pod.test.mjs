@@ -14,15 +14,25 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import Ajv from "ajv";
+
 import yaml from "js-yaml";
 
-import { chartDir, flagsOf, mergedValues, models, render, repoRoot, runRenderer, unknownFields } from "./lib.mjs";
+import {
+  binDir,
+  chartDir,
+  flagsOf,
+  mergedValues,
+  models,
+  render,
+  runRenderer,
+  unknownFields,
+  validateValues,
+  writeTemp,
+} from "./lib.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const RELEASE = "demo";
@@ -30,19 +40,10 @@ const NAMESPACE = "perf";
 const FULLNAME = "demo-loads";
 const CONFIGMAP = `${FULLNAME}-worker-pod`;
 const TEMPLATE_PATH = "/etc/loads/worker-pod/pod.json";
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const controllerBinary = path.join(binDir, "loads-controller");
 const examplesDir = path.join(chartDir, "examples");
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-launcher-pod-"));
 
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
-
-function writeTemp(name, text) {
-  const file = path.join(scratch, name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // Every placement value, labels, annotations and env set at once (with commonLabels, which the
 // launched pods carry too).

@@ -7,10 +7,11 @@
 // and renders what helm-render renders, is helm.test.mjs's part, with a real Helm.
 
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import Ajv from "ajv";
 import yaml from "js-yaml";
 
 import { Deployment } from "kubernetes-models/apps/v1";
@@ -36,6 +37,32 @@ import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const chartDir = path.join(repoRoot, "helm/loads");
+// The built binaries the checks run (LOADS_BIN_DIR, as ctest sets it; else build/bin).
+export const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
+// values.schema.json compiled as the checks apply it: strict, every error reported.
+export const validateValues = new Ajv({ strict: true, allErrors: true }).compile(
+  JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8")));
+
+// This test file's scratch folder (each file runs in a process of its own), removed at exit.
+let scratch;
+let temps = 0;
+export function scratchDir() {
+  if (!scratch) {
+    scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-"));
+    process.on("exit", () => rmSync(scratch, { recursive: true, force: true }));
+  }
+  return scratch;
+}
+
+// Writes TEXT to a new file NAME, in a folder of its own (so that names never collide), and
+// returns its path.
+export function writeTemp(name, text) {
+  const dir = path.join(scratchDir(), `file-${temps++}`);
+  mkdirSync(dir);
+  const file = path.join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
 
 // The models of every kind the chart may render; any other kind is a test failure.
 export const models = {

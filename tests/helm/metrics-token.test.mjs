@@ -21,26 +21,28 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, describe, it } from "node:test";
-import Ajv from "ajv";
+import { describe, it } from "node:test";
+
 import yaml from "js-yaml";
 
 import {
+  binDir,
   chartDir,
   flagsOf,
   mergedValues,
-  parseManifests,
   podSpecs,
   render,
   renderNotes,
   renderText,
   repoRoot,
   runRenderer,
+  scratchDir,
+  validateValues,
+  writeTemp,
 } from "./lib.mjs";
 
 const RELEASE = "demo";
@@ -49,24 +51,11 @@ const FULLNAME = "demo-loads";
 const CONTROLLER = `${FULLNAME}-controller`;
 const WORKERS = `${FULLNAME}-worker`;
 const TOKEN_FILE = "/var/run/loads-metrics/token";
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
 const controllerBin = path.join(binDir, "loads-controller");
 const workerBin = path.join(binDir, "loads-worker");
 const haveBinaries = existsSync(controllerBin) && existsSync(workerBin);
 const examplesDir = path.join(chartDir, "examples");
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
-
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-metrics-token-"));
-after(() => rmSync(scratch, { recursive: true, force: true }));
-let temps = 0;
-function writeTemp(name, text) {
-  const dir = path.join(scratch, `values-${temps++}`);
-  mkdirSync(dir);
-  const file = path.join(dir, name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // values.yaml, every example, all-options.yaml, and values that reach what none of them does: the
 // controller listening for real (no launcher, no CURVE), monitors in other namespaces with a
@@ -482,7 +471,7 @@ const DIRECTORIES = ["--state-dir", "--work-dir"];
 // a temporary root with what the pod would see, listen ports 0 (hosts as rendered: the point),
 // folders made. Returns {args, files: {flag: {path, content}}}.
 function runnable(objects, spec, container, env) {
-  const root = mkdtempSync(path.join(scratch, "root-"));
+  const root = mkdtempSync(path.join(scratchDir(), "root-"));
   const args = container.args.map((arg) => arg.replace(/\$\(([A-Z_]+)\)/g, (_, name) => {
     assert.ok(name in env, `$(${name}) is not known`);
     return env[name];

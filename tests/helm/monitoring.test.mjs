@@ -12,11 +12,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import Ajv from "ajv";
+
 import yaml from "js-yaml";
 
 import {
@@ -26,8 +25,11 @@ import {
   render,
   repoRoot,
   runRenderer,
+  scratchDir,
   selects,
   unknownFields,
+  validateValues,
+  writeTemp,
 } from "./lib.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -47,13 +49,6 @@ const ALERTS = {
 const DEFAULT_SELECTOR = `namespace="${NAMESPACE}",service="${CONTROLLER}"`;
 
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
-
-function writeTemp(name, text) {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "loads-monitoring-")), name);
-  writeFileSync(file, text);
-  return file;
-}
 
 // The chart rendered as release demo in namespace perf with these values (YAML text).
 function renderWith(text = "") {
@@ -79,7 +74,7 @@ function promtool(args, cwd) {
 
 // A folder holding the PrometheusRule's spec as rules.yaml, as `promtool` reads rule files.
 function ruleFolder(rule) {
-  const dir = mkdtempSync(path.join(tmpdir(), "loads-rules-"));
+  const dir = mkdtempSync(path.join(scratchDir(), "rules-"));
   writeFileSync(path.join(dir, "rules.yaml"), yaml.dump(rule.spec));
   return dir;
 }
@@ -440,7 +435,7 @@ describe("the dashboard's expressions", () => {
       record: `dashboard:expression_${i}`,
       expr: expr.replaceAll("$run", ".*").replaceAll("$__rate_interval", "1m").replaceAll("$__range", "1h"),
     }));
-    const dir = mkdtempSync(path.join(tmpdir(), "loads-dashboard-"));
+    const dir = mkdtempSync(path.join(scratchDir(), "dashboard-"));
     writeFileSync(path.join(dir, "rules.yaml"), yaml.dump({ groups: [{ name: "dashboard", rules }] }));
     const check = promtool(["check", "rules", "rules.yaml"], dir);
     assert.equal(check.status, 0, check.stdout + check.stderr);

@@ -8,20 +8,24 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 
 import Ajv from "ajv";
 import yaml from "js-yaml";
 
-import { chartDir, flagsOf, render, repoRoot } from "./lib.mjs";
+import {
+  binDir,
+  chartDir,
+  flagsOf,
+  render,
+  repoRoot,
+  writeTemp,
+} from "./lib.mjs";
 
 const table = JSON.parse(readFileSync(path.join(repoRoot, "tests/testdata/quantities.json"), "utf8"));
 const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
-const scratch = mkdtempSync(path.join(tmpdir(), "loads-quantities-"));
 
 const validateQuantity = new Ajv({ strict: true, allErrors: true }).compile({
   ...schema.definitions.quantity,
@@ -30,8 +34,7 @@ const validateQuantity = new Ajv({ strict: true, allErrors: true }).compile({
 
 // The controller's flags for a launcher with these values, as the chart renders them.
 function renderedLauncherFlags(launcher, name) {
-  const file = path.join(scratch, `${name}.yaml`);
-  writeFileSync(file, yaml.dump({ launcher }));
+  const file = writeTemp(`${name}.yaml`, yaml.dump({ launcher }));
   const docs = render({ valueFiles: [file] });
   const deployment = docs.find((d) => d.object?.kind === "Deployment" &&
     d.object.metadata.labels?.["app.kubernetes.io/component"] === "controller");
