@@ -140,7 +140,7 @@ int Serve(ControllerOptions options) {
   Broker broker(options.broker, std::move(store));
   broker.SetMetrics(metrics.get());
   broker.SetReportFormatter(ControllerService::FinalReport);
-  broker.SetAbortJudge(ControllerService::JudgeAbort);
+  broker.SetAbortJudges(ControllerService::MakeAbortJudge);
   if (Status started = broker.Start(); !started.ok()) return Fail(1, started.message());
 
   ControllerService service(&broker, launcher.get(), options.api_token, options.advertise);

@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <map>
@@ -109,12 +110,9 @@ class LocalBackend : public RunBackend {
     if (!engine.Start(job, &error)) return Status(StatusCode::kInternal, error);
 
     // Thresholds with `abort` are judged on the results so far at every interval.
-    std::vector<common::Threshold> aborts;
-    for (const std::string& text : spec.thresholds()) {
-      if (auto parsed = common::ParseThreshold(text); parsed.ok() && parsed->abort) {
-        aborts.push_back(*parsed);
-      }
-    }
+    const std::vector<common::Threshold> thresholds = spec::Thresholds(spec);
+    const bool any_abort = std::any_of(thresholds.begin(), thresholds.end(),
+                                       [](const common::Threshold& t) { return t.abort; });
     std::optional<std::pair<std::string, double>> aborted;  // the threshold, seconds into the run
 
     common::SeriesBuilder series;
@@ -172,20 +170,16 @@ class LocalBackend : public RunBackend {
               sink.results(so_far, outcome.stats, series.closed(),
                            static_cast<uint64_t>(std::max<int64_t>(0, event.active_users)));
             }
-            if (!aborts.empty() && !aborted && !stop_sent) {
+            if (any_abort && !aborted && !stop_sent) {
               common::RunInfo so_far = info;
               so_far.duration_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-              for (const common::Threshold& t : aborts) {
-                if (so_far.duration_seconds < t.abort_after ||
-                    common::EvaluateThreshold(t, so_far, outcome.stats).passed) {
-                  continue;
-                }
-                aborted.emplace(t.text, so_far.duration_seconds);
+              if (const common::Threshold* failed =
+                      common::FirstFailedAbort(thresholds, so_far, outcome.stats)) {
+                aborted.emplace(failed->text, so_far.duration_seconds);
                 request_stop();
                 std::fprintf(stderr,
                              "\nloads-runner: threshold %s failed at %.1f s: stopping the run\n",
-                             t.text.c_str(), so_far.duration_seconds);
-                break;
+                             failed->text.c_str(), so_far.duration_seconds);
               }
             }
             break;
@@ -239,16 +233,9 @@ class LocalBackend : public RunBackend {
     const EngineProcess::Exit& exit = engine.exit();
     // Verdicts on what the report holds, whatever ended the run.
     const auto judge = [&] {
-      info.thresholds = common::EvaluateThresholds(
-          {spec.thresholds().begin(), spec.thresholds().end()}, info, outcome.stats);
-      if (!aborted) return;
-      // The threshold that stopped the run failed, whatever the last results say.
-      for (auto& t : info.thresholds) {
-        if (t.text != aborted->first) continue;
-        t.passed = false;
-        t.aborted_at = aborted->second;
-        break;
-      }
+      info.thresholds = aborted ? common::EvaluateThresholds(thresholds, info, outcome.stats,
+                                                             aborted->first, aborted->second)
+                                : common::EvaluateThresholds(thresholds, info, outcome.stats);
     };
     for (const auto& line : crash_lines) info.incidents.push_back(line);
     if (ended && killed.empty() && overran.empty()) {

@@ -127,8 +127,7 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
     series.p99.push_back(optional(point.has_p99_seconds(), point.p99_seconds()));
   }
   info.series = std::move(series);
-  info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
-                                               info, outcome.stats);
+  info.thresholds = common::EvaluateThresholds(spec::Thresholds(spec), info, outcome.stats);
   // A threshold that stopped the run is known to the controller only: its report says which.
   try {
     const auto doc = nlohmann::json::parse(run.report_json());

@@ -673,6 +673,16 @@ void ApplyDefaults(v1::RunSpec* spec) {
   if (spec->hits().empty() && spec->duration() == 0) spec->add_hits(1);
 }
 
+std::vector<common::Threshold> Thresholds(const v1::RunSpec& spec) {
+  std::vector<common::Threshold> parsed;
+  parsed.reserve(spec.thresholds_size());
+  for (const std::string& text : spec.thresholds()) {
+    // Validation refused a spec with one that does not parse: nothing is lost here.
+    if (auto t = common::ParseThreshold(text); t.ok()) parsed.push_back(std::move(*t));
+  }
+  return parsed;
+}
+
 std::string TestName(const v1::RunSpec& spec) {
   if (!spec.url().empty()) return "GET " + spec.url();
   if (!spec.external_command().empty()) return "external: " + spec.external_command();

@@ -243,21 +243,30 @@ ThresholdResult EvaluateThreshold(const Threshold& t, const RunInfo& info, const
   return result;
 }
 
-std::vector<ThresholdResult> EvaluateThresholds(const std::vector<std::string>& thresholds,
-                                                const RunInfo& info, const RunStats& stats) {
+std::vector<ThresholdResult> EvaluateThresholds(const std::vector<Threshold>& thresholds,
+                                                const RunInfo& info, const RunStats& stats,
+                                                const std::string& aborted_by, double aborted_at) {
   std::vector<ThresholdResult> results;
-  for (const std::string& text : thresholds) {
-    auto parsed = ParseThreshold(text);
-    if (!parsed.ok()) {
-      ThresholdResult bad;
-      bad.text = text;
-      bad.observed_text = parsed.status().message();
-      results.push_back(std::move(bad));
-      continue;
+  results.reserve(thresholds.size());
+  bool marked = false;
+  for (const Threshold& t : thresholds) {
+    results.push_back(EvaluateThreshold(t, info, stats));
+    if (!marked && !aborted_by.empty() && t.text == aborted_by) {
+      results.back().passed = false;
+      results.back().aborted_at = aborted_at;
+      marked = true;
     }
-    results.push_back(EvaluateThreshold(*parsed, info, stats));
   }
   return results;
+}
+
+const Threshold* FirstFailedAbort(const std::vector<Threshold>& thresholds, const RunInfo& so_far,
+                                  const RunStats& stats) {
+  for (const Threshold& t : thresholds) {
+    if (!t.abort || so_far.duration_seconds < t.abort_after) continue;
+    if (!EvaluateThreshold(t, so_far, stats).passed) return &t;
+  }
+  return nullptr;
 }
 
 }  // namespace loads::common

@@ -121,7 +121,7 @@ Status Broker::Start() {
     transport_->publishing = !publish_endpoint_.empty();
     core_ = std::make_unique<BrokerCore>(options_, clock_, transport_.get(), metrics_);
     core_->SetReportFormatter(formatter_);
-    core_->SetAbortJudge(judge_);
+    core_->SetAbortJudges(judges_);
     core_->Restore(std::move(restored));
   }
   thread_ = std::thread([this] { Loop(); });

@@ -648,13 +648,15 @@ void BrokerCore::MaybeStart(Run& run) {
 }
 
 void BrokerCore::Judge(Run& run) {
-  if (!judge_ || run.stop_requested || Ended(run) || run.view.state != RunState::kRunning) return;
+  if (!judges_ || run.stop_requested || Ended(run) || run.view.state != RunState::kRunning) return;
+  if (!run.judge) run.judge = judges_(run.view);
+  if (!*run.judge) return;
   const SteadyTime now = clock_->Now();
   if (now < run.next_judgement) return;
   run.next_judgement = now + std::chrono::milliseconds(250);
   const double seconds =
       std::chrono::duration<double>(clock_->WallNow() - run.view.load_start).count();
-  std::optional<std::string> failed = judge_(run.view, seconds);
+  std::optional<std::string> failed = (*run.judge)(run.view.stats, seconds);
   if (!failed) return;
   run.view.aborted_by = *failed;
   run.view.aborted_at = seconds;

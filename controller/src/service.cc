@@ -184,32 +184,29 @@ common::RunInfo ControllerService::ReportInfo(const RunView& view, bool final) {
   info.cluster = std::move(cluster);
   // While it runs, the seconds complete so far.
   info.series = final ? common::SeriesBuilder(view.series).Finish() : view.series.closed();
-  info.thresholds = common::EvaluateThresholds({spec.thresholds().begin(), spec.thresholds().end()},
-                                               info, view.stats);
-  if (!view.aborted_by.empty()) {
-    // Stopped by its threshold: failed, whatever the last results say (as in a local run).
-    info.interrupted = true;
-    for (auto& t : info.thresholds) {
-      if (t.text != view.aborted_by) continue;
-      t.passed = false;
-      t.aborted_at = view.aborted_at;
-      break;
-    }
-  }
+  info.thresholds = common::EvaluateThresholds(spec::Thresholds(spec), info, view.stats,
+                                               view.aborted_by, view.aborted_at);
+  // Stopped by its threshold: failed, whatever the last results say (as in a local run).
+  if (!view.aborted_by.empty()) info.interrupted = true;
   return info;
 }
 
-std::optional<std::string> ControllerService::JudgeAbort(const RunView& view, double seconds) {
+BrokerCore::AbortJudge ControllerService::MakeAbortJudge(const RunView& view) {
   v1::RunSpec spec;
   spec.ParseFromString(view.spec);
-  common::RunInfo so_far;
-  so_far.duration_seconds = seconds;
-  for (const std::string& text : spec.thresholds()) {
-    auto t = common::ParseThreshold(text);
-    if (!t.ok() || !t->abort || seconds < t->abort_after) continue;
-    if (!common::EvaluateThreshold(*t, so_far, view.stats).passed) return t->text;
+  std::vector<common::Threshold> thresholds = spec::Thresholds(spec);
+  if (std::none_of(thresholds.begin(), thresholds.end(),
+                   [](const common::Threshold& t) { return t.abort; })) {
+    return nullptr;
   }
-  return std::nullopt;
+  return [thresholds = std::move(thresholds)](const common::RunStats& stats,
+                                              double seconds) -> std::optional<std::string> {
+    common::RunInfo so_far;
+    so_far.duration_seconds = seconds;
+    const common::Threshold* failed = common::FirstFailedAbort(thresholds, so_far, stats);
+    if (!failed) return std::nullopt;
+    return failed->text;
+  };
 }
 
 ControllerService::ControllerService(Broker* broker, Launcher* launcher, std::string api_token,

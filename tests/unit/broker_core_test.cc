@@ -465,6 +465,53 @@ TEST_F(BrokerCoreTest, ARestartedControllerCarriesOnWithTheWorkersThatComeBack) 
   EXPECT_EQ(*run.missing_executions, 6u);
 }
 
+TEST_F(BrokerCoreTest, AnAbortJudgeIsMadeOnceAndStopsItsRunWhenItFails) {
+  int made = 0;
+  std::vector<double> judged_at;
+  core_->SetAbortJudges([&](const RunView&) -> BrokerCore::AbortJudge {
+    ++made;
+    return [&](const common::RunStats& stats, double seconds) -> std::optional<std::string> {
+      judged_at.push_back(seconds);
+      if (stats.hits < 8) return std::nullopt;
+      return "hits<8 abort";
+    };
+  });
+  StartRunning(1, {100});
+  From("w0", Snap("w0", "r", 1, 3));
+  From("w0", Snap("w0", "r", 2, 3));  // within 250 ms of the last judgement: not judged
+  EXPECT_EQ(judged_at.size(), 1u);
+  clock_.Advance(300ms);
+  From("w0", Snap("w0", "r", 3, 3));
+  ASSERT_EQ(judged_at.size(), 2u);
+  EXPECT_EQ(made, 1);  // the spec is read once, not at every judgement
+  auto sent = transport_.Take(Route("w0"));
+  ASSERT_FALSE(sent.empty());
+  EXPECT_EQ(sent.back().type, MessageType::kStop);
+  EXPECT_EQ(Run().aborted_by, "hits<8 abort");
+  // Its final results still count; a run its threshold stopped is over, not interrupted.
+  From("w0", Snap("w0", "r", 4, 1, true));
+  From("w0", Done("w0", "r", 4));
+  const RunView run = Stored();
+  EXPECT_EQ(run.state, RunState::kDone);
+  EXPECT_EQ(run.stats.hits, 10u);
+  EXPECT_EQ(made, 1);
+}
+
+TEST_F(BrokerCoreTest, ARunWithoutAbortThresholdsIsNeverJudged) {
+  int made = 0;
+  core_->SetAbortJudges([&](const RunView&) -> BrokerCore::AbortJudge {
+    ++made;
+    return nullptr;
+  });
+  StartRunning(1);
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    clock_.Advance(300ms);
+    From("w0", Snap("w0", "r", seq, 1));
+  }
+  EXPECT_EQ(made, 1);
+  EXPECT_TRUE(Run().aborted_by.empty());
+}
+
 TEST_F(BrokerCoreTest, ARunBeingAssignedWhenTheControllerDiedFails) {
   Register(1);
   ASSERT_TRUE(core_->StartRun("r", Request({1}, {1}, 1)).ok());

@@ -115,5 +115,37 @@ TEST(Threshold, VerdictsOnKnownStatistics) {
   EXPECT_FALSE(EvaluateThreshold(*ParseThreshold("p99<1s"), info, RunStats{}).passed);
 }
 
+TEST(Threshold, OnlyAbortThresholdsPastTheirDelayStopARun) {
+  RunStats stats;
+  stats.RecordExecution(Outcome::kSuccess, "");
+  stats.RecordExecution(Outcome::kError, "timeout");  // 50% errors
+  std::vector<Threshold> thresholds;
+  for (const char* text : {"errors<1%", "errors<10% abort:5s", "errors<20% abort"}) {
+    auto t = ParseThreshold(text);
+    ASSERT_TRUE(t.ok()) << text;
+    thresholds.push_back(*t);
+  }
+  RunInfo so_far;
+  so_far.duration_seconds = 1;
+  // The first fails but does not abort; the second is not judged before 5 s.
+  const Threshold* failed = FirstFailedAbort(thresholds, so_far, stats);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->text, "errors<20% abort");
+  so_far.duration_seconds = 5;
+  EXPECT_EQ(FirstFailedAbort(thresholds, so_far, stats)->text, "errors<10% abort:5s");
+  RunStats clean;
+  clean.RecordExecution(Outcome::kSuccess, "");
+  EXPECT_EQ(FirstFailedAbort(thresholds, so_far, clean), nullptr);
+
+  // The threshold that stopped a run fails in its report, whatever the last results say.
+  const auto results = EvaluateThresholds(thresholds, so_far, clean, "errors<20% abort", 1.5);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].passed);
+  EXPECT_TRUE(results[1].passed);
+  EXPECT_FALSE(results[1].aborted_at);
+  EXPECT_FALSE(results[2].passed);
+  EXPECT_EQ(results[2].aborted_at, 1.5);
+}
+
 }  // namespace
 }  // namespace loads::common

@@ -14,6 +14,7 @@
 
 #include "loads/common/protocol.h"
 #include "loads/common/status.h"
+#include "loads/common/threshold.h"
 #include "loads/v1/controller.pb.h"
 
 namespace loads::spec {
@@ -79,6 +80,8 @@ void ApplyDefaults(v1::RunSpec* spec);
 // The run's test as its report and metrics name it: "module.Class.method", "GET URL",
 // "scenario:NAME" or "external: COMMAND". REQUIRES: a valid spec.
 std::string TestName(const v1::RunSpec& spec);
+// The run's thresholds, parsed: once per run, not at every judgement. REQUIRES: a valid spec.
+std::vector<common::Threshold> Thresholds(const v1::RunSpec& spec);
 // The engine's plan for the whole run, defaults applied (threads 0 stays 0: each engine picks).
 // REQUIRES: a valid spec.
 common::Assignment ToPlan(const v1::RunSpec& spec);

@@ -56,8 +56,17 @@ struct ThresholdResult {
 ThresholdResult EvaluateThreshold(const Threshold& threshold, const RunInfo& info,
                                   const RunStats& stats);
 
-// Parses (they were validated with the run) and evaluates each threshold.
-std::vector<ThresholdResult> EvaluateThresholds(const std::vector<std::string>& thresholds,
-                                                const RunInfo& info, const RunStats& stats);
+// Verdicts on a run's thresholds, in their order. `aborted_by`, the text of the `abort`
+// threshold that stopped the run `aborted_at` seconds in, fails whatever the last results say.
+std::vector<ThresholdResult> EvaluateThresholds(const std::vector<Threshold>& thresholds,
+                                                const RunInfo& info, const RunStats& stats,
+                                                const std::string& aborted_by = "",
+                                                double aborted_at = 0);
+
+// The first `abort` threshold that fails on a running run's results so far (so_far's
+// duration_seconds into it); one whose abort_after has not passed yet is not judged. Null if
+// none: the run goes on.
+const Threshold* FirstFailedAbort(const std::vector<Threshold>& thresholds, const RunInfo& so_far,
+                                  const RunStats& stats);
 
 }  // namespace loads::common

@@ -49,8 +49,8 @@ class Broker {
   void SetReportFormatter(std::function<std::string(const RunView&)> formatter) {
     formatter_ = std::move(formatter);
   }
-  // How a running run's `abort` thresholds are judged (BrokerCore::SetAbortJudge).
-  void SetAbortJudge(BrokerCore::AbortJudge judge) { judge_ = std::move(judge); }
+  // How a running run's `abort` thresholds are judged (BrokerCore::SetAbortJudges).
+  void SetAbortJudges(BrokerCore::AbortJudges judges) { judges_ = std::move(judges); }
   // Loads the state store, binds and starts the broker's thread.
   Status Start();
   // The endpoint workers connect to, with the port actually bound.
@@ -99,7 +99,7 @@ class Broker {
   Clock* clock_;
   Metrics* metrics_ = nullptr;
   std::function<std::string(const RunView&)> formatter_;
-  BrokerCore::AbortJudge judge_;
+  BrokerCore::AbortJudges judges_;
   std::string endpoint_;
   std::string publish_endpoint_;
   std::thread thread_;

@@ -111,11 +111,15 @@ class BrokerCore {
   // Before anything else: the runs a previous controller left in its state store. Running runs
   // wait restart_grace for their workers to say hello again; runs that were being assigned fail.
   void Restore(std::vector<RunRecord> runs);
-  // Called with each run as it ends, to fill RunView::report_json.
   // Judges a running run on its results so far (`seconds` from its workers' start): the text
   // of an `abort` threshold that has failed, or nothing. Called at most every 250 ms per run.
-  using AbortJudge = std::function<std::optional<std::string>(const RunView&, double seconds)>;
-  void SetAbortJudge(AbortJudge judge) { judge_ = std::move(judge); }
+  using AbortJudge =
+      std::function<std::optional<std::string>(const common::RunStats&, double seconds)>;
+  // Makes a run's judge once, when it starts running (or is restored running); a null judge:
+  // the run has nothing to judge.
+  using AbortJudges = std::function<AbortJudge(const RunView&)>;
+  void SetAbortJudges(AbortJudges judges) { judges_ = std::move(judges); }
+  // Called with each run as it ends, to fill RunView::report_json.
   void SetReportFormatter(std::function<std::string(const RunView&)> formatter) {
     format_report_ = std::move(formatter);
   }
@@ -177,6 +181,7 @@ class BrokerCore {
     std::map<std::string, RunMember> members;
     common::RunStats current_interval;                       // snapshots of the window in progress
     std::chrono::steady_clock::time_point next_judgement{};  // of its abort thresholds
+    std::optional<AbortJudge> judge;                         // made at its first judgement
     bool dirty = true;                                       // to be written with the next commit
     // How it ended, until that is stored; then it becomes view.state.
     std::optional<RunState> ending;
@@ -209,7 +214,7 @@ class BrokerCore {
   // Ends the run when nothing more is expected of any worker: its end is seen once stored.
   void MaybeFinish(Run& run);
   void StopWorkers(Run& run);
-  // Stops the run when one of its `abort` thresholds has failed (judge_).
+  // Stops the run when one of its `abort` thresholds has failed (its judge).
   void Judge(Run& run);
   void Fail(Run& run, const std::string& why);
   // The worker leaves the registry (silent, restarted, left).
@@ -227,7 +232,7 @@ class BrokerCore {
   BrokerTransport* transport_;
   Metrics* metrics_;
   std::function<std::string(const RunView&)> format_report_;
-  AbortJudge judge_;
+  AbortJudges judges_;
 
   std::map<std::string, Worker> workers_;      // by name
   std::map<std::string, std::string> routes_;  // route -> name

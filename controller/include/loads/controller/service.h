@@ -58,9 +58,9 @@ class ControllerService final : public loads::v1::Controller::Service {
   void SetAllowTargets(std::shared_ptr<const common::TargetAllowList> list) {
     allow_targets_ = std::move(list);
   }
-  // The first of a running run's `abort` thresholds that fails on its results so far, `seconds`
-  // after its workers started (Broker::SetAbortJudge).
-  static std::optional<std::string> JudgeAbort(const RunView& view, double seconds);
+  // The judge of a run's `abort` thresholds, parsed from its spec once (Broker::SetAbortJudges);
+  // null when it has none.
+  static BrokerCore::AbortJudge MakeAbortJudge(const RunView& view);
 
   grpc::Status StartRun(grpc::ServerContext* context, const v1::StartRunRequest* request,
                         v1::Run* response) override;
