@@ -45,6 +45,14 @@ constexpr int kWatchSeconds = 290;
 constexpr auto kWatchIdle = std::chrono::seconds(330);
 // The volumes and mounts the launcher adds to every pod: a pod template must not use them.
 const std::set<std::string> kReservedVolumes = {"tmp", "tokens"};
+// The worker flags the launcher passes itself (PodManifest).
+const std::set<std::string> kLauncherFlags = {"--controller",
+                                              "--id",
+                                              "--work-dir",
+                                              "--threads",
+                                              "--token-file",
+                                              "--curve-server-key",
+                                              "--curve-server-key-file"};
 
 // FNV-1a: a stable short hash for names and label values (run ids can be any 200 characters;
 // Kubernetes names cannot).
@@ -126,7 +134,24 @@ std::string CheckPodTemplate(const Json& pod) {
       if (!container.is_object() || !container.contains("name") || !container["name"].is_string()) {
         return std::string("spec.") + key + ": every container needs a name";
       }
-      if (container["name"] == "worker" && std::string(key) == "containers") ++workers;
+      if (container["name"] != "worker" || std::string(key) != "containers") continue;
+      ++workers;
+      for (const char* owned : {"image", "command"}) {
+        if (container.contains(owned)) {
+          return std::string("spec.containers[worker].") + owned + ": the launcher sets it";
+        }
+      }
+      if (!container.contains("args")) continue;
+      // Its args follow the launcher's own (--metrics, say): flags the launcher passes would
+      // be given twice.
+      if (!container["args"].is_array()) return "spec.containers[worker].args: not an array";
+      for (const auto& arg : container["args"]) {
+        if (!arg.is_string()) return "spec.containers[worker].args: not all strings";
+        const std::string flag = arg.get<std::string>().substr(0, arg.get<std::string>().find('='));
+        if (kLauncherFlags.count(flag)) {
+          return "spec.containers[worker].args: " + flag + " is the launcher's";
+        }
+      }
     }
   }
   if (workers > 1) return "spec.containers: more than one container named worker";
@@ -493,6 +518,8 @@ class KubernetesLauncher : public Launcher {
     Json& container = *worker;
     container["image"] = o_.image;
     if (!container.contains("imagePullPolicy")) container["imagePullPolicy"] = o_.image_pull_policy;
+    // The template's args (the chart's --metrics, say) after the launcher's own.
+    for (const auto& arg : container.value("args", Json::array())) args.push_back(arg);
     container["args"] = args;
     Json resources = container.value("resources", Json::object());
     resources["requests"]["cpu"] = cpu;

@@ -540,6 +540,9 @@ class KubernetesLauncherTest(unittest.TestCase):
                 # OpenShift's restricted SCC assigns its own UID: none is set.
                 "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{"name": "worker", "env": [{"name": "TZ", "value": "UTC"}],
+                                # After the launcher's own: the worker must accept them, or
+                                # the run fails.
+                                "args": ["--shutdown-timeout", "7"],
                                 "securityContext": {"allowPrivilegeEscalation": False,
                                                     "capabilities": {"drop": ["ALL"]},
                                                     "readOnlyRootFilesystem": True}}],
@@ -568,6 +571,8 @@ class KubernetesLauncherTest(unittest.TestCase):
             self.assertNotIn("runAsUser", spec["securityContext"])
             (container,) = spec["containers"]
             self.assertEqual(container["env"], [{"name": "TZ", "value": "UTC"}])
+            self.assertEqual(container["args"][:2], ["--controller", f"tcp://127.0.0.1:{cluster.zmq_port}"])
+            self.assertEqual(container["args"][-2:], ["--shutdown-timeout", "7"])
             self.assertEqual(container["image"], "localhost/loads-worker:test")
             self.assertEqual(spec["restartPolicy"], "Never")
 
@@ -581,6 +586,12 @@ class KubernetesLauncherTest(unittest.TestCase):
              "the volume name tmp is the launcher's"),
             ('{"kind": "Deployment"}', "kind: must be Pod"),
             ('{"spec": {"containers": [{"image": "x"}]}}', "every container needs a name"),
+            ('{"spec": {"containers": [{"name": "worker", "image": "x"}]}}',
+             "spec.containers[worker].image: the launcher sets it"),
+            ('{"spec": {"containers": [{"name": "worker", "args": ["--metrics", "0.0.0.0:9465", "--id=w"]}]}}',
+             "spec.containers[worker].args: --id is the launcher's"),
+            ('{"spec": {"containers": [{"name": "worker", "args": "--metrics"}]}}',
+             "spec.containers[worker].args: not an array"),
         ]
         for text, expected in cases:
             with self.subTest(text=text), tempfile.NamedTemporaryFile("w", suffix=".json") as f:
