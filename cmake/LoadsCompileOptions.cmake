@@ -3,7 +3,7 @@ add_library(loads_compile_options INTERFACE)
 add_library(loads::compile_options ALIAS loads_compile_options)
 target_compile_features(loads_compile_options INTERFACE cxx_std_20)
 target_compile_options(loads_compile_options INTERFACE
-  -Wall -Wextra
+  -Wall -Wextra -Wshadow
   $<$<BOOL:${LOADS_WERROR}>:-Werror>
   # Boost 1.74's Asio uses std::exchange without including <utility> in C++20 mode.
   -include utility)

@@ -156,11 +156,11 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
       return std::nullopt;
     }
     for (const auto& [key, value] : load.items()) {
-      std::string text;
+      std::string option_text;
       if (value.is_number()) {
-        text = value.dump();
+        option_text = value.dump();
       } else if (value.is_string()) {
-        text = value.get<std::string>();
+        option_text = value.get<std::string>();
       } else if (key == "thresholds" && value.is_array()) {
         // Thresholds are a list of expressions, each one its own entry.
         for (const auto& item : value) {
@@ -178,13 +178,13 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
             *error = "load." + key + ": expected a number, a string or an array of numbers";
             return std::nullopt;
           }
-          text += (text.empty() ? "" : ":") + item.dump();
+          option_text += (option_text.empty() ? "" : ":") + item.dump();
         }
       } else {
         *error = "load." + key + ": expected a number, a string or an array of numbers";
         return std::nullopt;
       }
-      scenario.load.emplace_back(key, text);
+      scenario.load.emplace_back(key, option_text);
     }
   }
   if (doc.contains("name")) {

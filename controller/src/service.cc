@@ -102,8 +102,8 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   out->set_target_rate(view.target_rate);
   out->set_test(view.test);
   const auto timestamp = [](std::chrono::system_clock::time_point t,
-                            google::protobuf::Timestamp* out) {
-    *out = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+                            google::protobuf::Timestamp* to) {
+    *to = google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
         std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
   };
   timestamp(view.started, out->mutable_started());
