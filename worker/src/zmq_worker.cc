@@ -631,6 +631,39 @@ void ZmqWorker::Resend(const char* why) {
 // The loop
 
 int ZmqWorker::Run(const std::atomic<int>& signals) {
+  if (int failed = Connect(); failed >= 0) return failed;
+  if (int failed = ServeMetrics(); failed >= 0) return failed;
+  Log(options_.id + " connecting to " + options_.controller);
+  next_hello_ = SteadyClock::now();
+  disconnected_since_ = SteadyClock::now();
+  while (exit_code_ < 0) {
+    if (OnSignals(signals.load())) break;
+    zmq::pollitem_t items[] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 1, std::chrono::milliseconds(20));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal: looked at above
+    }
+    if (items[0].revents & ZMQ_POLLIN) Receive();
+    const auto now = SteadyClock::now();
+    OnTimers(now);
+    CheckLoading();
+    Pump();
+    ResendOverdue(now);
+    ExportMetrics();
+  }
+  if (run_ && run_->engine.joinable() && exit_code_ != kWorkerExitInterrupted) {
+    run_->stop = true;
+    run_->engine.join();
+  }
+  // Closing the socket lets what is queued (a done, a bye) go out, for at most the linger time.
+  socket_.reset();
+  context_.reset();
+  return exit_code_;
+}
+
+int ZmqWorker::Connect() {
   context_ = std::make_unique<zmq::context_t>(1);
   socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
   zmq::socket_t& socket = *socket_;
@@ -670,138 +703,123 @@ int ZmqWorker::Run(const std::atomic<int>& signals) {
     Log("cannot connect to " + options_.controller + ": " + e.what());
     return kWorkerExitUsage;
   }
-  if (!options_.metrics.empty()) {
-    try {
-      metrics_ = std::make_unique<Metrics>(options_.metrics, options_.metrics_token);
-    } catch (const std::exception& e) {
-      Log("cannot serve metrics on " + options_.metrics + ": " + e.what());
-      return kWorkerExitFailure;
-    }
-    Log("metrics on http://" + options_.metrics.substr(0, options_.metrics.rfind(':')) + ":" +
-        std::to_string(metrics_->endpoint->port()) + "/metrics" +
-        (options_.metrics_token.empty() ? "" : " (with a token)"));
+  return -1;
+}
+
+int ZmqWorker::ServeMetrics() {
+  if (options_.metrics.empty()) return -1;
+  try {
+    metrics_ = std::make_unique<Metrics>(options_.metrics, options_.metrics_token);
+  } catch (const std::exception& e) {
+    Log("cannot serve metrics on " + options_.metrics + ": " + e.what());
+    return kWorkerExitFailure;
   }
-  Log(options_.id + " connecting to " + options_.controller);
-  auto leave_by = SteadyClock::time_point::max();
-  next_hello_ = SteadyClock::now();
-  disconnected_since_ = SteadyClock::now();
-  while (exit_code_ < 0) {
-    const int signaled = signals.load();
-    if (signaled >= 2) {
-      Log("second signal: leaving now");
-      if (run_) run_->stop = true;
-      exit_code_ = kWorkerExitInterrupted;
-      break;
-    }
-    if (signaled == 1 && !leaving_) {
-      leaving_ = true;
-      leave_by = SteadyClock::now() + options_.shutdown_timeout;
-      Log(run_ ? "shutting down: stopping run " + run_->assignment.run_id +
-                     " and sending its results"
-               : "shutting down");
-      StopRun("the worker is shutting down", /*drain=*/true);
-    }
-    if (leaving_) {
-      if (!run_) {
-        if (welcomed_) Send(Message(MessageType::kBye, options_.id));
-        exit_code_ = kWorkerExitOk;
-        break;
+  Log("metrics on http://" + options_.metrics.substr(0, options_.metrics.rfind(':')) + ":" +
+      std::to_string(metrics_->endpoint->port()) + "/metrics" +
+      (options_.metrics_token.empty() ? "" : " (with a token)"));
+  return -1;
+}
+
+bool ZmqWorker::OnSignals(int signaled) {
+  if (signaled >= 2) {
+    Log("second signal: leaving now");
+    if (run_) run_->stop = true;
+    exit_code_ = kWorkerExitInterrupted;
+    return true;
+  }
+  if (signaled == 1 && !leaving_) {
+    leaving_ = true;
+    leave_by_ = SteadyClock::now() + options_.shutdown_timeout;
+    Log(run_ ? "shutting down: stopping run " + run_->assignment.run_id + " and sending its results"
+             : "shutting down");
+    StopRun("the worker is shutting down", /*drain=*/true);
+  }
+  if (!leaving_) return false;
+  if (run_ && SteadyClock::now() < leave_by_) return false;
+  if (run_) {
+    Log("shutdown timeout: leaving with " + std::to_string(run_->unacked.size()) +
+        " unacknowledged snapshot(s) of run " + run_->assignment.run_id);
+  }
+  if (welcomed_) Send(Message(MessageType::kBye, options_.id));
+  exit_code_ = kWorkerExitOk;
+  return true;
+}
+
+void ZmqWorker::Receive() {
+  zmq::message_t frame;
+  while (exit_code_ < 0 && socket_->recv(frame, zmq::recv_flags::dontwait)) {
+    if (frame.more()) {
+      // Every message is one frame; drain and drop a multipart one.
+      while (frame.more() && socket_->recv(frame, zmq::recv_flags::dontwait)) {
       }
-      if (SteadyClock::now() >= leave_by) {
-        Log("shutdown timeout: leaving with " + std::to_string(run_->unacked.size()) +
-            " unacknowledged snapshot(s) of run " + run_->assignment.run_id);
-        if (welcomed_) Send(Message(MessageType::kBye, options_.id));
-        exit_code_ = kWorkerExitOk;
-        break;
-      }
+      Dropped("a multipart message");
+      continue;
     }
-    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
-    try {
-      zmq::poll(items, 1, std::chrono::milliseconds(20));
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-      continue;  // a signal: looked at above
-    }
-    if (items[0].revents & ZMQ_POLLIN) {
-      zmq::message_t frame;
-      while (exit_code_ < 0 && socket.recv(frame, zmq::recv_flags::dontwait)) {
-        if (frame.more()) {
-          // Every message is one frame; drain and drop a multipart one.
-          while (frame.more() && socket.recv(frame, zmq::recv_flags::dontwait)) {
-          }
-          Dropped("a multipart message");
-          continue;
-        }
-        OnFrame(std::string_view(static_cast<const char*>(frame.data()), frame.size()));
-      }
-    }
-    const auto now = SteadyClock::now();
-    if (welcomed_ && now - last_heard_ > options_.controller_timeout) {
-      Log("no word from the controller for " + std::to_string(options_.controller_timeout.count()) +
-          " ms; " +
-          (run_ ? "run " + run_->assignment.run_id + " goes on, its results wait; " : "") +
-          "registering again");
-      welcomed_ = false;
-      disconnected_since_ = now;
-      next_hello_ = now;
-    }
-    if (!welcomed_ && now >= next_hello_) {
-      SayHello();
-      // Quick at first (a controller restarting is back in seconds), then every few seconds.
-      hello_backoff_ = std::min<std::chrono::milliseconds>(
-          kMaxHelloBackoff,
-          std::max<std::chrono::milliseconds>(std::chrono::milliseconds(250), hello_backoff_ * 2));
-      next_hello_ = now + hello_backoff_;
-    }
-    if (!welcomed_ && !run_ && !options_.curve_server_key_file.empty() && now >= next_key_check_) {
-      // A worker that started before the controller wrote its new key cannot complete a CURVE
-      // handshake, and would wait for ever: with nothing of a run to lose, it starts again.
-      next_key_check_ = now + std::chrono::seconds(2);
-      auto key = common::ReadCurvePublicKeyFile(options_.curve_server_key_file);
-      if (key.ok() && *key != options_.curve_server_key) {
-        Log("the controller's public key in " + options_.curve_server_key_file +
-            " has changed: exiting, to start again with it");
-        exit_code_ = kWorkerExitFailure;
-      }
-    }
-    if (welcomed_ && now >= next_heartbeat_) {
-      Send(Message(MessageType::kHeartbeat, options_.id));
-      next_heartbeat_ = now + heartbeat_;
-    }
-    if (run_ && !welcomed_ && run_->phase == Assigned::Phase::kRunning && !run_->stop &&
-        now - disconnected_since_ > options_.orphan_timeout) {
-      Log("no controller for " +
-          std::to_string(
-              std::chrono::duration_cast<std::chrono::seconds>(options_.orphan_timeout).count()) +
-          " s: stopping run " + run_->assignment.run_id + " (its results still wait)");
-      StopRun("no controller for too long");
-    }
-    if (run_ && run_->finish && !run_->stop && now >= run_->finish_by) {
-      Log("executions still in progress after the drain time: cancelling them");
-      run_->stop = true;
-    }
-    CheckLoading();
-    Pump();
-    if (run_ && !run_->unacked.empty() && now - run_->last_progress > kResendAfter) {
-      Resend("no acknowledgement");
-    } else if (run_ && run_->done_sent && run_->unacked.empty() &&
-               now - run_->last_progress > kResendAfter) {
-      Resend("no acknowledgement of done");
-    }
-    if (metrics_) {
-      metrics_->active_users.Add({}).Set(static_cast<double>(ActiveUsers()));
-      metrics_->registered.Add({}).Set(welcomed_ ? 1 : 0);
-      metrics_->unacked.Add({}).Set(run_ ? static_cast<double>(run_->unacked.size()) : 0);
+    OnFrame(std::string_view(static_cast<const char*>(frame.data()), frame.size()));
+  }
+}
+
+void ZmqWorker::OnTimers(SteadyClock::time_point now) {
+  if (welcomed_ && now - last_heard_ > options_.controller_timeout) {
+    Log("no word from the controller for " + std::to_string(options_.controller_timeout.count()) +
+        " ms; " + (run_ ? "run " + run_->assignment.run_id + " goes on, its results wait; " : "") +
+        "registering again");
+    welcomed_ = false;
+    disconnected_since_ = now;
+    next_hello_ = now;
+  }
+  if (!welcomed_ && now >= next_hello_) {
+    SayHello();
+    // Quick at first (a controller restarting is back in seconds), then every few seconds.
+    hello_backoff_ = std::min<std::chrono::milliseconds>(
+        kMaxHelloBackoff,
+        std::max<std::chrono::milliseconds>(std::chrono::milliseconds(250), hello_backoff_ * 2));
+    next_hello_ = now + hello_backoff_;
+  }
+  if (!welcomed_ && !run_ && !options_.curve_server_key_file.empty() && now >= next_key_check_) {
+    // A worker that started before the controller wrote its new key cannot complete a CURVE
+    // handshake, and would wait for ever: with nothing of a run to lose, it starts again.
+    next_key_check_ = now + std::chrono::seconds(2);
+    auto key = common::ReadCurvePublicKeyFile(options_.curve_server_key_file);
+    if (key.ok() && *key != options_.curve_server_key) {
+      Log("the controller's public key in " + options_.curve_server_key_file +
+          " has changed: exiting, to start again with it");
+      exit_code_ = kWorkerExitFailure;
     }
   }
-  if (run_ && run_->engine.joinable() && exit_code_ != kWorkerExitInterrupted) {
+  if (welcomed_ && now >= next_heartbeat_) {
+    Send(Message(MessageType::kHeartbeat, options_.id));
+    next_heartbeat_ = now + heartbeat_;
+  }
+  if (!run_) return;
+  if (!welcomed_ && run_->phase == Assigned::Phase::kRunning && !run_->stop &&
+      now - disconnected_since_ > options_.orphan_timeout) {
+    Log("no controller for " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::seconds>(options_.orphan_timeout).count()) +
+        " s: stopping run " + run_->assignment.run_id + " (its results still wait)");
+    StopRun("no controller for too long");
+  }
+  if (run_ && run_->finish && !run_->stop && now >= run_->finish_by) {
+    Log("executions still in progress after the drain time: cancelling them");
     run_->stop = true;
-    run_->engine.join();
   }
-  // Closing the socket lets what is queued (a done, a bye) go out, for at most the linger time.
-  socket_.reset();
-  context_.reset();
-  return exit_code_;
+}
+
+void ZmqWorker::ResendOverdue(SteadyClock::time_point now) {
+  if (run_ && !run_->unacked.empty() && now - run_->last_progress > kResendAfter) {
+    Resend("no acknowledgement");
+  } else if (run_ && run_->done_sent && run_->unacked.empty() &&
+             now - run_->last_progress > kResendAfter) {
+    Resend("no acknowledgement of done");
+  }
+}
+
+void ZmqWorker::ExportMetrics() {
+  if (!metrics_) return;
+  metrics_->active_users.Add({}).Set(static_cast<double>(ActiveUsers()));
+  metrics_->registered.Add({}).Set(welcomed_ ? 1 : 0);
+  metrics_->unacked.Add({}).Set(run_ ? static_cast<double>(run_->unacked.size()) : 0);
 }
 
 }  // namespace loads::worker

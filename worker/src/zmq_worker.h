@@ -71,6 +71,20 @@ class ZmqWorker {
   struct Metrics;
   struct Assigned;
 
+  // Run()'s steps. Connect and ServeMetrics return an exit status on failure, else -1.
+  int Connect();
+  int ServeMetrics();
+  // Acts on the signals counted so far; true when the loop must end now.
+  bool OnSignals(int signaled);
+  // Every frame waiting on the socket.
+  void Receive();
+  // Deadlines: the controller's silence, hellos, heartbeats, a changed key file, an orphaned
+  // run, the drain time.
+  void OnTimers(std::chrono::steady_clock::time_point now);
+  // Sends again what the controller has not acknowledged in time.
+  void ResendOverdue(std::chrono::steady_clock::time_point now);
+  void ExportMetrics();
+
   // Messages from the controller.
   void OnFrame(std::string_view bytes);
   void OnWelcome(const common::ControlMessage& m);
@@ -108,7 +122,8 @@ class ZmqWorker {
   uint64_t run_counter_ = 0;
   bool welcomed_ = false;
   bool leaving_ = false;  // a signal came: finish the run, then leave
-  int exit_code_ = -1;    // set when the loop must end
+  std::chrono::steady_clock::time_point leave_by_ = std::chrono::steady_clock::time_point::max();
+  int exit_code_ = -1;  // set when the loop must end
   std::chrono::milliseconds heartbeat_{1000};
   std::chrono::steady_clock::time_point last_heard_{};
   std::chrono::steady_clock::time_point next_hello_{};
