@@ -34,6 +34,7 @@ namespace {
 
 using namespace loads::controller;
 using loads::Status;
+using loads::StatusOr;
 
 // Exit statuses: 0 after a signal, 1 when a service cannot start, 2 for a bad command line.
 // Plain text, or TLS from files that are watched (rotated certificates are served without a
@@ -60,12 +61,103 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
+// The one mapping of a Status to the exit statuses: a bad command line or configuration is 2,
+// anything else that keeps a service from starting is 1.
+int Fail(const Status& status) {
+  return Fail(status.code() == loads::StatusCode::kInvalidArgument ? 2 : 1, status.message());
+}
+
 std::string SelfDir() {
   char path[PATH_MAX] = {0};
   const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
   std::string self = n > 0 ? std::string(path, n) : "";
   return self.substr(0, self.rfind('/'));
 }
+
+// --curve-public-key-secret: before anything listens, since standing workers wait for this key
+// to start. The Secret is the release's, in the controller's own namespace (--namespace is where
+// pods go).
+Status PublishCurveKey(const ControllerOptions& options) {
+  if (options.curve_public_key_secret.empty()) return loads::OkStatus();
+  auto connection =
+      ResolveKubeConnection(options.kubernetes.api_server, options.kubernetes.service_account_dir,
+                            options.kubernetes.namespace_name);
+  if (!connection.ok()) {
+    return loads::InvalidArgumentError("--curve-public-key-secret: " +
+                                       connection.status().message());
+  }
+  auto api = MakeKubeApi(*connection);
+  return SetSecretKey(*api, connection->own_namespace, options.curve_public_key_secret,
+                      "public-key", options.broker.curve_public_key + "\n",
+                      std::chrono::seconds(60));
+}
+
+// The launcher of --launcher, or null when workers are only those that connect. May allow the
+// CURVE key of the workers it starts (options->broker.curve_allowed).
+StatusOr<LauncherPtr> MakeLauncher(ControllerOptions* options) {
+  if (options->launcher == "kubernetes") {
+    if (!options->broker.curve_public_key.empty()) {
+      // Public: an argument is as good as a mounted file, and needs nothing to exist first.
+      options->kubernetes.worker_args = {"--curve-server-key", options->broker.curve_public_key};
+    }
+    const char* pod = std::getenv("LOADS_POD_NAME");
+    const char* uid = std::getenv("LOADS_POD_UID");
+    options->kubernetes.owner_name = pod ? pod : "";
+    options->kubernetes.owner_uid = uid ? uid : "";
+    return MakeKubernetesLauncher(options->kubernetes);
+  }
+  if (options->max_local_workers <= 0) return LauncherPtr();
+  std::vector<std::string> curve_args;
+  if (!options->broker.curve_secret_key.empty()) {
+    // Workers this controller starts get a key pair of their own, allowed for this run of the
+    // controller only, in a file only this user can read.
+    auto keys = loads::common::GenerateCurveKeys();
+    if (!keys.ok()) return keys.status();
+    char dir[] = "/tmp/loads-controller-XXXXXX";
+    if (mkdtemp(dir) == nullptr) {
+      return loads::InternalError("cannot make a folder for the workers' key");
+    }
+    const std::string path = std::string(dir) + "/local-workers.key";
+    if (Status written = loads::common::WriteCurveKeyFile(path, *keys); !written.ok()) {
+      return written;
+    }
+    options->broker.curve_allowed.insert(keys->public_key);
+    curve_args = {"--curve-server-key", options->broker.curve_public_key, "--curve-key-file", path};
+  }
+  return MakeLocalLauncher(options->worker_bin, options->max_local_workers, options->token_file,
+                           curve_args);
+}
+
+// The gRPC API on --grpc (its bound port in *port), healthy once it serves.
+StatusOr<std::unique_ptr<grpc::Server>> StartApi(const ControllerOptions& options,
+                                                 ControllerService* service, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.grpc, ServerCredentials(options), port);
+  // Room for a test library as large as the wire protocol carries; above it, gRPC answers
+  // RESOURCE_EXHAUSTED (and loads-runner refuses before sending).
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || *port == 0) return loads::UnavailableError("cannot listen on " + options.grpc);
+  // Probes may ask for the service by name as well as for the server ("").
+  server->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
+  return server;
+}
+
+// --health: the health service alone, in plain text, for probes that cannot speak TLS (the
+// kubelet's gRPC probe). Nothing else is served there.
+StatusOr<std::unique_ptr<grpc::Server>> StartHealth(const std::string& address, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  std::unique_ptr<grpc::Server> health = builder.BuildAndStart();
+  if (!health || *port == 0) return loads::UnavailableError("cannot listen on " + address);
+  health->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
+  return health;
+}
+
+std::string Host(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
 int Serve(ControllerOptions options) {
   // Signals are taken by a thread of their own, which shuts the server down.
@@ -76,54 +168,9 @@ int Serve(ControllerOptions options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  if (!options.curve_public_key_secret.empty()) {
-    // Before anything listens: standing workers wait for this key to start. The Secret is the
-    // release's, in the controller's own namespace (--namespace is where pods go).
-    auto connection =
-        ResolveKubeConnection(options.kubernetes.api_server, options.kubernetes.service_account_dir,
-                              options.kubernetes.namespace_name);
-    if (!connection.ok())
-      return Fail(2, "--curve-public-key-secret: " + connection.status().message());
-    auto api = MakeKubeApi(*connection);
-    if (Status set = SetSecretKey(*api, connection->own_namespace, options.curve_public_key_secret,
-                                  "public-key", options.broker.curve_public_key + "\n",
-                                  std::chrono::seconds(60));
-        !set.ok()) {
-      return Fail(1, set.message());
-    }
-  }
-  LauncherPtr launcher;
-  if (options.launcher == "kubernetes") {
-    if (!options.broker.curve_public_key.empty()) {
-      // Public: an argument is as good as a mounted file, and needs nothing to exist first.
-      options.kubernetes.worker_args = {"--curve-server-key", options.broker.curve_public_key};
-    }
-    options.kubernetes.owner_name =
-        std::getenv("LOADS_POD_NAME") ? std::getenv("LOADS_POD_NAME") : "";
-    options.kubernetes.owner_uid = std::getenv("LOADS_POD_UID") ? std::getenv("LOADS_POD_UID") : "";
-    std::string error;
-    launcher = MakeKubernetesLauncher(options.kubernetes, &error);
-    if (!launcher) return Fail(2, error);
-  } else if (options.max_local_workers > 0) {
-    std::vector<std::string> curve_args;
-    if (!options.broker.curve_secret_key.empty()) {
-      // Workers this controller starts get a key pair of their own, allowed for this run of
-      // the controller only, in a file only this user can read.
-      auto keys = loads::common::GenerateCurveKeys();
-      if (!keys.ok()) return Fail(1, keys.status().message());
-      char dir[] = "/tmp/loads-controller-XXXXXX";
-      if (mkdtemp(dir) == nullptr) return Fail(1, "cannot make a folder for the workers' key");
-      const std::string path = std::string(dir) + "/local-workers.key";
-      if (Status written = loads::common::WriteCurveKeyFile(path, *keys); !written.ok()) {
-        return Fail(1, written.message());
-      }
-      options.broker.curve_allowed.insert(keys->public_key);
-      curve_args = {"--curve-server-key", options.broker.curve_public_key, "--curve-key-file",
-                    path};
-    }
-    launcher = MakeLocalLauncher(options.worker_bin, options.max_local_workers, options.token_file,
-                                 curve_args);
-  }
+  if (Status published = PublishCurveKey(options); !published.ok()) return Fail(published);
+  auto launcher = MakeLauncher(&options);
+  if (!launcher.ok()) return Fail(launcher.status());
   std::unique_ptr<StateStore> store;
   if (!options.state_dir.empty()) {
     auto opened = OpenSqliteStore(options.state_dir);
@@ -143,7 +190,7 @@ int Serve(ControllerOptions options) {
   broker.SetAbortJudges(ControllerService::MakeAbortJudge);
   if (Status started = broker.Start(); !started.ok()) return Fail(1, started.message());
 
-  ControllerService service(&broker, launcher.get(), options.api_token, options.advertise);
+  ControllerService service(&broker, launcher->get(), options.api_token, options.advertise);
   service.SetMailServer(!options.notify_settings.smtp.empty());
   service.SetReadToken(options.read_token);
   if (!options.allow_targets.empty()) {
@@ -155,37 +202,20 @@ int Serve(ControllerOptions options) {
   // Each run's end, told to its --notify targets and the controller's.
   RunNotifier notifier(&broker, options.notify, options.notify_settings);
   notifier.Start();
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.grpc, ServerCredentials(options), &port);
-  // Room for a test library as large as the wire protocol carries; above it, gRPC answers
-  // RESOURCE_EXHAUSTED (and loads-runner refuses before sending).
-  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return Fail(1, "cannot listen on " + options.grpc);
-  // Probes may ask for the service by name as well as for the server ("").
-  server->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
-  // --health: the health service alone, in plain text, for probes that cannot speak TLS (the
-  // kubelet's gRPC probe). Nothing else is served there.
+  auto server = StartApi(options, &service, &port);
+  if (!server.ok()) return Fail(1, server.status().message());
   std::unique_ptr<grpc::Server> health;
   int health_port = 0;
   if (!options.health.empty()) {
-    grpc::ServerBuilder health_builder;
-    health_builder.AddListeningPort(options.health, grpc::InsecureServerCredentials(),
-                                    &health_port);
-    health = health_builder.BuildAndStart();
-    if (!health || health_port == 0) return Fail(1, "cannot listen on " + options.health);
-    health->GetHealthCheckService()->SetServingStatus("loads.v1.Controller", true);
+    auto started = StartHealth(options.health, &health_port);
+    if (!started.ok()) return Fail(1, started.status().message());
+    health = std::move(*started);
   }
-  const std::string host = options.grpc.substr(0, options.grpc.rfind(':'));
-  const std::string metrics_host = options.metrics.substr(0, options.metrics.rfind(':'));
   // The live page: the same runs, their reports and StopRun, behind the API token.
   BrokerRunSource runs(&broker);
   std::unique_ptr<loads::common::LivePageServer> web;
-  std::string web_line;
+  std::string more;  // the listening line's optional parts
   if (!options.web.empty()) {
     web = std::make_unique<loads::common::LivePageServer>(
         &runs, loads::common::LivePageServer::Options{.address = options.web,
@@ -193,29 +223,27 @@ int Serve(ControllerOptions options) {
                                                       .read_token = options.read_token,
                                                       .max_streams = 16});
     if (Status started = web->Start(); !started.ok()) return Fail(1, started.message());
-    web_line = " web http://" + options.web.substr(0, options.web.rfind(':')) + ":" +
-               std::to_string(web->port()) + "/";
+    more = " web http://" + Host(options.web) + ":" + std::to_string(web->port()) + "/";
   }
-  if (health) {
-    web_line += " health " + options.health.substr(0, options.health.rfind(':')) + ":" +
-                std::to_string(health_port);
-  }
-  if (!options.tls_cert.empty()) web_line += options.client_ca.empty() ? " tls" : " mtls";
+  if (health) more += " health " + Host(options.health) + ":" + std::to_string(health_port);
+  if (!options.tls_cert.empty()) more += options.client_ca.empty() ? " tls" : " mtls";
   std::printf(
       "loads-controller listening: grpc %s:%d zmq %s publish %s metrics http://%s:%d/metrics%s\n",
-      host.c_str(), port, broker.endpoint().c_str(), broker.publish_endpoint().c_str(),
-      metrics_host.c_str(), metrics->port(), web_line.c_str());
+      Host(options.grpc).c_str(), port, broker.endpoint().c_str(),
+      broker.publish_endpoint().c_str(), Host(options.metrics).c_str(), metrics->port(),
+      more.c_str());
   std::fflush(stdout);
+  grpc::Server& api = **server;
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    server->GetHealthCheckService()->Shutdown();
+    api.GetHealthCheckService()->Shutdown();
     // Watchers get UNAVAILABLE and come back to the next controller.
     service.Shutdown();
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    api.Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     if (health) health->Shutdown();
   });
-  server->Wait();
+  api.Wait();
   waiter.join();
   if (web) web->Stop();  // its event streams end before the broker goes
   notifier.Stop();

@@ -746,14 +746,11 @@ int ThreadsForCpu(const std::string& cpu) {
   return static_cast<int>(std::clamp(std::ceil(cpus - 1e-9), 1.0, 1024.0));
 }
 
-LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error,
-                                   std::unique_ptr<KubeApi> api) {
+StatusOr<LauncherPtr> MakeKubernetesLauncher(KubernetesOptions options,
+                                             std::unique_ptr<KubeApi> api) {
   auto launcher = std::make_unique<KubernetesLauncher>(std::move(options), std::move(api));
-  if (std::string why = launcher->Init(); !why.empty()) {
-    *error = why;
-    return nullptr;
-  }
-  return launcher;
+  if (std::string why = launcher->Init(); !why.empty()) return InvalidArgumentError(why);
+  return LauncherPtr(std::move(launcher));
 }
 
 }  // namespace loads::controller

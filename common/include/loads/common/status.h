@@ -3,7 +3,7 @@
 // The one shape of failure for Loads' internal APIs (outside the test API, which throws, and the
 // engine's hot path, which counts outcomes): a Status is OK or a code with one message line, and
 // StatusOr<T> is a value or a non-OK Status. The codes are gRPC's, so the controller maps a
-// Status to a grpc::Status without a table (controller/src/grpc_status.h), and the runner maps
+// Status to a grpc::Status without a table (ToGrpc, controller/src/service.cc), and the runner maps
 // the few codes it can meet to exit codes in one place (runner/exit_codes.h).
 //
 // Thread safety: values, like std::string.

@@ -90,11 +90,11 @@ struct KubernetesOptions {
 // Creates worker pods through the Kubernetes API (HTTPS, verified with the service account's
 // CA, authenticated with its token, re-read at each request since tokens rotate). Pods are named
 // and labelled by run, owned by the controller's pod (so they go when it goes), created in
-// parallel with retries, followed with a watch, and deleted when their run is over. Returns
-// nullptr and says why in *error if the configuration is unusable. api: the API to use instead
-// of the real one (tests).
-LauncherPtr MakeKubernetesLauncher(KubernetesOptions options, std::string* error,
-                                   std::unique_ptr<KubeApi> api = nullptr);
+// parallel with retries, followed with a watch, and deleted when their run is over.
+// INVALID_ARGUMENT saying why if the configuration is unusable. api: the API to use instead of
+// the real one (tests).
+StatusOr<LauncherPtr> MakeKubernetesLauncher(KubernetesOptions options,
+                                             std::unique_ptr<KubeApi> api = nullptr);
 
 // The engine threads of a worker given a CPU request: the CPUs it asks for, rounded up, at
 // least 1 ("500m" -> 1, "2" -> 2, "2500m" -> 3). REQUIRES: spec::IsResourceQuantity(cpu).
