@@ -1232,10 +1232,12 @@ for (const testCase of cases) {
       const [policy] = policies;
       assert.equal(policy.metadata.name, CONTROLLER);
       assert.deepEqual(policy.spec.policyTypes, ["Ingress"]);
-      // It applies to the controller's pods, and to no other pod of the chart.
+      // It applies to the controller's pods, and to no other pod of the chart: nor to the launched
+      // workers, whose metrics port Prometheus reaches as it reaches the standing workers'.
       for (const pod of podSpecs(docs)) {
         assert.equal(selects(policy.spec.podSelector, pod.metadata.labels), pod.owner === controller(), pod.owner.metadata.name);
       }
+      assert.ok(!selects(policy.spec.podSelector, launchedWorkerLabels()), "launched worker pods");
       const service = find("Service", CONTROLLER);
       const servicePorts = new Map(service.spec.ports.map((p) => [p.port, p.name]));
       // Who may reach each port: {port name: [peers]}. An empty or missing "from" would let

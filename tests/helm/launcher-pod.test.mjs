@@ -2,9 +2,11 @@
 // (issue 13: launched worker pods could not be placed). The chart renders the launcher.* values
 // (labels, annotations, nodeSelector, tolerations, affinity, topologySpreadConstraints,
 // priorityClassName, security contexts, extra env) into the ConfigMap <fullname>-worker-pod, key
-// pod.json, mounts it into the controller and passes --worker-pod-template; these tests check
-// that pod.json holds exactly what the values say, that the real loads-controller accepts it,
-// that a pod built from it as the launcher builds one is a valid Pod (kubernetes-models), the
+// pod.json, with what launched pods share with the standing workers (loads.workerPod: the metrics
+// flags, port and token, the liveness probe, the security contexts), mounts it into the controller
+// and passes --worker-pod-template; these tests check that pod.json holds exactly what the values
+// say, that the real loads-controller accepts it, that a pod built from it as the launcher builds
+// one is a valid Pod (kubernetes-models) and has the standing workers' shared parts exactly, the
 // controller's flags, volume, mount and checksum, and the values values.schema.json refuses.
 // Rendered by tools/helm-render (not Helm; helm.test.mjs proves Helm renders the same).
 //
@@ -14,7 +16,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -25,6 +27,8 @@ import {
   binDir,
   chartDir,
   flagsOf,
+  launchedPod,
+  launchedPodOf,
   mergedValues,
   models,
   render,
@@ -140,52 +144,39 @@ function sha256(text) {
   return createHash("sha256").update(text).digest("hex");
 }
 
-// The pod the launcher makes of a template (controller/src/kubernetes_launcher.cc, PodManifest):
-// its defaults, the template's labels, annotations and spec over them, then what it owns.
-function launchedPod(template) {
-  const spec = {
+// What the launcher gets from the chart's controller flags, for a template alone.
+const LAUNCHER = {
+  namespace: NAMESPACE,
+  instance: RELEASE,
+  endpoint: `tcp://${FULLNAME}-controller.${NAMESPACE}.svc:5555`,
+  tokenSecret: `${FULLNAME}-tokens`,
+};
+
+// The pod spec parts launched pods share with the standing workers (loads.workerPod), for these
+// values and the launched pods' env and security contexts.
+function sharedSpec(values, { env = [], podSecurityContext = values.podSecurityContext, containerSecurityContext = values.containerSecurityContext } = {}) {
+  return {
     automountServiceAccountToken: false,
-    enableServiceLinks: false,
-    securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: "RuntimeDefault" } },
-    ...structuredClone(template.spec ?? {}),
+    terminationGracePeriodSeconds: values.worker.terminationGracePeriodSeconds,
+    securityContext: podSecurityContext,
+    containers: [
+      {
+        name: "worker",
+        args: ["--metrics", "0.0.0.0:9465", "--metrics-token-file", "/var/run/loads-metrics/token", "--controller-timeout", String(values.worker.controllerTimeout)],
+        ...(env.length ? { env } : {}),
+        ports: [{ name: "metrics", containerPort: 9465, protocol: "TCP" }],
+        livenessProbe: { tcpSocket: { port: "metrics" }, initialDelaySeconds: 5, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 },
+        securityContext: containerSecurityContext,
+        volumeMounts: [{ name: "metrics-token", mountPath: "/var/run/loads-metrics", readOnly: true }],
+      },
+    ],
+    volumes: [
+      {
+        name: "metrics-token",
+        secret: { secretName: `${FULLNAME}-tokens`, items: [{ key: values.controller.metricsToken.key, path: "token" }], defaultMode: 0o440 },
+      },
+    ],
   };
-  const metadata = {
-    name: "loads-w-0123456789ab-0",
-    namespace: NAMESPACE,
-    labels: {
-      ...(template.metadata?.labels ?? {}),
-      "app.kubernetes.io/name": "loads",
-      "app.kubernetes.io/instance": RELEASE,
-      "app.kubernetes.io/component": "worker",
-      "app.kubernetes.io/managed-by": "loads-controller",
-      "loads/run-hash": "0123456789ab",
-    },
-    annotations: { ...(template.metadata?.annotations ?? {}), "loads/run-id": "run-1" },
-  };
-  const containers = spec.containers ?? [];
-  let worker = containers.find((c) => c.name === "worker");
-  if (!worker) {
-    worker = { name: "worker" };
-    containers.unshift(worker);
-  }
-  worker.image = "localhost/loads-worker:0.1.0";
-  worker.imagePullPolicy ??= "IfNotPresent";
-  worker.args = ["--controller", "tcp://demo-loads-controller.perf.svc:5555", "--id", metadata.name, "--work-dir", "/tmp/loads", "--threads", "1", "--token-file", "/var/run/loads/worker-token"];
-  worker.resources = { ...(worker.resources ?? {}), requests: { cpu: "1", memory: "512Mi" }, limits: { memory: "512Mi" } };
-  worker.securityContext ??= { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } };
-  worker.volumeMounts = [
-    ...(worker.volumeMounts ?? []),
-    { name: "tmp", mountPath: "/tmp" },
-    { name: "tokens", mountPath: "/var/run/loads", readOnly: true },
-  ];
-  spec.volumes = [
-    ...(spec.volumes ?? []),
-    { name: "tmp", emptyDir: {} },
-    { name: "tokens", secret: { secretName: `${FULLNAME}-tokens`, items: [{ key: "worker-token", path: "worker-token" }] } },
-  ];
-  spec.containers = containers;
-  spec.restartPolicy = "Never";
-  return { apiVersion: "v1", kind: "Pod", metadata, spec };
 }
 
 // loads-controller started with the Kubernetes launcher and this template, outside a cluster: it
@@ -202,7 +193,7 @@ function runController(templateFile) {
 }
 
 describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)", () => {
-  it("is rendered by default with the security contexts of the chart's own pods, and nothing else", () => {
+  it("is rendered by default with what the standing workers have too (security contexts, metrics, probe), and nothing else", () => {
     const objects = renderWith([]);
     const values = mergedValues();
     const { configMap, pod } = templateOf(objects);
@@ -210,14 +201,7 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
     assert.equal(configMap.metadata.namespace, NAMESPACE);
     assert.equal(configMap.metadata.labels["app.kubernetes.io/component"], "controller");
     assert.deepEqual(Object.keys(configMap.data), ["pod.json"]);
-    assert.deepEqual(pod, {
-      apiVersion: "v1",
-      kind: "Pod",
-      spec: {
-        securityContext: values.podSecurityContext,
-        containers: [{ name: "worker", securityContext: values.containerSecurityContext }],
-      },
-    });
+    assert.deepEqual(pod, { apiVersion: "v1", kind: "Pod", spec: sharedSpec(values) });
     // The defaults are the restricted ones, and the controller's own pod runs under the same.
     assert.deepEqual(values.podSecurityContext, {
       runAsNonRoot: true,
@@ -249,8 +233,7 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
         annotations: launcher.podAnnotations,
       },
       spec: {
-        securityContext: values.podSecurityContext,
-        containers: [{ name: "worker", securityContext: values.containerSecurityContext, env: launcher.extraEnv }],
+        ...sharedSpec(values, { env: launcher.extraEnv }),
         nodeSelector: launcher.nodeSelector,
         tolerations: launcher.tolerations,
         affinity: launcher.affinity,
@@ -277,7 +260,7 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
     for (const key of ["runAsUser", "runAsGroup", "fsGroup"]) assert.ok(!(key in pod.spec.securityContext), key);
     // The template's securityContext replaces the launcher's default (uid 10001) entirely.
     assert.deepEqual(pod.spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: "RuntimeDefault" } });
-    assert.ok(!("runAsUser" in launchedPod(pod).spec.securityContext));
+    assert.ok(!("runAsUser" in launchedPod(pod, LAUNCHER).spec.securityContext));
   });
 
   for (const { name, files } of cases) {
@@ -296,8 +279,9 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
     });
 
     it(`makes valid Pods as the launcher fills it in (kubernetes-models, no unknown field), with ${name}`, () => {
-      const { pod: template } = templateOf(renderWith(files));
-      const pod = launchedPod(template);
+      const objects = renderWith(files);
+      const { pod: template } = templateOf(objects);
+      const pod = launchedPodOf(objects);
       const Pod = models["v1/Pod"];
       assert.doesNotThrow(() => new Pod(pod).validate());
       assert.deepEqual(unknownFields(pod), []);
@@ -380,6 +364,124 @@ describe("the controller and the template", () => {
     assert.notEqual(result.status, 0);
     assert.match(result.stderr, /controller\.extraVolumes: the name "worker-pod" is one of the chart's volumes/);
   });
+});
+
+// ---- One worker pod definition (loads.workerPod) for standing and launched workers ----------
+
+// What each kind has on its own: the flags the launcher passes itself (or the standing workers'
+// counterparts, their CURVE key from a file), the token, /tmp and CURVE volumes, the image,
+// resources, placement, pull Secrets and restart policy. Everything else must be the same.
+const STANDING_FLAGS = ["--controller", "--id", "--token-file", "--work-dir", "--threads", "--curve-server-key-file"];
+const LAUNCHER_FLAGS = ["--controller", "--id", "--token-file", "--work-dir", "--threads", "--curve-server-key"];
+const STANDING_VOLUMES = ["tokens", "tmp", "curve"];
+const LAUNCHER_VOLUMES = ["tokens", "tmp"];
+const OWN_CONTAINER_KEYS = ["name", "image", "imagePullPolicy", "command", "resources", "args", "env", "volumeMounts", "securityContext"];
+// enableServiceLinks: the launcher's default (false), which the Deployment leaves to Kubernetes.
+const OWN_SPEC_KEYS = ["containers", "volumes", "securityContext", "imagePullSecrets", "restartPolicy", "enableServiceLinks",
+  "nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "priorityClassName"];
+const STANDING_ENV = ["LOADS_POD_NAME", "LOADS_CPU_LIMIT"];
+
+const without = (flags, own) => Object.fromEntries(Object.entries(flags).filter(([flag]) => !own.includes(flag)));
+
+// The standing workers' Deployment and a launched pod of one render, and the values.
+function bothKinds(files) {
+  const objects = renderWith(files);
+  const values = mergedValues(files);
+  const deployment = objects.find((o) => o.kind === "Deployment" && o.metadata.labels["app.kubernetes.io/component"] === "standing-worker");
+  return { values, standing: deployment?.spec.template.spec, launched: launchedPodOf(objects)?.spec };
+}
+
+const standingOn = writeTemp("standing-on.yaml", "worker: {enabled: true}\n");
+const sharedValues = writeTemp(
+  "shared-values.yaml",
+  yaml.dump({
+    worker: { enabled: true, controllerTimeout: 2.5, terminationGracePeriodSeconds: 45, extraEnv: [{ name: "TZ", value: "UTC" }] },
+    launcher: { extraEnv: [{ name: "TZ", value: "UTC" }] },
+    podSecurityContext: { runAsNonRoot: true, runAsUser: 2000, fsGroup: 2000, seccompProfile: { type: "RuntimeDefault" } },
+    containerSecurityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] }, runAsNonRoot: true },
+    controller: { metricsToken: { secretName: "prom-scrape", key: "scrape" } },
+    curve: { enabled: false },
+  }),
+);
+const bothCases = [
+  { name: "values.yaml and standing workers", files: [standingOn] },
+  { name: "every placement value and standing workers", files: [placementFile, standingOn] },
+  { name: "the launcher's own security contexts and standing workers", files: [ownContextsFile, standingOn] },
+  { name: "shared values changed", files: [sharedValues] },
+  ...readdirSync(examplesDir)
+    .filter((f) => f.endsWith(".yaml"))
+    .sort()
+    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
+  { name: "tests/helm/all-options.yaml", files: [path.join(here, "all-options.yaml")] },
+];
+
+describe("standing and launched workers from one pod definition", () => {
+  it("is checked with both kinds in several of the cases", () => {
+    const both = bothCases.filter(({ files }) => {
+      const { standing, launched } = bothKinds(files);
+      return standing && launched;
+    });
+    assert.ok(both.length >= 8, both.map((c) => c.name).join(", "));
+  });
+
+  for (const { name, files } of bothCases) {
+    const { values, standing, launched } = bothKinds(files);
+    if (!standing || !launched) continue;
+    const [sContainer] = standing.containers;
+    const lContainer = launched.containers.find((c) => c.name === "worker");
+
+    it(`gives both the same worker flags but each kind's own, with ${name}`, () => {
+      const sArgs = sContainer.args.slice(0, sContainer.args.length - values.worker.extraArgs.length);
+      const sFlags = flagsOf(sArgs);
+      const lFlags = flagsOf(lContainer.args);
+      assert.deepEqual(without(lFlags, LAUNCHER_FLAGS), without(sFlags, STANDING_FLAGS));
+      assert.equal(lFlags["--metrics"], "0.0.0.0:9465");
+      assert.equal(lFlags["--metrics-token-file"], "/var/run/loads-metrics/token");
+      assert.equal(lFlags["--controller-timeout"], String(values.worker.controllerTimeout));
+      // The launcher's own flags come first, the template's after them (PodManifest).
+      assert.deepEqual(lContainer.args.slice(0, 2), ["--controller", lFlags["--controller"]]);
+      assert.deepEqual(lContainer.args.slice(-6), ["--metrics", "0.0.0.0:9465", "--metrics-token-file", "/var/run/loads-metrics/token", "--controller-timeout", String(values.worker.controllerTimeout)]);
+    });
+
+    it(`gives both the same port, probes and container fields, with ${name}`, () => {
+      const keys = new Set([...Object.keys(sContainer), ...Object.keys(lContainer)].filter((k) => !OWN_CONTAINER_KEYS.includes(k)));
+      assert.ok(keys.has("ports") && keys.has("livenessProbe"), [...keys].join(", "));
+      for (const key of keys) assert.deepEqual(lContainer[key], sContainer[key], key);
+      assert.deepEqual(lContainer.ports, [{ name: "metrics", containerPort: 9465, protocol: "TCP" }]);
+      assert.deepEqual(lContainer.livenessProbe.tcpSocket, { port: "metrics" });
+    });
+
+    it(`gives both the same pod fields, the chart's security contexts unless the launcher's replace them, with ${name}`, () => {
+      const keys = new Set([...Object.keys(standing), ...Object.keys(launched)].filter((k) => !OWN_SPEC_KEYS.includes(k)));
+      assert.ok(keys.has("automountServiceAccountToken") && keys.has("terminationGracePeriodSeconds"), [...keys].join(", "));
+      for (const key of keys) assert.deepEqual(launched[key], standing[key], key);
+      assert.equal(launched.automountServiceAccountToken, false);
+      assert.equal(launched.terminationGracePeriodSeconds, values.worker.terminationGracePeriodSeconds);
+      assert.deepEqual(standing.securityContext, values.podSecurityContext);
+      assert.deepEqual(sContainer.securityContext, values.containerSecurityContext);
+      const { podSecurityContext, containerSecurityContext } = values.launcher;
+      assert.deepEqual(launched.securityContext, Object.keys(podSecurityContext).length ? podSecurityContext : standing.securityContext);
+      assert.deepEqual(lContainer.securityContext, Object.keys(containerSecurityContext).length ? containerSecurityContext : sContainer.securityContext);
+    });
+
+    it(`mounts the same metrics token volume in both, and nothing else of the chart's, with ${name}`, () => {
+      const extra = values.worker.extraVolumeMounts.map((m) => m.name);
+      const sMounts = sContainer.volumeMounts.filter((m) => !STANDING_VOLUMES.includes(m.name) && !extra.includes(m.name));
+      const lMounts = lContainer.volumeMounts.filter((m) => !LAUNCHER_VOLUMES.includes(m.name));
+      assert.deepEqual(lMounts, sMounts);
+      assert.deepEqual(lMounts.map((m) => m.name), ["metrics-token"]);
+      const volumesOf = (spec, mounts) => mounts.map((m) => spec.volumes.find((v) => v.name === m.name));
+      assert.deepEqual(volumesOf(launched, lMounts), volumesOf(standing, sMounts));
+      assert.deepEqual(launched.volumes.map((v) => v.name), ["metrics-token", "tmp", "tokens"]);
+      assert.equal(launched.volumes[0].secret.items[0].key, values.controller.metricsToken.key);
+    });
+
+    it(`gives each kind its own extra env after the chart's, with ${name}`, () => {
+      const sEnv = (sContainer.env ?? []).filter((e) => !STANDING_ENV.includes(e.name));
+      assert.deepEqual(sEnv, values.worker.extraEnv);
+      assert.deepEqual(lContainer.env ?? [], values.launcher.extraEnv);
+    });
+  }
 });
 
 describe("values.schema.json and the launcher's pod values", () => {

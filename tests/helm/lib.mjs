@@ -282,3 +282,115 @@ export function helpFlags(binDir, binary) {
 export function subsetOf(small, big) {
   return Object.entries(small).every(([k, v]) => big?.[k] === v);
 }
+
+// ---- The worker pods the Kubernetes launcher creates ----------------------------------------
+
+// The engine threads a launched worker announces for its CPU request (ThreadsForCpu,
+// controller/src/kubernetes_launcher.cc): the CPUs asked for, rounded up, 1 to 1024.
+export function threadsForCpu(cpu) {
+  const cpus = String(cpu).endsWith("m") ? Number(String(cpu).slice(0, -1)) / 1000 : Number(cpu);
+  return Math.min(Math.max(Math.ceil(cpus - 1e-9), 1), 1024);
+}
+
+// The pod the launcher makes of a --worker-pod-template: a mirror of PodManifest
+// (controller/src/kubernetes_launcher.cc), to be kept alike. Its defaults, the template's labels,
+// annotations and spec over them, then what it owns; its own args come before the template's.
+// launcher: what the controller's flags tell it (launchedPodOf reads them from a render).
+export function launchedPod(template, launcher) {
+  const {
+    name = "loads-w-0123456789ab-0",
+    namespace,
+    instance = "loads",
+    endpoint,
+    image = "localhost/loads-worker:0.1.0",
+    imagePullPolicy = "IfNotPresent",
+    cpu = "1",
+    memory = "512Mi",
+    tokenSecret = "",
+    imagePullSecrets = [],
+    curveServerKey = "",
+    runId = "run-1",
+  } = launcher;
+  const spec = {
+    automountServiceAccountToken: false,
+    enableServiceLinks: false,
+    securityContext: { runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, fsGroup: 10001, seccompProfile: { type: "RuntimeDefault" } },
+    ...structuredClone(template.spec ?? {}),
+  };
+  const metadata = {
+    name,
+    namespace,
+    labels: {
+      ...(template.metadata?.labels ?? {}),
+      "app.kubernetes.io/name": "loads",
+      "app.kubernetes.io/instance": instance,
+      "app.kubernetes.io/component": "worker",
+      "app.kubernetes.io/managed-by": "loads-controller",
+      "loads/run-hash": "0123456789ab",
+    },
+    annotations: { ...(template.metadata?.annotations ?? {}), "loads/run-id": runId },
+  };
+  const args = ["--controller", endpoint, "--id", name, "--work-dir", "/tmp/loads", "--threads", String(threadsForCpu(cpu))];
+  if (curveServerKey) args.push("--curve-server-key", curveServerKey);
+  const mounts = [{ name: "tmp", mountPath: "/tmp" }];
+  const volumes = [...(spec.volumes ?? []), { name: "tmp", emptyDir: {} }];
+  if (tokenSecret) {
+    args.push("--token-file", "/var/run/loads/worker-token");
+    mounts.push({ name: "tokens", mountPath: "/var/run/loads", readOnly: true });
+    volumes.push({ name: "tokens", secret: { secretName: tokenSecret, items: [{ key: "worker-token", path: "worker-token" }] } });
+  }
+  const containers = spec.containers ?? [];
+  let worker = containers.find((c) => c.name === "worker");
+  if (!worker) {
+    worker = { name: "worker" };
+    containers.unshift(worker);
+  }
+  worker.image = image;
+  worker.imagePullPolicy ??= imagePullPolicy;
+  worker.args = [...args, ...(worker.args ?? [])];
+  const resources = worker.resources ?? {};
+  worker.resources = {
+    ...resources,
+    requests: { ...(resources.requests ?? {}), cpu, memory },
+    limits: { ...(resources.limits ?? {}), memory },
+  };
+  worker.securityContext ??= { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } };
+  worker.volumeMounts = [...(worker.volumeMounts ?? []), ...mounts];
+  spec.restartPolicy = "Never";
+  spec.containers = containers;
+  spec.volumes = volumes;
+  spec.imagePullSecrets = [...(spec.imagePullSecrets ?? []), ...imagePullSecrets.map((s) => ({ name: s }))];
+  return { apiVersion: "v1", kind: "Pod", metadata, spec };
+}
+
+// Every value following FLAG in args.
+function flagValues(args, flag) {
+  return args.flatMap((arg, i) => (arg === flag ? [args[i + 1]] : []));
+}
+
+// The launched worker pod of a render (objects: the rendered objects), or undefined without the
+// launcher: the ConfigMap's template filled in as the launcher would, with what the rendered
+// controller's flags tell it (--advertise, --instance, --worker-token-secret, ...) in the
+// controller's namespace (the launcher's, from its service account). curveServerKey: the
+// controller's public key, which the launcher passes with CURVE (the controller's
+// --curve-key-file); a stand-in by default.
+export function launchedPodOf(objects, { curveServerKey, name } = {}) {
+  const controller = objects.find((o) => o.kind === "Deployment" && o.metadata.labels["app.kubernetes.io/component"] === "controller");
+  const { args } = controller.spec.template.spec.containers.find((c) => c.name === "controller");
+  if (!args.includes("--worker-pod-template")) return undefined;
+  const configMap = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name.endsWith("-worker-pod"));
+  const one = (flag) => flagValues(args, flag)[0];
+  return launchedPod(JSON.parse(configMap.data["pod.json"]), {
+    ...(name ? { name } : {}),
+    namespace: controller.metadata.namespace,
+    instance: one("--instance"),
+    endpoint: one("--advertise"),
+    image: one("--worker-image"),
+    imagePullPolicy: one("--image-pull-policy"),
+    cpu: one("--worker-cpu"),
+    memory: one("--worker-memory"),
+    tokenSecret: one("--worker-token-secret"),
+    imagePullSecrets: flagValues(args, "--image-pull-secret"),
+    curveServerKey: args.includes("--curve-key-file") ? curveServerKey ?? "loads".repeat(8) : "",
+  });
+}

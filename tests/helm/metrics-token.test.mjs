@@ -1,16 +1,17 @@
 // The metrics token of the chart helm/loads, rendered by tools/helm-render (not Helm; see lib.mjs),
-// and the listen flags of every controller and standing worker it renders, against the real
-// binaries. loads-controller refuses --metrics beyond loopback without --metrics-token-file, and
+// and the listen flags of every controller and worker it renders (standing, and launched: the
+// ConfigMap's pod template as the launcher fills it in), against the real binaries. loads-controller refuses --metrics beyond loopback without --metrics-token-file, and
 // --publish beyond loopback without CurveZMQ; loads-worker refuses --metrics beyond loopback
 // without its own --metrics-token-file. So the chart generates a metrics token by default (key
 // metrics-token of <fullname>-tokens, kept on upgrades by `lookup`; auth.existingSecret must hold
-// it; controller.metricsToken.secretName and key name another), mounts that key alone for both,
+// it; controller.metricsToken.secretName and key name another), mounts that key alone for all,
 // sends it from the ServiceMonitor and the PodMonitor (copied into their namespace when it is
 // another one), probes the workers' metrics port over TCP (an HTTP probe would get 401), and
 // without CURVE publishes results on the pod's loopback only.
 //
 // For values.yaml, every example, tests/helm/all-options.yaml and a few more values, each rendered
-// loads-controller and loads-worker runs with its rendered arguments (files the kubelet would mount
+// loads-controller and loads-worker (a launched one with the launcher's args and the template's)
+// runs with its rendered arguments (files the kubelet would mount
 // written under a temporary root, listen ports made 0, KUBERNETES_* removed from the environment)
 // and must get past its option checks: the controller then listens, or stops at the Kubernetes API
 // it needs (launcher, CURVE key writer); the worker serves /metrics with the token only.
@@ -33,6 +34,7 @@ import {
   binDir,
   chartDir,
   flagsOf,
+  launchedPodOf,
   mergedValues,
   podSpecs,
   render,
@@ -140,13 +142,16 @@ function expectations(values) {
   return { names, ns, secretName, key: values.controller.metricsToken.key, generated, monitors, curve: values.curve.enabled };
 }
 
-// The containers the chart runs that serve /metrics: the controller's and the standing workers'.
+// The containers that serve /metrics: the controller's, the standing workers' and the launched
+// workers' (a pod of the launcher's, made of the rendered template).
 function servers(objects, names = namesOf(mergedValues())) {
   const list = [];
   const controller = find(objects, "Deployment", names.controller);
   list.push({ what: "controller", spec: controller.spec.template.spec, container: controller.spec.template.spec.containers[0] });
   const workers = find(objects, "Deployment", names.workers);
   if (workers) list.push({ what: "worker", spec: workers.spec.template.spec, container: workers.spec.template.spec.containers[0] });
+  const launched = launchedPodOf(objects);
+  if (launched) list.push({ what: "launched worker", spec: launched.spec, container: launched.spec.containers.find((c) => c.name === "worker") });
   return list;
 }
 
@@ -178,8 +183,10 @@ describe("the metrics token by default", () => {
     assert.notEqual(decode(again.data["metrics-token"]), tokens["metrics-token"]);
   });
 
-  it("is what the controller and the standing workers read, and what both monitors send", () => {
-    for (const { what, spec, container } of servers(objects)) {
+  it("is what the controller and both kinds of workers read, and what both monitors send", () => {
+    const all = servers(objects);
+    assert.deepEqual(all.map((s) => s.what), ["controller", "worker", "launched worker"]);
+    for (const { what, spec, container } of all) {
       assert.equal(flagsOf(container.args)["--metrics-token-file"], TOKEN_FILE, what);
       const { volume, item } = mountedFile(spec, container, TOKEN_FILE);
       assert.equal(volume.secret.secretName, `${FULLNAME}-tokens`, what);
@@ -570,6 +577,36 @@ async function checkMetricsToken(port, token, what) {
 
 const REFUSED = /refusing|invalid value|unknown option|needs a value|cannot read/;
 
+// Runs the worker of a pod spec with its args, as runnable() makes them, and no controller: it
+// must get past its option checks, serve /metrics (with the token only) where the chart asked,
+// accept the liveness probe's connection and keep running.
+async function runWorker(objects, names, spec, container, env) {
+  const { args, files } = runnable(objects, spec, container, env);
+  // No controller here: a port where nothing answers (the worker keeps trying).
+  const controller = args.indexOf("--controller");
+  assert.match(args[controller + 1], new RegExp(`^tcp://${names.controller}(\\.[a-z0-9.-]+)?:5555$`));
+  args[controller + 1] = "tcp://127.0.0.1:1";
+  const began = Date.now();
+  const run = start(workerBin, args);
+  try {
+    const result = await run.settled(/^loads-worker: metrics on http:\/\/0\.0\.0\.0:(\d+)\/metrics \(with a token\)$/m);
+    assert.doesNotMatch(result.output, REFUSED, `refused:\n${args.join(" ")}\n${result.output}`);
+    assert.ok(result.running, `exited (${result.code}):\n${args.join(" ")}\n${result.output}`);
+    const port = Number(result.match[1]);
+    // The liveness probe (tcpSocket on the metrics port) succeeds, and /metrics wants the
+    // token of the mounted file, which is the one the PodMonitor sends.
+    assert.ok(await tcpProbe(port), "the liveness probe's connection failed");
+    const body = await checkMetricsToken(port, files["--metrics-token-file"].content.split("\n")[0], "worker");
+    assert.match(body, /^loads_worker_registered 0$/m);
+    // Still running a second on: trying to reach its controller, not stopped by an option.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 - (Date.now() - began))));
+    assert.equal(run.child.exitCode, null, `exited:\n${run.output()}`);
+    assert.doesNotMatch(run.output(), REFUSED);
+  } finally {
+    await stop(run.child);
+  }
+}
+
 describe("the rendered listen flags with the real binaries", { concurrency: true }, () => {
   for (const testCase of cases) {
     const objects = objectsOf(renderCase(testCase));
@@ -606,38 +643,26 @@ describe("the rendered listen flags with the real binaries", { concurrency: true
     });
 
     const workers = find(objects, "Deployment", names.workers);
-    if (!workers) continue;
-    it(`loads-worker serves /metrics with the token only with ${testCase.name}`, async (t) => {
-      if (!haveBinaries) return t.skip(`no binaries in ${binDir}`);
-      const spec = workers.spec.template.spec;
-      const [container] = spec.containers;
-      // The kubelet's expansions: the pod's name, the CPU limit in whole cores (rounded up).
-      const cpu = String(container.resources.limits.cpu);
-      const cores = Math.ceil(cpu.endsWith("m") ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu));
-      const { args, files } = runnable(objects, spec, container, { LOADS_POD_NAME: `${names.workers}-0`, LOADS_CPU_LIMIT: String(cores) });
-      // No controller here: a port where nothing answers (the worker keeps trying).
-      const controller = args.indexOf("--controller");
-      assert.match(args[controller + 1], new RegExp(`^tcp://${names.controller}(\\.[a-z0-9.-]+)?:5555$`));
-      args[controller + 1] = "tcp://127.0.0.1:1";
-      const began = Date.now();
-      const run = start(workerBin, args);
-      try {
-        const result = await run.settled(/^loads-worker: metrics on http:\/\/0\.0\.0\.0:(\d+)\/metrics \(with a token\)$/m);
-        assert.doesNotMatch(result.output, REFUSED, `refused:\n${args.join(" ")}\n${result.output}`);
-        assert.ok(result.running, `exited (${result.code}):\n${args.join(" ")}\n${result.output}`);
-        const port = Number(result.match[1]);
-        // The liveness probe (tcpSocket on the metrics port) succeeds, and /metrics wants the
-        // token of the mounted file, which is the one the PodMonitor sends.
-        assert.ok(await tcpProbe(port), "the liveness probe's connection failed");
-        const body = await checkMetricsToken(port, files["--metrics-token-file"].content.split("\n")[0], "worker");
-        assert.match(body, /^loads_worker_registered 0$/m);
-        // Still running a second on: trying to reach its controller, not stopped by an option.
-        await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1000 - (Date.now() - began))));
-        assert.equal(run.child.exitCode, null, `exited:\n${run.output()}`);
-        assert.doesNotMatch(run.output(), REFUSED);
-      } finally {
-        await stop(run.child);
-      }
-    });
+    if (workers) {
+      it(`loads-worker serves /metrics with the token only with ${testCase.name}`, async (t) => {
+        if (!haveBinaries) return t.skip(`no binaries in ${binDir}`);
+        const spec = workers.spec.template.spec;
+        const [container] = spec.containers;
+        // The kubelet's expansions: the pod's name, the CPU limit in whole cores (rounded up).
+        const cpu = String(container.resources.limits.cpu);
+        const cores = Math.ceil(cpu.endsWith("m") ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu));
+        await runWorker(objects, names, spec, container, { LOADS_POD_NAME: `${names.workers}-0`, LOADS_CPU_LIMIT: String(cores) });
+      });
+    }
+
+    const launched = launchedPodOf(objects);
+    if (launched) {
+      it(`a launched loads-worker (the launcher's args, then the template's) serves /metrics with the token only with ${testCase.name}`, async (t) => {
+        if (!haveBinaries) return t.skip(`no binaries in ${binDir}`);
+        const container = launched.spec.containers.find((c) => c.name === "worker");
+        assert.ok(container.args.includes("--metrics-token-file"), "the template gives no --metrics-token-file");
+        await runWorker(objects, names, launched.spec, container, {});
+      });
+    }
   }
 });

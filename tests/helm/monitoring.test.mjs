@@ -1,6 +1,6 @@
 // Tests of the chart's monitoring objects, rendered by tools/helm-render (not Helm; see lib.mjs):
 // the PrometheusRule (its alerts, checked by `promtool check rules` and unit-tested by `promtool
-// test rules` with alerts.promtool.yaml), the standing workers' PodMonitor, the ServiceMonitor's
+// test rules` with alerts.promtool.yaml), the workers' PodMonitor (standing and launched), the ServiceMonitor's
 // scrape options and the controller's metrics token, and the dashboard ConfigMap's namespace;
 // what values.schema.json refuses of their values; and, without a Prometheus, that every PromQL
 // expression of the dashboard parses and that docs/metrics.md counts them right (test_metrics.py
@@ -20,6 +20,7 @@ import yaml from "js-yaml";
 
 import {
   chartDir,
+  launchedPodOf,
   mergedValues,
   modelOf,
   render,
@@ -230,27 +231,25 @@ describe("every monitoring option at once", () => {
     assert.equal(volume.secret.defaultMode, 0o440);
   });
 
-  it("points the PodMonitor at the standing workers' metrics port only", () => {
+  it("points the PodMonitor at the metrics port of the standing and the launched workers only", () => {
     const monitor = find(objects, "PodMonitor");
     const workers = find(objects, "Deployment", `${FULLNAME}-worker`);
     const controller = find(objects, "Deployment", CONTROLLER);
-    assert.ok(selects(monitor.spec.selector, workers.spec.template.metadata.labels), "selects no worker");
+    // A launched pod as the launcher makes it: its labels carry the controller's --instance.
+    const launched = launchedPodOf(objects);
+    assert.equal(launched.metadata.labels["app.kubernetes.io/instance"], RELEASE);
+    assert.ok(selects(monitor.spec.selector, workers.spec.template.metadata.labels), "selects no standing worker");
+    assert.ok(selects(monitor.spec.selector, launched.metadata.labels), "selects no launched worker");
     assert.ok(!selects(monitor.spec.selector, controller.spec.template.metadata.labels), "selects the controller");
-    // Pods the launcher creates serve no metrics: the PodMonitor must not select them.
-    const launched = {
-      "app.kubernetes.io/name": "loads",
-      "app.kubernetes.io/instance": RELEASE,
-      "app.kubernetes.io/component": "worker",
-      "app.kubernetes.io/managed-by": "loads-controller",
-    };
-    assert.ok(!selects(monitor.spec.selector, launched), "selects launched worker pods");
-    assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [NAMESPACE] });
+    assert.deepEqual(monitor.spec.namespaceSelector, { matchNames: [launched.metadata.namespace] });
     assert.equal(monitor.spec.jobLabel, "app.kubernetes.io/component");
-    const [container] = workers.spec.template.spec.containers;
-    const port = container.ports.find((p) => p.name === "metrics");
-    assert.ok(port, "the workers have no port named metrics");
-    const metricsFlag = container.args[container.args.indexOf("--metrics") + 1];
-    assert.equal(metricsFlag, `0.0.0.0:${port.containerPort}`);
+    for (const [what, spec] of [["standing", workers.spec.template.spec], ["launched", launched.spec]]) {
+      const container = spec.containers.find((c) => c.name === "worker");
+      const port = container.ports.find((p) => p.name === "metrics");
+      assert.ok(port, `the ${what} workers have no port named metrics`);
+      const metricsFlag = container.args[container.args.indexOf("--metrics") + 1];
+      assert.equal(metricsFlag, `0.0.0.0:${port.containerPort}`, what);
+    }
     assert.deepEqual(monitor.spec.podMetricsEndpoints, [
       {
         port: "metrics",
@@ -390,9 +389,48 @@ describe("the PrometheusRule's alerts", () => {
 });
 
 describe("the PodMonitor", () => {
-  it("refuses to render without standing workers, whose metrics it scrapes", () => {
-    assert.match(renderFailure("podMonitor: {enabled: true}\n"), /podMonitor\.enabled.*worker\.enabled is false/);
+  it("refuses to render without workers, standing or launched, whose metrics it scrapes", () => {
+    assert.match(
+      renderFailure("podMonitor: {enabled: true}\nlauncher: {enabled: false}\n"),
+      /podMonitor\.enabled scrapes the worker pods, and there are none: worker\.enabled and launcher\.enabled are both false/,
+    );
   });
+
+  // Labels of pods the PodMonitor must leave alone: the controller's, another release's, another
+  // application's of this release (an umbrella chart's), whatever their component.
+  const strangers = [
+    { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": "other", "app.kubernetes.io/component": "worker" },
+    { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": "other", "app.kubernetes.io/component": "standing-worker" },
+    { "app.kubernetes.io/name": "shop", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "worker" },
+    { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test" },
+  ];
+
+  for (const [what, text, kinds] of [
+    ["the launcher alone (the default)", "podMonitor: {enabled: true}\n", ["launched"]],
+    ["standing workers alone", "podMonitor: {enabled: true}\nlauncher: {enabled: false}\nworker: {enabled: true}\n", ["standing"]],
+    ["both kinds", "podMonitor: {enabled: true}\nworker: {enabled: true}\n", ["standing", "launched"]],
+    // The launcher's pods are app.kubernetes.io/name=loads whatever nameOverride says.
+    ["both kinds and nameOverride", "podMonitor: {enabled: true}\nworker: {enabled: true}\nnameOverride: loadtest\n", ["standing", "launched"]],
+  ]) {
+    it(`selects the worker pods there are, and no other, with ${what}`, () => {
+      const objects = renderWith(text);
+      const monitor = find(objects, "PodMonitor");
+      const standing = objects.find((o) => o.kind === "Deployment" && o.metadata.labels["app.kubernetes.io/component"] === "standing-worker");
+      const launched = launchedPodOf(objects);
+      assert.equal(Boolean(standing), kinds.includes("standing"));
+      assert.equal(Boolean(launched), kinds.includes("launched"));
+      if (standing) assert.ok(selects(monitor.spec.selector, standing.spec.template.metadata.labels), "selects no standing worker");
+      if (launched) assert.ok(selects(monitor.spec.selector, launched.metadata.labels), "selects no launched worker");
+      const controller = objects.find((o) => o.kind === "Deployment" && o.metadata.labels["app.kubernetes.io/component"] === "controller");
+      assert.ok(!selects(monitor.spec.selector, controller.spec.template.metadata.labels), "selects the controller");
+      for (const labels of strangers) assert.ok(!selects(monitor.spec.selector, labels), JSON.stringify(labels));
+      // A kind that is off is not selected either.
+      const other = kinds.includes("launched")
+        ? { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "standing-worker" }
+        : { "app.kubernetes.io/name": "loads", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "worker" };
+      if (kinds.length === 1) assert.ok(!selects(monitor.spec.selector, other), JSON.stringify(other));
+    });
+  }
 
   it("uses the release namespace and Prometheus' defaults when nothing is set", () => {
     const monitor = find(renderWith("worker: {enabled: true}\npodMonitor: {enabled: true, interval: \"\"}\n"), "PodMonitor");

