@@ -326,7 +326,7 @@ int Main(int argc, char** argv) {
     spec.add_users(*idle);
     spec.clear_hits();
     spec.add_hits(1);
-    spec.set_duration(0);
+    spec.clear_duration();
     spec.set_workers(*idle);
   }
 

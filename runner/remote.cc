@@ -93,7 +93,7 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   info.interrupted = run.state() == v1::RUN_STATE_STOPPED;
   info.users.assign(spec.users().begin(), spec.users().end());
   info.hits.assign(spec.hits().begin(), spec.hits().end());
-  if (spec.duration() > 0) info.duration = spec.duration();
+  if (spec::Seconds(spec.duration()) > 0) info.duration = spec::Seconds(spec.duration());
   info.threads = spec.threads();  // 0: each worker its own default
   info.load = spec::ToPlan(spec).load;
   common::ClusterRun cluster;
@@ -110,7 +110,8 @@ StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   info.cluster = std::move(cluster);
   outcome.stats = std::move(merged.stats);
   common::Series series;
-  series.step_seconds = run.series_step_seconds() > 0 ? run.series_step_seconds() : 1;
+  const double step = spec::Seconds(run.series_step());
+  series.step_seconds = step > 0 ? step : 1;
   for (const v1::SeriesPoint& point : run.series()) {
     series.seconds.push_back(point.second());
     series.hits.push_back(point.hits());
@@ -344,7 +345,8 @@ StatusOr<RunOutcome> RemoteBackend::Watch(const std::string& run_id, const std::
       p.hits = latest.hits();
       p.planned_executions = common::PlannedExecutions(users, hits);
       p.elapsed_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      const double planned_seconds = spec.duration() * static_cast<double>(users.size());
+      const double planned_seconds =
+          spec::Seconds(spec.duration()) * static_cast<double>(users.size());
       p.fraction =
           p.planned_executions
               ? static_cast<double>(p.executions) / static_cast<double>(p.planned_executions)
@@ -356,9 +358,9 @@ StatusOr<RunOutcome> RemoteBackend::Watch(const std::string& run_id, const std::
       p.ramped = !spec.stages().empty();
       if (spec.rate() != 0 || !spec.rate_stages().empty() || p.ramped) {
         // The load model's own length: stages, or the rate's duration.
-        double length = spec.duration();
-        for (const auto& stage : spec.rate_stages()) length += stage.seconds();
-        for (const auto& stage : spec.stages()) length += stage.seconds();
+        double length = spec::Seconds(spec.duration());
+        for (const auto& stage : spec.rate_stages()) length += spec::Seconds(stage.duration());
+        for (const auto& stage : spec.stages()) length += spec::Seconds(stage.duration());
         p.fraction = std::min(1.0, p.elapsed_seconds / std::max(length, 1e-9));
       }
       sink.progress(p);

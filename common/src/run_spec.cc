@@ -1,8 +1,11 @@
 #include "loads/common/run_spec.h"
 
+#include <google/protobuf/unknown_field_set.h>
+
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <regex>
@@ -25,8 +28,6 @@ std::optional<int64_t> ParseInt(const std::string& text) {
 
 Status Expected(const std::string& what) { return InvalidArgumentError("expected " + what); }
 
-int64_t Millis(double seconds) { return static_cast<int64_t>(std::llround(seconds * 1000)); }
-
 // The kinds of option values: each parses its text, checks its bounds and stores it.
 RunOption::ParseFn Cycles(int64_t max, const char* expected,
                           google::protobuf::RepeatedField<int64_t>* (v1::RunSpec::*field)()) {
@@ -38,11 +39,13 @@ RunOption::ParseFn Cycles(int64_t max, const char* expected,
   };
 }
 
-RunOption::ParseFn Timeout(void (v1::RunSpec::*set)(int64_t)) {
+// A length of time in [min, max] seconds, into a Duration field.
+RunOption::ParseFn Length(double min, double max, const char* expected,
+                          google::protobuf::Duration* (v1::RunSpec::*field)()) {
   return [=](const std::string& text, v1::RunSpec* spec) {
-    auto seconds = ParseSeconds(text, 0.001, kMaxTimeoutSeconds);
-    if (!seconds) return Expected("seconds, 0.001 to 3600");
-    (spec->*set)(Millis(*seconds));
+    auto seconds = ParseSeconds(text, min, max);
+    if (!seconds) return Expected(expected);
+    *(spec->*field)() = ToDuration(*seconds);
     return OkStatus();
   };
 }
@@ -147,12 +150,7 @@ const std::vector<RunOption>& RunOptions() {
               &v1::RunSpec::mutable_hits)},
       {"--duration", "-d", "duration", "SECONDS", "each user cycle lasts this long, users looping",
        "0.001..31622400 (366 days)", "",
-       [](const std::string& text, v1::RunSpec* spec) {
-         auto seconds = ParseSeconds(text, 0.001, kMaxSeconds);
-         if (!seconds) return Expected("seconds, 0.001 to 31622400");
-         spec->set_duration(*seconds);
-         return OkStatus();
-       }},
+       Length(0.001, kMaxSeconds, "seconds, 0.001 to 31622400", &v1::RunSpec::mutable_duration)},
       {"--stages", "", "stages", "D:N[,D:N...]",
        "ramp the users linearly to each target over each duration (30s:100,1m:100,30s:0); "
        "closed model, from -u or 0",
@@ -164,7 +162,7 @@ const std::vector<RunOption>& RunOptions() {
          spec->clear_stages();
          for (const auto& stage : *stages) {
            auto* out = spec->add_stages();
-           out->set_seconds(stage.seconds);
+           *out->mutable_duration() = ToDuration(stage.seconds);
            out->set_target(stage.target);
          }
          return OkStatus();
@@ -189,7 +187,7 @@ const std::vector<RunOption>& RunOptions() {
          spec->clear_rate_stages();
          for (const auto& stage : *stages) {
            auto* out = spec->add_rate_stages();
-           out->set_seconds(stage.seconds);
+           *out->mutable_duration() = ToDuration(stage.seconds);
            out->set_target(stage.target);
          }
          return OkStatus();
@@ -221,19 +219,14 @@ const std::vector<RunOption>& RunOptions() {
                          ? low
                          : ParseSeconds(text.substr(colon + 1), 0, kMaxPauseSeconds);
          if (!low || !high || *high < *low) return Expected("seconds MIN or MIN:MAX, 0 to 86400");
-         spec->set_pause_min(*low);
-         spec->set_pause_max(*high);
+         *spec->mutable_pause_min() = ToDuration(*low);
+         *spec->mutable_pause_max() = ToDuration(*high);
          return OkStatus();
        }},
       {"--pacing", "", "pacing", "S",
        "closed model: each execution of a user starts S seconds after its previous one started",
        "0.001..86400 seconds", "",
-       [](const std::string& text, v1::RunSpec* spec) {
-         auto seconds = ParseSeconds(text, 0.001, kMaxPauseSeconds);
-         if (!seconds) return Expected("seconds, 0.001 to 86400");
-         spec->set_pacing(*seconds);
-         return OkStatus();
-       }},
+       Length(0.001, kMaxPauseSeconds, "seconds, 0.001 to 86400", &v1::RunSpec::mutable_pacing)},
       {"--threads", "", "threads", "N", "engine threads (of each worker, with --controller)",
        "1..1024", "local: the CPUs, at most the users; a worker: its --threads, at most its users",
        Count(kMaxThreads, &v1::RunSpec::set_threads)},
@@ -245,11 +238,12 @@ const std::vector<RunOption>& RunOptions() {
          spec->set_server_url(text);
          return OkStatus();
        }},
-      {"--connect-timeout", "", "connect_timeout_ms", "S",
+      {"--connect-timeout", "", "connect_timeout", "S",
        "connect (and TLS handshake) timeout, seconds", "0.001..3600", "10",
-       Timeout(&v1::RunSpec::set_connect_timeout_ms)},
-      {"--timeout", "", "timeout_ms", "S", "read timeout of a request, seconds", "0.001..3600",
-       "30", Timeout(&v1::RunSpec::set_timeout_ms)},
+       Length(0.001, kMaxTimeoutSeconds, "seconds, 0.001 to 3600",
+              &v1::RunSpec::mutable_connect_timeout)},
+      {"--timeout", "", "timeout", "S", "read timeout of a request, seconds", "0.001..3600", "30",
+       Length(0.001, kMaxTimeoutSeconds, "seconds, 0.001 to 3600", &v1::RunSpec::mutable_timeout)},
       {"--insecure", "", "insecure", "", "do not verify TLS certificates", "", "off",
        [](const std::string&, v1::RunSpec* spec) {
          spec->set_insecure(true);
@@ -354,12 +348,12 @@ Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& in
     if (static_cast<size_t>(list.size()) > kMaxCycles) return invalid(field, "at most 1000 stages");
     double total = 0;
     for (const auto& stage : list) {
-      if (!std::isfinite(stage.seconds()) || stage.seconds() <= 0 ||
+      if (!IsLength(stage.duration()) || Seconds(stage.duration()) <= 0 ||
           !std::isfinite(stage.target()) || stage.target() < 0 || stage.target() > max_target) {
         return invalid(field, "each stage lasts more than 0 seconds and targets 0 to " +
                                   std::to_string(static_cast<int64_t>(max_target)));
       }
-      total += stage.seconds();
+      total += Seconds(stage.duration());
     }
     if (total > kMaxSeconds) return invalid(field, "longer than 366 days in all");
     return OkStatus();
@@ -377,17 +371,17 @@ Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& in
   if (!v1::Arrivals_IsValid(spec.arrivals())) {
     return invalid("arrivals", "unknown kind " + std::to_string(spec.arrivals()));
   }
-  if (!std::isfinite(spec.pause_min()) || !std::isfinite(spec.pause_max()) ||
-      spec.pause_min() < 0 || spec.pause_max() < 0 || spec.pause_min() > kMaxPauseSeconds ||
-      spec.pause_max() > kMaxPauseSeconds ||
-      (spec.pause_max() != 0 && spec.pause_max() < spec.pause_min())) {
+  const double pause_min = Seconds(spec.pause_min()), pause_max = Seconds(spec.pause_max());
+  if (!IsLength(spec.pause_min()) || !IsLength(spec.pause_max()) || pause_min > kMaxPauseSeconds ||
+      pause_max > kMaxPauseSeconds || (pause_max != 0 && pause_max < pause_min)) {
     return invalid("pause_min", "seconds MIN:MAX with 0 <= MIN <= MAX <= 86400");
   }
-  if (!std::isfinite(spec.pacing()) || spec.pacing() < 0 || spec.pacing() > kMaxPauseSeconds) {
+  const double pacing = Seconds(spec.pacing());
+  if (!IsLength(spec.pacing()) || pacing > kMaxPauseSeconds) {
     return invalid("pacing", "seconds, more than 0 and at most 86400");
   }
-  const bool paused = spec.pause_min() != 0 || spec.pause_max() != 0;
-  if (paused && spec.pacing() != 0) {
+  const bool paused = pause_min != 0 || pause_max != 0;
+  if (paused && pacing != 0) {
     return invalid("pacing", "give pacing or a pause, not both");
   }
   if (open && ramped) {
@@ -400,13 +394,13 @@ Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& in
     if (!spec.hits().empty()) {
       return invalid("hits", "not with a rate: the rate and its duration say how many");
     }
-    if (spec.rate_stages().empty() && spec.duration() == 0) {
+    if (spec.rate_stages().empty() && Seconds(spec.duration()) == 0) {
       return invalid("duration", "a rate needs a duration (-d)");
     }
-    if (!spec.rate_stages().empty() && spec.duration() != 0) {
+    if (!spec.rate_stages().empty() && Seconds(spec.duration()) != 0) {
       return invalid("duration", "not with rate stages: they set the run's length");
     }
-    if (paused || spec.pacing() != 0) {
+    if (paused || pacing != 0) {
       return invalid(paused ? "pause_min" : "pacing",
                      "not with a rate: the open model's arrivals set the pace");
     }
@@ -420,7 +414,7 @@ Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& in
     }
   }
   if (ramped) {
-    if (!spec.hits().empty() || spec.duration() != 0) {
+    if (!spec.hits().empty() || Seconds(spec.duration()) != 0) {
       return invalid(spec.hits().empty() ? "duration" : "hits",
                      "not with stages: they set the users and the run's length");
     }
@@ -431,7 +425,7 @@ Status ValidateLoad(const v1::RunSpec& spec, const Name& name, const Invalid& in
       return invalid("external_command", "an external runner loops by itself: no stages");
     }
   }
-  if ((paused || spec.pacing() != 0) && !spec.external_command().empty()) {
+  if ((paused || pacing != 0) && !spec.external_command().empty()) {
     return invalid("external_command", "an external runner loops by itself: no pause or pacing");
   }
   (void)name;
@@ -482,11 +476,12 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
   for (int64_t h : spec.hits()) {
     if (h < 1 || h > kMaxHits) return invalid("hits", "each cycle must be 1..1000000000000");
   }
-  if (!std::isfinite(spec.duration()) || spec.duration() < 0 ||
-      (spec.duration() > 0 && (spec.duration() < 0.001 || spec.duration() > kMaxSeconds))) {
+  const double duration = Seconds(spec.duration());
+  if (!IsLength(spec.duration()) ||
+      (duration > 0 && (duration < 0.001 || duration > kMaxSeconds))) {
     return invalid("duration", "seconds, 0.001 to 31622400 (or 0 in hits mode)");
   }
-  if (!open && !ramped && spec.hits().empty() == (spec.duration() == 0)) {
+  if (!open && !ramped && spec.hits().empty() == (duration == 0)) {
     return how.naming == Naming::kProto
                ? InvalidArgumentError("spec.hits, spec.duration: give exactly one of them")
                : InvalidArgumentError("--hits and --duration cannot be used together");
@@ -563,12 +558,12 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
     return invalid("workers", "must be 1..1000");
   if (spec.threads() < 0 || spec.threads() > kMaxThreads)
     return invalid("threads", "must be 1..1024");
-  for (const auto& [field, ms] : {std::pair{"connect_timeout_ms", spec.connect_timeout_ms()},
-                                  std::pair{"timeout_ms", spec.timeout_ms()}}) {
-    if (ms < 0 || ms > static_cast<int64_t>(kMaxTimeoutSeconds * 1000)) {
-      return invalid(field, how.naming == Naming::kProto
-                                ? "milliseconds, 1 to 3600000 (0 = default)"
-                                : "seconds, 0.001 to 3600");
+  for (const auto& [field, timeout] : {std::pair{"connect_timeout", &spec.connect_timeout()},
+                                       std::pair{"timeout", &spec.timeout()}}) {
+    const double seconds = Seconds(*timeout);
+    if (!IsLength(*timeout) || (seconds != 0 && seconds < 0.001) || seconds > kMaxTimeoutSeconds) {
+      return invalid(field, how.naming == Naming::kProto ? "0.001 s to 3600 s (unset: the default)"
+                                                         : "seconds, 0.001 to 3600");
     }
   }
   if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
@@ -670,7 +665,7 @@ void ApplyDefaults(v1::RunSpec* spec) {
   const bool ramped = !spec->stages().empty();
   if (open || ramped) return;
   if (spec->users().empty()) spec->add_users(1);
-  if (spec->hits().empty() && spec->duration() == 0) spec->add_hits(1);
+  if (spec->hits().empty() && Seconds(spec->duration()) == 0) spec->add_hits(1);
 }
 
 std::vector<common::Threshold> Thresholds(const v1::RunSpec& spec) {
@@ -703,27 +698,151 @@ common::Assignment ToPlan(const v1::RunSpec& spec) {
   plan.external_command = spec.external_command();
   plan.users.assign(spec.users().begin(), spec.users().end());
   plan.hits.assign(spec.hits().begin(), spec.hits().end());
-  if (spec.duration() > 0) plan.duration = spec.duration();
+  if (Seconds(spec.duration()) > 0) plan.duration = Seconds(spec.duration());
   plan.threads = spec.threads();
   plan.server_url = spec.server_url();
-  plan.connect_timeout_ms =
-      spec.connect_timeout_ms() ? spec.connect_timeout_ms() : common::kDefaultConnectTimeoutMs;
-  plan.timeout_ms = spec.timeout_ms() ? spec.timeout_ms() : common::kDefaultTimeoutMs;
+  // The wire protocol counts timeouts in whole milliseconds (at least 1).
+  const auto millis = [](const google::protobuf::Duration& d, int64_t fallback) {
+    const double seconds = Seconds(d);
+    return seconds > 0 ? std::max<int64_t>(1, std::llround(seconds * 1000)) : fallback;
+  };
+  plan.connect_timeout_ms = millis(spec.connect_timeout(), common::kDefaultConnectTimeoutMs);
+  plan.timeout_ms = millis(spec.timeout(), common::kDefaultTimeoutMs);
   plan.insecure = spec.insecure();
   common::LoadModel& load = plan.load;
-  for (const auto& stage : spec.stages()) load.stages.push_back({stage.seconds(), stage.target()});
+  for (const auto& stage : spec.stages()) {
+    load.stages.push_back({Seconds(stage.duration()), stage.target()});
+  }
   for (const auto& stage : spec.rate_stages()) {
-    load.rate_stages.push_back({stage.seconds(), stage.target()});
+    load.rate_stages.push_back({Seconds(stage.duration()), stage.target()});
   }
   if (spec.rate() != 0) load.rate = spec.rate();
   load.max_users = spec.max_users();
   load.poisson = spec.arrivals() == v1::ARRIVALS_POISSON;
-  if (spec.pause_min() != 0 || spec.pause_max() != 0) {
-    load.pause_min = spec.pause_min();
-    load.pause_max = spec.pause_max() != 0 ? spec.pause_max() : spec.pause_min();
+  const double pause_min = Seconds(spec.pause_min()), pause_max = Seconds(spec.pause_max());
+  if (pause_min != 0 || pause_max != 0) {
+    load.pause_min = pause_min;
+    load.pause_max = pause_max != 0 ? pause_max : pause_min;
   }
-  if (spec.pacing() != 0) load.pacing = spec.pacing();
+  if (Seconds(spec.pacing()) != 0) load.pacing = Seconds(spec.pacing());
   return plan;
+}
+
+google::protobuf::Duration ToDuration(double seconds) {
+  google::protobuf::Duration d;
+  double whole = std::floor(seconds);
+  int64_t nanos = std::llround((seconds - whole) * 1e9);
+  if (nanos >= 1'000'000'000) {
+    whole += 1;
+    nanos -= 1'000'000'000;
+  }
+  d.set_seconds(static_cast<int64_t>(whole));
+  d.set_nanos(static_cast<int32_t>(nanos));
+  return d;
+}
+
+double Seconds(const google::protobuf::Duration& d) {
+  return static_cast<double>(d.seconds()) + static_cast<double>(d.nanos()) / 1e9;
+}
+
+bool IsLength(const google::protobuf::Duration& d) {
+  // google/protobuf/duration.proto's range, and no negative part.
+  return d.seconds() >= 0 && d.seconds() <= 315'576'000'000 && d.nanos() >= 0 &&
+         d.nanos() < 1'000'000'000;
+}
+
+namespace {
+
+// The value of a legacy fixed64 field holding a double.
+double AsDouble(uint64_t bits) {
+  double value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+// Moves the legacy fields of `message` that `upgrade` knows into their successors; returns the
+// numbers of the unknown fields left.
+template <typename Message, typename Upgrade>
+std::vector<int> UpgradeUnknown(Message* message, const Upgrade& upgrade) {
+  google::protobuf::UnknownFieldSet* unknown =
+      message->GetReflection()->MutableUnknownFields(message);
+  std::vector<int> left;
+  google::protobuf::UnknownFieldSet kept;
+  for (int i = 0; i < unknown->field_count(); ++i) {
+    const google::protobuf::UnknownField& field = unknown->field(i);
+    if (!upgrade(field)) {
+      left.push_back(field.number());
+      kept.AddField(field);
+    }
+  }
+  unknown->Clear();
+  unknown->MergeFrom(kept);
+  return left;
+}
+
+}  // namespace
+
+Status UpgradeLegacyFields(v1::RunSpec* spec) {
+  using google::protobuf::UnknownField;
+  // A legacy value never overrides its successor, should both be there.
+  const auto length = [](google::protobuf::Duration* to, double seconds) {
+    if (!std::isfinite(seconds) || seconds < 0 || seconds > 315'576'000'000.0) return;
+    if (to->seconds() == 0 && to->nanos() == 0) *to = ToDuration(seconds);
+  };
+  const auto left = UpgradeUnknown(spec, [&](const UnknownField& f) {
+    const bool fixed = f.type() == UnknownField::TYPE_FIXED64;
+    const bool varint = f.type() == UnknownField::TYPE_VARINT;
+    switch (f.number()) {
+      case 6:  // double duration (seconds)
+        if (fixed) length(spec->mutable_duration(), AsDouble(f.fixed64()));
+        return fixed;
+      case 10:  // int64 connect_timeout_ms
+      case 11:  // int64 timeout_ms
+        if (varint) {
+          length(f.number() == 10 ? spec->mutable_connect_timeout() : spec->mutable_timeout(),
+                 static_cast<double>(static_cast<int64_t>(f.varint())) / 1000);
+        }
+        return varint;
+      case 24:  // double pause_min, pause_max, pacing (seconds)
+      case 25:
+      case 26:
+        if (fixed) {
+          length(f.number() == 24   ? spec->mutable_pause_min()
+                 : f.number() == 25 ? spec->mutable_pause_max()
+                                    : spec->mutable_pacing(),
+                 AsDouble(f.fixed64()));
+        }
+        return fixed;
+      default:
+        return false;
+    }
+  });
+  if (!left.empty()) {
+    return InvalidArgumentError("spec: unknown field " + std::to_string(left.front()) +
+                                " (a client built from another version of controller.proto?)");
+  }
+  for (auto* stages : {spec->mutable_stages(), spec->mutable_rate_stages()}) {
+    for (v1::Stage& stage : *stages) {
+      const auto stage_left = UpgradeUnknown(&stage, [&](const UnknownField& f) {
+        if (f.number() != 1 || f.type() != UnknownField::TYPE_FIXED64) return false;
+        length(stage.mutable_duration(), AsDouble(f.fixed64()));  // double seconds
+        return true;
+      });
+      if (!stage_left.empty()) {
+        return InvalidArgumentError("spec: unknown field " + std::to_string(stage_left.front()) +
+                                    " in a stage");
+      }
+    }
+  }
+  return OkStatus();
+}
+
+v1::RunSpec FromStored(const std::string& bytes) {
+  v1::RunSpec spec;
+  spec.ParseFromString(bytes);
+  // Only this controller's own writes are read: nothing unknown is left that matters.
+  UpgradeLegacyFields(&spec).IgnoreError();
+  return spec;
 }
 
 }  // namespace loads::spec

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "loads/common/html_report.h"
+#include "loads/common/run_spec.h"
 #include "loads/controller/service.h"
 
 namespace loads::controller {
@@ -39,8 +40,7 @@ void RunNotifier::Loop() {
 }
 
 void RunNotifier::Tell(const RunView& view) {
-  v1::RunSpec spec;
-  spec.ParseFromString(view.spec);
+  const v1::RunSpec spec = ::loads::spec::FromStored(view.spec);
   std::vector<common::NotifyTarget> targets = defaults_;
   for (const std::string& text : spec.notify()) {
     if (auto target = common::ParseNotifyTarget(text); target.ok()) targets.push_back(*target);

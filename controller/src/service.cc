@@ -85,7 +85,7 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   out->Clear();
   out->set_run_id(view.run_id);
   out->set_state(ToProto(view.state));
-  out->mutable_spec()->ParseFromString(view.spec);
+  *out->mutable_spec() = spec::FromStored(view.spec);
   for (const auto& w : view.workers) out->add_workers(w);
   for (const auto& w : view.lost_workers) out->add_lost_workers(w);
   for (const auto& w : view.left_workers) out->add_left_workers(w);
@@ -129,7 +129,7 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   if (IsOver(view.state)) out->set_report_json(view.report_json);
   const common::Series series =
       IsOver(view.state) ? common::SeriesBuilder(view.series).Finish() : view.series.closed();
-  out->set_series_step_seconds(series.step_seconds);
+  *out->mutable_series_step() = spec::ToDuration(series.step_seconds);
   for (size_t i = 0; i < series.size(); ++i) {
     v1::SeriesPoint* point = out->add_series();
     point->set_second(series.seconds[i]);
@@ -159,8 +159,7 @@ std::string ControllerService::ReportJson(const RunView& view, bool final) {
 }
 
 common::RunInfo ControllerService::ReportInfo(const RunView& view, bool final) {
-  v1::RunSpec spec;
-  spec.ParseFromString(view.spec);
+  const v1::RunSpec spec = ::loads::spec::FromStored(view.spec);
   common::RunInfo info;
   info.test = view.test;
   info.started = view.started;
@@ -168,7 +167,7 @@ common::RunInfo ControllerService::ReportInfo(const RunView& view, bool final) {
   info.interrupted = view.state == RunState::kStopped;
   info.users.assign(spec.users().begin(), spec.users().end());
   info.hits.assign(spec.hits().begin(), spec.hits().end());
-  if (spec.duration() > 0) info.duration = spec.duration();
+  if (spec::Seconds(spec.duration()) > 0) info.duration = spec::Seconds(spec.duration());
   info.threads = spec.threads();  // 0: each worker its own default
   info.load = spec::ToPlan(spec).load;
   common::ClusterRun cluster;
@@ -192,8 +191,7 @@ common::RunInfo ControllerService::ReportInfo(const RunView& view, bool final) {
 }
 
 BrokerCore::AbortJudge ControllerService::MakeAbortJudge(const RunView& view) {
-  v1::RunSpec spec;
-  spec.ParseFromString(view.spec);
+  const v1::RunSpec spec = ::loads::spec::FromStored(view.spec);
   std::vector<common::Threshold> thresholds = spec::Thresholds(spec);
   if (std::none_of(thresholds.begin(), thresholds.end(),
                    [](const common::Threshold& t) { return t.abort; })) {
@@ -279,6 +277,9 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
   if (Status valid = spec::ValidateRunId(run_id, "run_id"); !valid.ok()) return ToGrpc(valid);
   // A scenario's `load` object fills what the spec does not say, as on the command line.
   v1::RunSpec asked_spec = request->spec();
+  if (Status upgraded = spec::UpgradeLegacyFields(&asked_spec); !upgraded.ok()) {
+    return ToGrpc(upgraded);
+  }
   if (Status applied = spec::ApplyScenarioLoad(&asked_spec, nullptr); !applied.ok()) {
     return ToGrpc(Status(StatusCode::kInvalidArgument, "spec." + applied.message()));
   }
@@ -309,10 +310,8 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
   std::lock_guard start_lock(start_mu_);
   if (auto existing = broker_->GetRun(run_id)) {
     // A retry of the same StartRun gets the run as it is; another spec under the id is refused.
-    v1::RunSpec stored;
-    stored.ParseFromString(existing->spec);
-    v1::RunSpec asked;
-    asked.ParseFromString(spec);
+    const v1::RunSpec stored = spec::FromStored(existing->spec);
+    const v1::RunSpec asked = spec::FromStored(spec);
     if (!google::protobuf::util::MessageDifferencer::Equals(stored, asked) ||
         existing->library_digest != digest) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -180,7 +181,7 @@ class DistributedTest(unittest.TestCase):
     def test_watch_shows_the_last_second(self):
         with harness.Nginx() as nginx:
             run_id = str(uuid.uuid4())
-            spec = self.pb.RunSpec(url=nginx.url, users=[2], duration=3.0, workers=1)
+            spec = self.pb.RunSpec(url=nginx.url, users=[2], duration={"seconds": 3}, workers=1)
             self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
             live = []
             for update in self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)):
@@ -189,6 +190,36 @@ class DistributedTest(unittest.TestCase):
             # While it ran, some one-second window saw requests, and none saw more than the run.
             self.assertGreater(max(live), 0)
             self.assertLess(max(live), nginx.access_log_count())
+
+    def test_a_client_of_the_older_proto_still_runs_and_an_unknown_field_is_refused(self):
+        # Before durations were google.protobuf.Durations, RunSpec.duration was a double at
+        # field 6 and timeout_ms an int64 at field 11: such a client's bytes, made by hand.
+        def legacy(url, extra=b""):
+            def key(field, wire):  # fields below 16: a one-byte tag
+                return bytes([field << 3 | wire])
+            body = key(3, 2) + bytes([len(url)]) + url.encode()
+            body += key(4, 0) + bytes([2])                      # users: 2
+            body += key(6, 1) + struct.pack("<d", 1.5)          # duration: 1.5 s
+            body += key(11, 0) + bytes([0xe8, 0x07])            # timeout_ms: 1000
+            return self.pb.RunSpec.FromString(body + extra)
+        with harness.Nginx() as nginx:
+            run_id = str(uuid.uuid4())
+            self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=legacy(nginx.url)))
+            final = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))[-1]
+            self.assertEqual(final.state, self.pb.RUN_STATE_DONE, final.error)
+            # Read as Durations, and the run lasted them.
+            self.assertEqual((final.spec.duration.seconds, final.spec.duration.nanos), (1, 500_000_000))
+            self.assertEqual(final.spec.timeout.seconds, 1)
+            report = json.loads(final.report_json)
+            self.assertGreaterEqual(report["duration_seconds"], 1.5)
+            self.assertLess(report["duration_seconds"], 4)
+            self.assertEqual(final.hits, nginx.access_log_count())
+            with self.assertRaises(grpc.RpcError) as error:
+                self.stub.StartRun(self.pb.StartRunRequest(
+                    run_id=str(uuid.uuid4()),
+                    spec=legacy(nginx.url, extra=bytes([0xb8, 0x06, 1]))))  # field 103: 1
+            self.assertEqual(error.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("spec: unknown field 103", error.exception.details())
 
     def test_the_published_stream_carries_every_snapshot_once(self):
         import zmq
@@ -200,7 +231,8 @@ class DistributedTest(unittest.TestCase):
         time.sleep(0.3)  # let the subscription reach the publisher
         try:
             with harness.Nginx() as nginx:
-                spec = self.pb.RunSpec(url=nginx.url, users=[4], duration=2.5, workers=2)
+                spec = self.pb.RunSpec(url=nginx.url, users=[4],
+                                       duration={"seconds": 2, "nanos": 500_000_000}, workers=2)
                 self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
                 final = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))[-1]
                 snapshots = []

@@ -292,15 +292,16 @@ class FaultsTest(unittest.TestCase):
             ("run_id", dict(run_id="a\nb", spec=self.pb.RunSpec(url=url, users=[1], hits=[1]))),
             ("run_id", dict(run_id="x" * 201, spec=self.pb.RunSpec(url=url, users=[1], hits=[1]))),
             ("spec.hits", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[10**13]))),
-            ("spec.duration", dict(spec=self.pb.RunSpec(url=url, users=[1], duration=1e9))),
+            ("spec.duration", dict(spec=self.pb.RunSpec(url=url, users=[1],
+                                                        duration={"seconds": 10**9}))),
             ("spec.loss_policy", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[1],
                                                            loss_policy=7))),
             ("spec.workers", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[1], workers=5000))),
             ("spec.test_library", dict(spec=self.pb.RunSpec(test="m.C.t", users=[1], hits=[1]))),
             ("spec.metadata", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[1],
                                                         metadata={"k": "line\nbreak"}))),
-            ("spec.timeout_ms", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[1],
-                                                          timeout_ms=-1))),
+            ("spec.timeout", dict(spec=self.pb.RunSpec(url=url, users=[1], hits=[1],
+                                                       timeout={"seconds": -1}))),
         ]
         for field, fields in cases:
             with self.subTest(field=field):

@@ -317,12 +317,12 @@ class LoadModelsTest(unittest.TestCase):
         stub = self.rpc.ControllerStub(grpc.insecure_channel(controller.grpc))
         url = self.nginx.url
         grpc_cases = [
-            ("spec.rate", self.pb.RunSpec(url=url, rate=-1, duration=1)),
-            ("spec.users", self.pb.RunSpec(url=url, rate=10, duration=1, users=[3])),
+            ("spec.rate", self.pb.RunSpec(url=url, rate=-1, duration={"seconds": 1})),
+            ("spec.users", self.pb.RunSpec(url=url, rate=10, duration={"seconds": 1}, users=[3])),
             ("spec.duration", self.pb.RunSpec(url=url, rate=10)),
-            ("spec.stages", self.pb.RunSpec(url=url, rate=10, duration=1,
-                                            stages=[self.pb.Stage(seconds=1, target=3)])),
-            ("spec.pacing", self.pb.RunSpec(url=url, users=[1], duration=1, pacing=-2)),
+            ("spec.stages", self.pb.RunSpec(url=url, rate=10, duration={"seconds": 1},
+                                            stages=[self.pb.Stage(duration={"seconds": 1}, target=3)])),
+            ("spec.pacing", self.pb.RunSpec(url=url, users=[1], duration={"seconds": 1}, pacing={"seconds": -2})),
             ("spec.arrivals", self.pb.RunSpec(url=url, users=[1], hits=[1], arrivals=2)),
         ]
         for field, spec in grpc_cases:

@@ -4,8 +4,11 @@
 
 #include "runner/options.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <set>
 
@@ -24,7 +27,7 @@ TEST(Options, ParsesTheSeedsCommandLine) {
             (std::vector<int64_t>{10, 20, 30}));
   EXPECT_EQ(std::vector<int64_t>(r->spec.hits().begin(), r->spec.hits().end()),
             (std::vector<int64_t>{5}));
-  EXPECT_EQ(r->spec.duration(), 0);
+  EXPECT_FALSE(r->spec.has_duration());
 }
 
 TEST(Options, DurationReplacesHits) {
@@ -32,10 +35,11 @@ TEST(Options, DurationReplacesHits) {
       {"--url", "http://127.0.0.1:8080/", "-u50", "-d", "2.5", "--threads=1", "--timeout", "1.5"});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->spec.users(0), 50);
-  EXPECT_EQ(r->spec.duration(), 2.5);
+  EXPECT_EQ(spec::Seconds(r->spec.duration()), 2.5);
   EXPECT_TRUE(r->spec.hits().empty());
   EXPECT_EQ(r->spec.threads(), 1);
-  EXPECT_EQ(r->spec.timeout_ms(), 1500);
+  EXPECT_EQ(r->spec.timeout().seconds(), 1);
+  EXPECT_EQ(r->spec.timeout().nanos(), 500'000'000);
   EXPECT_EQ(r->spec.url(), "http://127.0.0.1:8080/");
 }
 
@@ -161,13 +165,17 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
       {"spec.users", [](v1::RunSpec& s) { s.set_users(0, 0); }},
       {"spec.users", [](v1::RunSpec& s) { s.set_users(0, 10'000'001); }},
       {"spec.hits", [](v1::RunSpec& s) { s.set_hits(0, 10'000'000'000'000); }},
-      {"spec.hits, spec.duration", [](v1::RunSpec& s) { s.set_duration(5); }},
-      {"spec.duration", [](v1::RunSpec& s) { s.set_duration(1e9); }},
-      {"spec.duration", [](v1::RunSpec& s) { s.set_duration(-1); }},
+      {"spec.hits, spec.duration",
+       [](v1::RunSpec& s) { *s.mutable_duration() = spec::ToDuration(5); }},
+      {"spec.duration", [](v1::RunSpec& s) { *s.mutable_duration() = spec::ToDuration(1e9); }},
+      {"spec.duration", [](v1::RunSpec& s) { *s.mutable_duration() = spec::ToDuration(-1); }},
       {"spec.workers", [](v1::RunSpec& s) { s.set_workers(1001); }},
       {"spec.threads", [](v1::RunSpec& s) { s.set_threads(-1); }},
-      {"spec.timeout_ms", [](v1::RunSpec& s) { s.set_timeout_ms(-5); }},
-      {"spec.connect_timeout_ms", [](v1::RunSpec& s) { s.set_connect_timeout_ms(3'600'001); }},
+      {"spec.timeout", [](v1::RunSpec& s) { s.mutable_timeout()->set_nanos(-5); }},
+      {"spec.timeout", [](v1::RunSpec& s) { s.mutable_timeout()->set_nanos(1'000'000'000); }},
+      {"spec.timeout", [](v1::RunSpec& s) { s.mutable_timeout()->set_nanos(1000); }},  // 1 us
+      {"spec.connect_timeout",
+       [](v1::RunSpec& s) { *s.mutable_connect_timeout() = spec::ToDuration(3600.001); }},
       {"spec.loss_policy",
        [](v1::RunSpec& s) { s.set_loss_policy(static_cast<v1::LossPolicy>(7)); }},
       {"spec.server_url", [](v1::RunSpec& s) { s.set_server_url("not a url"); }},
@@ -187,7 +195,7 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
        [](v1::RunSpec& s) {
          s.clear_hits();
          s.set_rate(10);
-         s.set_duration(1);
+         *s.mutable_duration() = spec::ToDuration(1);
        }},
       {"spec.hits",
        [](v1::RunSpec& s) {
@@ -205,7 +213,7 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
       {"spec.stages",
        [](v1::RunSpec& s) {
          s.clear_hits();
-         s.add_stages()->set_seconds(0);
+         s.add_stages()->set_target(1);  // lasting 0 s
        }},
       {"spec.stages",
        [](v1::RunSpec& s) {
@@ -213,28 +221,28 @@ TEST(RunSpec, ValidatesEveryFieldForGrpcClients) {
          s.clear_hits();
          s.set_rate(10);
          auto* stage = s.add_stages();
-         stage->set_seconds(1);
+         *stage->mutable_duration() = spec::ToDuration(1);
          stage->set_target(5);
        }},
       {"spec.hits",
        [](v1::RunSpec& s) {
          auto* stage = s.add_stages();
-         stage->set_seconds(1);
+         *stage->mutable_duration() = spec::ToDuration(1);
          stage->set_target(5);
        }},
       {"spec.max_users", [](v1::RunSpec& s) { s.set_max_users(5); }},
       {"spec.arrivals", [](v1::RunSpec& s) { s.set_arrivals(v1::ARRIVALS_POISSON); }},
       {"spec.arrivals", [](v1::RunSpec& s) { s.set_arrivals(static_cast<v1::Arrivals>(9)); }},
-      {"spec.pacing", [](v1::RunSpec& s) { s.set_pacing(-1); }},
+      {"spec.pacing", [](v1::RunSpec& s) { *s.mutable_pacing() = spec::ToDuration(-1); }},
       {"spec.pacing",
        [](v1::RunSpec& s) {
-         s.set_pacing(1);
-         s.set_pause_min(1);
+         *s.mutable_pacing() = spec::ToDuration(1);
+         *s.mutable_pause_min() = spec::ToDuration(1);
        }},
       {"spec.pause_min",
        [](v1::RunSpec& s) {
-         s.set_pause_min(2);
-         s.set_pause_max(1);
+         *s.mutable_pause_min() = spec::ToDuration(2);
+         *s.mutable_pause_max() = spec::ToDuration(1);
        }},
   };
   for (auto& [field, change] : bad) {
@@ -261,7 +269,7 @@ TEST(RunSpec, LoadModelsReachThePlan) {
   v1::RunSpec open;
   open.set_url("http://127.0.0.1:1/");
   open.set_rate(0.5);
-  open.set_duration(10);
+  *open.mutable_duration() = spec::ToDuration(10);
   open.set_max_users(3);
   open.set_arrivals(v1::ARRIVALS_POISSON);
   ASSERT_TRUE(spec::ValidateRunSpec(open).ok()) << spec::ValidateRunSpec(open).message();
@@ -290,15 +298,106 @@ TEST(RunSpec, AScenarioSaysHowHardWhereTheCommandLineDoesNot) {
   spec.set_rate(100);
   const std::set<std::string> given = {"rate"};
   EXPECT_TRUE(spec::ApplyScenarioLoad(&spec, &given).ok());
-  EXPECT_EQ(spec.rate(), 100);      // the command line wins
-  EXPECT_EQ(spec.duration(), 1.5);  // the scenario fills the rest
-  EXPECT_EQ(spec.pause_min(), 1);
-  EXPECT_EQ(spec.pause_max(), 2);
+  EXPECT_EQ(spec.rate(), 100);                     // the command line wins
+  EXPECT_EQ(spec::Seconds(spec.duration()), 1.5);  // the scenario fills the rest
+  EXPECT_EQ(spec::Seconds(spec.pause_min()), 1);
+  EXPECT_EQ(spec::Seconds(spec.pause_max()), 2);
   v1::RunSpec bad;
   bad.set_scenario(R"({"load": {"rate": "fast"}, "steps": [{"think": 0}]})");
   const Status status = spec::ApplyScenarioLoad(&bad, nullptr);
   EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("load.rate"), std::string::npos) << status.message();
+}
+
+TEST(RunSpec, DurationsAreExactToTheNanosecond) {
+  EXPECT_EQ(spec::ToDuration(1.5).seconds(), 1);
+  EXPECT_EQ(spec::ToDuration(1.5).nanos(), 500'000'000);
+  EXPECT_EQ(spec::ToDuration(0.001).nanos(), 1'000'000);
+  EXPECT_EQ(spec::ToDuration(2.9999999999).seconds(), 3);  // rounds up to the next second
+  EXPECT_EQ(spec::ToDuration(2.9999999999).nanos(), 0);
+  EXPECT_EQ(spec::Seconds(spec::ToDuration(31'622'400)), 31'622'400);
+  EXPECT_TRUE(spec::IsLength(google::protobuf::Duration()));
+  google::protobuf::Duration mixed;  // seconds and nanos of opposite signs
+  mixed.set_seconds(1);
+  mixed.set_nanos(-1);
+  EXPECT_FALSE(spec::IsLength(mixed));
+}
+
+// A RunSpec as clients built before durations were google.protobuf.Durations wrote it: the
+// same bytes a stored run of an older controller holds.
+std::string LegacySpecBytes(int extra_field = 0) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    const auto fixed_double = [&](int field, double value) {
+      uint64_t bits;
+      std::memcpy(&bits, &value, sizeof bits);
+      coded.WriteTag(static_cast<uint32_t>(field) << 3 | 1);
+      coded.WriteLittleEndian64(bits);
+    };
+    const auto varint = [&](int field, uint64_t value) {
+      coded.WriteTag(static_cast<uint32_t>(field) << 3);
+      coded.WriteVarint64(value);
+    };
+    const std::string url = "http://127.0.0.1:1/";
+    coded.WriteTag(3 << 3 | 2);  // url
+    coded.WriteVarint32(static_cast<uint32_t>(url.size()));
+    coded.WriteString(url);
+    varint(4, 3);            // users: 3
+    fixed_double(6, 2.5);    // duration
+    varint(10, 1500);        // connect_timeout_ms
+    varint(11, 250);         // timeout_ms
+    fixed_double(24, 0.25);  // pause_min
+    fixed_double(25, 0.75);  // pause_max
+    if (extra_field) varint(extra_field, 1);
+  }
+  return bytes;
+}
+
+TEST(RunSpec, LegacyDurationsAreUpgradedAndUnknownFieldsRefused) {
+  v1::RunSpec legacy;
+  ASSERT_TRUE(legacy.ParseFromString(LegacySpecBytes()));
+  EXPECT_FALSE(legacy.has_duration());  // only unknown fields so far
+  ASSERT_TRUE(spec::UpgradeLegacyFields(&legacy).ok());
+  EXPECT_EQ(spec::Seconds(legacy.duration()), 2.5);
+  EXPECT_EQ(spec::Seconds(legacy.connect_timeout()), 1.5);
+  EXPECT_EQ(spec::Seconds(legacy.timeout()), 0.25);
+  EXPECT_EQ(spec::Seconds(legacy.pause_min()), 0.25);
+  EXPECT_EQ(spec::Seconds(legacy.pause_max()), 0.75);
+  EXPECT_TRUE(legacy.GetReflection()->GetUnknownFields(legacy).empty());
+  EXPECT_TRUE(spec::ValidateRunSpec(legacy).ok()) << spec::ValidateRunSpec(legacy).message();
+  EXPECT_EQ(spec::ToPlan(legacy).timeout_ms, 250);
+  // A stored run reads the same.
+  EXPECT_EQ(spec::Seconds(spec::FromStored(LegacySpecBytes()).duration()), 2.5);
+
+  // A legacy stage: its seconds were field 1, a double.
+  v1::RunSpec ramped;
+  ramped.set_url("http://127.0.0.1:1/");
+  std::string stage;
+  {
+    google::protobuf::io::StringOutputStream out(&stage);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    const double seconds = 30, target = 100;
+    uint64_t bits;
+    std::memcpy(&bits, &seconds, sizeof bits);
+    coded.WriteTag(1 << 3 | 1);
+    coded.WriteLittleEndian64(bits);
+    std::memcpy(&bits, &target, sizeof bits);
+    coded.WriteTag(2 << 3 | 1);
+    coded.WriteLittleEndian64(bits);
+  }
+  ASSERT_TRUE(ramped.add_stages()->ParseFromString(stage));
+  ASSERT_TRUE(spec::UpgradeLegacyFields(&ramped).ok());
+  EXPECT_EQ(spec::Seconds(ramped.stages(0).duration()), 30);
+  EXPECT_EQ(ramped.stages(0).target(), 100);
+
+  // A field this controller does not know is not dropped without a word.
+  v1::RunSpec unknown;
+  ASSERT_TRUE(unknown.ParseFromString(LegacySpecBytes(/*extra_field=*/99)));
+  const Status refused = spec::UpgradeLegacyFields(&unknown);
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("unknown field 99"), std::string::npos) << refused.message();
 }
 
 TEST(RunSpec, PlanAppliesTheDefaults) {

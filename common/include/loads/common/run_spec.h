@@ -86,6 +86,24 @@ std::vector<common::Threshold> Thresholds(const v1::RunSpec& spec);
 // REQUIRES: a valid spec.
 common::Assignment ToPlan(const v1::RunSpec& spec);
 
+// Lengths of time in a spec are google.protobuf.Durations: from and to seconds (nanosecond
+// precision), and whether one is a valid, non-negative length (an unset one is 0).
+google::protobuf::Duration ToDuration(double seconds);
+double Seconds(const google::protobuf::Duration& duration);
+bool IsLength(const google::protobuf::Duration& duration);
+
+// Before durations were google.protobuf.Durations, RunSpec had doubles of seconds (duration,
+// pause_min, pause_max, pacing, Stage.seconds) and int64 milliseconds (connect_timeout_ms,
+// timeout_ms), at numbers now reserved. A spec parsed from such bytes (an older client, a run
+// stored by an older controller) holds them as unknown fields: this moves them into their
+// Durations. INVALID_ARGUMENT naming any other unknown field: a field this controller does not
+// know would otherwise be dropped without a word.
+Status UpgradeLegacyFields(v1::RunSpec* spec);
+// A spec as a controller stored it with a run (RunView::spec, by this version or an older one):
+// parsed, its legacy fields upgraded. Runs stored before an upgrade of the controller read the
+// same as new ones.
+v1::RunSpec FromStored(const std::string& bytes);
+
 // Parses a cycle list "10:20:30" of integers in [1, max]; nullopt if it is not one.
 std::optional<std::vector<int64_t>> ParseCycles(const std::string& text, int64_t max);
 // Seconds as a decimal number in [min, max]; nullopt if it is not one.
