@@ -7,7 +7,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  std::string error;
-  if (!loads::common::ParseStages(text, &error) && error.empty()) std::abort();
+  auto stages = loads::common::ParseStages(text);
+  if (!stages.ok() && stages.status().message().empty()) std::abort();
   return 0;
 }

@@ -205,26 +205,27 @@ void Drain(int* fd, std::string* into) {
 
 }  // namespace
 
-bool EngineProcess::Start(const Job& job, std::string* error) {
+Status EngineProcess::Start(const Job& job) {
   int data[2];
   int crash[2];
   if (pipe2(data, O_CLOEXEC) != 0) {
-    *error = std::string("cannot make a pipe for the engine process: ") + std::strerror(errno);
-    return false;
+    return InternalError(std::string("cannot make a pipe for the engine process: ") +
+                         std::strerror(errno));
   }
   if (pipe2(crash, O_CLOEXEC) != 0) {
-    *error = std::string("cannot make a pipe for the engine process: ") + std::strerror(errno);
+    const int error = errno;
     ::close(data[0]);
     ::close(data[1]);
-    return false;
+    return InternalError(std::string("cannot make a pipe for the engine process: ") +
+                         std::strerror(error));
   }
   const pid_t parent = getpid();
   std::fflush(nullptr);  // or the child would print what the parent buffered a second time
   pid_ = fork();
   if (pid_ < 0) {
-    *error = std::string("cannot start the engine process: ") + std::strerror(errno);
+    const int error = errno;
     for (int fd : {data[0], data[1], crash[0], crash[1]}) ::close(fd);
-    return false;
+    return InternalError(std::string("cannot start the engine process: ") + std::strerror(error));
   }
   if (pid_ == 0) {
     // Ends with the runner, however the runner ends.
@@ -242,7 +243,7 @@ bool EngineProcess::Start(const Job& job, std::string* error) {
   crash_fd_ = crash[0];
   SetNonBlocking(data_fd_);
   SetNonBlocking(crash_fd_);
-  return true;
+  return OkStatus();
 }
 
 std::vector<Event> EngineProcess::Poll(std::chrono::milliseconds timeout) {

@@ -9,6 +9,7 @@
 
 #include "loads/common/report.h"
 #include "loads/common/stats.h"
+#include "loads/common/status.h"
 #include "loads/worker/engine.h"
 #include "loads/worker/test_loader.h"
 
@@ -67,8 +68,8 @@ class EngineProcess {
     int status = 0;
   };
 
-  // Forks the child and starts its job. Returns false, with why in *error, when it cannot.
-  bool Start(const Job& job, std::string* error);
+  // Forks the child and starts its job. INTERNAL saying why when it cannot.
+  Status Start(const Job& job);
 
   // Waits up to `timeout` for what the engine says and returns it; empty when nothing came.
   // After the child has gone and everything it sent was read, Finished() is true.

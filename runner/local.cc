@@ -106,8 +106,7 @@ class LocalBackend : public RunBackend {
     const double grace = std::chrono::duration<double>(options_.stop_timeout).count();
 
     EngineProcess engine;
-    std::string error;
-    if (!engine.Start(job, &error)) return Status(StatusCode::kInternal, error);
+    if (Status started = engine.Start(job); !started.ok()) return started;
 
     // Thresholds with `abort` are judged on the results so far at every interval.
     const std::vector<common::Threshold> thresholds = spec::Thresholds(spec);

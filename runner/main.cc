@@ -135,9 +135,9 @@ int ResolveTest(RunnerOptions& options, bool local, loads::runner::LocalTest* te
                                   valid.message().substr(valid.message().find(": ") + 2));
     }
     if (local) {
-      std::string error;
-      *test = Ready(
-          loads::worker::MakeScenarioTest(*loads::common::ParseScenario(spec.scenario(), &error)));
+      // Validated above.
+      *test =
+          Ready(loads::worker::MakeScenarioTest(*loads::common::ParseScenario(spec.scenario())));
     }
   } else if (!spec.url().empty()) {
     if (local) *test = Ready(loads::worker::MakeUrlTest(spec.url()));

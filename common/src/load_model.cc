@@ -105,7 +105,7 @@ int64_t UserSchedule::UsersAt(double t) const {
                          : static_cast<int64_t>(std::llround(stages_.back().target));
 }
 
-std::optional<std::vector<Stage>> ParseStages(const std::string& text, std::string* error) {
+StatusOr<std::vector<Stage>> ParseStages(const std::string& text) {
   std::vector<Stage> stages;
   size_t start = 0;
   while (true) {
@@ -113,8 +113,7 @@ std::optional<std::vector<Stage>> ParseStages(const std::string& text, std::stri
     const std::string item = text.substr(start, comma - start);
     const size_t colon = item.find(':');
     if (colon == std::string::npos) {
-      *error = "'" + item + "' is not DURATION:TARGET";
-      return std::nullopt;
+      return InvalidArgumentError("'" + item + "' is not DURATION:TARGET");
     }
     std::string duration = item.substr(0, colon);
     const std::string target = item.substr(colon + 1);
@@ -129,15 +128,14 @@ std::optional<std::vector<Stage>> ParseStages(const std::string& text, std::stri
         std::from_chars(duration.data(), duration.data() + duration.size(), stage.seconds);
     if (ec != std::errc() || end != duration.data() + duration.size() ||
         !std::isfinite(stage.seconds) || stage.seconds <= 0) {
-      *error = "'" + item + "': the duration must be a positive number of seconds (s, m or h)";
-      return std::nullopt;
+      return InvalidArgumentError(
+          "'" + item + "': the duration must be a positive number of seconds (s, m or h)");
     }
     stage.seconds *= unit;
     auto [tend, tec] = std::from_chars(target.data(), target.data() + target.size(), stage.target);
     if (tec != std::errc() || tend != target.data() + target.size() ||
         !std::isfinite(stage.target) || stage.target < 0) {
-      *error = "'" + item + "': the target must be a number >= 0";
-      return std::nullopt;
+      return InvalidArgumentError("'" + item + "': the target must be a number >= 0");
     }
     stages.push_back(stage);
     if (comma == std::string::npos) break;

@@ -156,9 +156,10 @@ const std::vector<RunOption>& RunOptions() {
        "closed model, from -u or 0",
        "durations with s, m or h; targets 0..10000000", "",
        [](const std::string& text, v1::RunSpec* spec) {
-         std::string why;
-         auto stages = common::ParseStages(text, &why);
-         if (!stages) return Expected("stages such as 30s:100,1m:100 (" + why + ")");
+         auto stages = common::ParseStages(text);
+         if (!stages.ok()) {
+           return Expected("stages such as 30s:100,1m:100 (" + stages.status().message() + ")");
+         }
          spec->clear_stages();
          for (const auto& stage : *stages) {
            auto* out = spec->add_stages();
@@ -181,9 +182,10 @@ const std::vector<RunOption>& RunOptions() {
        "open model: ramp the arrival rate linearly to each target over each duration",
        "durations with s, m or h; rates 0..10000000", "",
        [](const std::string& text, v1::RunSpec* spec) {
-         std::string why;
-         auto stages = common::ParseStages(text, &why);
-         if (!stages) return Expected("stages such as 30s:100,2m:1000 (" + why + ")");
+         auto stages = common::ParseStages(text);
+         if (!stages.ok()) {
+           return Expected("stages such as 30s:100,2m:1000 (" + stages.status().message() + ")");
+         }
          spec->clear_rate_stages();
          for (const auto& stage : *stages) {
            auto* out = spec->add_rate_stages();
@@ -527,8 +529,9 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
     }
   } else if (!spec.scenario().empty()) {
     if (spec.scenario().size() > kMaxScenarioBytes) return invalid("scenario", "larger than 1 MiB");
-    std::string error;
-    if (!common::ParseScenario(spec.scenario(), &error)) return invalid("scenario", error);
+    if (auto parsed = common::ParseScenario(spec.scenario()); !parsed.ok()) {
+      return invalid("scenario", parsed.status().message());
+    }
   } else if (!spec.external_command().empty()) {
     if (spec.external_command().size() > kMaxCommandLength ||
         spec.external_command().find('\0') != std::string::npos) {
@@ -598,9 +601,8 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
 
 Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) {
   if (spec->scenario().empty()) return OkStatus();
-  std::string error;
-  auto scenario = common::ParseScenario(spec->scenario(), &error);
-  if (!scenario) return InvalidArgumentError("scenario: " + error);
+  auto scenario = common::ParseScenario(spec->scenario());
+  if (!scenario.ok()) return InvalidArgumentError("scenario: " + scenario.status().message());
   static const std::set<std::string> kLoadKeys = {
       "users",     "hits",     "duration", "stages", "rate",    "rate_stages",
       "max_users", "arrivals", "pause",    "pacing", "threads", "thresholds"};
@@ -682,9 +684,8 @@ std::string TestName(const v1::RunSpec& spec) {
   if (!spec.url().empty()) return "GET " + spec.url();
   if (!spec.external_command().empty()) return "external: " + spec.external_command();
   if (!spec.scenario().empty()) {
-    std::string error;
-    const auto scenario = common::ParseScenario(spec.scenario(), &error);
-    if (scenario) return common::MakeScenarioName(*scenario);
+    const auto scenario = common::ParseScenario(spec.scenario());
+    if (scenario.ok()) return common::MakeScenarioName(*scenario);
   }
   return spec.test();
 }

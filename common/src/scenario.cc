@@ -124,9 +124,7 @@ bool ReadStep(const json& entry, size_t index, ScenarioStep* step, std::string* 
   return false;
 }
 
-}  // namespace
-
-std::optional<Scenario> ParseScenario(const std::string& text, std::string* error) {
+std::optional<Scenario> Parse(const std::string& text, std::string* error) {
   json doc;
   try {
     doc = json::parse(text);
@@ -204,6 +202,15 @@ std::optional<Scenario> ParseScenario(const std::string& text, std::string* erro
     scenario.steps.push_back(std::move(step));
   }
   return scenario;
+}
+
+}  // namespace
+
+StatusOr<Scenario> ParseScenario(const std::string& json) {
+  std::string error;
+  std::optional<Scenario> scenario = Parse(json, &error);
+  if (!scenario) return InvalidArgumentError(error);
+  return *std::move(scenario);
 }
 
 std::string MakeScenarioName(const Scenario& scenario) {

@@ -79,9 +79,8 @@ TEST(Share, WorkersShareAddsUpToTheWhole) {
 }
 
 TEST(Stages, ParseDurationsWithUnits) {
-  std::string error;
-  auto stages = ParseStages("30s:100,1m:100,0.5h:0,2:7.5", &error);
-  ASSERT_TRUE(stages) << error;
+  auto stages = ParseStages("30s:100,1m:100,0.5h:0,2:7.5");
+  ASSERT_TRUE(stages.ok()) << stages.status().message();
   ASSERT_EQ(stages->size(), 4u);
   EXPECT_EQ((*stages)[0], (Stage{30, 100}));
   EXPECT_EQ((*stages)[1], (Stage{60, 100}));
@@ -90,8 +89,9 @@ TEST(Stages, ParseDurationsWithUnits) {
   EXPECT_EQ(FormatStages(*stages), "30s:100,60s:100,1800s:0,2s:7.5");
   for (const char* bad :
        {"", "30s", "30s:", ":5", "0s:5", "-1s:5", "30x:5", "30s:-1", "1s:5,", "1s:nan", "1s:inf"}) {
-    EXPECT_FALSE(ParseStages(bad, &error)) << bad;
-    EXPECT_FALSE(error.empty());
+    auto refused = ParseStages(bad);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_FALSE(refused.status().message().empty());
   }
 }
 

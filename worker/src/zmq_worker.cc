@@ -323,8 +323,12 @@ void ZmqWorker::LoadTest() {
   } else if (!a.external_command.empty()) {
     run_->test = MakeExternalTest(a.external_command);
   } else if (!a.scenario.empty()) {
-    auto scenario = common::ParseScenario(a.scenario, &error);
-    if (scenario) run_->test = MakeScenarioTest(std::move(*scenario));
+    auto scenario = common::ParseScenario(a.scenario);
+    if (scenario.ok()) {
+      run_->test = MakeScenarioTest(std::move(*scenario));
+    } else {
+      error = scenario.status().message();
+    }
   } else {
     // A library is written to its own folder per run, named after its module, and loaded from
     // there like a local test library, on a thread of its own.

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "loads/common/status.h"
+
 namespace loads::common {
 
 // One stage of a ramp: over `seconds`, go linearly from the previous target to `target` (users,
@@ -103,8 +105,8 @@ inline int64_t ShareOf(int64_t total, int64_t offset, int64_t stride) {
 }
 
 // Parses "30s:100,1m:100,30s:0" (durations with s, m or h, or plain seconds) into stages.
-// nullopt and *error when it is not one.
-std::optional<std::vector<Stage>> ParseStages(const std::string& text, std::string* error);
+// INVALID_ARGUMENT saying which item is wrong when it is not one.
+StatusOr<std::vector<Stage>> ParseStages(const std::string& text);
 // Formats stages back ("30s:100,60s:100,30s:0").
 std::string FormatStages(const std::vector<Stage>& stages);
 

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "loads/common/status.h"
+
 namespace loads::common {
 
 // A declarative test: named steps run in order by each virtual user at each execution, with no
@@ -36,9 +38,9 @@ struct Scenario {
   std::vector<std::pair<std::string, std::string>> load;
 };
 
-// Parses and validates a scenario. On failure returns nullopt and says why in *error: the line
-// and column of a JSON syntax error, or the field at fault ("steps[2].request.url: ...").
-std::optional<Scenario> ParseScenario(const std::string& json, std::string* error);
+// Parses and validates a scenario. INVALID_ARGUMENT saying why: the line and column of a JSON
+// syntax error, or the field at fault ("steps[2].request.url: ...").
+StatusOr<Scenario> ParseScenario(const std::string& json);
 
 // "scenario:" + the scenario's name ("scenario:unnamed" without one).
 std::string MakeScenarioName(const Scenario& scenario);
