@@ -13,6 +13,9 @@ namespace {
 
 std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
+constexpr char kOneTest[] =
+    "give one test: MODULE.Class.method, SCENARIO.json, --url or --test-runner";
+
 // The runner's own flags: where the test and the report are, and the cluster operations. The
 // run's flags come from loads::spec::RunOptions().
 struct RunnerFlag {
@@ -319,6 +322,12 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
     } else if (value) {
       return fail("option " + name + " takes no value");
     }
+    // The test's source is a oneof: a second one would replace the first without a word.
+    const std::string field = run_option ? run_option->field : "";
+    if ((field == "url" || field == "external_command") &&
+        o.spec.source_case() != v1::RunSpec::SOURCE_NOT_SET && !o.given_fields.count(field)) {
+      return fail(kOneTest);
+    }
     const Status set = run_option ? run_option->parse(value.value_or(""), &o.spec)
                                   : runner_flag->set(value.value_or(""), &o);
     if (!set.ok()) {
@@ -392,9 +401,11 @@ StatusOr<RunnerOptions> ParseOptions(const std::vector<std::string>& args) {
       command.replace(at, 6, test);
     }
     o.spec.set_external_command(command);
+  } else if (!test.empty() && !o.spec.url().empty()) {
+    return fail(kOneTest);
   } else if (test.ends_with(".json")) {
     o.scenario_path = test;
-  } else {
+  } else if (!test.empty()) {
     o.spec.set_test(test);
   }
   // The closed model's defaults (one user, one execution) unless a rate or stages say how hard.

@@ -509,9 +509,9 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
       return invalid("notify", "'" + target + "': " + parsed.status().message());
     }
   }
+  // One source at most (a oneof); an empty one is none.
   const int sources = !spec.url().empty() + !spec.scenario().empty() +
-                      !spec.external_command().empty() +
-                      (!spec.test().empty() && spec.scenario().empty());
+                      !spec.external_command().empty() + !spec.test().empty();
   if (sources != 1) {
     return how.naming == Naming::kProto
                ? InvalidArgumentError(

@@ -104,6 +104,27 @@ TEST(Options, RejectsBadInputWithOneMessage) {
   }
 }
 
+// The test's source is a oneof in the proto: a second source must be refused, not replace the
+// first.
+TEST(Options, OneTestSourceOnly) {
+  const std::vector<std::vector<std::string>> two = {
+      {"t.A.b", "--url", "http://h/"},
+      {"--url", "http://h/", "t.A.b"},
+      {"--url", "http://h/", "s.json"},
+      {"--test-runner", "x", "--url", "http://h/"},
+      {"--url", "http://h/", "--test-runner", "x"},
+  };
+  for (const auto& args : two) {
+    auto r = Parse(args);
+    ASSERT_FALSE(r.ok()) << testing::PrintToString(args);
+    EXPECT_NE(r.status().message().find("give one test"), std::string::npos)
+        << r.status().message();
+  }
+  auto same = Parse({"--url", "http://h/a", "--url", "http://h/b"});  // a flag given again
+  ASSERT_TRUE(same.ok()) << same.status().message();
+  EXPECT_EQ(same->spec.url(), "http://h/b");
+}
+
 TEST(Options, NamesTheFlagAtFault) {
   auto r = Parse({"t.A.b", "-u", "0"});
   ASSERT_FALSE(r.ok());
