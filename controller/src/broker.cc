@@ -64,7 +64,7 @@ Broker::Broker(BrokerOptions options, std::unique_ptr<StateStore> store, Clock* 
 
 Broker::~Broker() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
@@ -117,7 +117,7 @@ Status Broker::Start() {
     }
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     transport_->publishing = !publish_endpoint_.empty();
     core_ = std::make_unique<BrokerCore>(options_, clock_, transport_.get(), metrics_);
     core_->SetReportFormatter(formatter_);
@@ -132,45 +132,45 @@ std::string Broker::endpoint() const { return endpoint_; }
 std::string Broker::publish_endpoint() const { return publish_endpoint_; }
 
 uint64_t Broker::dropped() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return core_ ? core_->dropped() : 0;
 }
 
 Status Broker::StartRun(const std::string& run_id, RunRequest request) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Status status = core_->StartRun(run_id, std::move(request));
   changed_.notify_all();
   return status;
 }
 
 Status Broker::StopRun(const std::string& run_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Status status = core_->StopRun(run_id);
   changed_.notify_all();
   return status;
 }
 
 Status Broker::FailRun(const std::string& run_id, const std::string& why) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Status status = core_->FailRun(run_id, why);
   changed_.notify_all();
   return status;
 }
 
 std::vector<RunSummary> Broker::ListRunSummaries() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return core_->ListRunSummaries();
 }
 
 bool Broker::RetireWorker(const std::string& worker_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const bool retired = core_->RetireWorker(worker_id);
   changed_.notify_all();
   return retired;
 }
 
 std::optional<RunView> Broker::GetRun(const std::string& run_id) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return core_->GetRun(run_id);
 }
 
@@ -190,7 +190,7 @@ StatusOr<RunPage> Broker::ListRuns(std::optional<RunState> state, const std::str
     after.emplace(ns, page_token.substr(slash + 1));
   }
   RunPage page;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const RunView* run : core_->Runs()) {
     if (state && run->state != *state) continue;
     if (after) {
@@ -208,23 +208,34 @@ StatusOr<RunPage> Broker::ListRuns(std::optional<RunState> state, const std::str
 }
 
 std::vector<WorkerView> Broker::ListWorkers() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return core_->ListWorkers();
 }
 
 size_t Broker::IdleWorkers() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return core_->IdleWorkers();
 }
 
+// The waits are loops rather than wait_for with a predicate: a lambda reading core_ would be a
+// function of its own to the thread-safety analysis, not known to run under mu_.
 bool Broker::WaitForRun(const std::string& run_id, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
-  return changed_.wait_for(lock, timeout, [&] { return core_->IsRunOver(run_id); });
+  MutexLock lock(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!core_->IsRunOver(run_id)) {
+    if (changed_.wait_until(lock.native(), deadline) == std::cv_status::timeout) {
+      return core_->IsRunOver(run_id);
+    }
+  }
+  return true;
 }
 
 uint64_t Broker::WaitForChange(uint64_t seen, std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
-  changed_.wait_for(lock, timeout, [&] { return core_->generation() != seen || stopping_; });
+  MutexLock lock(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (core_->generation() == seen && !stopping_) {
+    if (changed_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
+  }
   return core_->generation();
 }
 
@@ -243,7 +254,7 @@ void Broker::Commit(CommitBatch batch) {
                    store_->Describe().c_str(), status.message().c_str());
     }
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   core_->Committed(std::move(batch), ok);
 }
 
@@ -307,7 +318,7 @@ void Broker::Loop() {
     if (curve && (items[1].revents & ZMQ_POLLIN)) HandleZap();
     std::optional<CommitBatch> batch;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_) break;
       if (items[0].revents & ZMQ_POLLIN) {
         while (true) {
@@ -340,7 +351,7 @@ void Broker::Loop() {
     }
     if (batch && !batch->empty()) Commit(std::move(*batch));
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       outbox.swap(transport_->outbox);
       published.swap(transport_->published);
     }
@@ -360,7 +371,7 @@ void Broker::Loop() {
   // What is merged is written before the broker goes, so that a restart finds it.
   std::optional<CommitBatch> last;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (core_ && store_) last = core_->TakeCommit();
   }
   if (last && store_ && !last->runs.empty()) store_->Save(last->runs).IgnoreError();

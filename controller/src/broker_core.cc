@@ -859,7 +859,10 @@ void BrokerCore::Tick() {
     Forget(id, "silent for more than " + Seconds(options_.worker_timeout));
   }
   if (!waiting_.empty()) AssignWaitingRuns();
-  for (auto& [id, run] : runs_) {
+  // Not a structured binding: lose_unsettled captures `run`, which clang before 16 cannot parse
+  // (scripts/check-thread-safety.sh compiles this file with clang 14).
+  for (auto& entry : runs_) {
+    Run& run = entry.second;
     if (Ended(run) || run.waiting) continue;
     if (run.ready_deadline && now >= *run.ready_deadline) {
       std::vector<std::string> slow;

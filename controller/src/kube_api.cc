@@ -8,12 +8,12 @@
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "loads/common/thread_annotations.h"
 #include "loads/version.h"
 
 namespace loads::controller {
@@ -160,9 +160,9 @@ class CurlKubeApi : public KubeApi {
  private:
   // A handle for one request; each thread works with its own, and they are kept for their
   // connections.
-  CURL* Take() {
+  CURL* Take() LOADS_EXCLUDES(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (!idle_.empty()) {
         CURL* handle = idle_.back();
         idle_.pop_back();
@@ -172,8 +172,8 @@ class CurlKubeApi : public KubeApi {
     return curl_easy_init();
   }
 
-  void Give(CURL* handle) {
-    std::lock_guard lock(mu_);
+  void Give(CURL* handle) LOADS_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     if (idle_.size() < 64) {
       idle_.push_back(handle);
     } else {
@@ -231,8 +231,8 @@ class CurlKubeApi : public KubeApi {
   }
 
   const std::string server_, ca_file_, token_file_, user_agent_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;
+  Mutex mu_;
+  std::vector<CURL*> idle_ LOADS_GUARDED_BY(mu_);  // handles kept for their connections
 };
 
 }  // namespace

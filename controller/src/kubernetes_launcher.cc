@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "loads/common/run_spec.h"
+#include "loads/common/thread_annotations.h"
 #include "loads/common/url.h"
 #include "loads/controller/kube_api.h"
 #include "loads/controller/launcher.h"
@@ -181,7 +182,7 @@ class KubernetesLauncher : public Launcher {
 
   ~KubernetesLauncher() override {
     {
-      std::lock_guard lock(wake_mu_);
+      MutexLock lock(wake_mu_);
       stop_ = true;
     }
     wake_.notify_all();
@@ -190,7 +191,7 @@ class KubernetesLauncher : public Launcher {
     // (owner references would also do it, but only when the controller's pod is deleted).
     std::vector<std::string> names;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       for (const auto& [name, pod] : pods_) names.push_back(name);
     }
     if (!api_) return;  // Init failed before it could launch or adopt any
@@ -205,7 +206,7 @@ class KubernetesLauncher : public Launcher {
     }
   }
 
-  std::string Init() {
+  std::string Init() LOADS_EXCLUDES(mu_, cache_mu_) {
     if (o_.image.empty()) return "--worker-image is required with --launcher kubernetes";
     if (!spec::IsResourceQuantity(o_.cpu)) return "invalid --worker-cpu '" + o_.cpu + "'";
     if (!spec::IsResourceQuantity(o_.memory)) return "invalid --worker-memory '" + o_.memory + "'";
@@ -241,14 +242,14 @@ class KubernetesLauncher : public Launcher {
     return o_.pending_timeout + std::chrono::seconds(60);
   }
 
-  std::string Launch(const LaunchRequest& request) override {
+  std::string Launch(const LaunchRequest& request) override LOADS_EXCLUDES(mu_, cache_mu_) {
     const std::string cpu = request.cpu.empty() ? o_.cpu : request.cpu;
     const std::string memory = request.memory.empty() ? o_.memory : request.memory;
     if (!spec::IsResourceQuantity(cpu)) return "invalid cpu request '" + cpu + "'";
     if (!spec::IsResourceQuantity(memory)) return "invalid memory request '" + memory + "'";
     std::vector<std::string> names;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (static_cast<int>(pods_.size()) + request.workers > o_.max_workers) {
         return "the Kubernetes launcher may run " + std::to_string(o_.max_workers) +
                " worker pods at once (" + std::to_string(pods_.size()) + " running)";
@@ -290,16 +291,16 @@ class KubernetesLauncher : public Launcher {
     ForEachParallel(names.size(), o_.api_parallelism, [&](size_t i) {
       gone[i] = Deleted(CallWithRetry("DELETE", PodsPath() + "/" + names[i], "", undo_deadline));
     });
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (size_t i = 0; i < names.size(); ++i) {
       if (gone[i]) pods_.erase(names[i]);
     }
     return error;
   }
 
-  std::vector<LaunchFailure> Supervise(
-      const std::vector<RunSummary>& runs,
-      const std::function<bool(const std::string&)>& retire) override {
+  std::vector<LaunchFailure> Supervise(const std::vector<RunSummary>& runs,
+                                       const std::function<bool(const std::string&)>& retire)
+      override LOADS_EXCLUDES(mu_, cache_mu_) {
     std::map<std::string, const RunSummary*> by_id;
     bool any_waiting = false;
     for (const auto& run : runs) {
@@ -308,7 +309,7 @@ class KubernetesLauncher : public Launcher {
     }
     std::map<std::string, Pod> pods;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       pods = pods_;
     }
     // Release the pods of runs that are over (or were never registered). Not while a run waits
@@ -329,7 +330,7 @@ class KubernetesLauncher : public Launcher {
         gone[i] = Deleted(r);
         if (!gone[i]) Log("cannot delete pod " + over[i] + ": " + Explain(r));
       });
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       for (size_t i = 0; i < over.size(); ++i) {
         if (gone[i]) {
           pods_.erase(over[i]);
@@ -344,7 +345,7 @@ class KubernetesLauncher : public Launcher {
     // Only pods of runs still waiting for them can fail a run; once a run has started, a pod
     // that dies is a lost worker and the run's loss policy decides. Their state is the watch's.
     std::vector<LaunchFailure> failures;
-    std::lock_guard lock(cache_mu_);
+    MutexLock lock(cache_mu_);
     for (const auto& [name, pod] : pods) {
       auto run = by_id.find(pod.run_id);
       if (run == by_id.end() || !run->second->waiting || reported_.count(pod.run_id)) continue;
@@ -386,15 +387,16 @@ class KubernetesLauncher : public Launcher {
   }
 
   // Waits up to `delay`; false when the launcher is stopping.
-  bool Pause(std::chrono::milliseconds delay) {
-    std::unique_lock lock(wake_mu_);
-    return !wake_.wait_for(lock, delay, [this] { return stop_.load(); });
+  bool Pause(std::chrono::milliseconds delay) LOADS_EXCLUDES(wake_mu_) {
+    MutexLock lock(wake_mu_);
+    return !wake_.wait_for(lock.native(), delay, [this] { return stop_.load(); });
   }
 
   // CallWithRetry on this launcher's API, saying in the log when it gave up.
   KubeResponse CallWithRetry(const std::string& method, const std::string& path,
                              const std::string& body, SteadyClock::time_point deadline,
-                             const std::atomic<bool>* cancel = nullptr) {
+                             const std::atomic<bool>* cancel = nullptr)
+      LOADS_EXCLUDES(mu_, cache_mu_) {
     int gave_up_after = 0;
     KubeResponse r =
         controller::CallWithRetry(*api_, method, path, body, deadline, cancel, &gave_up_after);
@@ -545,7 +547,8 @@ class KubernetesLauncher : public Launcher {
 
   // Every pod of this release (launched by any controller process), page by page. False (after
   // logging why) when the API did not give the whole list.
-  bool ListAll(std::map<std::string, Json>* items, std::string* resource_version) {
+  bool ListAll(std::map<std::string, Json>* items, std::string* resource_version)
+      LOADS_EXCLUDES(mu_, cache_mu_) {
     const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
     std::string next;
     do {
@@ -578,7 +581,7 @@ class KubernetesLauncher : public Launcher {
   // the run is still running (the controller kept it in its state folder), its workers come back
   // to it; otherwise the first Supervise deletes them, as the pods of any run that is over.
   // Pods without a run are deleted at once. The list is the watch's starting point.
-  void AdoptLeftovers() {
+  void AdoptLeftovers() LOADS_EXCLUDES(mu_, cache_mu_) {
     std::map<std::string, Json> items;
     std::string version;
     if (!ListAll(&items, &version)) return;
@@ -590,7 +593,7 @@ class KubernetesLauncher : public Launcher {
                               ? metadata["annotations"].value("loads/run-id", Json())
                               : Json();
       if (run_id.is_string()) {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         pods_[name] = Pod{run_id.get<std::string>(), SteadyClock::now()};
         ++adopted;
       } else if (Deleted(CallWithRetry("DELETE", PodsPath() + "/" + name, "", deadline))) {
@@ -598,7 +601,7 @@ class KubernetesLauncher : public Launcher {
       }
     }
     {
-      std::lock_guard lock(cache_mu_);
+      MutexLock lock(cache_mu_);
       for (auto& [name, item] : items) cache_[name] = Seen{std::move(item), SteadyClock::now()};
       version_ = version;
     }
@@ -610,18 +613,18 @@ class KubernetesLauncher : public Launcher {
     }
   }
 
-  void Remember(const std::string& name, Json object) {
-    std::lock_guard lock(cache_mu_);
+  void Remember(const std::string& name, Json object) LOADS_EXCLUDES(cache_mu_) {
+    MutexLock lock(cache_mu_);
     cache_.try_emplace(name, Seen{std::move(object), SteadyClock::now()});
   }
 
   // Keeps cache_ equal to the API server's pods of this release: a list, then a watch from the
   // list's resourceVersion, continued from the last version seen (bookmarks included) when the
   // server ends it, and a new list when that version has expired (410 Gone).
-  void WatchLoop() {
+  void WatchLoop() LOADS_EXCLUDES(mu_, cache_mu_) {
     std::string version;
     {
-      std::lock_guard lock(cache_mu_);
+      MutexLock lock(cache_mu_);
       version = version_;
     }
     int failures = 0;
@@ -634,7 +637,7 @@ class KubernetesLauncher : public Launcher {
           if (!Pause(std::chrono::milliseconds(500 << std::min(failures++, 5)))) return;
           continue;
         }
-        std::lock_guard lock(cache_mu_);
+        MutexLock lock(cache_mu_);
         // Pods created while the list was under way are not in it: they stay.
         std::erase_if(cache_, [&](const auto& entry) {
           return !items.count(entry.first) && entry.second.at < started;
@@ -674,7 +677,7 @@ class KubernetesLauncher : public Launcher {
   }
 
   // One watch event; false ends the watch (its version expired, or it is not understood).
-  bool Apply(const Json& event, std::string* version, bool* expired) {
+  bool Apply(const Json& event, std::string* version, bool* expired) LOADS_EXCLUDES(cache_mu_) {
     if (!event.is_object() || !event.contains("type") || !event["type"].is_string() ||
         !event.contains("object") || !event["object"].is_object()) {
       Log("unreadable watch event: a new list follows");
@@ -698,7 +701,7 @@ class KubernetesLauncher : public Launcher {
       return true;
     }
     const std::string name = metadata["name"];
-    std::lock_guard lock(cache_mu_);
+    MutexLock lock(cache_mu_);
     if (type == "DELETED") {
       cache_.erase(name);
     } else {
@@ -707,8 +710,8 @@ class KubernetesLauncher : public Launcher {
     return true;
   }
 
-  void Log(const std::string& message) {
-    std::lock_guard lock(log_mu_);
+  void Log(const std::string& message) LOADS_EXCLUDES(log_mu_) {
+    MutexLock lock(log_mu_);
     if (message == last_log_) return;
     last_log_ = message;
     std::fprintf(stderr, "loads-controller: kubernetes launcher: %s\n", message.c_str());
@@ -720,21 +723,22 @@ class KubernetesLauncher : public Launcher {
   std::string nonce_;
   bool owned_ = false;  // whether pods get the controller's pod as owner
 
-  // Lock order: mu_, then cache_mu_; log_mu_ and wake_mu_ are never held with another.
-  std::mutex mu_;
-  std::map<std::string, Pod> pods_;  // launched and not yet deleted, by name (mu_)
-  uint64_t count_ = 0;               // (mu_)
-  std::set<std::string> reported_;   // runs whose failure was reported (Supervise's alone)
+  // Lock order: mu_, then cache_mu_, then log_mu_ (Log may be called under the others);
+  // wake_mu_ is never held with another. None is held during an API call.
+  Mutex mu_;
+  std::map<std::string, Pod> pods_ LOADS_GUARDED_BY(mu_);  // launched and not yet deleted, by name
+  uint64_t count_ LOADS_GUARDED_BY(mu_) = 0;
+  std::set<std::string> reported_;  // runs whose failure was reported (Supervise's alone)
 
-  std::mutex cache_mu_;
-  std::map<std::string, Seen> cache_;  // the release's pods, from the watch (cache_mu_)
-  std::string version_;                // the first list's resourceVersion (cache_mu_)
+  Mutex cache_mu_ LOADS_ACQUIRED_AFTER(mu_);
+  std::map<std::string, Seen> cache_ LOADS_GUARDED_BY(cache_mu_);  // the release's pods (watch)
+  std::string version_ LOADS_GUARDED_BY(cache_mu_);  // the first list's resourceVersion
 
-  std::mutex log_mu_;
-  std::string last_log_;
+  Mutex log_mu_ LOADS_ACQUIRED_AFTER(mu_, cache_mu_);
+  std::string last_log_ LOADS_GUARDED_BY(log_mu_);
 
-  std::mutex wake_mu_;
-  std::condition_variable wake_;
+  Mutex wake_mu_;
+  std::condition_variable wake_;  // with wake_mu_: stop_ was set
   std::atomic<bool> stop_{false};
   std::thread watcher_;
 };

@@ -4,11 +4,11 @@
 
 #include <chrono>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "loads/common/process.h"
+#include "loads/common/thread_annotations.h"
 #include "loads/controller/launcher.h"
 
 namespace loads::controller {
@@ -46,10 +46,10 @@ class LocalLauncher : public Launcher {
     return {};
   }
 
-  std::string Launch(const LaunchRequest& request) override {
+  std::string Launch(const LaunchRequest& request) override LOADS_EXCLUDES(mu_) {
     const int n = request.workers;
     const std::string& endpoint = request.endpoint;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (static_cast<int>(pids_.size()) + n > max_) {
       return "the local launcher may start " + std::to_string(max_) + " workers in all (" +
              std::to_string(pids_.size()) + " started)";
@@ -76,9 +76,9 @@ class LocalLauncher : public Launcher {
   int max_;
   std::string token_file_;
   std::vector<std::string> extra_args_;
-  std::mutex mu_;
-  std::vector<pid_t> pids_;
-  int count_ = 0;
+  Mutex mu_;
+  std::vector<pid_t> pids_ LOADS_GUARDED_BY(mu_);
+  int count_ LOADS_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <set>
 
 #include "loads/common/metrics_endpoint.h"
+#include "loads/common/thread_annotations.h"
 
 namespace loads::controller {
 namespace {
@@ -168,7 +168,8 @@ struct Metrics::Impl {
                                        .Register(*registry);
   Histogram* merge_delay_all = nullptr;
 
-  std::mutex mu;
+  // Guards the per-run bookkeeping below (the prometheus-cpp families are thread-safe).
+  Mutex mu;
   struct RunSeries {
     std::map<const void*, std::function<void()>> removers;  // one per series
     // Per kind (url, counter, method): the names given a series of their own.
@@ -176,23 +177,23 @@ struct Metrics::Impl {
     std::string test;  // the `test` label of its hits
     std::optional<std::chrono::steady_clock::time_point> expires;
   };
-  std::map<std::string, RunSeries> runs_series;
+  std::map<std::string, RunSeries> runs_series LOADS_GUARDED_BY(mu);
 
   // Remembers a run's series so that it can be removed when the run expires.
   template <typename T>
-  T& Track(Family<T>& family, const std::string& run, T& metric) {
+  T& Track(Family<T>& family, const std::string& run, T& metric) LOADS_REQUIRES(mu) {
     runs_series[run].removers.try_emplace(&metric, [&family, m = &metric] { family.Remove(m); });
     return metric;
   }
   template <typename T>
-  T& Get(Family<T>& family, const std::string& run, prometheus::Labels labels) {
+  T& Get(Family<T>& family, const std::string& run, prometheus::Labels labels) LOADS_REQUIRES(mu) {
     labels["run"] = run;
     return Track(family, run, family.Add(labels));
   }
   // The label value for name: itself among the first `cap` names of its kind in the run, then
   // "(other)". Adding the same labels twice returns the same metric, whose remover is kept once.
   std::string Capped(const std::string& run, const std::string& kind, const std::string& name,
-                     size_t cap = kMaxNamesPerRun) {
+                     size_t cap = kMaxNamesPerRun) LOADS_REQUIRES(mu) {
     auto& names = runs_series[run].names[kind];
     if (names.count(name) || names.size() < cap) {
       names.insert(name);
@@ -223,7 +224,7 @@ int Metrics::port() const { return impl_->endpoint->port(); }
 
 void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, double merge_delay) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   m.snapshots.Add({}).Increment();
   m.merge_delay_all->Observe(std::max(0.0, merge_delay));
   for (int kind = 1; kind < common::kHitErrorCount; ++kind) {
@@ -251,7 +252,8 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
   }
   // The HDR buckets are folded into the classic ones by each bucket's highest value, so counts
   // are exact and each value lands in the bucket of its (rounded-up) latency.
-  const auto observe = [&](Family<Histogram>& family, const common::Histogram& h, bool always) {
+  const auto observe = [&](Family<Histogram>& family, const common::Histogram& h,
+                           bool always) LOADS_REQUIRES(m.mu) {
     if (!always && h.Count() == 0) return;
     std::vector<double> increments(kBuckets.size() + 1, 0);
     h.ForEachBucket([&](uint64_t, uint64_t high, uint64_t count) {
@@ -300,7 +302,7 @@ void Metrics::OnSnapshot(const std::string& run, const common::RunStats& d, doub
 
 void Metrics::SetQuantiles(const std::string& run, const common::RunStats& stats) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   for (const auto& [label, p] : kPercentiles) {
     if (stats.latency.Count()) {
       m.Get(m.quantiles, run, {{"percentile", label}})
@@ -315,13 +317,13 @@ void Metrics::SetQuantiles(const std::string& run, const common::RunStats& stats
 
 void Metrics::SetTargetRate(const std::string& run, double rate) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   m.Get(m.target_rate, run, {}).Set(rate);
 }
 
 void Metrics::RunStarted(const std::string& run, const std::string& test, int64_t planned_users) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   m.runs_series[run].test = TestLabel(test);
   m.Get(m.planned_users, run, {}).Set(static_cast<double>(planned_users));
   m.Get(m.active_users, run, {}).Set(0);
@@ -329,13 +331,13 @@ void Metrics::RunStarted(const std::string& run, const std::string& test, int64_
 
 void Metrics::SetActiveUsers(const std::string& run, int64_t users) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   m.Get(m.active_users, run, {}).Set(static_cast<double>(users));
 }
 
 void Metrics::RunEnded(const std::string& run) {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   auto it = m.runs_series.find(run);
   if (it != m.runs_series.end() && !it->second.expires) {
     it->second.expires = std::chrono::steady_clock::now() + m.retention;
@@ -344,7 +346,7 @@ void Metrics::RunEnded(const std::string& run) {
 
 void Metrics::Expire() {
   Impl& m = *impl_;
-  std::lock_guard lock(m.mu);
+  MutexLock lock(m.mu);
   const auto now = std::chrono::steady_clock::now();
   for (auto it = m.runs_series.begin(); it != m.runs_series.end();) {
     if (it->second.expires && *it->second.expires <= now) {

@@ -223,20 +223,27 @@ ControllerService::~ControllerService() {
 
 void ControllerService::Shutdown() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   stop_.notify_all();
 }
 
 void ControllerService::Supervise() {
-  std::unique_lock lock(mu_);
-  while (!stop_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
-    lock.unlock();
+  MutexLock lock(mu_);
+  while (true) {
+    // Up to a second, or until Shutdown: a loop, not wait_for with a lambda, which the
+    // thread-safety analysis could not know runs under mu_.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!stopping_) {
+      if (stop_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
+    }
+    if (stopping_) return;
+    lock.Unlock();
     try {
       // Under start_mu_: a StartRun between launching pods and registering its run would
       // otherwise see its fresh pods taken for leftovers of an unknown run.
-      std::lock_guard start(start_mu_);
+      MutexLock start(start_mu_);
       const auto retire = [this](const std::string& id) { return broker_->RetireWorker(id); };
       for (const auto& failure : launcher_->Supervise(broker_->ListRunSummaries(), retire)) {
         std::fprintf(stderr, "loads-controller: run %s failed: %s\n", failure.run_id.c_str(),
@@ -247,7 +254,7 @@ void ControllerService::Supervise() {
       // A boundary: the next round tries again.
       std::fprintf(stderr, "loads-controller: supervising launched workers: %s\n", e.what());
     }
-    lock.lock();
+    lock.Lock();
   }
 }
 
@@ -307,7 +314,7 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
   const std::string spec = StoredSpec(asked_spec);
   const std::string digest =
       asked_spec.test_library().empty() ? "" : Sha256Hex(asked_spec.test_library());
-  std::lock_guard start_lock(start_mu_);
+  MutexLock start_lock(start_mu_);
   if (auto existing = broker_->GetRun(run_id)) {
     // A retry of the same StartRun gets the run as it is; another spec under the id is refused.
     const v1::RunSpec stored = spec::FromStored(existing->spec);
@@ -410,7 +417,7 @@ grpc::Status ControllerService::WatchRun(grpc::ServerContext* context,
     if (IsOver(view->state)) return grpc::Status::OK;
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_) {
         return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                             "the controller is shutting down; watch again after its restart");

@@ -4,7 +4,6 @@
 
 #include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -12,6 +11,7 @@
 #include "loads/common/report.h"
 #include "loads/common/status.h"
 #include "loads/common/target_allow.h"
+#include "loads/common/thread_annotations.h"
 #include "loads/controller/broker.h"
 #include "loads/controller/launcher.h"
 #include "loads/v1/controller.grpc.pb.h"
@@ -78,7 +78,7 @@ class ControllerService final : public loads::v1::Controller::Service {
                              v1::ControllerInfo* response) override;
 
   // Ends every WatchRun stream (UNAVAILABLE, so that clients come back), before a shutdown.
-  void Shutdown();
+  void Shutdown() LOADS_EXCLUDES(mu_);
 
  private:
   static std::string ReportJson(const RunView& view, bool final);
@@ -90,16 +90,16 @@ class ControllerService final : public loads::v1::Controller::Service {
   grpc::Status Authorize(const grpc::ServerContext& context, Access access) const;
 
   // Reports launch failures to the broker and lets the launcher release workers.
-  void Supervise();
+  void Supervise() LOADS_EXCLUDES(start_mu_, mu_);
 
   Broker* broker_;
   Launcher* launcher_;
   std::string api_token_;
   std::string advertise_;
-  std::mutex start_mu_;  // one StartRun at a time: idle workers are counted, then taken
-  std::mutex mu_;        // guards stopping_
-  bool stopping_ = false;
-  std::condition_variable stop_;
+  Mutex start_mu_;  // one StartRun at a time: idle workers are counted, then taken
+  Mutex mu_ LOADS_ACQUIRED_AFTER(start_mu_);
+  bool stopping_ LOADS_GUARDED_BY(mu_) = false;
+  std::condition_variable stop_;  // with mu_: stopping_ was set
   std::thread supervisor_;
 };
 
