@@ -142,15 +142,18 @@ const std::vector<RunOption>& RunOptions() {
        "at most 1000 cycles",
        "1",
        Cycles(kMaxUsers, "a positive integer or a colon list such as 10:20:30",
-              &v1::RunSpec::mutable_users)},
+              &v1::RunSpec::mutable_users),
+       "users"},
       {"--hits", "", "hits", "N[:N...]",
        "executions of the test per user, summed over the list (not with --duration)",
        "1..1000000000000 each", "1",
        Cycles(kMaxHits, "a positive integer or a colon list such as 10:20",
-              &v1::RunSpec::mutable_hits)},
+              &v1::RunSpec::mutable_hits),
+       "hits"},
       {"--duration", "-d", "duration", "SECONDS", "each user cycle lasts this long, users looping",
        "0.001..31622400 (366 days)", "",
-       Length(0.001, kMaxSeconds, "seconds, 0.001 to 31622400", &v1::RunSpec::mutable_duration)},
+       Length(0.001, kMaxSeconds, "seconds, 0.001 to 31622400", &v1::RunSpec::mutable_duration),
+       "duration"},
       {"--stages", "", "stages", "D:N[,D:N...]",
        "ramp the users linearly to each target over each duration (30s:100,1m:100,30s:0); "
        "closed model, from -u or 0",
@@ -167,7 +170,8 @@ const std::vector<RunOption>& RunOptions() {
            out->set_target(stage.target);
          }
          return OkStatus();
-       }},
+       },
+       "stages"},
       {"--rate", "", "rate", "R",
        "open model: start R executions per second, whatever the response times (with -d, or "
        "the rate --rate-stages starts from)",
@@ -177,7 +181,8 @@ const std::vector<RunOption>& RunOptions() {
          if (!rate) return Expected("executions per second, 0.001 to 10000000");
          spec->set_rate(*rate);
          return OkStatus();
-       }},
+       },
+       "rate"},
       {"--rate-stages", "", "rate_stages", "D:R[,D:R...]",
        "open model: ramp the arrival rate linearly to each target over each duration",
        "durations with s, m or h; rates 0..10000000", "",
@@ -193,7 +198,8 @@ const std::vector<RunOption>& RunOptions() {
            out->set_target(stage.target);
          }
          return OkStatus();
-       }},
+       },
+       "rate_stages"},
       {"--max-users", "", "max_users", "N",
        "open model: the most users at once; an arrival finding none free is dropped", "1..10000000",
        "the peak rate x --timeout, at most 10000",
@@ -202,7 +208,8 @@ const std::vector<RunOption>& RunOptions() {
          if (!n || *n < 1 || *n > kMaxUsers) return Expected("1..10000000");
          spec->set_max_users(*n);
          return OkStatus();
-       }},
+       },
+       "max_users"},
       {"--arrivals", "", "arrivals", "KIND",
        "open model: constant (evenly spaced) or poisson (exponential gaps)", "constant or poisson",
        "constant",
@@ -210,7 +217,8 @@ const std::vector<RunOption>& RunOptions() {
          if (text != "constant" && text != "poisson") return Expected("constant or poisson");
          spec->set_arrivals(text == "poisson" ? v1::ARRIVALS_POISSON : v1::ARRIVALS_CONSTANT);
          return OkStatus();
-       }},
+       },
+       "arrivals"},
       {"--pause", "", "pause_min", "MIN[:MAX]",
        "closed model: think time between a user's executions, uniform in MIN..MAX seconds",
        "0..86400 seconds", "",
@@ -224,14 +232,16 @@ const std::vector<RunOption>& RunOptions() {
          *spec->mutable_pause_min() = ToDuration(*low);
          *spec->mutable_pause_max() = ToDuration(*high);
          return OkStatus();
-       }},
+       },
+       "pause"},
       {"--pacing", "", "pacing", "S",
        "closed model: each execution of a user starts S seconds after its previous one started",
        "0.001..86400 seconds", "",
-       Length(0.001, kMaxPauseSeconds, "seconds, 0.001 to 86400", &v1::RunSpec::mutable_pacing)},
+       Length(0.001, kMaxPauseSeconds, "seconds, 0.001 to 86400", &v1::RunSpec::mutable_pacing),
+       "pacing"},
       {"--threads", "", "threads", "N", "engine threads (of each worker, with --controller)",
        "1..1024", "local: the CPUs, at most the users; a worker: its --threads, at most its users",
-       Count(kMaxThreads, &v1::RunSpec::set_threads)},
+       Count(kMaxThreads, &v1::RunSpec::set_threads), "threads"},
       {"--server-url", "", "server_url", "URL", "the target, as server_url() in tests",
        "an absolute http, https, ws or wss URL", "",
        [](const std::string& text, v1::RunSpec* spec) {
@@ -289,7 +299,8 @@ const std::vector<RunOption>& RunOptions() {
          }
          spec->add_thresholds(parsed->text);
          return OkStatus();
-       }},
+       },
+       "thresholds"},
       {"--notify", "", "notify", "TARGET",
        "tell the run's end: webhook:URL (POSTs the JSON report) or email:ADDRESS (a summary "
        "and the HTML report, through --smtp); repeatable",
@@ -603,9 +614,13 @@ Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) 
   if (spec->scenario().empty()) return OkStatus();
   auto scenario = common::ParseScenario(spec->scenario());
   if (!scenario.ok()) return InvalidArgumentError("scenario: " + scenario.status().message());
-  static const std::set<std::string> kLoadKeys = {
-      "users",     "hits",     "duration", "stages", "rate",    "rate_stages",
-      "max_users", "arrivals", "pause",    "pacing", "threads", "thresholds"};
+  std::map<std::string, const RunOption*> by_key;
+  std::string keys;
+  for (const RunOption& option : RunOptions()) {
+    if (*option.scenario_key == '\0') continue;
+    by_key[option.scenario_key] = &option;
+    keys += (keys.empty() ? "" : ", ") + std::string(option.scenario_key);
+  }
   // Whether the spec (gRPC) already says something of this field.
   const auto set_in_spec = [&](const std::string& field) {
     const auto* descriptor = spec->GetDescriptor()->FindFieldByName(field);
@@ -613,50 +628,35 @@ Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given) 
     return descriptor && (descriptor->is_repeated() ? reflection->FieldSize(*spec, descriptor) > 0
                                                     : reflection->HasField(*spec, descriptor));
   };
+  // Every key parsed into `loaded` (a repeated key adds, as a repeated flag does), and the
+  // fields each option set (--pause sets pause_min and pause_max).
   v1::RunSpec loaded;
-  std::set<std::string> fields;
+  std::map<std::string, std::set<const google::protobuf::FieldDescriptor*>> fields;
   for (const auto& [key, text] : scenario->load) {
-    if (!kLoadKeys.count(key)) {
-      return InvalidArgumentError("scenario: load." + key +
-                                  ": not a load option (users, hits, duration, stages, rate, "
-                                  "rate_stages, max_users, arrivals, pause, pacing, threads, "
-                                  "thresholds)");
+    auto option = by_key.find(key);
+    if (option == by_key.end()) {
+      return InvalidArgumentError("scenario: load." + key + ": not a load option (" + keys + ")");
     }
-    const std::string flag = "--" + (key == "rate_stages"  ? std::string("rate-stages")
-                                     : key == "max_users"  ? std::string("max-users")
-                                     : key == "thresholds" ? std::string("threshold")
-                                                           : key);
-    const RunOption* option = nullptr;
-    for (const auto& o : RunOptions()) {
-      if (flag == o.flag) option = &o;
-    }
-    if (Status parsed = option->parse(text, &loaded); !parsed.ok()) {
-      return InvalidArgumentError("scenario: load." + key + ": '" + text + "' (" +
-                                  parsed.message() + ")");
-    }
-    fields.insert(option->field);
-  }
-  for (const std::string& field : fields) {
-    const bool already = given ? given->count(field) > 0 : set_in_spec(field);
-    if (already) continue;
-    const auto* descriptor = spec->GetDescriptor()->FindFieldByName(field);
-    const auto* reflection = spec->GetReflection();
-    // Copies the field (and pause_max with pause_min) from what the scenario said.
-    for (const std::string& name : field == "pause_min"
-                                       ? std::vector<std::string>{"pause_min", "pause_max"}
-                                       : std::vector<std::string>{field}) {
-      const auto* d = spec->GetDescriptor()->FindFieldByName(name);
-      reflection->ClearField(spec, d);
-    }
-    (void)descriptor;
-    v1::RunSpec only;
-    only.CopyFrom(loaded);
-    for (int i = 0; i < only.GetDescriptor()->field_count(); ++i) {
-      const auto* d = only.GetDescriptor()->field(i);
-      if (d->name() != field && !(field == "pause_min" && d->name() == "pause_max")) {
-        only.GetReflection()->ClearField(&only, d);
+    v1::RunSpec one;
+    for (v1::RunSpec* into : {&loaded, &one}) {
+      if (Status parsed = option->second->parse(text, into); !parsed.ok()) {
+        return InvalidArgumentError("scenario: load." + key + ": '" + text + "' (" +
+                                    parsed.message() + ")");
       }
     }
+    std::vector<const google::protobuf::FieldDescriptor*> set;
+    one.GetReflection()->ListFields(one, &set);
+    fields[option->second->field].insert(set.begin(), set.end());
+  }
+  for (const auto& [field, descriptors] : fields) {
+    if (given ? given->count(field) > 0 : set_in_spec(field)) continue;
+    v1::RunSpec only = loaded;
+    std::vector<const google::protobuf::FieldDescriptor*> all;
+    only.GetReflection()->ListFields(only, &all);
+    for (const auto* d : all) {
+      if (!descriptors.count(d)) only.GetReflection()->ClearField(&only, d);
+    }
+    for (const auto* d : descriptors) spec->GetReflection()->ClearField(spec, d);
     spec->MergeFrom(only);
   }
   return OkStatus();

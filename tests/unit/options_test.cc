@@ -164,6 +164,34 @@ TEST(Options, DocsListEveryFlag) {
   }
 }
 
+// A scenario's `load` keys come from the option table: each is documented in scenarios.md, and
+// one that is not in the table is refused, naming them all.
+TEST(RunSpec, ScenarioLoadKeysAreTheTablesAndDocumented) {
+  std::ifstream file(std::string(LOADS_DOCS_DIR) + "/scenarios.md");
+  ASSERT_TRUE(file);
+  const std::string docs((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  int keys = 0;
+  for (const auto& option : spec::RunOptions()) {
+    if (*option.scenario_key == '\0') continue;
+    ++keys;
+    EXPECT_NE(docs.find(std::string("`") + option.scenario_key + "`"), std::string::npos)
+        << option.scenario_key;
+  }
+  EXPECT_EQ(keys, 12);
+  v1::RunSpec spec;
+  spec.set_scenario(R"({"load": {"timeout": 5}, "steps": [{"think": 0}]})");
+  const Status refused = spec::ApplyScenarioLoad(&spec, nullptr);
+  EXPECT_EQ(refused.message(),
+            "scenario: load.timeout: not a load option (users, hits, duration, stages, rate, "
+            "rate_stages, max_users, arrivals, pause, pacing, threads, thresholds)");
+  // A repeated key adds, as a repeated flag does; pause sets both its fields.
+  spec.set_scenario(
+      R"({"load": {"thresholds": ["p99<1s", "errors<1%"], "pause": [1, 2]}, "steps": [{"think": 0}]})");
+  ASSERT_TRUE(spec::ApplyScenarioLoad(&spec, nullptr).ok());
+  EXPECT_EQ(spec.thresholds_size(), 2);
+  EXPECT_EQ(spec::Seconds(spec.pause_max()), 2);
+}
+
 TEST(RunSpec, CyclesAreBounded) {
   EXPECT_FALSE(spec::ParseCycles("99999999999", 1000));
   EXPECT_EQ(*spec::ParseCycles("1:2:3", 10), (std::vector<int64_t>{1, 2, 3}));

@@ -49,6 +49,9 @@ struct RunOption {
   // Sets the field from the flag's text (repeatable flags add). The message of a failure says
   // what was expected, without the flag's name.
   ParseFn parse;
+  // Its key in a scenario file's `load` object (ApplyScenarioLoad), or "" when a scenario
+  // cannot set it.
+  const char* scenario_key = "";
 };
 const std::vector<RunOption>& RunOptions();
 
@@ -69,8 +72,8 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how = {});
 // A run id: 1 to 200 printable characters without spaces.
 Status ValidateRunId(const std::string& run_id, const std::string& field);
 
-// The scenario file's `load` object ({"rate": 100, "duration": 60, ...}: keys are run options,
-// --max-users as max_users) applied to the spec, for every option whose field is not in `given`
+// The scenario file's `load` object ({"rate": 100, "duration": 60, ...}: keys are the
+// RunOptions' scenario_key) applied to the spec, for every option whose field is not in `given`
 // (the fields the command line set; nullptr: those with a non-default value in the spec).
 // INVALID_ARGUMENT naming "load.KEY" for a key that is not a load option or a bad value.
 Status ApplyScenarioLoad(v1::RunSpec* spec, const std::set<std::string>* given);
