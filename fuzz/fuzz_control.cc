@@ -12,12 +12,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   loads::common::MessageType type;
   loads::common::ControlMessage control;
   loads::common::Snapshot snapshot;
-  std::string error;
-  if (!loads::common::DecodeMessage(bytes, &type, &control, &snapshot, &error) && error.empty()) {
-    std::abort();
-  }
+  loads::Status read = loads::common::DecodeMessage(bytes, &type, &control, &snapshot);
+  if (!read.ok() && read.message().empty()) std::abort();  // a refusal always says why
   loads::common::ControlMessage worker_side;
-  error.clear();
-  if (!loads::common::DecodeControl(bytes, &worker_side, &error) && error.empty()) std::abort();
+  read = loads::common::DecodeControl(bytes, &worker_side);
+  if (!read.ok() && read.message().empty()) std::abort();
   return 0;
 }

@@ -9,15 +9,14 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   loads::common::Snapshot snapshot;
-  std::string error;
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
-  if (!loads::common::DecodeSnapshot(bytes, &snapshot, &error)) {
-    if (error.empty()) std::abort();  // a refusal always says why
+  if (loads::Status read = loads::common::DecodeSnapshot(bytes, &snapshot); !read.ok()) {
+    if (read.message().empty()) std::abort();  // a refusal always says why
     return 0;
   }
   const std::string again = loads::common::EncodeSnapshot(snapshot);
   loads::common::Snapshot round;
-  if (!loads::common::DecodeSnapshot(again, &round, &error)) std::abort();
+  if (!loads::common::DecodeSnapshot(again, &round).ok()) std::abort();
   if (round.stats.hits != snapshot.stats.hits || round.sequence != snapshot.sequence) std::abort();
   return 0;
 }

@@ -317,8 +317,7 @@ void EngineProcess::Parse(std::vector<Event>* events) {
       case kIntervalFrame: {
         event.kind = Event::Kind::kInterval;
         common::Snapshot snapshot;
-        std::string error;
-        ok = common::DecodeSnapshot(payload, &snapshot, &error);
+        ok = common::DecodeSnapshot(payload, &snapshot).ok();
         if (ok) {
           event.interval.start =
               common::FromUnixNanos(static_cast<int64_t>(snapshot.interval_start));

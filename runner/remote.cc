@@ -80,9 +80,8 @@ void SleepUnlessStopped(std::chrono::milliseconds d, const std::atomic<bool>& st
 // What the runner prints and returns once the run is over.
 StatusOr<RunOutcome> OutcomeOf(const v1::Run& run, double unreachable_seconds) {
   common::Snapshot merged;
-  std::string error;
-  if (!common::DecodeSnapshot(run.stats(), &merged, &error)) {
-    return InternalError("the controller sent unreadable statistics: " + error);
+  if (Status read = common::DecodeSnapshot(run.stats(), &merged); !read.ok()) {
+    return InternalError("the controller sent unreadable statistics: " + read.message());
   }
   RunOutcome outcome;
   const v1::RunSpec& spec = run.spec();

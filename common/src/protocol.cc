@@ -459,13 +459,15 @@ bool TypeOf(const msgpack::object& root, MessageType* type, std::string* error) 
 }
 }  // namespace
 
-bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
-                   Snapshot* snapshot, std::string* error) {
+Status DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
+                     Snapshot* snapshot) {
   msgpack::object_handle handle;
-  if (!UnpackBounded(bytes, &handle, error)) return false;
-  if (!TypeOf(handle.get(), type, error)) return false;
-  return *type == MessageType::kSnapshot ? DecodeSnapshotObject(handle.get(), snapshot, error)
-                                         : DecodeControlObject(handle.get(), control, error);
+  std::string error;
+  const bool ok =
+      UnpackBounded(bytes, &handle, &error) && TypeOf(handle.get(), type, &error) &&
+      (*type == MessageType::kSnapshot ? DecodeSnapshotObject(handle.get(), snapshot, &error)
+                                       : DecodeControlObject(handle.get(), control, &error));
+  return ok ? OkStatus() : InvalidArgumentError(error);
 }
 
 std::optional<std::string> AssignmentRunId(std::string_view bytes) {
@@ -487,11 +489,13 @@ std::optional<std::string> AssignmentRunId(std::string_view bytes) {
   return run;
 }
 
-bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error) {
+Status DecodeControl(std::string_view bytes, ControlMessage* out) {
   *out = ControlMessage{};
   msgpack::object_handle handle;
-  if (!UnpackBounded(bytes, &handle, error)) return false;
-  return DecodeControlObject(handle.get(), out, error);
+  std::string error;
+  const bool ok =
+      UnpackBounded(bytes, &handle, &error) && DecodeControlObject(handle.get(), out, &error);
+  return ok ? OkStatus() : InvalidArgumentError(error);
 }
 
 bool DecodeControlObject(const msgpack::object& root, ControlMessage* out, std::string* error) {

@@ -251,11 +251,13 @@ std::string EncodeSnapshot(const Snapshot& snapshot) {
   return std::string(buffer.data(), buffer.size());
 }
 
-bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error) {
+Status DecodeSnapshot(std::string_view bytes, Snapshot* out) {
   *out = Snapshot{};  // also when unpacking fails
   msgpack::object_handle handle;
-  if (!UnpackBounded(bytes, &handle, error)) return false;
-  return DecodeSnapshotObject(handle.get(), out, error);
+  std::string error;
+  const bool ok =
+      UnpackBounded(bytes, &handle, &error) && DecodeSnapshotObject(handle.get(), out, &error);
+  return ok ? OkStatus() : InvalidArgumentError(error);
 }
 
 bool DecodeSnapshotObject(const msgpack::object& root, Snapshot* out, std::string* error) {

@@ -193,9 +193,8 @@ void BrokerCore::OnFrame(const std::string& route, std::string_view frame) {
   MessageType type;
   ControlMessage m;
   common::Snapshot snapshot;
-  std::string error;
-  if (!common::DecodeMessage(frame, &type, &m, &snapshot, &error)) {
-    return Drop("malformed", error);
+  if (Status read = common::DecodeMessage(frame, &type, &m, &snapshot); !read.ok()) {
+    return Drop("malformed", read.message());
   }
   if (auto retired = retired_.find(route); retired != retired_.end()) {
     // A worker whose pod is being deleted: its last messages are not faults.

@@ -255,7 +255,6 @@ class SqliteStore : public StateStore {
       RunView& v = record.view;
       v.run_id = Text(stmt, 0);
       const auto state = RunStateFromName(Text(stmt, 1));
-      std::string why;
       try {
         if (!state) throw std::runtime_error("unknown state " + Text(stmt, 1));
         v.state = *state;
@@ -264,8 +263,8 @@ class SqliteStore : public StateStore {
         const std::string cbor = Blob(stmt, 4);
         DecodeRecord(std::vector<uint8_t>(cbor.begin(), cbor.end()), &record);
         common::Snapshot stats;
-        if (!common::DecodeSnapshot(Blob(stmt, 5), &stats, &why)) {
-          throw std::runtime_error("statistics: " + why);
+        if (Status read = common::DecodeSnapshot(Blob(stmt, 5), &stats); !read.ok()) {
+          throw std::runtime_error("statistics: " + read.message());
         }
         v.stats = std::move(stats.stats);
         v.report_json = Text(stmt, 6);

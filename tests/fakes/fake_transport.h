@@ -30,8 +30,7 @@ class FakeTransport : public controller::BrokerTransport {
         continue;
       }
       common::ControlMessage m;
-      std::string error;
-      if (common::DecodeControl(frame, &m, &error) && m.type != common::MessageType::kHeartbeat) {
+      if (common::DecodeControl(frame, &m).ok() && m.type != common::MessageType::kHeartbeat) {
         out.push_back(std::move(m));
       }
     }

@@ -9,6 +9,12 @@
 namespace loads::common {
 namespace {
 
+// A decoder's verdict, with its reason in *error, as the assertions print it.
+bool Ok(const Status& status, std::string* error) {
+  *error = status.message();
+  return status.ok();
+}
+
 Assignment UrlAssignment() {
   Assignment a;
   a.run_id = "run-1";
@@ -33,7 +39,7 @@ TEST(Protocol, ControlMessagesRoundTrip) {
   assign.assignment->test = "example.TestWebSite.test_es";
   ControlMessage out;
   std::string error;
-  ASSERT_TRUE(DecodeControl(EncodeControl(assign), &out, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeControl(EncodeControl(assign), &out), &error)) << error;
   EXPECT_EQ(out.type, MessageType::kAssign);
   ASSERT_TRUE(out.assignment);
   EXPECT_EQ(out.assignment->run_id, "run-1");
@@ -47,19 +53,20 @@ TEST(Protocol, ControlMessagesRoundTrip) {
   done.run_id = "r";
   done.ok = false;
   done.message = "boom";
-  ASSERT_TRUE(DecodeControl(EncodeControl(done), &out, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeControl(EncodeControl(done), &out), &error)) << error;
   EXPECT_FALSE(out.ok);
   EXPECT_EQ(out.message, "boom");
   MessageType type;
   ControlMessage control;
   Snapshot snapshot;
-  ASSERT_TRUE(DecodeMessage(EncodeControl(done), &type, &control, &snapshot, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeMessage(EncodeControl(done), &type, &control, &snapshot), &error)) << error;
   EXPECT_EQ(type, MessageType::kDone);
   EXPECT_EQ(control.message, "boom");
   snapshot.run_id = "r";
   snapshot.worker_id = "w";
   snapshot.sequence = 3;
-  ASSERT_TRUE(DecodeMessage(EncodeSnapshot(snapshot), &type, &control, &snapshot, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeMessage(EncodeSnapshot(snapshot), &type, &control, &snapshot), &error))
+      << error;
   EXPECT_EQ(type, MessageType::kSnapshot);
   EXPECT_EQ(snapshot.sequence, 3u);
 }
@@ -104,31 +111,37 @@ TEST(Protocol, InvalidAssignmentsNameTheField) {
   for (const auto& c : cases) {
     ControlMessage out;
     std::string error;
-    EXPECT_FALSE(DecodeControl(assign_with(c.assignment), &out, &error));
+    EXPECT_FALSE(Ok(DecodeControl(assign_with(c.assignment), &out), &error));
     EXPECT_NE(error.find(c.expected), std::string::npos) << error;
   }
   ControlMessage out;
   std::string error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "start"}}), &out, &error));
+  EXPECT_FALSE(Ok(DecodeControl(Pack({{"v", 2}, {"type", "start"}}), &out), &error));
   EXPECT_NE(error.find("field 'run'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "launch"}}), &out, &error));
+  EXPECT_FALSE(Ok(DecodeControl(Pack({{"v", 2}, {"type", "launch"}}), &out), &error));
   EXPECT_NE(error.find("unknown message type 'launch'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 1}, {"type", "stop"}}), &out, &error));
+  EXPECT_FALSE(Ok(DecodeControl(Pack({{"v", 1}, {"type", "stop"}}), &out), &error));
   EXPECT_NE(error.find("unsupported version 1"), std::string::npos) << error;
   // What a worker says is bounded: threads, SDK, ids.
-  EXPECT_FALSE(DecodeControl(
-      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", -1}, {"sdk", "0.1.0"}}), &out,
+  EXPECT_FALSE(Ok(
+      DecodeControl(
+          Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", -1}, {"sdk", "0.1.0"}}),
+          &out),
       &error));
   EXPECT_NE(error.find("field 'threads'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(
-      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 5000}, {"sdk", "0.1.0"}}),
-      &out, &error));
-  EXPECT_FALSE(DecodeControl(
-      Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 1}, {"sdk", ""}}), &out,
+  EXPECT_FALSE(Ok(
+      DecodeControl(
+          Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 5000}, {"sdk", "0.1.0"}}),
+          &out),
+      &error));
+  EXPECT_FALSE(Ok(
+      DecodeControl(
+          Pack({{"v", 2}, {"type", "hello"}, {"worker", "w"}, {"threads", 1}, {"sdk", ""}}), &out),
       &error));
   EXPECT_NE(error.find("field 'sdk'"), std::string::npos) << error;
-  EXPECT_FALSE(DecodeControl(Pack({{"v", 2}, {"type", "ready"}, {"worker", "w"}, {"run", "a\nb"}}),
-                             &out, &error));
+  EXPECT_FALSE(
+      Ok(DecodeControl(Pack({{"v", 2}, {"type", "ready"}, {"worker", "w"}, {"run", "a\nb"}}), &out),
+         &error));
   EXPECT_NE(error.find("field 'run'"), std::string::npos) << error;
 }
 
@@ -183,7 +196,7 @@ TEST(Protocol, GoldenControlBytes) {
     EXPECT_EQ(hex(bytes), golden.at(name)) << name;
     ControlMessage back;
     std::string error;
-    EXPECT_TRUE(DecodeControl(bytes, &back, &error)) << name << ": " << error;
+    EXPECT_TRUE(Ok(DecodeControl(bytes, &back), &error)) << name << ": " << error;
     EXPECT_EQ(back.type, m.type);
   }
 }

@@ -10,6 +10,12 @@
 namespace loads::common {
 namespace {
 
+// A decoder's verdict, with its reason in *error, as the assertions print it.
+bool Ok(const Status& status, std::string* error) {
+  *error = status.message();
+  return status.ok();
+}
+
 std::string Hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -94,7 +100,7 @@ TEST(Snapshot, RoundTripsEveryField) {
   const Snapshot in = Rich();
   Snapshot out;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(EncodeSnapshot(in), &out, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(EncodeSnapshot(in), &out), &error)) << error;
   EXPECT_EQ(out.run_id, in.run_id);
   EXPECT_EQ(out.worker_id, in.worker_id);
   EXPECT_EQ(out.sequence, in.sequence);
@@ -126,7 +132,7 @@ TEST(Snapshot, MergedAcrossWorkersEqualsOneProcess) {
     snap.stats = workers[w];
     Snapshot decoded;
     std::string error;
-    ASSERT_TRUE(DecodeSnapshot(EncodeSnapshot(snap), &decoded, &error)) << error;
+    ASSERT_TRUE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &decoded), &error)) << error;
     merged.Merge(decoded.stats);
   }
   ExpectSameStats(single, merged);
@@ -171,7 +177,7 @@ TEST(Snapshot, GoldenBytes) {
   EXPECT_EQ(Hex(EncodeSnapshot(Golden())), golden);
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Unhex(golden), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Unhex(golden), &decoded), &error)) << error;
   EXPECT_FALSE(decoded.final);
   EXPECT_EQ(decoded.active_users, 3u);
   EXPECT_EQ(decoded.target_rate, 2.5);
@@ -186,7 +192,7 @@ TEST(Snapshot, VersionFiveIsStillRead) {
   // Version 6 added the hit error kind forbidden_target: version 5's bytes read the same.
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v5.hex")), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Unhex(GoldenHex("snapshot_v5.hex")), &decoded), &error)) << error;
   ExpectSameStats(Golden().stats, decoded.stats);
 }
 
@@ -194,7 +200,7 @@ TEST(Snapshot, VersionFourIsStillRead) {
   // Version 5 added the WebSocket timings: version 4's golden bytes read with none.
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v4.hex")), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Unhex(GoldenHex("snapshot_v4.hex")), &decoded), &error)) << error;
   ExpectSameStats(Golden().stats, decoded.stats);
   EXPECT_EQ(decoded.stats.ws_round_trip.Count(), 0u);
 }
@@ -204,11 +210,11 @@ TEST(Snapshot, WebSocketTimingsCannotOutnumberTheirEvents) {
   Snapshot out;
   Snapshot snap = Golden();
   snap.stats.ws_connect.Record(1000);  // no WebSocket opened
-  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &out), &error));
   EXPECT_NE(error.find("ws_connect"), std::string::npos) << error;
   snap = Golden();
   snap.stats.ws_round_trip.Record(1000);  // no message received
-  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &out), &error));
   EXPECT_NE(error.find("ws_round_trip"), std::string::npos) << error;
 }
 
@@ -216,7 +222,7 @@ TEST(Snapshot, VersionThreeIsStillRead) {
   // Version 4 only added error kinds: version 3's golden bytes read the same.
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v3.hex")), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Unhex(GoldenHex("snapshot_v3.hex")), &decoded), &error)) << error;
   ExpectSameStats(Golden().stats, decoded.stats);
   EXPECT_EQ(decoded.target_rate, 2.5);
 }
@@ -227,7 +233,7 @@ TEST(Snapshot, NewErrorKindsRoundTrip) {
   snap.stats.RecordHit("U", "GET", 0, HitError::kHeaderTooLarge, 0);
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(EncodeSnapshot(snap), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &decoded), &error)) << error;
   EXPECT_EQ(decoded.stats.hit_errors[static_cast<int>(HitError::kBodyTooLarge)], 1u);
   EXPECT_EQ(decoded.stats.hit_errors[static_cast<int>(HitError::kHeaderTooLarge)], 1u);
 }
@@ -236,7 +242,7 @@ TEST(Snapshot, VersionTwoIsStillRead) {
   // The golden bytes of version 2, without the load model's fields: they read as zeros.
   Snapshot decoded;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Unhex(GoldenHex("snapshot_v2.hex")), &decoded, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Unhex(GoldenHex("snapshot_v2.hex")), &decoded), &error)) << error;
   EXPECT_EQ(decoded.stats.hits, 2u);
   EXPECT_EQ(decoded.stats.started, 0u);
   EXPECT_EQ(decoded.target_rate, 0);
@@ -249,7 +255,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   for (size_t n = 0; n < good.size(); ++n) {
     Snapshot out;
     std::string error;
-    EXPECT_FALSE(DecodeSnapshot(std::string_view(good).substr(0, n), &out, &error)) << n;
+    EXPECT_FALSE(Ok(DecodeSnapshot(std::string_view(good).substr(0, n), &out), &error)) << n;
     EXPECT_FALSE(error.empty());
   }
   struct Case {
@@ -278,7 +284,7 @@ TEST(Snapshot, RejectsMalformedInputWithTheFieldAtFault) {
   for (const auto& c : cases) {
     Snapshot out;
     std::string error;
-    EXPECT_FALSE(DecodeSnapshot(Unhex(c.hex), &out, &error)) << c.hex;
+    EXPECT_FALSE(Ok(DecodeSnapshot(Unhex(c.hex), &out), &error)) << c.hex;
     EXPECT_NE(error.find(c.expected_error), std::string::npos) << c.hex << " -> " << error;
   }
 }
@@ -316,7 +322,7 @@ TEST(Snapshot, EveryFieldIsRequired) {
     without.erase(key);
     Snapshot out;
     std::string error;
-    EXPECT_FALSE(DecodeSnapshot(Pack(without), &out, &error)) << key;
+    EXPECT_FALSE(Ok(DecodeSnapshot(Pack(without), &out), &error)) << key;
     EXPECT_NE(error.find("field '" + key + "'"), std::string::npos) << key << " -> " << error;
   }
   // A key given twice is refused too (its counts would be added twice).
@@ -325,7 +331,7 @@ TEST(Snapshot, EveryFieldIsRequired) {
   twice += Pack({{"hits", whole.at("hits")}}).substr(1);
   Snapshot out;
   std::string error;
-  EXPECT_FALSE(DecodeSnapshot(twice, &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(twice, &out), &error));
   EXPECT_NE(error.find("given twice"), std::string::npos) << error;
 }
 
@@ -334,15 +340,15 @@ TEST(Snapshot, CountsMustAgree) {
   snap.stats.methods["GET"][2] += 1;  // one more 2xx by method than hits
   std::string error;
   Snapshot out;
-  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &out), &error));
   EXPECT_NE(error.find("counts do not add up to hits"), std::string::npos) << error;
   snap = Rich();
   snap.stats.status_codes[200] += 5;
-  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &out), &error));
   EXPECT_NE(error.find("more responses"), std::string::npos) << error;
   snap = Rich();
   snap.stats.hit_errors[static_cast<size_t>(HitError::kDns)] += 1;
-  EXPECT_FALSE(DecodeSnapshot(EncodeSnapshot(snap), &out, &error));
+  EXPECT_FALSE(Ok(DecodeSnapshot(EncodeSnapshot(snap), &out), &error));
   EXPECT_NE(error.find("more responses and hit errors than hits"), std::string::npos) << error;
 }
 
@@ -384,7 +390,7 @@ TEST(Snapshot, CountsHitsOfAWorkerWithoutMethodsAsUnknown) {
   fields["v"] = msgpack::object(1, zone);
   Snapshot out;
   std::string error;
-  ASSERT_TRUE(DecodeSnapshot(Pack(fields), &out, &error)) << error;
+  ASSERT_TRUE(Ok(DecodeSnapshot(Pack(fields), &out), &error)) << error;
   ASSERT_EQ(out.stats.methods.size(), 1u);
   const RunStats::StatusClasses expected = {1, 0, 1, 0, 0, 1};
   EXPECT_EQ(out.stats.methods.at("unknown"), expected);
@@ -404,7 +410,7 @@ TEST(Snapshot, SurvivesRandomBytes) {
     }
     Snapshot out;
     std::string error;
-    if (!DecodeSnapshot(bytes, &out, &error)) {
+    if (!Ok(DecodeSnapshot(bytes, &out), &error)) {
       EXPECT_FALSE(error.empty());
     }
   }

@@ -234,8 +234,8 @@ void ZmqWorker::SayHello() {
 
 void ZmqWorker::OnFrame(std::string_view bytes) {
   ControlMessage m;
-  std::string error;
-  if (!common::DecodeControl(bytes, &m, &error)) {
+  if (Status read = common::DecodeControl(bytes, &m); !read.ok()) {
+    const std::string& error = read.message();
     if (auto run = common::AssignmentRunId(bytes)) {
       // An assignment this worker cannot read fails its run at once, saying why.
       ControlMessage done = Message(MessageType::kDone, options_.id, *run);

@@ -90,13 +90,13 @@ std::string EncodeControl(const ControlMessage& message);
 
 // Decodes any message a controller receives, unpacking the frame once: a snapshot into
 // *snapshot, anything else into *control, with its type in *type. Never throws; on failure says
-// why, naming the field at fault.
-bool DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
-                   Snapshot* snapshot, std::string* error);
+// why (INVALID_ARGUMENT), naming the field at fault.
+Status DecodeMessage(std::string_view bytes, MessageType* type, ControlMessage* control,
+                     Snapshot* snapshot);
 
-// Decodes and validates a control message (not a snapshot). Never throws; names the field at
-// fault.
-bool DecodeControl(std::string_view bytes, ControlMessage* out, std::string* error);
+// Decodes and validates a control message (not a snapshot). Never throws; INVALID_ARGUMENT
+// naming the field at fault.
+Status DecodeControl(std::string_view bytes, ControlMessage* out);
 
 // The run of an `assign` message that DecodeControl refused, so that the worker can answer it
 // (done, ok=false, with why) instead of leaving the run waiting. nullopt for anything else.

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "loads/common/stats.h"
+#include "loads/common/status.h"
 
 namespace loads::common {
 
@@ -52,7 +53,7 @@ std::string EncodeSnapshot(const Snapshot& snapshot);
 
 // Decodes and validates a snapshot. Never throws: on any problem (not msgpack, wrong types,
 // unknown version, inconsistent histogram, more entries than the bounds RunStats keeps, trailing
-// bytes) it returns false and says why in *error, naming the field at fault.
-bool DecodeSnapshot(std::string_view bytes, Snapshot* out, std::string* error);
+// bytes) INVALID_ARGUMENT naming the field at fault.
+Status DecodeSnapshot(std::string_view bytes, Snapshot* out);
 
 }  // namespace loads::common
