@@ -53,10 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (loads::common::AsciiLower(name) == "set-cookie") {
       jar.Store(from, value, now);
     } else if (loads::common::AsciiLower(name) == "location") {
-      if (auto next = loads::common::ResolveUrl(from, value)) {
+      if (auto next = loads::common::ResolveUrl(from, value); next.ok()) {
         allow.Allows(next->host, next->port);
-        std::string error;
-        if (!loads::common::ParseUrl(next->ToString(), &error)) std::abort();
+        if (!loads::common::ParseUrl(next->ToString()).ok()) std::abort();
       }
     }
   }

@@ -142,9 +142,10 @@ StatusOr<NotifyTarget> ParseNotifyTarget(std::string_view text) {
   if (text.starts_with("webhook:")) {
     target.kind = NotifyTarget::Kind::kWebhook;
     target.address = std::string(text.substr(8));
-    std::string why;
-    auto url = ParseUrl(target.address, &why);
-    if (!url) return InvalidArgumentError("a webhook needs an http(s) URL: " + why);
+    auto url = ParseUrl(target.address);
+    if (!url.ok()) {
+      return InvalidArgumentError("a webhook needs an http(s) URL: " + url.status().message());
+    }
     if (url->scheme != "http" && url->scheme != "https") {
       return InvalidArgumentError("a webhook needs an http(s) URL, not " + url->scheme);
     }

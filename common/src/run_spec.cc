@@ -245,8 +245,9 @@ const std::vector<RunOption>& RunOptions() {
       {"--server-url", "", "server_url", "URL", "the target, as server_url() in tests",
        "an absolute http, https, ws or wss URL", "",
        [](const std::string& text, v1::RunSpec* spec) {
-         std::string why;
-         if (!common::ParseUrl(text, &why)) return Expected("an absolute URL (" + why + ")");
+         if (auto url = common::ParseUrl(text); !url.ok()) {
+           return Expected("an absolute URL (" + url.status().message() + ")");
+         }
          spec->set_server_url(text);
          return OkStatus();
        }},
@@ -328,9 +329,8 @@ const std::vector<RunOption>& RunOptions() {
        }},
       {"--url", "", "url", "URL", "no test library: each execution GETs URL", "http or https", "",
        [](const std::string& text, v1::RunSpec* spec) {
-         std::string why;
-         auto url = common::ParseUrl(text, &why);
-         if (!url) return Expected("an absolute URL (" + why + ")");
+         auto url = common::ParseUrl(text);
+         if (!url.ok()) return Expected("an absolute URL (" + url.status().message() + ")");
          if (url->scheme != "http" && url->scheme != "https") {
            return Expected("an http:// or https:// URL");
          }
@@ -532,9 +532,8 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
                      "give one test: MODULE.Class.method, SCENARIO.json, --url or --test-runner");
   }
   if (!spec.url().empty()) {
-    std::string why;
-    auto url = common::ParseUrl(spec.url(), &why);
-    if (!url) return invalid("url", why);
+    auto url = common::ParseUrl(spec.url());
+    if (!url.ok()) return invalid("url", url.status().message());
     if (url->scheme != "http" && url->scheme != "https") {
       return invalid("url", "expected http or https");
     }
@@ -580,7 +579,7 @@ Status ValidateRunSpec(const v1::RunSpec& spec, Validation how) {
                                                          : "seconds, 0.001 to 3600");
     }
   }
-  if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url())) {
+  if (!spec.server_url().empty() && !common::ParseUrl(spec.server_url()).ok()) {
     return invalid("server_url", "not an absolute http, https, ws or wss URL");
   }
   if (!v1::LossPolicy_IsValid(spec.loss_policy())) {

@@ -73,7 +73,7 @@ bool ReadStep(const json& entry, size_t index, ScenarioStep* step, std::string* 
         !r.String("name", false, &step->name) || !r.String("body", false, &step->body)) {
       return false;
     }
-    if (step->url.empty() || (step->url[0] != '/' && !common::ParseUrl(step->url))) {
+    if (step->url.empty() || (step->url[0] != '/' && !common::ParseUrl(step->url).ok())) {
       return r.Fail("url", "expected an absolute http(s) URL or a path starting with /");
     }
     if (body.contains("json")) {
@@ -100,7 +100,7 @@ bool ReadStep(const json& entry, size_t index, ScenarioStep* step, std::string* 
   if (kind == "ws_connect") {
     step->kind = ScenarioStep::Kind::kWsConnect;
     if (!r.OnlyKeys({"url"}) || !r.String("url", true, &step->url)) return false;
-    if (step->url[0] != '/' && !common::ParseUrl(step->url)) {
+    if (step->url[0] != '/' && !common::ParseUrl(step->url).ok()) {
       return r.Fail("url", "expected an absolute ws(s) URL or a path starting with /");
     }
     return true;

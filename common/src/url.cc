@@ -12,11 +12,6 @@ uint16_t DefaultPort(std::string_view scheme) {
   return (scheme == "https" || scheme == "wss") ? 443 : 80;
 }
 
-bool Fail(std::string* error, std::string message) {
-  if (error) *error = std::move(message);
-  return false;
-}
-
 bool ValidHostChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
 }
@@ -72,17 +67,16 @@ std::string Url::WithoutQuery() const {
 
 std::string Url::ToString() const { return scheme + "://" + HostHeader() + target; }
 
-std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
+StatusOr<Url> ParseUrl(std::string_view text) {
   Url url;
   const size_t sep = text.find("://");
   if (sep == std::string_view::npos || sep == 0) {
-    Fail(error, "missing scheme (expected http://, https://, ws:// or wss://)");
-    return std::nullopt;
+    return InvalidArgumentError("missing scheme (expected http://, https://, ws:// or wss://)");
   }
   url.scheme = AsciiLower(text.substr(0, sep));
   if (url.scheme != "http" && url.scheme != "https" && url.scheme != "ws" && url.scheme != "wss") {
-    Fail(error, "unsupported scheme '" + url.scheme + "' (expected http, https, ws or wss)");
-    return std::nullopt;
+    return InvalidArgumentError("unsupported scheme '" + url.scheme +
+                                "' (expected http, https, ws or wss)");
   }
   std::string_view rest = text.substr(sep + 3);
   const size_t hash = rest.find('#');
@@ -91,29 +85,26 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
   std::string_view authority = rest.substr(0, path_start);
   std::string_view target = path_start == std::string_view::npos ? "" : rest.substr(path_start);
   if (authority.find('@') != std::string_view::npos) {
-    Fail(error, "credentials in URLs are not supported; use an Authorization header");
-    return std::nullopt;
+    return InvalidArgumentError(
+        "credentials in URLs are not supported; use an Authorization header");
   }
   std::string_view host = authority;
   std::string_view port;
   if (authority.starts_with("[")) {
     const size_t close = authority.find(']');
     if (close == std::string_view::npos) {
-      Fail(error, "unterminated IPv6 address");
-      return std::nullopt;
+      return InvalidArgumentError("unterminated IPv6 address");
     }
     host = authority.substr(1, close - 1);
     std::string_view after = authority.substr(close + 1);
     if (!after.empty()) {
       if (after[0] != ':') {
-        Fail(error, "unexpected characters after the IPv6 address");
-        return std::nullopt;
+        return InvalidArgumentError("unexpected characters after the IPv6 address");
       }
       port = after.substr(1);
     }
     if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.") != host.npos) {
-      Fail(error, "invalid IPv6 address");
-      return std::nullopt;
+      return InvalidArgumentError("invalid IPv6 address");
     }
   } else {
     const size_t colon = authority.rfind(':');
@@ -122,12 +113,10 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
       port = authority.substr(colon + 1);
     }
     if (host.empty()) {
-      Fail(error, "missing host");
-      return std::nullopt;
+      return InvalidArgumentError("missing host");
     }
     if (!std::all_of(host.begin(), host.end(), ValidHostChar)) {
-      Fail(error, "invalid host '" + std::string(host) + "'");
-      return std::nullopt;
+      return InvalidArgumentError("invalid host '" + std::string(host) + "'");
     }
   }
   url.host = AsciiLower(host);
@@ -137,8 +126,7 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
     unsigned value = 0;
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
     if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      Fail(error, "invalid port '" + std::string(port) + "'");
-      return std::nullopt;
+      return InvalidArgumentError("invalid port '" + std::string(port) + "'");
     }
     url.port = static_cast<uint16_t>(value);
   }
@@ -152,14 +140,13 @@ std::optional<Url> ParseUrl(std::string_view text, std::string* error) {
   }
   for (char c : url.target) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      Fail(error, "spaces or control characters in the path (percent-encode them)");
-      return std::nullopt;
+      return InvalidArgumentError("spaces or control characters in the path (percent-encode them)");
     }
   }
   return url;
 }
 
-std::optional<Url> ResolveUrl(const Url& base, std::string_view ref) {
+StatusOr<Url> ResolveUrl(const Url& base, std::string_view ref) {
   if (ref.find("://") != std::string_view::npos) return ParseUrl(ref);
   if (ref.starts_with("//")) return ParseUrl(base.scheme + ":" + std::string(ref));
   Url url = base;
@@ -181,7 +168,9 @@ std::optional<Url> ResolveUrl(const Url& base, std::string_view ref) {
   }
   url.target = RemoveDotSegments(merged) + std::string(query);
   for (char c : url.target) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      return InvalidArgumentError("spaces or control characters in the path (percent-encode them)");
+    }
   }
   return url;
 }

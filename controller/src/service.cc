@@ -304,7 +304,7 @@ grpc::Status ControllerService::StartRun(grpc::ServerContext* context,
                                       std::pair{"spec.server_url", &asked_spec.server_url()}}) {
       if (text->empty()) continue;
       auto url = common::ParseUrl(*text);
-      if (url && !allow_targets_->Allows(url->host, url->port)) {
+      if (url.ok() && !allow_targets_->Allows(url->host, url->port)) {
         return ToGrpc(PermissionDeniedError(std::string(field) + ": " + *text +
                                             " is not an allowed target of this controller "
                                             "(--allow-target)"));

@@ -7,7 +7,7 @@ namespace {
 
 TEST(ParseUrl, SplitsAbsoluteUrls) {
   auto u = ParseUrl("HTTP://Example.COM:8080/a/b?x=1#frag");
-  ASSERT_TRUE(u);
+  ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->scheme, "http");
   EXPECT_EQ(u->host, "example.com");
   EXPECT_EQ(u->port, 8080);
@@ -27,7 +27,7 @@ TEST(ParseUrl, DefaultsPortsAndPath) {
 
 TEST(ParseUrl, AcceptsIpv6Literals) {
   auto u = ParseUrl("http://[::1]:9000/x");
-  ASSERT_TRUE(u);
+  ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->host, "::1");
   EXPECT_EQ(u->HostHeader(), "[::1]:9000");
 }
@@ -36,9 +36,9 @@ TEST(ParseUrl, RejectsMalformedUrls) {
   for (const char* bad :
        {"notaurl", "ftp://h/", "http://", "http://h:0/", "http://h:99999/", "http://h:abc/",
         "http://user:pw@h/", "http://h/a b", "://h", "http://[::1/", "http://bad host/"}) {
-    std::string why;
-    EXPECT_FALSE(ParseUrl(bad, &why)) << bad;
-    EXPECT_FALSE(why.empty()) << bad;
+    auto refused = ParseUrl(bad);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_FALSE(refused.status().message().empty()) << bad;
   }
 }
 

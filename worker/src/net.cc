@@ -364,10 +364,10 @@ class SessionImpl {
 
 const Url& SessionImpl::ParseCached(std::string_view url_text) {
   if (url_text != cached_url_text_ || cached_url_text_.empty()) {
-    std::string error;
-    auto parsed = common::ParseUrl(url_text, &error);
-    if (!parsed) {
-      throw std::invalid_argument("invalid URL '" + std::string(url_text) + "': " + error);
+    auto parsed = common::ParseUrl(url_text);
+    if (!parsed.ok()) {
+      throw std::invalid_argument("invalid URL '" + std::string(url_text) +
+                                  "': " + parsed.status().message());
     }
     if (parsed->scheme != "http" && parsed->scheme != "https") {
       throw std::invalid_argument("the session sends HTTP requests; use create_ws() for " +
@@ -668,7 +668,7 @@ Response SessionImpl::Request(std::string_view method_in, std::string_view url_t
                                                      " redirects from " + std::string(url_text));
       }
       auto next = common::ResolveUrl(url, location);
-      if (!next || (next->scheme != "http" && next->scheme != "https")) {
+      if (!next.ok() || (next->scheme != "http" && next->scheme != "https")) {
         throw NetworkError("malformed_response",
                            "invalid redirect location '" + std::string(location) + "'");
       }
@@ -787,9 +787,11 @@ class WebSocketImpl : public std::enable_shared_from_this<WebSocketImpl> {
 };
 
 void WebSocketImpl::Open(const Headers& headers) {
-  std::string error;
-  auto parsed = common::ParseUrl(url_, &error);
-  if (!parsed) throw std::invalid_argument("invalid WebSocket URL '" + url_ + "': " + error);
+  auto parsed = common::ParseUrl(url_);
+  if (!parsed.ok()) {
+    throw std::invalid_argument("invalid WebSocket URL '" + url_ +
+                                "': " + parsed.status().message());
+  }
   if (parsed->scheme != "ws" && parsed->scheme != "wss") {
     throw std::invalid_argument("create_ws() needs a ws:// or wss:// URL, got " + url_);
   }
@@ -1112,7 +1114,7 @@ void Session::set_timeout(std::chrono::milliseconds t) { impl_->timeout_ = t; }
 void Session::set_max_redirects(int n) { impl_->max_redirects_ = std::max(0, n); }
 std::optional<std::string> Session::cookie(std::string_view url, std::string_view name) const {
   auto parsed = common::ParseUrl(url);
-  if (!parsed) return std::nullopt;
+  if (!parsed.ok()) return std::nullopt;
   return impl_->cookies.Get(*parsed, name, std::chrono::system_clock::now());
 }
 void Session::clear_cookies() { impl_->cookies.Clear(); }

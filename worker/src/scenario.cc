@@ -14,7 +14,7 @@ using common::ScenarioStep;
 std::string Resolve(const std::string& url, const std::string& base, bool websocket) {
   if (url.empty() || url[0] != '/') return url;
   auto parsed = common::ParseUrl(base);
-  if (!parsed) return url;  // fails in the request, with its message
+  if (!parsed.ok()) return url;  // fails in the request, with its message
   std::string scheme = parsed->scheme;
   if (websocket) scheme = parsed->Tls() ? "wss" : "ws";
   return scheme + "://" + parsed->HostHeader() + url;

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "loads/common/status.h"
+
 namespace loads::common {
 
 // An absolute http, https, ws or wss URL split into what a client needs.
@@ -24,12 +26,12 @@ struct Url {
   std::string ToString() const;
 };
 
-// Parses an absolute URL. On failure returns nullopt and, if error is set, why.
-std::optional<Url> ParseUrl(std::string_view text, std::string* error = nullptr);
+// Parses an absolute URL. INVALID_ARGUMENT saying what is wrong with it.
+StatusOr<Url> ParseUrl(std::string_view text);
 
 // Resolves a Location header value against the URL it came from (absolute, scheme-relative,
-// absolute-path or relative-path references).
-std::optional<Url> ResolveUrl(const Url& base, std::string_view reference);
+// absolute-path or relative-path references). INVALID_ARGUMENT when the result is no URL.
+StatusOr<Url> ResolveUrl(const Url& base, std::string_view reference);
 
 // Whether text is an HTTP method a metric label can carry: an RFC 9110 token of 1 to 32 chars.
 bool IsHttpMethod(std::string_view text);
