@@ -321,8 +321,20 @@ class KubernetesLauncherTest(unittest.TestCase):
             first.process.kill()
             first.process.wait()
             # The container restarts (same pod, same ports): the run and its pods carry on.
-            second = self.cluster(extra=extra, state=True, zmq_port=first.zmq_port,
-                                  grpc_port=first.grpc_port)
+            # Until it listens again, its port is free for anyone: a connection of a test running
+            # alongside can take it as its local port. The kubelet would restart a controller
+            # that cannot bind; so does this test, for up to 20 s (as harness.Controller does).
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    second = self.cluster(extra=extra, state=True, zmq_port=first.zmq_port,
+                                          grpc_port=first.grpc_port)
+                    break
+                except AssertionError as e:
+                    taken = "cannot listen on" in str(e) or "Address already in use" in str(e)
+                    if not taken or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             result = process.wait(timeout=60)
             self.assertEqual(result.code, 0, harness.describe(result) + second.stderr())
             self.assertEqual(result.report["hits"], nginx.access_log_count())
