@@ -394,6 +394,8 @@ StatusOr<RunOutcome> RemoteBackend::Watch(const std::string& run_id, const std::
     SleepUnlessStopped(backoff, stop);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
+  // The last update, once the run is over, carries every series point (series_from 0): the
+  // updates before it, which carry only new points, are read for progress alone.
   return OutcomeOf(latest, unreachable_seconds);
 }
 

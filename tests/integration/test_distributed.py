@@ -191,6 +191,34 @@ class DistributedTest(unittest.TestCase):
             self.assertGreater(max(live), 0)
             self.assertLess(max(live), nginx.access_log_count())
 
+    def test_watch_sends_each_series_point_once(self):
+        with harness.Nginx() as nginx:
+            run_id = str(uuid.uuid4())
+            spec = self.pb.RunSpec(url=nginx.url, users=[2], duration={"seconds": 5}, workers=1)
+            self.stub.StartRun(self.pb.StartRunRequest(run_id=run_id, spec=spec))
+            updates = list(self.stub.WatchRun(self.pb.WatchRunRequest(run_id=run_id)))
+            logged = nginx.access_log_count()
+        *live, final = updates
+        self.assertEqual(updates[0].series_from, 0)
+        # A client keeps what it was sent and appends: no gap, no point sent twice.
+        kept, sent = [], 0
+        for update in live:
+            self.assertLessEqual(update.series_from, len(kept))
+            if update.series_from:
+                self.assertEqual(update.series_from, len(kept), "a point was skipped or resent")
+            kept = kept[:update.series_from] + [p.second for p in update.series]
+            sent += len(update.series)
+        self.assertTrue(any(u.series_from > 0 for u in live), [u.series_from for u in live])
+        # The last update, once the run is over, has every point: the report's and nginx's.
+        self.assertEqual(final.series_from, 0)
+        full = [p.second for p in final.series]
+        self.assertEqual(full[:len(kept)], kept)
+        self.assertEqual(sum(p.hits for p in final.series), logged)
+        # Sent once each, where whole series would have sent the points again every update.
+        resent = sum(u.series_from + len(u.series) for u in live)
+        self.assertLessEqual(sent, len(kept))
+        self.assertLess(sent, resent)
+
     def test_a_client_of_the_older_proto_still_runs_and_an_unknown_field_is_refused(self):
         # Before durations were google.protobuf.Durations, RunSpec.duration was a double at
         # field 6 and timeout_ms an int64 at field 11: such a client's bytes, made by hand.
