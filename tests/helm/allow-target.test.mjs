@@ -26,27 +26,27 @@ import { describe, it } from "node:test";
 import {
   binDir,
   chartDir,
+  CONTROLLER,
+  controllerBin,
+  examplesDir,
   flagsOf,
+  FULLNAME,
   mergedValues,
+  NAMESPACE,
+  RELEASE,
   render,
   renderNotes,
   repoRoot,
   runRenderer,
+  schema,
   validateValues,
   writeTemp,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
 const TEST_HOST = `${FULLNAME}-test-run.${NAMESPACE}.svc`;
 const DEFAULT_PATTERNS = ["*.svc", "*.svc.cluster.local"];
-const controllerBin = path.join(binDir, "loads-controller");
 const runnerBin = path.join(binDir, "loads-runner");
 const haveBinaries = existsSync(controllerBin) && existsSync(runnerBin);
-const examplesDir = path.join(chartDir, "examples");
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 // A values file setting controller.allowTargets (JSON is YAML), and more YAML lines.
 function allowFile(patterns, ...lines) {

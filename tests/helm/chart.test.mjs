@@ -30,16 +30,22 @@ import yaml from "js-yaml";
 import {
   binDir,
   chartDir,
+  CONTROLLER,
+  examplesDir,
   flagsOf,
+  FULLNAME,
   helpFlags,
   mergedValues,
   modelOf,
+  NAMESPACE,
   parseManifests,
   podSpecs,
+  RELEASE,
   render,
   renderNotes,
   renderText,
   runRenderer,
+  schema,
   scratchDir,
   selects,
   subsetOf,
@@ -48,14 +54,8 @@ import {
   writeTemp,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
 const chart = yaml.load(readFileSync(path.join(chartDir, "Chart.yaml"), "utf8"));
 const dashboardFile = path.join(chartDir, "dashboards/loads.json");
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
-const examplesDir = path.join(chartDir, "examples");
 
 // The flags of the Kubernetes launcher, added to loads-controller with it. Until its --help
 // lists --launcher, they cannot be checked against the binary (the test says so).

@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -26,27 +26,28 @@ import yaml from "js-yaml";
 import {
   binDir,
   chartDir,
+  CONTROLLER,
+  controllerBin,
   flagsOf,
+  FULLNAME,
   helpFlags,
   mergedValues,
+  NAMESPACE,
   parseManifests,
+  RELEASE,
   render,
   renderNotes,
   renderText,
   repoRoot,
   runRenderer,
+  schema,
   scratchDir,
   validateValues,
   writeTemp,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
 const SECRET = `${FULLNAME}-curve`;
 const CURVE_DIR = "/var/run/loads-curve";
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 // Renders with values given as YAML text (or none), and Secrets `lookup` finds (YAML texts).
 function renderWith(text = "", lookups = []) {
@@ -468,8 +469,7 @@ async function stop(child) {
 }
 
 describe("the rendered CURVE flags with the real binaries", () => {
-  const controllerBin = path.join(binDir, "loads-controller");
-  const workerBin = path.join(binDir, "loads-worker");
+    const workerBin = path.join(binDir, "loads-worker");
   const runnerBin = path.join(binDir, "loads-runner");
   const haveBinaries = [controllerBin, workerBin, runnerBin].every((f) => existsSync(f));
   const docs = renderWith("worker:\n  enabled: true\n");

@@ -24,9 +24,12 @@ import yaml from "js-yaml";
 
 import {
   chartDir,
+  examplesDir,
   mergedValues,
   modelOf,
+  NAMESPACE,
   parseManifests,
+  RELEASE,
   render,
   renderNotes,
   repoRoot,
@@ -34,10 +37,7 @@ import {
   unknownFields,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
 const here = path.join(repoRoot, "tests/helm");
-const examplesDir = path.join(chartDir, "examples");
 const scratch = mkdtempSync(path.join(tmpdir(), "loads-helm-test-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 

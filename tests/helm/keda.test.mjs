@@ -29,27 +29,27 @@ import yaml from "js-yaml";
 import {
   binDir,
   chartDir,
+  CONTROLLER,
+  controllerBin,
+  examplesDir,
+  FULLNAME,
   mergedValues,
   modelOf,
+  NAMESPACE,
+  RELEASE,
   render,
   renderNotes,
   repoRoot,
   runRenderer,
+  schema,
   scratchDir,
   unknownFields,
   validateValues,
+  WORKERS,
   writeTemp,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
-const WORKERS = `${FULLNAME}-worker`;
-const controllerBin = path.join(binDir, "loads-controller");
-const examplesDir = path.join(chartDir, "examples");
 const allOptions = path.join(repoRoot, "tests/helm/all-options.yaml");
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 const PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090";
 
 // The smallest values that turn KEDA on.

@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -26,28 +26,28 @@ import yaml from "js-yaml";
 import {
   binDir,
   chartDir,
+  controllerBin,
+  examplesDir,
   flagsOf,
+  FULLNAME,
   launchedPod,
   launchedPodOf,
   mergedValues,
   models,
+  NAMESPACE,
+  RELEASE,
   render,
   runRenderer,
+  schema,
   unknownFields,
   validateValues,
   writeTemp,
 } from "./lib.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
 const CONFIGMAP = `${FULLNAME}-worker-pod`;
 const TEMPLATE_PATH = "/etc/loads/worker-pod/pod.json";
-const controllerBinary = path.join(binDir, "loads-controller");
-const examplesDir = path.join(chartDir, "examples");
 
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 // Every placement value, labels, annotations and env set at once (with commonLabels, which the
 // launched pods carry too).
@@ -184,7 +184,7 @@ function sharedSpec(values, { env = [], podSecurityContext = values.podSecurityC
 function runController(templateFile) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KUBERNETES_")));
   const result = spawnSync(
-    controllerBinary,
+    controllerBin,
     ["--launcher", "kubernetes", "--worker-image", "x", "--advertise", "tcp://192.0.2.1:1", "--no-state", "--worker-pod-template", templateFile],
     { encoding: "utf8", env, timeout: 20000 },
   );
@@ -265,7 +265,7 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
 
   for (const { name, files } of cases) {
     it(`is accepted by the real loads-controller, with ${name}`, (t) => {
-      if (!existsSync(controllerBinary)) {
+      if (!existsSync(controllerBin)) {
         t.skip(`no loads-controller in ${binDir}`);
         return;
       }
@@ -291,7 +291,7 @@ describe("the launched worker pods' template (ConfigMap <fullname>-worker-pod)",
   }
 
   it("the check above tells a refused template apart", (t) => {
-    if (!existsSync(controllerBinary)) {
+    if (!existsSync(controllerBin)) {
       t.skip(`no loads-controller in ${binDir}`);
       return;
     }

@@ -39,9 +39,19 @@ export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 export const chartDir = path.join(repoRoot, "helm/loads");
 // The built binaries the checks run (LOADS_BIN_DIR, as ctest sets it; else build/bin).
 export const binDir = process.env.LOADS_BIN_DIR || path.join(repoRoot, "build/bin");
-// values.schema.json compiled as the checks apply it: strict, every error reported.
-export const validateValues = new Ajv({ strict: true, allErrors: true }).compile(
-  JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8")));
+export const examplesDir = path.join(chartDir, "examples");
+export const controllerBin = path.join(binDir, "loads-controller");
+// values.schema.json, and compiled as the checks apply it: strict, every error reported.
+export const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
+export const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
+
+// The release most checks render (`--release demo --namespace perf`), and the names of its
+// controller and standing workers.
+export const RELEASE = "demo";
+export const NAMESPACE = "perf";
+export const FULLNAME = "demo-loads";
+export const CONTROLLER = `${FULLNAME}-controller`;
+export const WORKERS = `${FULLNAME}-worker`;
 
 // This test file's scratch folder (each file runs in a process of its own), removed at exit.
 let scratch;

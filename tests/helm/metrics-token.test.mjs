@@ -33,31 +33,31 @@ import yaml from "js-yaml";
 import {
   binDir,
   chartDir,
+  CONTROLLER,
+  controllerBin,
+  examplesDir,
   flagsOf,
+  FULLNAME,
   launchedPodOf,
   mergedValues,
+  NAMESPACE,
   podSpecs,
+  RELEASE,
   render,
   renderNotes,
   renderText,
   repoRoot,
   runRenderer,
+  schema,
   scratchDir,
   validateValues,
+  WORKERS,
   writeTemp,
 } from "./lib.mjs";
 
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
-const WORKERS = `${FULLNAME}-worker`;
 const TOKEN_FILE = "/var/run/loads-metrics/token";
-const controllerBin = path.join(binDir, "loads-controller");
 const workerBin = path.join(binDir, "loads-worker");
 const haveBinaries = existsSync(controllerBin) && existsSync(workerBin);
-const examplesDir = path.join(chartDir, "examples");
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 // values.yaml, every example, all-options.yaml, and values that reach what none of them does: the
 // controller listening for real (no launcher, no CURVE), monitors in other namespaces with a

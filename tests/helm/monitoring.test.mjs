@@ -20,12 +20,17 @@ import yaml from "js-yaml";
 
 import {
   chartDir,
+  CONTROLLER,
+  FULLNAME,
   launchedPodOf,
   mergedValues,
   modelOf,
+  NAMESPACE,
+  RELEASE,
   render,
   repoRoot,
   runRenderer,
+  schema,
   scratchDir,
   selects,
   unknownFields,
@@ -34,10 +39,6 @@ import {
 } from "./lib.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const RELEASE = "demo";
-const NAMESPACE = "perf";
-const FULLNAME = "demo-loads";
-const CONTROLLER = `${FULLNAME}-controller`;
 const ALERTS = {
   controllerDown: "LoadsControllerDown",
   runFailed: "LoadsRunFailed",
@@ -49,7 +50,6 @@ const ALERTS = {
 // gives the ServiceMonitor's targets.
 const DEFAULT_SELECTOR = `namespace="${NAMESPACE}",service="${CONTROLLER}"`;
 
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 // The chart rendered as release demo in namespace perf with these values (YAML text).
 function renderWith(text = "") {

@@ -17,15 +17,14 @@ import yaml from "js-yaml";
 
 import {
   binDir,
-  chartDir,
   flagsOf,
   render,
   repoRoot,
+  schema,
   writeTemp,
 } from "./lib.mjs";
 
 const table = JSON.parse(readFileSync(path.join(repoRoot, "tests/testdata/quantities.json"), "utf8"));
-const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 
 const validateQuantity = new Ajv({ strict: true, allErrors: true }).compile({
   ...schema.definitions.quantity,
