@@ -27,12 +27,12 @@ import { describe, it } from "node:test";
 import yaml from "js-yaml";
 
 import {
+  assertSchemaRefuses,
   binDir,
   chartDir,
   CONTROLLER,
   controllerBin,
   examplesDir,
-  FULLNAME,
   mergedValues,
   modelOf,
   NAMESPACE,
@@ -357,10 +357,6 @@ describe("KEDA values the chart refuses", () => {
     assert.equal(find(objects(`${ON}    minReplicaCount: 0\n`), "ScaledObject").spec.minReplicaCount, 0);
   });
 
-  const errorsOf = (text) => {
-    const values = mergedValues([writeTemp("values.yaml", text)]);
-    return validateValues(values) ? [] : validateValues.errors;
-  };
   const schemaBad = [
     ["enabled without serverAddress", "worker:\n  keda: {enabled: true}\n", "minLength", "/worker/keda/serverAddress"],
     ["a serverAddress without http:// or https://", "worker:\n  keda: {serverAddress: prometheus:9090}\n", "pattern", "/worker/keda/serverAddress"],
@@ -376,10 +372,7 @@ describe("KEDA values the chart refuses", () => {
     ["the HPA's key name", "worker:\n  keda: {minReplicas: 2}\n", "additionalProperties", "/worker/keda"],
   ];
   for (const [what, text, keyword, instancePath] of schemaBad) {
-    it(`values.schema.json refuses ${what}`, () => {
-      const errors = errorsOf(text);
-      assert.ok(errors.some((e) => e.keyword === keyword && e.instancePath === instancePath), JSON.stringify(errors, null, 2));
-    });
+    it(`values.schema.json refuses ${what}`, () => assertSchemaRefuses(text, keyword, instancePath));
   }
 });
 

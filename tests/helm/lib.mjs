@@ -6,6 +6,7 @@
 // `lookup` reads (upgrades), which Helm cannot without one. That Helm itself accepts the chart,
 // and renders what helm-render renders, is helm.test.mjs's part, with a real Helm.
 
+import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -156,6 +157,17 @@ export function mergedValues(valueFiles = []) {
   const result = runRenderer(args);
   if (result.status !== 0) throw new Error(`helm-render --values-json failed:\n${result.stderr}`);
   return JSON.parse(result.stdout);
+}
+
+// Asserts that values.schema.json refuses values.yaml with TEXT (YAML) merged over it, and that
+// among the errors it reports is one of KEYWORD at INSTANCEPATH.
+export function assertSchemaRefuses(text, keyword, instancePath) {
+  const values = mergedValues([writeTemp("bad.yaml", text)]);
+  assert.equal(validateValues(values), false, `accepted: ${text}`);
+  assert.ok(
+    validateValues.errors.some((e) => e.keyword === keyword && e.instancePath === instancePath),
+    `expected ${keyword} at "${instancePath}", got ${JSON.stringify(validateValues.errors, null, 2)}`,
+  );
 }
 
 export function parseManifests(output) {
