@@ -19,16 +19,16 @@
 
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
 
 import {
   binDir,
+  chartCases,
   chartDir,
   CONTROLLER,
   controllerBin,
-  examplesDir,
   flagsOf,
   FULLNAME,
   mergedValues,
@@ -244,15 +244,7 @@ describe("controller.allowTargets in values.schema.json", () => {
 });
 
 // values.yaml, every example, all-options.yaml, and a list of every pattern form.
-const cases = [
-  { name: "values.yaml", files: [] },
-  ...readdirSync(examplesDir)
-    .filter((f) => f.endsWith(".yaml"))
-    .sort()
-    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
-  { name: "tests/helm/all-options.yaml", files: [path.join(repoRoot, "tests/helm/all-options.yaml")] },
-  { name: "every pattern form", files: [allowFile(EVERY_FORM)] },
-];
+const cases = [...chartCases, { name: "every pattern form", files: [allowFile(EVERY_FORM)] }];
 
 describe("the rendered --allow-target flags with the real loads-controller", { concurrency: true }, () => {
   for (const testCase of cases) {

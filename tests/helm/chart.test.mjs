@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import path from "node:path";
 import { before, describe, it } from "node:test";
@@ -32,6 +32,7 @@ import {
   binDir,
   chartDir,
   CONTROLLER,
+  exampleCases,
   examplesDir,
   flagsOf,
   FULLNAME,
@@ -82,10 +83,7 @@ function newAjv() {
 // on each).
 const cases = [
   { name: "values.yaml", files: [] },
-  ...readdirSync(examplesDir)
-    .filter((f) => f.endsWith(".yaml"))
-    .sort()
-    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
+  ...exampleCases,
   { name: "web.enabled=false", files: [writeTemp("no-web.yaml", "web:\n  enabled: false\n")] },
   {
     // An Ingress without host nor TLS, on another port and class: the rule matches every host.

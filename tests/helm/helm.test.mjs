@@ -16,15 +16,15 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import yaml from "js-yaml";
 
 import {
+  chartCases,
   chartDir,
-  examplesDir,
   mergedValues,
   modelOf,
   NAMESPACE,
@@ -100,14 +100,7 @@ function byObject(docs) {
 }
 
 // values.yaml alone, each example, and every value set at once.
-const cases = [
-  { name: "values.yaml", files: [] },
-  ...readdirSync(examplesDir)
-    .filter((f) => f.endsWith(".yaml"))
-    .sort()
-    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
-  { name: "tests/helm/all-options.yaml", files: [path.join(here, "all-options.yaml")] },
-];
+const cases = chartCases;
 
 // Whether the chart generates nothing random for these values: no tokens (auth.existingSecret),
 // no certificate (TLS off, or from a Secret or cert-manager) and no CURVE key (CURVE off, or from

@@ -16,18 +16,19 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import yaml from "js-yaml";
 
 import {
+  allOptionsCase,
   assertSchemaRefuses,
   binDir,
   chartDir,
   controllerBin,
+  exampleCases,
   examplesDir,
   flagsOf,
   FULLNAME,
@@ -45,7 +46,6 @@ import {
   writeTemp,
 } from "./lib.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const CONFIGMAP = `${FULLNAME}-worker-pod`;
 const TEMPLATE_PATH = "/etc/loads/worker-pod/pod.json";
 
@@ -118,7 +118,7 @@ const cases = [
   { name: "the launcher's own security contexts", files: [ownContextsFile] },
   { name: "examples/placement.yaml", files: [path.join(examplesDir, "placement.yaml")] },
   { name: "examples/openshift.yaml", files: [path.join(examplesDir, "openshift.yaml")] },
-  { name: "tests/helm/all-options.yaml", files: [path.join(here, "all-options.yaml")] },
+  allOptionsCase,
 ];
 
 function renderWith(files) {
@@ -409,11 +409,8 @@ const bothCases = [
   { name: "every placement value and standing workers", files: [placementFile, standingOn] },
   { name: "the launcher's own security contexts and standing workers", files: [ownContextsFile, standingOn] },
   { name: "shared values changed", files: [sharedValues] },
-  ...readdirSync(examplesDir)
-    .filter((f) => f.endsWith(".yaml"))
-    .sort()
-    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
-  { name: "tests/helm/all-options.yaml", files: [path.join(here, "all-options.yaml")] },
+  ...exampleCases,
+  allOptionsCase,
 ];
 
 describe("standing and launched workers from one pod definition", () => {

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -45,6 +45,19 @@ export const controllerBin = path.join(binDir, "loads-controller");
 // values.schema.json, and compiled as the checks apply it: strict, every error reported.
 export const schema = JSON.parse(readFileSync(path.join(chartDir, "values.schema.json"), "utf8"));
 export const validateValues = new Ajv({ strict: true, allErrors: true }).compile(schema);
+
+// The cases the checks run on, each {name, files}: every example (examples/*.yaml), sorted;
+// tests/helm/all-options.yaml, which sets every value; and values.yaml alone, every example and
+// all-options.yaml together.
+export const exampleCases = readdirSync(examplesDir)
+  .filter((f) => f.endsWith(".yaml"))
+  .sort()
+  .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] }));
+export const allOptionsCase = {
+  name: "tests/helm/all-options.yaml",
+  files: [path.join(repoRoot, "tests/helm/all-options.yaml")],
+};
+export const chartCases = [{ name: "values.yaml", files: [] }, ...exampleCases, allOptionsCase];
 
 // The release most checks render (`--release demo --namespace perf`), and the names of its
 // controller and standing workers.

@@ -22,7 +22,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -33,6 +33,7 @@ import yaml from "js-yaml";
 import {
   assertSchemaRefuses,
   binDir,
+  chartCases,
   chartDir,
   CONTROLLER,
   controllerBin,
@@ -64,12 +65,7 @@ const haveBinaries = existsSync(controllerBin) && existsSync(workerBin);
 // controller listening for real (no launcher, no CURVE), monitors in other namespaces with a
 // generated token, a Secret of yours for the token with monitors elsewhere, no TLS.
 const cases = [
-  { name: "values.yaml", files: [] },
-  ...readdirSync(examplesDir)
-    .filter((f) => f.endsWith(".yaml"))
-    .sort()
-    .map((f) => ({ name: `examples/${f}`, files: [path.join(examplesDir, f)] })),
-  { name: "tests/helm/all-options.yaml", files: [path.join(repoRoot, "tests/helm/all-options.yaml")] },
+  ...chartCases,
   {
     name: "no CURVE, no launcher, standing workers, no TLS",
     files: [writeTemp("plain.yaml", "curve: {enabled: false}\nlauncher: {enabled: false}\ntls: {enabled: false}\nworker: {enabled: true, replicas: 1}\n")],
