@@ -252,12 +252,16 @@ class CurveTest(unittest.TestCase):
         mounted = os.path.join(self.tmp, "public-key")
         with open(mounted, "w") as f:
             f.write(stale_public + "\n")
-        worker = subprocess.Popen(
-            [harness.binary("loads-worker"), "--controller", controller.zmq, "--token-file",
-             self.token, "--curve-server-key-file", mounted, "--curve-key-file", self.worker_key,
-             "--id", "standing-1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(harness.stop_process, worker)
+        def standing_worker():  # as its pod starts it, reading the key from the mounted file
+            worker = subprocess.Popen(
+                [harness.binary("loads-worker"), "--controller", controller.zmq, "--token-file",
+                 self.token, "--curve-server-key-file", mounted, "--curve-key-file",
+                 self.worker_key, "--id", "standing-1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(harness.stop_process, worker)
+            return worker
+
+        worker = standing_worker()
         time.sleep(3)
         self.assertIsNone(worker.poll(), "it exited while its key was unchanged")
         with open(mounted, "w") as f:  # as the kubelet updates a mounted Secret
@@ -265,12 +269,7 @@ class CurveTest(unittest.TestCase):
         self.assertEqual(worker.wait(timeout=10), 1)
         self.assertIn(f"the controller's public key in {mounted} has changed", worker.stderr.read())
         # Started again, it registers with the key now in the file.
-        again = subprocess.Popen(
-            [harness.binary("loads-worker"), "--controller", controller.zmq, "--token-file",
-             self.token, "--curve-server-key-file", mounted, "--curve-key-file", self.worker_key,
-             "--id", "standing-1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(harness.stop_process, again)
+        again = standing_worker()
         deadline = time.monotonic() + 15
         while "standing-1" not in harness.run_runner(
                 ["--controller", controller.grpc, "--ping"]).stdout:

@@ -230,15 +230,19 @@ class MetricsTest(unittest.TestCase):
             prometheus.close()
 
 
+    def token_file(self, name, token):
+        """A file holding `token` (a line), removed after the test."""
+        if not hasattr(self, "token_dir"):
+            self.token_dir = tempfile.mkdtemp(prefix="loads-metrics-token-")
+            self.addCleanup(shutil.rmtree, self.token_dir, ignore_errors=True)
+        path = os.path.join(self.token_dir, name)
+        with open(path, "w") as f:
+            f.write(token + "\n")
+        return path
+
     def test_a_metrics_token_lets_only_prometheus_in(self):
-        token_dir = tempfile.mkdtemp(prefix="loads-metrics-token-")
-        self.addCleanup(shutil.rmtree, token_dir, ignore_errors=True)
-        token_file = os.path.join(token_dir, "token")
-        with open(token_file, "w") as f:
-            f.write("scrape-secret\n")
-        wrong_file = os.path.join(token_dir, "wrong")
-        with open(wrong_file, "w") as f:
-            f.write("not-it\n")
+        token_file = self.token_file("token", "scrape-secret")
+        wrong_file = self.token_file("wrong", "not-it")
         controller = Controller(extra=("--max-local-workers", "0", "--metrics-token-file",
                                        token_file))
         self.addCleanup(controller.close)
@@ -273,11 +277,7 @@ class MetricsTest(unittest.TestCase):
             without.close()
 
     def test_a_worker_metrics_token_lets_only_its_holder_in(self):
-        token_dir = tempfile.mkdtemp(prefix="loads-worker-metrics-token-")
-        self.addCleanup(shutil.rmtree, token_dir, ignore_errors=True)
-        token_file = os.path.join(token_dir, "token")
-        with open(token_file, "w") as f:
-            f.write("worker-scrape\n")
+        token_file = self.token_file("token", "worker-scrape")
         worker = subprocess.Popen(
             [harness.binary("loads-worker"), "--controller", self.controller.zmq,
              "--metrics", "127.0.0.1:0", "--metrics-token-file", token_file],
