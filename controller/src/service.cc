@@ -81,7 +81,7 @@ grpc::Status ToGrpc(const Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
 }
 
-void DescribeRun(const RunView& view, v1::Run* out) {
+void DescribeRun(const RunView& view, v1::Run* out, SeriesSent* sent) {
   out->Clear();
   out->set_run_id(view.run_id);
   out->set_state(ToProto(view.state));
@@ -130,7 +130,16 @@ void DescribeRun(const RunView& view, v1::Run* out) {
   const common::Series series =
       IsOver(view.state) ? common::SeriesBuilder(view.series).Finish() : view.series.closed();
   *out->mutable_series_step() = spec::ToDuration(series.step_seconds);
-  for (size_t i = 0; i < series.size(); ++i) {
+  size_t from = 0;
+  if (sent) {
+    if (!IsOver(view.state) && sent->points <= series.size() &&
+        sent->step_seconds == series.step_seconds) {
+      from = sent->points;
+    }
+    *sent = {series.size(), series.step_seconds};
+  }
+  out->set_series_from(static_cast<uint32_t>(from));
+  for (size_t i = from; i < series.size(); ++i) {
     v1::SeriesPoint* point = out->add_series();
     point->set_second(series.seconds[i]);
     point->set_hits(series.hits[i]);
@@ -407,23 +416,14 @@ grpc::Status ControllerService::WatchRun(grpc::ServerContext* context,
                                          const v1::WatchRunRequest* request,
                                          grpc::ServerWriter<v1::Run>* writer) {
   if (grpc::Status auth = Authorize(*context, Access::kRead); !auth.ok()) return auth;
-  // The series points this stream has sent, and their step: an update carries only the points
-  // after them (series_from), not up to 3,600 points twice a second.
-  int sent_points = 0;
-  google::protobuf::Duration sent_step;
+  // An update carries only the series points after those this stream has sent, not up to 3,600
+  // points twice a second.
+  SeriesSent sent;
   while (true) {
     auto view = broker_->GetRun(request->run_id());
     if (!view) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no run " + request->run_id());
     v1::Run run;
-    DescribeRun(*view, &run);
-    const int points = run.series_size();
-    if (!IsOver(view->state) && sent_points > 0 && sent_points <= points &&
-        google::protobuf::util::MessageDifferencer::Equals(run.series_step(), sent_step)) {
-      run.mutable_series()->DeleteSubrange(0, sent_points);
-      run.set_series_from(static_cast<uint32_t>(sent_points));
-    }
-    sent_points = points;
-    sent_step = run.series_step();
+    DescribeRun(*view, &run, &sent);
     if (!writer->Write(run))
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     if (IsOver(view->state)) return grpc::Status::OK;

@@ -103,7 +103,15 @@ class ControllerService final : public loads::v1::Controller::Service {
   std::thread supervisor_;
 };
 
-// Fills *out from the broker's view of a run.
-void DescribeRun(const RunView& view, v1::Run* out);
+// What a WatchRun stream has sent of a run's series: how many points, at what step.
+struct SeriesSent {
+  size_t points = 0;
+  double step_seconds = 0;
+};
+
+// Fills *out from the broker's view of a run. With `sent` (a WatchRun stream's), the series
+// starts after the points already sent (Run.series_from), unless the step has changed or the run
+// is over; *sent is then updated.
+void DescribeRun(const RunView& view, v1::Run* out, SeriesSent* sent = nullptr);
 
 }  // namespace loads::controller
