@@ -39,6 +39,7 @@ import {
   repoRoot,
   runRenderer,
   schema,
+  stop,
   validateValues,
   writeTemp,
 } from "./lib.mjs";
@@ -125,15 +126,6 @@ function listeningController(allowArgs) {
     child.stderr.on("data", read);
     child.on("exit", (code) => reject(new Error(`loads-controller exited (${code}):\n${output}`)));
   });
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
-  await exited;
-  clearTimeout(timer);
 }
 
 // The URL of the `helm test` pod's run, from its rendered script.

@@ -43,6 +43,7 @@ import {
   runRenderer,
   schema,
   scratchDir,
+  stop,
   validateValues,
   writeTemp,
 } from "./lib.mjs";
@@ -452,15 +453,6 @@ function startUntil(command, args, ready, env = envOutsideKubernetes()) {
     });
   });
   return { child, line, output: () => output };
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
-  await exited;
-  clearTimeout(timer);
 }
 
 describe("the rendered CURVE flags with the real binaries", () => {

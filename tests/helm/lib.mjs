@@ -172,6 +172,16 @@ export function mergedValues(valueFiles = []) {
   return JSON.parse(result.stdout);
 }
 
+// Stops a child process the checks started: SIGTERM, SIGKILL after 10 s; resolves once it exited.
+export async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+  await exited;
+  clearTimeout(timer);
+}
+
 // Asserts that values.schema.json refuses values.yaml with TEXT (YAML) merged over it, and that
 // among the errors it reports is one of KEYWORD at INSTANCEPATH.
 export function assertSchemaRefuses(text, keyword, instancePath) {

@@ -52,6 +52,7 @@ import {
   runRenderer,
   schema,
   scratchDir,
+  stop,
   validateValues,
   WORKERS,
   writeTemp,
@@ -527,15 +528,6 @@ function start(binary, args) {
       child.on("exit", (code) => setImmediate(() => done({ running: false, code })));
     });
   return { child, settled, output: () => output };
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
-  await exited;
-  clearTimeout(timer);
 }
 
 // GET /metrics at 127.0.0.1:PORT, with an Authorization header or none: {status, body}.
